@@ -62,3 +62,148 @@ impl std::fmt::Display for Reason {
         f.write_str(self.as_str())
     }
 }
+
+use crate::filing::{Filing, Kind, Product, Status};
+
+/// What the gate needs to know of a filing: small, cheap to clone, no personal data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FilingFacts {
+    pub id: i64,
+    pub kind: Kind,
+    pub product: Product,
+    pub status: Status,
+    pub icp_number: Option<String>,
+}
+
+impl FilingFacts {
+    pub fn of(filing: &Filing) -> FilingFacts {
+        FilingFacts {
+            id: filing.id,
+            kind: filing.kind,
+            product: filing.product,
+            status: filing.status,
+            icp_number: filing.icp_number.as_ref().map(|n| n.as_str().to_string()),
+        }
+    }
+}
+
+/// The parts of `[policy]` the rule itself reads.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RulePolicy {
+    /// Serve an access-existing filing once its initial review passed (SPEC §2).
+    pub access_existing_after_initial_review: bool,
+}
+
+/// The gate rule for a registrable domain: allow (`Reason::Filed`) only for an
+/// approved filing, or, when the policy switch is on, an access-existing filing that
+/// passed initial review.
+pub fn decide(filing: Option<&FilingFacts>, policy: RulePolicy) -> Reason {
+    let Some(filing) = filing else {
+        return Reason::NotFiled;
+    };
+    match filing.status {
+        Status::Approved => Reason::Filed,
+        Status::AuthorityReview
+            if policy.access_existing_after_initial_review
+                && filing.kind == Kind::AccessExisting =>
+        {
+            Reason::Filed
+        }
+        Status::InitialReview | Status::AuthorityReview => Reason::PendingReview,
+        Status::Rejected => Reason::Rejected,
+        Status::Abandoned => Reason::Abandoned,
+        Status::Cancelled => Reason::Cancelled,
+        Status::Disconnected => Reason::Disconnected,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts(kind: Kind, status: Status) -> FilingFacts {
+        FilingFacts {
+            id: 1,
+            kind,
+            product: Product::Storefront,
+            status,
+            icp_number: None,
+        }
+    }
+
+    #[test]
+    fn only_approved_filings_are_served() {
+        let off = RulePolicy::default();
+        let on = RulePolicy {
+            access_existing_after_initial_review: true,
+        };
+        let cases = [
+            // no filing at all
+            (None, off, Reason::NotFiled),
+            // approved new filing
+            (Some(facts(Kind::New, Status::Approved)), off, Reason::Filed),
+            // both review stages block
+            (
+                Some(facts(Kind::New, Status::InitialReview)),
+                off,
+                Reason::PendingReview,
+            ),
+            (
+                Some(facts(Kind::New, Status::AuthorityReview)),
+                off,
+                Reason::PendingReview,
+            ),
+            // the switch does not open a *new* filing under authority review
+            (
+                Some(facts(Kind::New, Status::AuthorityReview)),
+                on,
+                Reason::PendingReview,
+            ),
+            // access-existing under authority review: blocked by default, served with the switch
+            (
+                Some(facts(Kind::AccessExisting, Status::AuthorityReview)),
+                off,
+                Reason::PendingReview,
+            ),
+            (
+                Some(facts(Kind::AccessExisting, Status::AuthorityReview)),
+                on,
+                Reason::Filed,
+            ),
+            // the switch never opens initial review
+            (
+                Some(facts(Kind::AccessExisting, Status::InitialReview)),
+                on,
+                Reason::PendingReview,
+            ),
+            // revocations and returns
+            (
+                Some(facts(Kind::New, Status::Rejected)),
+                on,
+                Reason::Rejected,
+            ),
+            (
+                Some(facts(Kind::New, Status::Abandoned)),
+                on,
+                Reason::Abandoned,
+            ),
+            (
+                Some(facts(Kind::New, Status::Cancelled)),
+                on,
+                Reason::Cancelled,
+            ),
+            (
+                Some(facts(Kind::AccessExisting, Status::Disconnected)),
+                on,
+                Reason::Disconnected,
+            ),
+        ];
+        for (filing, policy, want) in cases {
+            assert_eq!(
+                decide(filing.as_ref(), policy),
+                want,
+                "{filing:?} {policy:?}"
+            );
+        }
+    }
+}

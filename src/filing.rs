@@ -55,7 +55,7 @@ pub use details::{Contact, DetailError, Entity, EntityType, Website};
 pub use icp_number::{IcpNumber, IcpNumberError, PROVINCES};
 
 /// Where a filing is in its lifecycle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     InitialReview,

@@ -1,9 +1,36 @@
-//! icpgate: an inline reverse proxy that enforces "file first, then connect"
-//! (先备案、后接入). See README.md for the architecture and one request's path.
+//! icpgate: an inline reverse proxy that enforces China's ICP filing rule, "file
+//! first, then connect" (先备案、后接入).
+//!
+//! One request's path through the crate:
+//!
+//! 1. `listener` accepts (connection limit, slow-client deadlines) and hands the
+//!    stream to hyper;
+//! 2. `proxy::Gate::serve` reads the authority and `host` normalises it (400 on
+//!    garbage, `ip_literal` for addresses, a public suffix is never filed);
+//! 3. `decision_cache` answers from memory or asks the `registry` once per domain;
+//! 4. `decision::decide` applies the rule: only an approved filing is served;
+//! 5. a refusal becomes a block page in `rejection`; an admission goes through
+//!    `forward` and `upstream` to the product's pool, streaming both ways.
+//!
+//! The `admin` API drives the filing lifecycle (`filing`) and every write
+//! invalidates the cache, so the gate follows the registry at once. `app` builds all
+//! of it from `config` and owns reload and shutdown.
 #![forbid(unsafe_code)]
 
+pub mod admin;
+pub mod app;
 pub mod config;
 pub mod decision;
+pub mod decision_cache;
 pub mod filing;
+pub mod forward;
 pub mod host;
+pub mod listener;
+pub mod metrics;
+pub mod proxy;
+pub mod proxy_body;
+pub mod registry;
 pub mod rejection;
+pub mod request_id;
+pub mod tunnel;
+pub mod upstream;

@@ -1,1 +1,157 @@
-fn main() {}
+//! The `icpgate` command line: serve, registry import|export, config check.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use icpgate::config::{Config, LogFormat};
+
+#[derive(Parser)]
+#[command(
+    name = "icpgate",
+    version,
+    about = "File first, then connect (先备案、后接入): an ICP filing gate"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gate.
+    Serve {
+        #[arg(long, default_value = "config/icpgate.toml")]
+        config: PathBuf,
+    },
+    /// Import or export filings as JSON Lines.
+    Registry {
+        #[command(subcommand)]
+        command: RegistryCommand,
+    },
+    /// Validate a configuration file.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum RegistryCommand {
+    /// Import filings (all or nothing) from a JSON Lines file.
+    Import {
+        #[arg(long, default_value = "config/icpgate.toml")]
+        config: PathBuf,
+        file: PathBuf,
+    },
+    /// Export every filing as JSON Lines (`-` for standard output).
+    Export {
+        #[arg(long, default_value = "config/icpgate.toml")]
+        config: PathBuf,
+        file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate, and print the problem with its location.
+    Check {
+        #[arg(long, default_value = "config/icpgate.toml")]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("icpgate: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Serve { config } => {
+            let loaded = Config::load(&config)?;
+            init_logging(&loaded);
+            runtime()?.block_on(icpgate::app::serve(&config))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Registry {
+            command: RegistryCommand::Import { config, file },
+        } => {
+            let loaded = Config::load(&config)?;
+            let count = runtime()?.block_on(import(&loaded, &file))?;
+            println!("imported {count} filings from {}", file.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Registry {
+            command: RegistryCommand::Export { config, file },
+        } => {
+            let loaded = Config::load(&config)?;
+            let count = runtime()?.block_on(export(&loaded, &file))?;
+            if file.as_os_str() != "-" {
+                println!("exported {count} filings to {}", file.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Config {
+            command: ConfigCommand::Check { config },
+        } => match Config::load(&config) {
+            Ok(_) => {
+                println!("{}: ok", config.display());
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(error) => {
+                println!("{error}");
+                Ok(ExitCode::from(1))
+            }
+        },
+    }
+}
+
+async fn import(config: &Config, file: &Path) -> anyhow::Result<usize> {
+    let registry = icpgate::app::open_registry(&config.registry).await?;
+    Ok(icpgate::app::import_file(registry.as_ref(), file).await?)
+}
+
+async fn export(config: &Config, file: &Path) -> anyhow::Result<usize> {
+    let registry = icpgate::app::open_registry(&config.registry).await?;
+    let filings = registry.export().await?;
+    let text = icpgate::registry::jsonl::render(&filings);
+    if file.as_os_str() == "-" {
+        print!("{text}");
+    } else {
+        std::fs::write(file, text).with_context(|| format!("cannot write {}", file.display()))?;
+    }
+    Ok(filings.len())
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log.level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
+        LogFormat::Text => builder.init(),
+    }
+}

@@ -1,0 +1,663 @@
+//! The admin API, on its own listener (SPEC §3). JSON in and out; errors are
+//! `{"error": "...", "detail": ...}`.
+//!
+//! | method | path | auth | what |
+//! |---|---|---|---|
+//! | GET  | /healthz | – | the process is up |
+//! | GET  | /readyz | – | the registry answers |
+//! | GET  | /metrics | – | Prometheus text |
+//! | GET  | /v1/decision?host=H | – | what the gate would do for H, with the filing it found |
+//! | POST | /v1/filings | token | submit (201, `initial_review`) |
+//! | GET  | /v1/filings?domain=&status= | – | list (personal data masked) |
+//! | GET  | /v1/filings/{id} | – / token | one filing (personal data only with the token) |
+//! | POST | /v1/filings/{id}/{initial-review, authority-review, resubmit, abandon, cancel, disconnect, change} | token | one workflow step |
+//!
+//! Writes need `Authorization: Bearer <token>`, the token read from the environment
+//! variable named by `admin.token_env`, compared in constant time. With no token
+//! configured every write answers 403 saying how to set one.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::decision::Reason;
+use crate::filing::{
+    Action, Entity, Filing, IcpNumber, Kind, Product, Status, TransitionError, Website,
+};
+use crate::host::{Authority, HostName};
+use crate::proxy::Gate;
+use crate::proxy_body::{full, ProxyBody};
+use crate::registry::{jsonl, ListFilter, NewFiling, Registry, RegistryError};
+use crate::rejection;
+
+/// Largest admin request body accepted.
+const MAX_ADMIN_BODY: usize = 1 << 20;
+
+/// An admin API failure, turned into a response in one place (`into_response`).
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("not found")]
+    NotFound,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("missing or wrong bearer token")]
+    Unauthorized,
+    #[error(
+        "no admin token is configured: set the environment variable {0} and restart (or reload)"
+    )]
+    NoTokenConfigured(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("registry unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl AdminError {
+    fn status(&self) -> StatusCode {
+        match self {
+            AdminError::NotFound => StatusCode::NOT_FOUND,
+            AdminError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            AdminError::Unauthorized => StatusCode::UNAUTHORIZED,
+            AdminError::NoTokenConfigured(_) => StatusCode::FORBIDDEN,
+            AdminError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            AdminError::Conflict(_) => StatusCode::CONFLICT,
+            AdminError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            AdminError::NotFound => "not_found",
+            AdminError::MethodNotAllowed => "method_not_allowed",
+            AdminError::Unauthorized => "unauthorized",
+            AdminError::NoTokenConfigured(_) => "no_token_configured",
+            AdminError::BadRequest(_) => "bad_request",
+            AdminError::Conflict(_) => "conflict",
+            AdminError::Unavailable(_) => "registry_unavailable",
+        }
+    }
+
+    fn into_response(self) -> Response<ProxyBody> {
+        let mut response = json_response(
+            self.status(),
+            &json!({"error": self.code(), "detail": self.to_string()}),
+        );
+        if matches!(self, AdminError::Unauthorized) {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
+    }
+}
+
+impl From<RegistryError> for AdminError {
+    fn from(error: RegistryError) -> AdminError {
+        if error.is_unavailable() {
+            return AdminError::Unavailable(error.to_string());
+        }
+        match error {
+            RegistryError::NotFound(_) => AdminError::NotFound,
+            RegistryError::DomainTaken { .. } | RegistryError::IdTaken(_) => {
+                AdminError::Conflict(error.to_string())
+            }
+            RegistryError::Transition(ref transition) => match transition {
+                TransitionError::Illegal { .. } => AdminError::Conflict(error.to_string()),
+                _ => AdminError::BadRequest(error.to_string()),
+            },
+            other => AdminError::BadRequest(other.to_string()),
+        }
+    }
+}
+
+/// The admin service's shared state.
+pub struct Admin {
+    pub registry: Arc<dyn Registry>,
+    pub gate: Arc<Gate>,
+    /// The bearer token (None: writes are refused with 403).
+    pub token: Option<String>,
+    /// Name of the environment variable the token comes from, for error messages.
+    pub token_env: String,
+}
+
+type Reply = Result<Response<ProxyBody>, AdminError>;
+
+impl Admin {
+    pub async fn serve(
+        self: Arc<Self>,
+        request: Request<Incoming>,
+    ) -> Result<Response<ProxyBody>, Infallible> {
+        let method = request.method().clone();
+        let path = request.uri().path().to_string();
+        let response = match self.route(request).await {
+            Ok(response) => response,
+            Err(error) => {
+                tracing::debug!(%method, %path, %error, "admin request refused");
+                error.into_response()
+            }
+        };
+        Ok(response)
+    }
+
+    async fn route(&self, request: Request<Incoming>) -> Reply {
+        let path = request.uri().path().trim_end_matches('/').to_string();
+        let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        match (request.method(), segments.as_slice()) {
+            (&Method::GET, ["healthz"]) => Ok(text_response(StatusCode::OK, "ok\n")),
+            (&Method::GET, ["readyz"]) => self.ready().await,
+            (&Method::GET, ["metrics"]) => Ok(self.metrics()),
+            (&Method::GET, ["v1", "decision"]) => self.decision(&request).await,
+            (&Method::GET, ["v1", "filings"]) => self.list(&request).await,
+            (&Method::POST, ["v1", "filings"]) => self.submit(request).await,
+            (&Method::GET, ["v1", "filings", id]) => self.get(parse_id(id)?, &request).await,
+            (&Method::POST, ["v1", "filings", id, action]) => {
+                let id = parse_id(id)?;
+                let action = action.to_string();
+                self.transition(id, &action, request).await
+            }
+            (
+                _,
+                ["healthz" | "readyz" | "metrics"]
+                | ["v1", "decision" | "filings"]
+                | ["v1", "filings", _],
+            ) => Err(AdminError::MethodNotAllowed),
+            _ => Err(AdminError::NotFound),
+        }
+    }
+
+    async fn ready(&self) -> Reply {
+        match self.registry.revision().await {
+            Ok(revision) => Ok(json_response(
+                StatusCode::OK,
+                &json!({"ready": true, "registry_revision": revision}),
+            )),
+            Err(error) => Ok(json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &json!({"ready": false, "error": "registry_unavailable", "detail": error.to_string()}),
+            )),
+        }
+    }
+
+    fn metrics(&self) -> Response<ProxyBody> {
+        let metrics = &self.gate.metrics;
+        metrics
+            .cache_entries
+            .set(i64::try_from(self.gate.cache.entry_count()).unwrap_or(i64::MAX));
+        let mut response = text_response(StatusCode::OK, &metrics.render());
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        );
+        response
+    }
+
+    fn authorize(&self, request: &Request<Incoming>) -> Result<(), AdminError> {
+        let Some(token) = self.token.as_deref() else {
+            return Err(AdminError::NoTokenConfigured(self.token_env.clone()));
+        };
+        let presented = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or(AdminError::Unauthorized)?;
+        if constant_time_eq(presented.trim().as_bytes(), token.as_bytes()) {
+            Ok(())
+        } else {
+            Err(AdminError::Unauthorized)
+        }
+    }
+
+    fn is_authorized(&self, request: &Request<Incoming>) -> bool {
+        self.authorize(request).is_ok()
+    }
+
+    async fn decision(&self, request: &Request<Incoming>) -> Reply {
+        let host = query_param(request.uri().query(), "host")
+            .ok_or_else(|| AdminError::BadRequest("query parameter host is required".into()))?;
+        let runtime = self.gate.current();
+        let (normalised, domain, verdict) = match Authority::parse(&host) {
+            Ok(Authority::Name(name)) => {
+                let domain = name.registrable_domain();
+                let verdict = self.gate.verdict(domain.as_ref(), &runtime).await;
+                (
+                    Some(name.as_str().to_string()),
+                    domain.map(|d| d.into_string()),
+                    verdict,
+                )
+            }
+            Ok(Authority::Ip(ip)) => (
+                Some(ip.to_string()),
+                None,
+                crate::proxy::Verdict {
+                    reason: Reason::IpLiteral,
+                    filing: None,
+                },
+            ),
+            Err(_) => (
+                None,
+                None,
+                crate::proxy::Verdict {
+                    reason: Reason::InvalidHost,
+                    filing: None,
+                },
+            ),
+        };
+        let policy = &runtime.config.policy;
+        let serves = verdict.reason == Reason::Filed
+            || (verdict.reason == Reason::RegistryUnavailable
+                && policy.on_registry_error == crate::config::OnRegistryError::Allow);
+        let decision = match (serves, policy.mode) {
+            (true, _) => "allow",
+            (false, crate::config::Mode::ReportOnly)
+                if !matches!(verdict.reason, Reason::InvalidHost | Reason::MissingHost) =>
+            {
+                "would_block"
+            }
+            (false, _) => "block",
+        };
+        let block_status = http::StatusCode::from_u16(policy.block_status)
+            .unwrap_or(StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS);
+        let status = if decision == "block" {
+            rejection::status_for(verdict.reason, block_status).as_u16()
+        } else {
+            200
+        };
+        Ok(json_response(
+            StatusCode::OK,
+            &json!({
+                "input": host,
+                "host": normalised,
+                "registrable_domain": domain,
+                "decision": decision,
+                "reason": verdict.reason.as_str(),
+                "status": status,
+                "filing": verdict.filing.as_deref(),
+            }),
+        ))
+    }
+
+    async fn list(&self, request: &Request<Incoming>) -> Reply {
+        let query = request.uri().query();
+        let domain = query_param(query, "domain")
+            .map(|d| registrable(&d))
+            .transpose()?;
+        let status = query_param(query, "status")
+            .map(|s| {
+                Status::parse(&s)
+                    .ok_or_else(|| AdminError::BadRequest(format!("unknown status {s:?}")))
+            })
+            .transpose()?;
+        let limit = query_param(query, "limit")
+            .map(|l| {
+                l.parse::<usize>().map_err(|_| {
+                    AdminError::BadRequest(format!("limit must be a number, not {l:?}"))
+                })
+            })
+            .transpose()?;
+        let filter = ListFilter {
+            domain,
+            status,
+            limit,
+        };
+        let filings = self.registry.list(&filter).await?;
+        let masked: Vec<Filing> = filings.into_iter().map(mask).collect();
+        Ok(json_response(StatusCode::OK, &json!({ "filings": masked })))
+    }
+
+    async fn get(&self, id: i64, request: &Request<Incoming>) -> Reply {
+        let filing = self.registry.get(id).await?.ok_or(AdminError::NotFound)?;
+        let filing = if self.is_authorized(request) {
+            filing
+        } else {
+            mask(filing)
+        };
+        Ok(json_response(StatusCode::OK, &filing))
+    }
+
+    async fn submit(&self, request: Request<Incoming>) -> Reply {
+        self.authorize(&request)?;
+        let actor = actor_of(&request);
+        let body: SubmitBody = read_json(request).await?;
+        let new = body.validate()?;
+        let filing = self.registry.submit(new, &actor).await?;
+        self.after_write(&filing, &actor, "submit", None).await;
+        Ok(json_response(StatusCode::CREATED, &filing))
+    }
+
+    async fn transition(&self, id: i64, action_name: &str, request: Request<Incoming>) -> Reply {
+        if !ACTIONS.contains(&action_name) {
+            return Err(AdminError::NotFound);
+        }
+        self.authorize(&request)?;
+        let actor = actor_of(&request);
+        let before = self
+            .registry
+            .get(id)
+            .await?
+            .ok_or(AdminError::NotFound)?
+            .status;
+        let body: StepBody = read_json_or_empty(request).await?;
+        let action = body.into_action(action_name)?;
+        let filing = self.registry.transition(id, action, &actor).await?;
+        self.after_write(&filing, &actor, action_name, Some(before))
+            .await;
+        Ok(json_response(StatusCode::OK, &filing))
+    }
+
+    /// Enforce a write at once in this process, refresh the gauges, write the audit event.
+    async fn after_write(
+        &self,
+        filing: &Filing,
+        actor: &str,
+        action: &str,
+        before: Option<Status>,
+    ) {
+        let revision = self.registry.revision().await.unwrap_or(i64::MAX);
+        for domain in &filing.domains {
+            if let Ok(host) = HostName::parse(domain) {
+                if let Some(domain) = host.registrable_domain() {
+                    self.gate.cache.invalidate(&domain, revision).await;
+                }
+            }
+        }
+        crate::app::refresh_filing_gauges(self.registry.as_ref(), &self.gate.metrics).await;
+        tracing::info!(
+            target: "icpgate::audit",
+            actor,
+            action,
+            filing_id = filing.id,
+            domains = %filing.domains.join(","),
+            before = before.map_or("-", Status::as_str),
+            after = filing.status.as_str(),
+            "filing changed"
+        );
+    }
+}
+
+const ACTIONS: [&str; 7] = [
+    "initial-review",
+    "authority-review",
+    "resubmit",
+    "abandon",
+    "cancel",
+    "disconnect",
+    "change",
+];
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubmitBody {
+    domains: Vec<String>,
+    product: Product,
+    #[serde(default)]
+    kind: Option<Kind>,
+    icp_number: Option<String>,
+    entity: Entity,
+    website: Website,
+}
+
+impl SubmitBody {
+    fn validate(self) -> Result<NewFiling, AdminError> {
+        let domains = jsonl::registrable_domains(&self.domains).map_err(AdminError::BadRequest)?;
+        let domains = domains
+            .iter()
+            .map(|d| registrable(d))
+            .collect::<Result<Vec<_>, _>>()?;
+        let kind = self.kind.unwrap_or(Kind::New);
+        let icp_number = self.icp_number.as_deref().map(parse_icp).transpose()?;
+        match (kind, &icp_number) {
+            (Kind::AccessExisting, None) => {
+                return Err(AdminError::BadRequest(
+                    "an access_existing filing needs the icp_number it was filed under".into(),
+                ))
+            }
+            (Kind::New, Some(_)) => {
+                return Err(AdminError::BadRequest(
+                    "a new filing gets its icp_number on approval; do not send one".into(),
+                ))
+            }
+            _ => {}
+        }
+        self.entity
+            .validate()
+            .map_err(|e| AdminError::BadRequest(e.to_string()))?;
+        self.website
+            .validate()
+            .map_err(|e| AdminError::BadRequest(e.to_string()))?;
+        Ok(NewFiling {
+            kind,
+            product: self.product,
+            domains,
+            icp_number,
+            entity: self.entity,
+            website: self.website,
+        })
+    }
+}
+
+/// The body of a workflow step; which fields apply depends on the step.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StepBody {
+    approve: Option<bool>,
+    icp_number: Option<String>,
+    reason: Option<String>,
+    entity: Option<Entity>,
+    website: Option<Website>,
+    product: Option<Product>,
+}
+
+impl StepBody {
+    fn into_action(self, name: &str) -> Result<Action, AdminError> {
+        let approve = || {
+            self.approve.ok_or_else(|| {
+                AdminError::BadRequest(format!("{name} needs \"approve\": true or false"))
+            })
+        };
+        Ok(match name {
+            "initial-review" => Action::InitialReview {
+                approve: approve()?,
+                reason: self.reason,
+            },
+            "authority-review" => Action::AuthorityReview {
+                approve: approve()?,
+                icp_number: self.icp_number.as_deref().map(parse_icp).transpose()?,
+                reason: self.reason,
+            },
+            "resubmit" => Action::Resubmit {
+                entity: self.entity,
+                website: self.website,
+                product: self.product,
+            },
+            "abandon" => Action::Abandon {
+                reason: self.reason,
+            },
+            "cancel" => Action::Cancel {
+                reason: self.reason,
+            },
+            "disconnect" => Action::Disconnect {
+                reason: self.reason,
+            },
+            _ => Action::ChangeDetails {
+                entity: self.entity,
+                website: self.website,
+            },
+        })
+    }
+}
+
+fn parse_icp(text: &str) -> Result<IcpNumber, AdminError> {
+    IcpNumber::parse(text).map_err(|e| AdminError::BadRequest(format!("icp_number {text:?}: {e}")))
+}
+
+fn registrable(input: &str) -> Result<crate::host::RegistrableDomain, AdminError> {
+    let host = HostName::parse(input)
+        .map_err(|e| AdminError::BadRequest(format!("domain {input:?}: {e}")))?;
+    host.registrable_domain()
+        .ok_or_else(|| AdminError::BadRequest(format!("domain {input:?} is a public suffix")))
+}
+
+fn parse_id(text: &str) -> Result<i64, AdminError> {
+    text.parse::<i64>()
+        .ok()
+        .filter(|id| *id > 0)
+        .ok_or(AdminError::NotFound)
+}
+
+/// Personal data (certificate numbers, phones, e-mails) masked.
+fn mask(mut filing: Filing) -> Filing {
+    filing.entity = filing.entity.masked();
+    filing.website.owner = filing.website.owner.map(|owner| owner.masked());
+    filing
+}
+
+/// Who made a change, for the history: the `X-Icpgate-Actor` header, else "admin".
+fn actor_of(request: &Request<Incoming>) -> String {
+    request
+        .headers()
+        .get("x-icpgate-actor")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty() && v.len() <= 64 && v.chars().all(|c| !c.is_control()))
+        .unwrap_or("admin")
+        .to_string()
+}
+
+async fn read_body(request: Request<Incoming>) -> Result<Bytes, AdminError> {
+    Limited::new(request.into_body(), MAX_ADMIN_BODY)
+        .collect()
+        .await
+        .map(|collected| collected.to_bytes())
+        .map_err(|e| AdminError::BadRequest(format!("cannot read the request body: {e}")))
+}
+
+async fn read_json<T: for<'de> Deserialize<'de>>(
+    request: Request<Incoming>,
+) -> Result<T, AdminError> {
+    let body = read_body(request).await?;
+    serde_json::from_slice(&body)
+        .map_err(|e| AdminError::BadRequest(format!("invalid JSON body: {e}")))
+}
+
+async fn read_json_or_empty<T: for<'de> Deserialize<'de> + Default>(
+    request: Request<Incoming>,
+) -> Result<T, AdminError> {
+    let body = read_body(request).await?;
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(&body)
+        .map_err(|e| AdminError::BadRequest(format!("invalid JSON body: {e}")))
+}
+
+/// Compare without an early exit, so timing does not reveal a prefix of the token.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for (i, byte) in a.iter().enumerate() {
+        diff |= usize::from(byte ^ b.get(i % b.len().max(1)).copied().unwrap_or(0));
+    }
+    diff == 0
+}
+
+/// The first value of `name` in a query string, percent-decoded (`+` is a space).
+pub fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    query?.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (percent_decode(key)? == name)
+            .then(|| percent_decode(value))
+            .flatten()
+    })
+}
+
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = text.get(i + 1..i + 3)?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 2;
+            }
+            byte => out.push(byte),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}
+
+pub fn json_response<T: serde::Serialize + ?Sized>(
+    status: StatusCode,
+    value: &T,
+) -> Response<ProxyBody> {
+    let body = serde_json::to_vec_pretty(value).unwrap_or_default();
+    let mut response = Response::new(full(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    response
+}
+
+fn text_response(status: StatusCode, text: &str) -> Response<ProxyBody> {
+    let mut response = Response::new(full(text.to_string()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_params_are_percent_decoded() {
+        let cases = [
+            // plain
+            (Some("host=example.com"), "host", Some("example.com")),
+            // Unicode host, percent-encoded UTF-8
+            (
+                Some("a=1&host=%E4%BE%8B%E5%AD%90.%E4%B8%AD%E5%9B%BD"),
+                "host",
+                Some("例子.中国"),
+            ),
+            // absent
+            (Some("a=1"), "host", None),
+            // broken escape
+            (Some("host=%zz"), "host", None),
+            // no query at all
+            (None, "host", None),
+        ];
+        for (query, name, want) in cases {
+            assert_eq!(query_param(query, name).as_deref(), want, "{query:?}");
+        }
+    }
+
+    #[test]
+    fn token_comparison() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secre", b"secret"));
+        assert!(!constant_time_eq(b"", b"secret"));
+    }
+}

@@ -1,0 +1,499 @@
+//! The data plane's hyper service. `Gate::serve` is the thin outer call that times,
+//! counts and logs each request exactly once; `handle` is the rule: read the
+//! authority, normalise it, decide, then block or forward.
+//!
+//! One request: authority (`:authority`, absolute-form URI, else `Host`) →
+//! `Authority::parse` (400 on garbage, `ip_literal` for addresses, answered before any
+//! lookup) → registrable domain (a bare public suffix is `not_filed` without a lookup)
+//! → decision cache → `decide` → block page, or the product's upstream pool.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode};
+use http_body_util::Limited;
+use hyper::body::Incoming;
+
+use crate::config::{Config, IpNet, Mode, OnRegistryError, PoolName};
+use crate::decision::{decide, FilingFacts, Reason, RulePolicy};
+use crate::decision_cache::DecisionCache;
+use crate::forward::{self, ForwardContext};
+use crate::host::{Authority, HostName, RegistrableDomain};
+use crate::metrics::Metrics;
+use crate::proxy_body::{boxed, ProxyBody};
+use crate::rejection::{self, BlockContext};
+use crate::request_id::RequestIds;
+use crate::upstream::{pool_label, pool_of, Upstreams};
+
+/// Everything the data plane reads per request that a reload may replace.
+pub struct Runtime {
+    pub config: Arc<Config>,
+    pub upstreams: Upstreams,
+}
+
+impl Runtime {
+    pub fn new(config: Arc<Config>) -> Runtime {
+        let upstreams = Upstreams::new(&config.upstreams, config.limits.upstream_connect_timeout);
+        Runtime { config, upstreams }
+    }
+
+    fn rule_policy(&self) -> RulePolicy {
+        RulePolicy {
+            access_existing_after_initial_review: self
+                .config
+                .policy
+                .access_existing_after_initial_review,
+        }
+    }
+
+    fn trusts(&self, ip: &std::net::IpAddr) -> bool {
+        self.config
+            .listen
+            .trusted_proxies
+            .iter()
+            .any(|net: &IpNet| net.contains(ip))
+    }
+}
+
+/// What one connection knows about its client, fixed for the connection's life.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    /// The client's address (from the PROXY header when one was required).
+    pub client: SocketAddr,
+    /// The SNI of a TLS connection, and its registrable domain.
+    pub tls: Option<TlsInfo>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsInfo {
+    pub sni: HostName,
+    pub sni_domain: Option<RegistrableDomain>,
+}
+
+impl ConnInfo {
+    fn proto(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+}
+
+/// The result of the gate for one host.
+#[derive(Debug, Clone)]
+pub struct Verdict {
+    pub reason: Reason,
+    pub filing: Option<Arc<FilingFacts>>,
+}
+
+/// How one request ended, for the metrics and the access log.
+struct Outcome {
+    decision: &'static str,
+    reason: Reason,
+    host: Option<String>,
+    domain: Option<String>,
+    upstream: Option<&'static str>,
+}
+
+impl Outcome {
+    fn refused(reason: Reason) -> Outcome {
+        Outcome {
+            decision: "block",
+            reason,
+            host: None,
+            domain: None,
+            upstream: None,
+        }
+    }
+}
+
+pub struct Gate {
+    pub cache: Arc<DecisionCache>,
+    pub runtime: ArcSwap<Runtime>,
+    pub metrics: Arc<Metrics>,
+    request_ids: RequestIds,
+}
+
+type Reply = Response<ProxyBody>;
+
+impl Gate {
+    pub fn new(cache: Arc<DecisionCache>, runtime: Runtime, metrics: Arc<Metrics>) -> Gate {
+        Gate {
+            cache,
+            runtime: ArcSwap::from_pointee(runtime),
+            metrics,
+            request_ids: RequestIds::new(),
+        }
+    }
+
+    /// The hyper service: never fails; every refusal is a response.
+    pub async fn serve(
+        self: Arc<Self>,
+        request: Request<Incoming>,
+        conn: Arc<ConnInfo>,
+    ) -> Result<Reply, Infallible> {
+        let started = Instant::now();
+        let runtime = self.runtime.load_full();
+        let request_id = self.request_ids.for_request(request.headers());
+        let method = request.method().clone();
+        let (mut response, outcome) = self.handle(request, &conn, &runtime, &request_id).await;
+        if let Ok(value) = HeaderValue::from_str(&request_id) {
+            response
+                .headers_mut()
+                .entry("x-request-id")
+                .or_insert(value);
+        }
+        let elapsed = started.elapsed();
+        self.metrics.count_request(outcome.decision, outcome.reason);
+        self.metrics.request_duration.observe(elapsed.as_secs_f64());
+        tracing::info!(
+            target: "icpgate::access",
+            client = %conn.client.ip(),
+            method = %method,
+            host = outcome.host.as_deref().unwrap_or("-"),
+            registrable_domain = outcome.domain.as_deref().unwrap_or("-"),
+            decision = outcome.decision,
+            reason = outcome.reason.as_str(),
+            status = response.status().as_u16(),
+            upstream = outcome.upstream.unwrap_or("-"),
+            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            request_id = %request_id,
+            "request"
+        );
+        Ok(response)
+    }
+
+    async fn handle(
+        &self,
+        request: Request<Incoming>,
+        conn: &ConnInfo,
+        runtime: &Runtime,
+        request_id: &str,
+    ) -> (Reply, Outcome) {
+        let raw_authority = match authority_of(&request) {
+            Ok(raw) => raw,
+            Err(reason) => {
+                return (
+                    self.refuse(reason, None, None, None, &request, runtime, request_id),
+                    Outcome::refused(reason),
+                )
+            }
+        };
+        let host = match Authority::parse(&raw_authority) {
+            Ok(Authority::Name(host)) => host,
+            Ok(Authority::Ip(_)) => {
+                return self
+                    .ip_literal(request, conn, runtime, request_id, raw_authority)
+                    .await
+            }
+            Err(_) => {
+                let reply = self.refuse(
+                    Reason::InvalidHost,
+                    Some(&raw_authority),
+                    None,
+                    None,
+                    &request,
+                    runtime,
+                    request_id,
+                );
+                return (reply, Outcome::refused(Reason::InvalidHost));
+            }
+        };
+        let domain = host.registrable_domain();
+        let verdict = self
+            .verdict_for_request(domain.as_ref(), conn, runtime)
+            .await;
+        let mut outcome = Outcome {
+            decision: "allow",
+            reason: verdict.reason,
+            host: Some(host.as_str().to_string()),
+            domain: domain.as_ref().map(|d| d.as_str().to_string()),
+            upstream: None,
+        };
+        let Some(pool) = self.route(&verdict, runtime, &mut outcome) else {
+            let reply = self.refuse(
+                verdict.reason,
+                Some(host.as_str()),
+                domain.as_ref(),
+                verdict.filing.as_deref(),
+                &request,
+                runtime,
+                request_id,
+            );
+            return (reply, outcome);
+        };
+        outcome.upstream = Some(pool_label(pool));
+        let reply = self
+            .forward(request, pool, &raw_authority, conn, runtime, request_id)
+            .await;
+        (reply, outcome)
+    }
+
+    /// Direct-IP access bypasses filing: refused before any lookup (forwarded to the
+    /// default pool only in report-only mode).
+    async fn ip_literal(
+        &self,
+        request: Request<Incoming>,
+        conn: &ConnInfo,
+        runtime: &Runtime,
+        request_id: &str,
+        raw: String,
+    ) -> (Reply, Outcome) {
+        let verdict = Verdict {
+            reason: Reason::IpLiteral,
+            filing: None,
+        };
+        let mut outcome = Outcome::refused(Reason::IpLiteral);
+        outcome.host = Some(raw.clone());
+        match self.route(&verdict, runtime, &mut outcome) {
+            Some(pool) => {
+                outcome.upstream = Some(pool_label(pool));
+                (
+                    self.forward(request, pool, &raw, conn, runtime, request_id)
+                        .await,
+                    outcome,
+                )
+            }
+            None => (
+                self.refuse(
+                    Reason::IpLiteral,
+                    Some(&raw),
+                    None,
+                    None,
+                    &request,
+                    runtime,
+                    request_id,
+                ),
+                outcome,
+            ),
+        }
+    }
+
+    /// Which pool serves this verdict, or None to block. Sets the outcome's decision.
+    fn route(
+        &self,
+        verdict: &Verdict,
+        runtime: &Runtime,
+        outcome: &mut Outcome,
+    ) -> Option<PoolName> {
+        let policy = &runtime.config.policy;
+        let filed_pool = verdict.filing.as_ref().map(|f| pool_of(f.product));
+        let pool = filed_pool.unwrap_or(policy.default_pool);
+        if verdict.reason == Reason::Filed {
+            outcome.decision = "allow";
+            return Some(pool);
+        }
+        if verdict.reason == Reason::RegistryUnavailable
+            && policy.on_registry_error == OnRegistryError::Allow
+        {
+            outcome.decision = "allow";
+            return Some(pool);
+        }
+        if policy.mode == Mode::ReportOnly
+            && !matches!(verdict.reason, Reason::MissingHost | Reason::InvalidHost)
+        {
+            outcome.decision = "would_block";
+            tracing::info!(target: "icpgate::report_only", reason = verdict.reason.as_str(), host = outcome.host.as_deref().unwrap_or("-"), "would block");
+            return Some(pool);
+        }
+        outcome.decision = "block";
+        None
+    }
+
+    /// The verdict for a host on this connection: on TLS, a host under another
+    /// registrable domain than the SNI is 421 when it is itself served here, else
+    /// blocked for its own reason (no fronting an unfiled domain behind a filed one).
+    async fn verdict_for_request(
+        &self,
+        domain: Option<&RegistrableDomain>,
+        conn: &ConnInfo,
+        runtime: &Runtime,
+    ) -> Verdict {
+        let verdict = self.verdict(domain, runtime).await;
+        match &conn.tls {
+            Some(tls) if tls.sni_domain.as_ref() != domain && verdict.reason == Reason::Filed => {
+                Verdict {
+                    reason: Reason::SniMismatch,
+                    filing: verdict.filing,
+                }
+            }
+            _ => verdict,
+        }
+    }
+
+    /// The gate rule for a registrable domain (None: the host is a public suffix).
+    pub async fn verdict(&self, domain: Option<&RegistrableDomain>, runtime: &Runtime) -> Verdict {
+        let Some(domain) = domain else {
+            return Verdict {
+                reason: Reason::NotFiled,
+                filing: None,
+            };
+        };
+        match self.cache.lookup(domain).await {
+            Ok(answer) => Verdict {
+                reason: decide(answer.filing.as_deref(), runtime.rule_policy()),
+                filing: answer.filing,
+            },
+            Err(_) => Verdict {
+                reason: Reason::RegistryUnavailable,
+                filing: None,
+            },
+        }
+    }
+
+    /// The current runtime, for callers outside a request (admin, TLS handshakes).
+    pub fn current(&self) -> Arc<Runtime> {
+        self.runtime.load_full()
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn refuse(
+        &self,
+        reason: Reason,
+        host: Option<&str>,
+        domain: Option<&RegistrableDomain>,
+        filing: Option<&FilingFacts>,
+        request: &Request<Incoming>,
+        runtime: &Runtime,
+        request_id: &str,
+    ) -> Reply {
+        let policy = &runtime.config.policy;
+        let block_status = StatusCode::from_u16(policy.block_status)
+            .unwrap_or(StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS);
+        let context = BlockContext {
+            host,
+            registrable_domain: domain.map(|d| d.as_str()),
+            request_id,
+            block_status,
+            operator: &policy.operator,
+            operator_url: &policy.operator_url,
+            icp_number: filing.and_then(|f| f.icp_number.as_deref()),
+        };
+        let wants_json = rejection::wants_json(request.headers().get(header::ACCEPT));
+        rejection::block_response(reason, &context, wants_json).map(boxed)
+    }
+
+    async fn forward(
+        &self,
+        mut request: Request<Incoming>,
+        pool_name: PoolName,
+        host: &str,
+        conn: &ConnInfo,
+        runtime: &Runtime,
+        request_id: &str,
+    ) -> Reply {
+        let wants_json = rejection::wants_json(request.headers().get(header::ACCEPT));
+        let limits = &runtime.config.limits;
+        if declared_length(&request).is_some_and(|len| len > limits.max_body_bytes) {
+            return rejection::error_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                request_id,
+                wants_json,
+            )
+            .map(boxed);
+        }
+        let pool = runtime.upstreams.pool(pool_name);
+        let path = request
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
+        let Ok(uri) = pool.uri_for(&path) else {
+            return rejection::error_response(
+                StatusCode::BAD_REQUEST,
+                "invalid_path",
+                request_id,
+                wants_json,
+            )
+            .map(boxed);
+        };
+        let client_upgrade =
+            forward::upgrade_requested(request.headers()).map(|_| hyper::upgrade::on(&mut request));
+        let (parts, body) = request.into_parts();
+        let max_body = usize::try_from(limits.max_body_bytes).unwrap_or(usize::MAX);
+        let context = ForwardContext {
+            client_ip: conn.client.ip(),
+            keep_forwarded_for: runtime.trusts(&conn.client.ip()),
+            proto: conn.proto(),
+            host,
+            request_id,
+        };
+        let upstream_request =
+            forward::upstream_request(parts, boxed(Limited::new(body, max_body)), uri, &context);
+        let started = Instant::now();
+        let result = pool.send(upstream_request, limits.upstream_timeout).await;
+        self.metrics
+            .upstream_duration
+            .with_label_values(&[pool.name()])
+            .observe(started.elapsed().as_secs_f64());
+        match result {
+            Ok(mut response) => {
+                if response.status().is_server_error() {
+                    self.metrics
+                        .upstream_errors
+                        .with_label_values(&[pool.name(), "status_5xx"])
+                        .inc();
+                }
+                if let (Some(client), StatusCode::SWITCHING_PROTOCOLS) =
+                    (client_upgrade, response.status())
+                {
+                    tokio::spawn(crate::tunnel::splice(
+                        client,
+                        hyper::upgrade::on(&mut response),
+                    ));
+                }
+                forward::downstream_response(response, request_id, boxed)
+            }
+            Err(error) => {
+                tracing::warn!(pool = pool.name(), %error, request_id, "upstream failed");
+                self.metrics
+                    .upstream_errors
+                    .with_label_values(&[pool.name(), error.kind()])
+                    .inc();
+                let (status, code) = match error {
+                    crate::upstream::UpstreamError::Timeout { .. } => {
+                        (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout")
+                    }
+                    _ => (StatusCode::BAD_GATEWAY, "upstream_unavailable"),
+                };
+                rejection::error_response(status, code, request_id, wants_json).map(boxed)
+            }
+        }
+    }
+}
+
+fn declared_length<B>(request: &Request<B>) -> Option<u64> {
+    request
+        .headers()
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// The request's authority: HTTP/2 `:authority` or an absolute-form URI's, else the
+/// single `Host`. Two different Host headers are ambiguous and refused.
+pub fn authority_of<B>(request: &Request<B>) -> Result<String, Reason> {
+    if let Some(authority) = request.uri().authority() {
+        return Ok(authority.as_str().to_string());
+    }
+    let mut hosts = request.headers().get_all(header::HOST).iter();
+    let Some(first) = hosts.next() else {
+        return Err(Reason::MissingHost);
+    };
+    if hosts.any(|other| other != first) {
+        return Err(Reason::InvalidHost);
+    }
+    let value = first.to_str().map_err(|_| Reason::InvalidHost)?.trim();
+    if value.is_empty() {
+        return Err(Reason::MissingHost);
+    }
+    Ok(value.to_string())
+}

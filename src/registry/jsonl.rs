@@ -1,0 +1,175 @@
+//! JSON Lines import and export: one filing per line, the admin API's filing object.
+//!
+//! An import record needs `domains`, `product` and `status` (and `icp_number` when
+//! approved); `id`, `kind`, `entity`, `website`, `history` and the timestamps are
+//! optional. Domains are normalised (Unicode to punycode, subdomains to their
+//! registrable domain); a bare public suffix is refused. Any bad line rejects the
+//! whole file with its line number, before anything is stored.
+
+use serde::Deserialize;
+
+use super::ImportRecord;
+use crate::filing::{
+    now_rfc3339, Entity, Filing, HistoryEntry, IcpNumber, Kind, Product, Status, Website,
+};
+use crate::host::HostName;
+
+#[derive(Debug, thiserror::Error)]
+#[error("line {line}: {message}")]
+pub struct JsonlError {
+    pub line: usize,
+    pub message: String,
+}
+
+/// The shape of one line; everything but domains, product and status is optional.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Record {
+    id: Option<i64>,
+    #[serde(default)]
+    kind: Option<Kind>,
+    product: Product,
+    status: Status,
+    domains: Vec<String>,
+    icp_number: Option<IcpNumber>,
+    entity: Option<Entity>,
+    website: Option<Website>,
+    history: Option<Vec<HistoryEntry>>,
+    created_at: Option<String>,
+    updated_at: Option<String>,
+}
+
+/// Parse a whole JSON Lines document. Blank lines are skipped.
+pub fn parse(text: &str) -> Result<Vec<ImportRecord>, JsonlError> {
+    let mut out = Vec::new();
+    for (index, raw) in text.lines().enumerate() {
+        let line = index + 1;
+        if raw.trim().is_empty() {
+            continue;
+        }
+        let record: Record = serde_json::from_str(raw).map_err(|e| JsonlError {
+            line,
+            message: format!("not a filing record: {e}"),
+        })?;
+        let id = record.id;
+        let filing = into_filing(id, record).map_err(|message| JsonlError { line, message })?;
+        out.push(ImportRecord { line, id, filing });
+    }
+    Ok(out)
+}
+
+/// Normalise a list of domains to distinct registrable domains.
+pub fn registrable_domains(domains: &[String]) -> Result<Vec<String>, String> {
+    if domains.is_empty() {
+        return Err("domains must list at least one domain".to_string());
+    }
+    let mut out: Vec<String> = Vec::with_capacity(domains.len());
+    for input in domains {
+        let host = HostName::parse(input).map_err(|e| format!("domain {input:?}: {e}"))?;
+        let domain = host
+            .registrable_domain()
+            .ok_or_else(|| {
+                format!("domain {input:?} is a public suffix: nothing under it alone can be filed")
+            })?
+            .into_string();
+        if !out.contains(&domain) {
+            out.push(domain);
+        }
+    }
+    Ok(out)
+}
+
+fn into_filing(id: Option<i64>, record: Record) -> Result<Filing, String> {
+    if let Some(id) = id.filter(|id| *id <= 0) {
+        return Err(format!("id must be a positive integer, not {id}"));
+    }
+    let domains = registrable_domains(&record.domains)?;
+    if record.status == Status::Approved && record.icp_number.is_none() {
+        return Err("an approved filing needs its icp_number".to_string());
+    }
+    let now = now_rfc3339();
+    let created_at = record.created_at.unwrap_or_else(|| now.clone());
+    let updated_at = record.updated_at.unwrap_or_else(|| created_at.clone());
+    let history = record.history.unwrap_or_else(|| {
+        vec![HistoryEntry {
+            at: now.clone(),
+            actor: "import".to_string(),
+            from: None,
+            to: record.status,
+            reason: Some("imported".to_string()),
+        }]
+    });
+    let filing = Filing {
+        id: id.unwrap_or(0),
+        kind: record.kind.unwrap_or(Kind::New),
+        product: record.product,
+        status: record.status,
+        domains,
+        icp_number: record.icp_number,
+        entity: record.entity.unwrap_or_default(),
+        website: record.website.unwrap_or_default(),
+        history,
+        created_at,
+        updated_at,
+    };
+    Ok(filing)
+}
+
+/// One line per filing, in the admin API's shape.
+pub fn render(filings: &[Filing]) -> String {
+    let mut out = String::new();
+    for filing in filings {
+        // Serialising plain data (strings, enums, vectors) cannot fail.
+        out.push_str(&serde_json::to_string(filing).unwrap_or_default());
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_minimal_and_full_records_and_names_the_bad_line() {
+        let cases: &[(&str, Result<usize, usize>)] = &[
+            // minimal approved record
+            (r#"{"domains":["example.com"],"product":"storefront","status":"approved","icp_number":"浙ICP备12345678号-1"}"#, Ok(1)),
+            // blank lines are skipped, Unicode domain accepted
+            ("\n{\"domains\":[\"例子.中国\"],\"product\":\"corporate_site\",\"status\":\"initial_review\"}\n\n", Ok(1)),
+            // approved without a number is refused on its line
+            ("\n{\"domains\":[\"a.cn\"],\"product\":\"storefront\",\"status\":\"approved\"}", Err(2)),
+            // a bare public suffix is refused
+            (r#"{"domains":["com.cn"],"product":"storefront","status":"rejected"}"#, Err(1)),
+            // not JSON at all
+            ("import os", Err(1)),
+            // unknown product
+            (r#"{"domains":["a.cn"],"product":"teleport","status":"rejected"}"#, Err(1)),
+            // unknown field
+            (r#"{"domains":["a.cn"],"product":"storefront","status":"rejected","colour":1}"#, Err(1)),
+        ];
+        for (text, want) in cases {
+            match (parse(text), want) {
+                (Ok(records), Ok(n)) => assert_eq!(records.len(), *n, "{text}"),
+                (Err(e), Err(line)) => assert_eq!(e.line, *line, "{text}: {e}"),
+                (got, want) => panic!("{text}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn subdomains_reduce_to_their_registrable_domain() {
+        let got = registrable_domains(&[
+            "shop.example.com.cn".into(),
+            "EXAMPLE.com.cn".into(),
+            "www.例子.中国".into(),
+        ]);
+        assert_eq!(
+            got,
+            Ok(vec![
+                "example.com.cn".to_string(),
+                "xn--fsqu00a.xn--fiqs8s".to_string()
+            ])
+        );
+    }
+}

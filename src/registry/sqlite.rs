@@ -1,0 +1,353 @@
+//! The embedded registry: SQLite (bundled) in WAL mode with `synchronous = FULL`, so
+//! an acknowledged change survives `kill -9` and power loss alike.
+//!
+//! Filings are stored as their JSON document (the admin API's filing object) next to
+//! the columns the queries need. `filing_domains` has a partial unique index on
+//! `(domain) WHERE live = 1`: "one live filing per registrable domain" holds in the
+//! database itself, not only in code. One connection writes and one reads; SQLite
+//! calls run on tokio's blocking pool so they never stall the data plane.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+
+use super::{
+    submitted_filing, ImportRecord, ListFilter, Lookup, NewFiling, Registry, RegistryError,
+};
+use crate::filing::{now_rfc3339, Action, Filing, Status};
+use crate::host::RegistrableDomain;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS filings (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    status TEXT NOT NULL,
+    doc TEXT NOT NULL,
+    revision INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS filing_domains (
+    domain TEXT NOT NULL,
+    filing_id INTEGER NOT NULL REFERENCES filings(id),
+    live INTEGER NOT NULL,
+    PRIMARY KEY (domain, filing_id)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS one_live_filing_per_domain
+    ON filing_domains(domain) WHERE live = 1;
+CREATE INDEX IF NOT EXISTS filings_by_revision ON filings(revision);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT OR IGNORE INTO meta (key, value) VALUES ('revision', 0);
+";
+
+/// SQLite-backed `Registry`.
+#[derive(Clone)]
+pub struct SqliteRegistry {
+    /// Serialises writes; SQLite allows one writer anyway.
+    writer: Arc<Mutex<Connection>>,
+    /// Lookups read here so they never wait behind a write transaction (WAL).
+    reader: Arc<Mutex<Connection>>,
+}
+
+impl SqliteRegistry {
+    /// Open (creating the file, its directory and the schema when missing).
+    pub fn open(path: &Path) -> Result<SqliteRegistry, RegistryError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        let writer = open_connection(path)?;
+        writer.execute_batch(SCHEMA)?;
+        let reader = open_connection(path)?;
+        Ok(SqliteRegistry {
+            writer: Arc::new(Mutex::new(writer)),
+            reader: Arc::new(Mutex::new(reader)),
+        })
+    }
+
+    async fn with_conn<T, F>(conn: &Arc<Mutex<Connection>>, f: F) -> Result<T, RegistryError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, RegistryError> + Send + 'static,
+    {
+        let conn = Arc::clone(conn);
+        tokio::task::spawn_blocking(move || {
+            // A panic while holding the lock cannot leave SQLite half-written (the
+            // transaction rolls back on drop), so a poisoned lock is safe to reuse.
+            let mut guard = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| RegistryError::Task(e.to_string()))?
+    }
+
+    async fn read<T, F>(&self, f: F) -> Result<T, RegistryError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, RegistryError> + Send + 'static,
+    {
+        Self::with_conn(&self.reader, f).await
+    }
+
+    async fn write<T, F>(&self, f: F) -> Result<T, RegistryError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> Result<T, RegistryError> + Send + 'static,
+    {
+        Self::with_conn(&self.writer, move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let out = f(&tx)?;
+            tx.commit()?;
+            Ok(out)
+        })
+        .await
+    }
+}
+
+fn open_connection(path: &Path) -> Result<Connection, RegistryError> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(conn)
+}
+
+fn decode(id: i64, doc: &str) -> Result<Filing, RegistryError> {
+    let mut filing: Filing =
+        serde_json::from_str(doc).map_err(|source| RegistryError::Corrupt { id, source })?;
+    filing.id = id;
+    Ok(filing)
+}
+
+fn encode(filing: &Filing) -> String {
+    // Serialising plain data (strings, enums, vectors) cannot fail.
+    serde_json::to_string(filing).unwrap_or_default()
+}
+
+fn load(conn: &Connection, id: i64) -> Result<Option<Filing>, RegistryError> {
+    let doc: Option<String> = conn
+        .query_row("SELECT doc FROM filings WHERE id = ?1", [id], |row| {
+            row.get(0)
+        })
+        .optional()?;
+    doc.map(|doc| decode(id, &doc)).transpose()
+}
+
+fn current_revision(conn: &Connection) -> Result<i64, RegistryError> {
+    Ok(
+        conn.query_row("SELECT value FROM meta WHERE key = 'revision'", [], |row| {
+            row.get(0)
+        })?,
+    )
+}
+
+fn bump_revision(tx: &Transaction<'_>) -> Result<i64, RegistryError> {
+    Ok(tx.query_row(
+        "UPDATE meta SET value = value + 1 WHERE key = 'revision' RETURNING value",
+        [],
+        |row| row.get(0),
+    )?)
+}
+
+/// The live filing already holding one of `domains`, other than `except`.
+fn live_owner(
+    tx: &Transaction<'_>,
+    domains: &[String],
+    except: i64,
+) -> Result<Option<(String, i64)>, RegistryError> {
+    let mut stmt = tx.prepare_cached(
+        "SELECT filing_id FROM filing_domains WHERE domain = ?1 AND live = 1 AND filing_id != ?2",
+    )?;
+    for domain in domains {
+        if let Some(owner) = stmt
+            .query_row(params![domain, except], |row| row.get(0))
+            .optional()?
+        {
+            return Ok(Some((domain.clone(), owner)));
+        }
+    }
+    Ok(None)
+}
+
+/// Write `filing` (insert or replace) with its domain index, enforcing one live
+/// filing per domain. Returns the id it was stored under.
+fn store(tx: &Transaction<'_>, filing: &mut Filing, id: Option<i64>) -> Result<i64, RegistryError> {
+    let live = filing.status.is_live();
+    if live {
+        if let Some((domain, filing_id)) = live_owner(tx, &filing.domains, id.unwrap_or(0))? {
+            return Err(RegistryError::DomainTaken { domain, filing_id });
+        }
+    }
+    let revision = bump_revision(tx)?;
+    let id = match id {
+        Some(id) => id,
+        None => {
+            tx.execute(
+                "INSERT INTO filings (status, doc, revision) VALUES (?1, '{}', ?2)",
+                params![filing.status.as_str(), revision],
+            )?;
+            tx.last_insert_rowid()
+        }
+    };
+    filing.id = id;
+    tx.execute(
+        "INSERT INTO filings (id, status, doc, revision) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT(id) DO UPDATE SET status = excluded.status, doc = excluded.doc,
+         revision = excluded.revision",
+        params![id, filing.status.as_str(), encode(filing), revision],
+    )?;
+    tx.execute("DELETE FROM filing_domains WHERE filing_id = ?1", [id])?;
+    let mut stmt = tx.prepare_cached(
+        "INSERT OR IGNORE INTO filing_domains (domain, filing_id, live) VALUES (?1, ?2, ?3)",
+    )?;
+    for domain in &filing.domains {
+        stmt.execute(params![domain, id, live])?;
+    }
+    Ok(id)
+}
+
+fn lookup_in(conn: &Connection, domain: &str) -> Result<Option<Filing>, RegistryError> {
+    let row: Option<(i64, String)> = conn
+        .query_row(
+            "SELECT f.id, f.doc FROM filing_domains d JOIN filings f ON f.id = d.filing_id
+             WHERE d.domain = ?1 ORDER BY d.live DESC, f.revision DESC LIMIT 1",
+            [domain],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .optional()?;
+    row.map(|(id, doc)| decode(id, &doc)).transpose()
+}
+
+fn list_in(conn: &Connection, filter: &ListFilter) -> Result<Vec<Filing>, RegistryError> {
+    let limit = filter
+        .limit
+        .map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX));
+    let mut stmt = conn.prepare_cached(
+        "SELECT f.id, f.doc FROM filings f
+         WHERE (?1 IS NULL OR f.status = ?1)
+           AND (?2 IS NULL OR f.id IN (SELECT filing_id FROM filing_domains WHERE domain = ?2))
+         ORDER BY f.id LIMIT ?3",
+    )?;
+    let status = filter.status.map(Status::as_str);
+    let domain = filter.domain.as_ref().map(|d| d.as_str().to_string());
+    let rows = stmt.query_map(params![status, domain, limit], |row| {
+        Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (id, doc) = row?;
+        out.push(decode(id, &doc)?);
+    }
+    Ok(out)
+}
+
+#[async_trait]
+impl Registry for SqliteRegistry {
+    async fn lookup(&self, domain: &RegistrableDomain) -> Result<Lookup, RegistryError> {
+        let domain = domain.as_str().to_string();
+        self.read(move |conn| {
+            let tx = conn.transaction()?;
+            let filing = lookup_in(&tx, &domain)?;
+            let revision = current_revision(&tx)?;
+            Ok(Lookup { filing, revision })
+        })
+        .await
+    }
+
+    async fn get(&self, id: i64) -> Result<Option<Filing>, RegistryError> {
+        self.read(move |conn| load(conn, id)).await
+    }
+
+    async fn list(&self, filter: &ListFilter) -> Result<Vec<Filing>, RegistryError> {
+        let filter = filter.clone();
+        self.read(move |conn| list_in(conn, &filter)).await
+    }
+
+    async fn submit(&self, new: NewFiling, actor: &str) -> Result<Filing, RegistryError> {
+        let mut filing = submitted_filing(new, actor, &now_rfc3339());
+        self.write(move |tx| {
+            store(tx, &mut filing, None)?;
+            Ok(filing)
+        })
+        .await
+    }
+
+    async fn transition(
+        &self,
+        id: i64,
+        action: Action,
+        actor: &str,
+    ) -> Result<Filing, RegistryError> {
+        let actor = actor.to_string();
+        self.write(move |tx| {
+            let mut filing = load(tx, id)?.ok_or(RegistryError::NotFound(id))?;
+            filing.apply(action, &actor, &now_rfc3339())?;
+            store(tx, &mut filing, Some(id))?;
+            Ok(filing)
+        })
+        .await
+    }
+
+    async fn import(&self, records: Vec<ImportRecord>) -> Result<usize, RegistryError> {
+        self.write(move |tx| {
+            let count = records.len();
+            for record in records {
+                import_one(tx, record)?;
+            }
+            Ok(count)
+        })
+        .await
+    }
+
+    async fn export(&self) -> Result<Vec<Filing>, RegistryError> {
+        self.read(|conn| list_in(conn, &ListFilter::default()))
+            .await
+    }
+
+    async fn counts_by_status(&self) -> Result<BTreeMap<Status, u64>, RegistryError> {
+        self.read(|conn| {
+            let mut counts: BTreeMap<Status, u64> = Status::ALL.iter().map(|s| (*s, 0)).collect();
+            let mut stmt =
+                conn.prepare_cached("SELECT status, COUNT(*) FROM filings GROUP BY status")?;
+            let rows = stmt.query_map([], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+            })?;
+            for row in rows {
+                let (status, n) = row?;
+                if let Some(status) = Status::parse(&status) {
+                    counts.insert(status, u64::try_from(n).unwrap_or(0));
+                }
+            }
+            Ok(counts)
+        })
+        .await
+    }
+
+    async fn revision(&self) -> Result<i64, RegistryError> {
+        self.read(|conn| current_revision(conn)).await
+    }
+
+    async fn is_empty(&self) -> Result<bool, RegistryError> {
+        self.read(|conn| {
+            let n: i64 = conn.query_row("SELECT COUNT(*) FROM filings", [], |row| row.get(0))?;
+            Ok(n == 0)
+        })
+        .await
+    }
+}
+
+fn import_one(tx: &Transaction<'_>, record: ImportRecord) -> Result<(), RegistryError> {
+    let line = record.line;
+    let at_line = |source: RegistryError| RegistryError::AtLine {
+        line,
+        source: Box::new(source),
+    };
+    let mut filing = record.filing;
+    if let Some(id) = record.id {
+        if load(tx, id).map_err(at_line)?.is_some() {
+            return Err(at_line(RegistryError::IdTaken(id)));
+        }
+    }
+    store(tx, &mut filing, record.id).map_err(at_line)?;
+    Ok(())
+}
