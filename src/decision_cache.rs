@@ -197,3 +197,244 @@ impl DecisionCache {
         self.answers.entry_count()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize};
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::filing::{Action, Filing};
+    use crate::registry::{ImportRecord, ListFilter, Lookup, NewFiling};
+
+    /// A registry that answers every lookup with one filing in `status`, slowly,
+    /// counting lookups; it can be told to fail.
+    struct FakeRegistry {
+        lookups: AtomicUsize,
+        failing: AtomicBool,
+        revision: AtomicI64,
+        approved: AtomicBool,
+        delay: Duration,
+    }
+
+    impl FakeRegistry {
+        fn new(delay: Duration) -> Arc<FakeRegistry> {
+            Arc::new(FakeRegistry {
+                lookups: AtomicUsize::new(0),
+                failing: AtomicBool::new(false),
+                revision: AtomicI64::new(1),
+                approved: AtomicBool::new(true),
+                delay,
+            })
+        }
+
+        fn filing(&self) -> Filing {
+            let status = if self.approved.load(Ordering::SeqCst) {
+                Status::Approved
+            } else {
+                Status::Abandoned
+            };
+            let doc = serde_json::json!({
+                "id": 1, "kind": "new", "product": "storefront", "status": status,
+                "domains": ["example.com"], "icp_number": "浙ICP备12345678号-1",
+                "entity": {"name": "示例"}, "website": {"name": "示例"}, "history": [],
+                "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z"
+            });
+            serde_json::from_value(doc).unwrap_or_else(|e| panic!("fake filing: {e}"))
+        }
+    }
+
+    fn unavailable() -> RegistryError {
+        RegistryError::Task("registry is down (test)".into())
+    }
+
+    #[async_trait]
+    impl Registry for FakeRegistry {
+        async fn lookup(&self, _domain: &RegistrableDomain) -> Result<Lookup, RegistryError> {
+            self.lookups.fetch_add(1, Ordering::SeqCst);
+            // Read the state first and answer late, like a read transaction that
+            // began before a concurrent write committed.
+            let answer = Lookup {
+                filing: Some(self.filing()),
+                revision: self.revision.load(Ordering::SeqCst),
+            };
+            let failing = self.failing.load(Ordering::SeqCst);
+            tokio::time::sleep(self.delay).await;
+            if failing {
+                return Err(unavailable());
+            }
+            Ok(answer)
+        }
+        async fn get(&self, _id: i64) -> Result<Option<Filing>, RegistryError> {
+            Ok(None)
+        }
+        async fn list(&self, _filter: &ListFilter) -> Result<Vec<Filing>, RegistryError> {
+            Ok(Vec::new())
+        }
+        async fn submit(&self, _new: NewFiling, _actor: &str) -> Result<Filing, RegistryError> {
+            Err(unavailable())
+        }
+        async fn transition(
+            &self,
+            _id: i64,
+            _action: Action,
+            _actor: &str,
+        ) -> Result<Filing, RegistryError> {
+            Err(unavailable())
+        }
+        async fn import(&self, _records: Vec<ImportRecord>) -> Result<usize, RegistryError> {
+            Err(unavailable())
+        }
+        async fn export(&self) -> Result<Vec<Filing>, RegistryError> {
+            Ok(Vec::new())
+        }
+        async fn counts_by_status(&self) -> Result<BTreeMap<Status, u64>, RegistryError> {
+            Ok(BTreeMap::new())
+        }
+        async fn revision(&self) -> Result<i64, RegistryError> {
+            Ok(self.revision.load(Ordering::SeqCst))
+        }
+        async fn is_empty(&self) -> Result<bool, RegistryError> {
+            Ok(false)
+        }
+    }
+
+    fn cache(
+        registry: Arc<FakeRegistry>,
+        ttl: Duration,
+        stale_if_error: Duration,
+    ) -> (DecisionCache, Arc<Metrics>) {
+        let metrics = Arc::new(Metrics::new().unwrap_or_else(|e| panic!("{e}")));
+        let settings = CacheSettings {
+            ttl,
+            negative_ttl: ttl,
+            stale_if_error,
+            max_entries: 1000,
+        };
+        (
+            DecisionCache::new(registry, Arc::clone(&metrics), settings),
+            metrics,
+        )
+    }
+
+    fn domain() -> RegistrableDomain {
+        crate::host::HostName::parse("example.com")
+            .ok()
+            .and_then(|h| h.registrable_domain())
+            .unwrap_or_else(|| panic!("example.com has a registrable domain"))
+    }
+
+    fn lookups_labelled(metrics: &Metrics, result: &str) -> u64 {
+        metrics.cache_lookups.with_label_values(&[result]).get()
+    }
+
+    #[tokio::test]
+    async fn concurrent_misses_share_one_registry_lookup() {
+        let registry = FakeRegistry::new(Duration::from_millis(100));
+        let (cache, metrics) = cache(
+            Arc::clone(&registry),
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+        );
+        let cache = Arc::new(cache);
+        let tasks: Vec<_> = (0..50)
+            .map(|_| {
+                let cache = Arc::clone(&cache);
+                tokio::spawn(async move { cache.lookup(&domain()).await.is_ok() })
+            })
+            .collect();
+        for task in tasks {
+            assert!(task.await.unwrap_or(false));
+        }
+        assert_eq!(registry.lookups.load(Ordering::SeqCst), 1);
+        assert_eq!(lookups_labelled(&metrics, "miss"), 1);
+        assert_eq!(lookups_labelled(&metrics, "coalesced"), 49);
+        assert!(cache.lookup(&domain()).await.is_ok());
+        assert_eq!(lookups_labelled(&metrics, "hit"), 1);
+        assert_eq!(
+            registry.lookups.load(Ordering::SeqCst),
+            1,
+            "a hit never reads the registry"
+        );
+    }
+
+    #[tokio::test]
+    async fn answers_expire_after_their_ttl() {
+        let registry = FakeRegistry::new(Duration::ZERO);
+        let (cache, _) = cache(
+            Arc::clone(&registry),
+            Duration::from_millis(50),
+            Duration::from_secs(60),
+        );
+        assert!(cache.lookup(&domain()).await.is_ok());
+        assert!(cache.lookup(&domain()).await.is_ok());
+        assert_eq!(registry.lookups.load(Ordering::SeqCst), 1);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(cache.lookup(&domain()).await.is_ok());
+        assert_eq!(
+            registry.lookups.load(Ordering::SeqCst),
+            2,
+            "an expired answer is read again"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_registry_outage_serves_the_last_good_answer_then_fails() {
+        let registry = FakeRegistry::new(Duration::ZERO);
+        let (cache, metrics) = cache(
+            Arc::clone(&registry),
+            Duration::from_millis(30),
+            Duration::from_millis(400),
+        );
+        assert!(cache.lookup(&domain()).await.is_ok());
+        registry.failing.store(true, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        let stale = cache.lookup(&domain()).await.map(|a| a.stale);
+        assert_eq!(
+            stale.ok(),
+            Some(true),
+            "stale-if-error serves the last good answer"
+        );
+        assert!(lookups_labelled(&metrics, "stale") >= 1);
+        assert!(metrics.registry_errors.get() >= 1);
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert!(
+            cache.lookup(&domain()).await.is_err(),
+            "past stale_if_error the outage shows"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_answer_read_before_a_write_is_never_served_after_it() {
+        let registry = FakeRegistry::new(Duration::from_millis(100));
+        let (cache, _) = cache(
+            Arc::clone(&registry),
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+        );
+        let cache = Arc::new(cache);
+        // A lookup starts and reads the old state (approved, revision 1)...
+        let in_flight = {
+            let cache = Arc::clone(&cache);
+            tokio::spawn(async move { cache.lookup(&domain()).await.ok() })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        // ...while a write revokes the filing at revision 2 and invalidates.
+        registry.approved.store(false, Ordering::SeqCst);
+        registry.revision.store(2, Ordering::SeqCst);
+        cache.invalidate(&domain(), 2).await;
+        let _ = in_flight.await;
+        let after = cache
+            .lookup(&domain())
+            .await
+            .ok()
+            .and_then(|a| a.filing.map(|f| f.status));
+        assert_eq!(
+            after,
+            Some(Status::Abandoned),
+            "the pre-write answer must not be served"
+        );
+    }
+}
