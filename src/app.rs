@@ -22,6 +22,7 @@ use crate::decision_cache::{CacheSettings, DecisionCache};
 use crate::listener::{Listener, PlainHandshake};
 use crate::metrics::{Metrics, MetricsError};
 use crate::proxy::{Gate, Runtime};
+use crate::registry::postgres::PostgresRegistry;
 use crate::registry::sqlite::SqliteRegistry;
 use crate::registry::{jsonl, Registry, RegistryError};
 
@@ -39,8 +40,8 @@ pub enum AppError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("registry.backend = \"postgres\" is not available in this build yet; use \"sqlite\"")]
-    PostgresUnsupported,
+    #[error("registry.backend = \"postgres\" needs registry.url")]
+    PostgresUrlMissing,
     #[error(transparent)]
     Metrics(#[from] MetricsError),
     #[error("cannot install signal handlers: {0}")]
@@ -51,7 +52,10 @@ pub enum AppError {
 pub async fn open_registry(config: &RegistryConfig) -> Result<Arc<dyn Registry>, AppError> {
     match config.backend {
         Backend::Sqlite => Ok(Arc::new(SqliteRegistry::open(&config.path)?)),
-        Backend::Postgres => Err(AppError::PostgresUnsupported),
+        Backend::Postgres => {
+            let url = config.url.as_deref().ok_or(AppError::PostgresUrlMissing)?;
+            Ok(Arc::new(PostgresRegistry::connect(url).await?))
+        }
     }
 }
 
@@ -185,6 +189,14 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         tracing::info!(addr = ?running.admin, "listening (admin)");
         tokio::spawn(serve_admin(tcp, Arc::clone(&admin), stop_rx.clone()));
     }
+    let revision = registry.revision().await?;
+    tokio::spawn(crate::change_feed::follow(
+        Arc::clone(&registry),
+        Arc::clone(&gate.cache),
+        Arc::clone(&metrics),
+        revision,
+        stop_rx.clone(),
+    ));
     tokio::spawn(refresh_gauges_forever(
         Arc::clone(&registry),
         Arc::clone(&metrics),

@@ -19,6 +19,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod change_feed;
 pub mod config;
 pub mod decision;
 pub mod decision_cache;

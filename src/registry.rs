@@ -9,11 +9,14 @@
 //!   older than a write it already saw.
 
 pub mod jsonl;
+pub mod postgres;
 pub mod sqlite;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use async_trait::async_trait;
+use tokio::sync::Notify;
 
 use crate::filing::{
     Action, Entity, Filing, IcpNumber, Kind, Product, Status, TransitionError, Website,
@@ -37,6 +40,14 @@ pub struct Lookup {
     /// The live filing of the domain, else its most recently changed one, else none.
     pub filing: Option<Filing>,
     pub revision: i64,
+}
+
+/// A write seen by the change feed: the revision it was made at and the domains of
+/// the filing it touched (their cached answers are stale from that revision on).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub revision: i64,
+    pub domains: Vec<String>,
 }
 
 /// Filters of `GET /v1/filings?domain=&status=`.
@@ -66,6 +77,8 @@ pub enum RegistryError {
     Corrupt { id: i64, source: serde_json::Error },
     #[error("registry task failed: {0}")]
     Task(String),
+    #[error("postgres registry: {0}")]
+    Postgres(String),
     #[error("filing {0} not found")]
     NotFound(i64),
     #[error("domain {domain} already belongs to live filing {filing_id}")]
@@ -88,7 +101,8 @@ impl RegistryError {
             RegistryError::Sqlite(_)
             | RegistryError::Io(_)
             | RegistryError::Corrupt { .. }
-            | RegistryError::Task(_) => true,
+            | RegistryError::Task(_)
+            | RegistryError::Postgres(_) => true,
             RegistryError::AtLine { source, .. } => source.is_unavailable(),
             RegistryError::NotFound(_)
             | RegistryError::DomainTaken { .. }
@@ -124,6 +138,25 @@ pub trait Registry: Send + Sync + 'static {
     async fn revision(&self) -> Result<i64, RegistryError>;
     /// Whether the store holds no filing at all (for `registry.seed`).
     async fn is_empty(&self) -> Result<bool, RegistryError>;
+    /// Writes after `revision`, oldest first (at most a bounded batch per call).
+    async fn changes_since(&self, revision: i64) -> Result<Vec<Change>, RegistryError>;
+    /// Woken when another process may have written (PostgreSQL NOTIFY); backends
+    /// without one are polled.
+    fn change_signal(&self) -> Option<Arc<Notify>> {
+        None
+    }
+}
+
+impl From<tokio_postgres::Error> for RegistryError {
+    fn from(error: tokio_postgres::Error) -> RegistryError {
+        RegistryError::Postgres(error.to_string())
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for RegistryError {
+    fn from(error: deadpool_postgres::PoolError) -> RegistryError {
+        RegistryError::Postgres(error.to_string())
+    }
 }
 
 /// Build the filing a submission starts as.

@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
 use super::{
-    submitted_filing, ImportRecord, ListFilter, Lookup, NewFiling, Registry, RegistryError,
+    submitted_filing, Change, ImportRecord, ListFilter, Lookup, NewFiling, Registry, RegistryError,
 };
 use crate::filing::{now_rfc3339, Action, Filing, Status};
 use crate::host::RegistrableDomain;
@@ -325,6 +325,24 @@ impl Registry for SqliteRegistry {
 
     async fn revision(&self) -> Result<i64, RegistryError> {
         self.read(|conn| current_revision(conn)).await
+    }
+
+    async fn changes_since(&self, revision: i64) -> Result<Vec<Change>, RegistryError> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, revision, doc FROM filings WHERE revision > ?1 ORDER BY revision LIMIT 10000",
+            )?;
+            let rows = stmt.query_map([revision], |row| {
+                Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?, row.get::<_, String>(2)?))
+            })?;
+            let mut changes = Vec::new();
+            for row in rows {
+                let (id, revision, doc) = row?;
+                changes.push(Change { revision, domains: decode(id, &doc)?.domains });
+            }
+            Ok(changes)
+        })
+        .await
     }
 
     async fn is_empty(&self) -> Result<bool, RegistryError> {

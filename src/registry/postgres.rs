@@ -1,0 +1,396 @@
+//! The fleet registry: every node points at one PostgreSQL database.
+//!
+//! Same contract as the SQLite backend (see `registry.rs`): filings are JSONB
+//! documents beside a domain index whose partial unique index keeps one live filing
+//! per registrable domain; each write is one transaction that takes the next
+//! revision from `icpgate_meta` (the row lock orders writers, so revisions become
+//! visible in order). After each commit the writer sends `NOTIFY icpgate_registry`;
+//! a dedicated LISTEN connection per node turns that into a wake-up for the change
+//! feed, which then catches up by revision — a lost notification only delays the
+//! catch-up to the next poll, it never loses a change.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::{
+    GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod, Transaction,
+};
+use tokio::sync::Notify;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::Json;
+use tokio_postgres::{AsyncMessage, NoTls};
+
+use super::{
+    submitted_filing, Change, ImportRecord, ListFilter, Lookup, NewFiling, Registry, RegistryError,
+};
+use crate::filing::{now_rfc3339, Action, Filing, Status};
+use crate::host::RegistrableDomain;
+
+const SCHEMA: &str = "
+SELECT pg_advisory_xact_lock(7253019);
+CREATE TABLE IF NOT EXISTS icpgate_filings (
+    id BIGSERIAL PRIMARY KEY,
+    status TEXT NOT NULL,
+    doc JSONB NOT NULL,
+    revision BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS icpgate_filing_domains (
+    domain TEXT NOT NULL,
+    filing_id BIGINT NOT NULL REFERENCES icpgate_filings(id),
+    live BOOLEAN NOT NULL,
+    PRIMARY KEY (domain, filing_id)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS icpgate_one_live_filing_per_domain
+    ON icpgate_filing_domains(domain) WHERE live;
+CREATE INDEX IF NOT EXISTS icpgate_filings_by_revision ON icpgate_filings(revision);
+CREATE TABLE IF NOT EXISTS icpgate_meta (key TEXT PRIMARY KEY, value BIGINT NOT NULL);
+INSERT INTO icpgate_meta (key, value) VALUES ('revision', 0) ON CONFLICT DO NOTHING;
+";
+
+const CHANNEL: &str = "icpgate_registry";
+
+/// PostgreSQL-backed `Registry`.
+pub struct PostgresRegistry {
+    pool: Pool,
+    /// Woken by NOTIFY from any node's write.
+    changed: Arc<Notify>,
+}
+
+impl PostgresRegistry {
+    /// Connect, create the schema when missing, and start listening for changes.
+    pub async fn connect(url: &str) -> Result<PostgresRegistry, RegistryError> {
+        let config: tokio_postgres::Config = url.parse()?;
+        let manager = Manager::from_config(
+            config.clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(16)
+            .wait_timeout(Some(Duration::from_secs(5)))
+            .create_timeout(Some(Duration::from_secs(5)))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .build()
+            .map_err(|e| RegistryError::Postgres(e.to_string()))?;
+        let mut client = pool.get().await?;
+        let tx = client.transaction().await?;
+        tx.batch_execute(SCHEMA).await?;
+        tx.commit().await?;
+        let changed = Arc::new(Notify::new());
+        tokio::spawn(listen_forever(config, Arc::clone(&changed)));
+        Ok(PostgresRegistry { pool, changed })
+    }
+}
+
+/// Keep one LISTEN connection open (reconnecting with backoff) and wake `changed`
+/// on every notification and after every reconnect (changes may have been missed).
+async fn listen_forever(config: tokio_postgres::Config, changed: Arc<Notify>) {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match listen_once(&config, &changed).await {
+            Ok(()) => backoff = Duration::from_millis(200),
+            Err(error) => tracing::warn!(%error, "registry change listener lost; reconnecting"),
+        }
+        changed.notify_one();
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(10));
+    }
+}
+
+async fn listen_once(
+    config: &tokio_postgres::Config,
+    changed: &Notify,
+) -> Result<(), tokio_postgres::Error> {
+    let (client, mut connection) = config.connect(NoTls).await?;
+    let (sender, mut messages) = tokio::sync::mpsc::unbounded_channel();
+    let driver = tokio::spawn(async move {
+        let mut stream = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(message) = futures_util::StreamExt::next(&mut stream).await {
+            match message {
+                Ok(AsyncMessage::Notification(_)) => {
+                    if sender.send(()).is_err() {
+                        break;
+                    }
+                }
+                Ok(_) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(())
+    });
+    client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
+    changed.notify_one();
+    while messages.recv().await.is_some() {
+        changed.notify_one();
+    }
+    drop(client);
+    driver.await.unwrap_or(Ok(()))
+}
+
+/// The filing in column `doc` of `row`, under `id`; an unreadable document is an
+/// error naming the filing, never a panic.
+fn filing_at(row: &tokio_postgres::Row, id: i64, doc: usize) -> Result<Filing, RegistryError> {
+    let Json(mut filing): Json<Filing> = row
+        .try_get(doc)
+        .map_err(|e| RegistryError::Postgres(format!("stored filing {id} is unreadable: {e}")))?;
+    filing.id = id;
+    Ok(filing)
+}
+
+async fn load<C: GenericClient>(
+    client: &C,
+    id: i64,
+    lock: bool,
+) -> Result<Option<Filing>, RegistryError> {
+    let sql = if lock {
+        "SELECT doc FROM icpgate_filings WHERE id = $1 FOR UPDATE"
+    } else {
+        "SELECT doc FROM icpgate_filings WHERE id = $1"
+    };
+    let row = client.query_opt(sql, &[&id]).await?;
+    row.map(|row| filing_at(&row, id, 0)).transpose()
+}
+
+async fn bump_revision(tx: &Transaction<'_>) -> Result<i64, RegistryError> {
+    let row = tx
+        .query_one(
+            "UPDATE icpgate_meta SET value = value + 1 WHERE key = 'revision' RETURNING value",
+            &[],
+        )
+        .await?;
+    Ok(row.try_get(0)?)
+}
+
+/// Insert or replace `filing` with its domain index; one live filing per domain.
+async fn store(
+    tx: &Transaction<'_>,
+    filing: &mut Filing,
+    id: Option<i64>,
+) -> Result<i64, RegistryError> {
+    let live = filing.status.is_live();
+    if live {
+        for domain in &filing.domains {
+            let owner = tx
+                .query_opt(
+                    "SELECT filing_id FROM icpgate_filing_domains WHERE domain = $1 AND live AND filing_id <> $2",
+                    &[domain, &id.unwrap_or(0)],
+                )
+                .await?;
+            if let Some(owner) = owner {
+                return Err(RegistryError::DomainTaken {
+                    domain: domain.clone(),
+                    filing_id: owner.try_get(0)?,
+                });
+            }
+        }
+    }
+    let revision = bump_revision(tx).await?;
+    let id = match id {
+        Some(id) => id,
+        None => tx
+            .query_one(
+                "INSERT INTO icpgate_filings (status, doc, revision) VALUES ($1, '{}', $2) RETURNING id",
+                &[&filing.status.as_str(), &revision],
+            )
+            .await?
+            .try_get(0)?,
+    };
+    filing.id = id;
+    tx.execute(
+        "INSERT INTO icpgate_filings (id, status, doc, revision) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (id) DO UPDATE SET status = excluded.status, doc = excluded.doc, revision = excluded.revision",
+        &[&id, &filing.status.as_str(), &Json(&*filing), &revision],
+    )
+    .await?;
+    tx.execute(
+        "DELETE FROM icpgate_filing_domains WHERE filing_id = $1",
+        &[&id],
+    )
+    .await?;
+    for domain in &filing.domains {
+        tx.execute(
+            "INSERT INTO icpgate_filing_domains (domain, filing_id, live) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            &[domain, &id, &live],
+        )
+        .await
+        .map_err(|e| domain_conflict(e, domain))?;
+    }
+    tx.execute(&format!("NOTIFY {CHANNEL}"), &[]).await?;
+    Ok(id)
+}
+
+/// Two nodes racing to make the same domain live: the index refuses the second.
+fn domain_conflict(error: tokio_postgres::Error, domain: &str) -> RegistryError {
+    if error.code() == Some(&SqlState::UNIQUE_VIOLATION) {
+        return RegistryError::DomainTaken {
+            domain: domain.to_string(),
+            filing_id: 0,
+        };
+    }
+    RegistryError::from(error)
+}
+
+#[async_trait]
+impl Registry for PostgresRegistry {
+    async fn lookup(&self, domain: &RegistrableDomain) -> Result<Lookup, RegistryError> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_one(
+                "SELECT (SELECT value FROM icpgate_meta WHERE key = 'revision'),
+                        (SELECT f.id FROM icpgate_filing_domains d JOIN icpgate_filings f ON f.id = d.filing_id
+                          WHERE d.domain = $1 ORDER BY d.live DESC, f.revision DESC LIMIT 1),
+                        (SELECT f.doc FROM icpgate_filing_domains d JOIN icpgate_filings f ON f.id = d.filing_id
+                          WHERE d.domain = $1 ORDER BY d.live DESC, f.revision DESC LIMIT 1)",
+                &[&domain.as_str()],
+            )
+            .await?;
+        let revision: i64 = row.try_get(0)?;
+        let id: Option<i64> = row.try_get(1)?;
+        let filing = id.map(|id| filing_at(&row, id, 2)).transpose()?;
+        Ok(Lookup { filing, revision })
+    }
+
+    async fn get(&self, id: i64) -> Result<Option<Filing>, RegistryError> {
+        let client = self.pool.get().await?;
+        load(&client, id, false).await
+    }
+
+    async fn list(&self, filter: &ListFilter) -> Result<Vec<Filing>, RegistryError> {
+        let client = self.pool.get().await?;
+        let status = filter.status.map(Status::as_str);
+        let domain = filter.domain.as_ref().map(|d| d.as_str().to_string());
+        let limit = filter.limit.map(|l| i64::try_from(l).unwrap_or(i64::MAX));
+        let rows = client
+            .query(
+                "SELECT id, doc FROM icpgate_filings f
+                 WHERE ($1::TEXT IS NULL OR f.status = $1)
+                   AND ($2::TEXT IS NULL OR f.id IN (SELECT filing_id FROM icpgate_filing_domains WHERE domain = $2))
+                 ORDER BY f.id LIMIT $3",
+                &[&status, &domain, &limit],
+            )
+            .await?;
+        rows.iter()
+            .map(|row| filing_at(row, row.try_get(0)?, 1))
+            .collect()
+    }
+
+    async fn submit(&self, new: NewFiling, actor: &str) -> Result<Filing, RegistryError> {
+        let mut filing = submitted_filing(new, actor, &now_rfc3339());
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        store(&tx, &mut filing, None).await?;
+        tx.commit().await?;
+        Ok(filing)
+    }
+
+    async fn transition(
+        &self,
+        id: i64,
+        action: Action,
+        actor: &str,
+    ) -> Result<Filing, RegistryError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let mut filing = load(&tx, id, true)
+            .await?
+            .ok_or(RegistryError::NotFound(id))?;
+        filing.apply(action, actor, &now_rfc3339())?;
+        store(&tx, &mut filing, Some(id)).await?;
+        tx.commit().await?;
+        Ok(filing)
+    }
+
+    async fn import(&self, records: Vec<ImportRecord>) -> Result<usize, RegistryError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let count = records.len();
+        for record in records {
+            let line = record.line;
+            let at_line = |source: RegistryError| RegistryError::AtLine {
+                line,
+                source: Box::new(source),
+            };
+            let mut filing = record.filing;
+            if let Some(id) = record.id {
+                if load(&tx, id, false).await.map_err(at_line)?.is_some() {
+                    return Err(at_line(RegistryError::IdTaken(id)));
+                }
+            }
+            store(&tx, &mut filing, record.id).await.map_err(at_line)?;
+        }
+        // Explicit ids must not collide with the ids the sequence hands out later.
+        tx.execute(
+            "SELECT setval(pg_get_serial_sequence('icpgate_filings', 'id'), GREATEST((SELECT MAX(id) FROM icpgate_filings), 1))",
+            &[],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(count)
+    }
+
+    async fn export(&self) -> Result<Vec<Filing>, RegistryError> {
+        self.list(&ListFilter::default()).await
+    }
+
+    async fn counts_by_status(&self) -> Result<BTreeMap<Status, u64>, RegistryError> {
+        let client = self.pool.get().await?;
+        let mut counts: BTreeMap<Status, u64> = Status::ALL.iter().map(|s| (*s, 0)).collect();
+        for row in client
+            .query(
+                "SELECT status, COUNT(*) FROM icpgate_filings GROUP BY status",
+                &[],
+            )
+            .await?
+        {
+            let status: String = row.try_get(0)?;
+            let count: i64 = row.try_get(1)?;
+            if let Some(status) = Status::parse(&status) {
+                counts.insert(status, u64::try_from(count).unwrap_or(0));
+            }
+        }
+        Ok(counts)
+    }
+
+    async fn revision(&self) -> Result<i64, RegistryError> {
+        let client = self.pool.get().await?;
+        Ok(client
+            .query_one("SELECT value FROM icpgate_meta WHERE key = 'revision'", &[])
+            .await?
+            .try_get(0)?)
+    }
+
+    async fn is_empty(&self) -> Result<bool, RegistryError> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_one("SELECT NOT EXISTS (SELECT 1 FROM icpgate_filings)", &[])
+            .await?;
+        Ok(row.try_get(0)?)
+    }
+
+    async fn changes_since(&self, revision: i64) -> Result<Vec<Change>, RegistryError> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                "SELECT revision, doc FROM icpgate_filings WHERE revision > $1 ORDER BY revision LIMIT 10000",
+                &[&revision],
+            )
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let revision: i64 = row.try_get(0)?;
+                Ok(Change {
+                    revision,
+                    domains: filing_at(row, 0, 1)?.domains,
+                })
+            })
+            .collect()
+    }
+
+    fn change_signal(&self) -> Option<Arc<Notify>> {
+        Some(Arc::clone(&self.changed))
+    }
+}
