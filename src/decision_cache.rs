@@ -299,6 +299,12 @@ mod tests {
         async fn is_empty(&self) -> Result<bool, RegistryError> {
             Ok(false)
         }
+        async fn changes_since(
+            &self,
+            _revision: i64,
+        ) -> Result<Vec<crate::registry::Change>, RegistryError> {
+            Ok(Vec::new())
+        }
     }
 
     fn cache(
