@@ -159,7 +159,7 @@ impl Notifier {
     /// Deliver until `stop` turns true.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
         loop {
-            self.deliver_due().await;
+            self.deliver_due(&stop).await;
             let wait = self.until_next_due().await;
             tokio::select! {
                 _ = stop.changed() => return,
@@ -184,8 +184,8 @@ impl Notifier {
         }
     }
 
-    /// One round: every due event, oldest first.
-    async fn deliver_due(&self) {
+    /// One round: every due event, oldest first, until `stop` turns true.
+    async fn deliver_due(&self, stop: &watch::Receiver<bool>) {
         let events = match self.outbox.due(now_ms(), BATCH).await {
             Ok(events) => events,
             Err(error) => {
@@ -194,6 +194,9 @@ impl Notifier {
             }
         };
         for event in events {
+            if *stop.borrow() {
+                return;
+            }
             self.attempt(event).await;
         }
     }
