@@ -21,6 +21,7 @@ use crate::config::{Backend, Config, ConfigError, RegistryConfig};
 use crate::decision_cache::{CacheSettings, DecisionCache};
 use crate::listener::{Listener, PlainHandshake};
 use crate::metrics::{Metrics, MetricsError};
+use crate::notify::{Backoff, Notifier};
 use crate::proxy::{Gate, Runtime};
 use crate::registry::postgres::PostgresRegistry;
 use crate::registry::sqlite::SqliteRegistry;
@@ -50,11 +51,44 @@ pub enum AppError {
 
 /// Open the registry a config names.
 pub async fn open_registry(config: &RegistryConfig) -> Result<Arc<dyn Registry>, AppError> {
+    open_registry_with_outbox(config, false).await
+}
+
+/// Open the registry; with `outbox`, every change also records its notification.
+async fn open_registry_with_outbox(
+    config: &RegistryConfig,
+    outbox: bool,
+) -> Result<Arc<dyn Registry>, AppError> {
     match config.backend {
-        Backend::Sqlite => Ok(Arc::new(SqliteRegistry::open(&config.path)?)),
+        Backend::Sqlite => Ok(Arc::new(
+            SqliteRegistry::open(&config.path)?.with_outbox(outbox),
+        )),
         Backend::Postgres => {
             let url = config.url.as_deref().ok_or(AppError::PostgresUrlMissing)?;
             Ok(Arc::new(PostgresRegistry::connect(url).await?))
+        }
+    }
+}
+
+/// Start delivering the outbox to `[notify] url`, if set; returns the notifier's
+/// waker. A notifier that cannot start leaves the events pending in the outbox.
+fn start_notifier(
+    config: &Config,
+    registry: &dyn Registry,
+    stop: watch::Receiver<bool>,
+) -> Option<Arc<tokio::sync::Notify>> {
+    let url = config.notify.url.as_deref()?;
+    let outbox = registry.outbox()?;
+    let secret = config.notify.secret.clone();
+    match Notifier::new(outbox, url, secret, Backoff::default()) {
+        Ok(notifier) => {
+            let waker = notifier.waker();
+            tokio::spawn(notifier.run(stop));
+            Some(waker)
+        }
+        Err(error) => {
+            tracing::error!(%error, "webhook notifications are not delivered");
+            None
         }
     }
 }
@@ -124,7 +158,7 @@ pub struct Running {
 /// Open the registry (seeding it when empty), bind every listener and start serving.
 pub async fn start(config: Config) -> Result<Running, AppError> {
     let config = Arc::new(config);
-    let registry = open_registry(&config.registry).await?;
+    let registry = open_registry_with_outbox(&config.registry, config.notify.url.is_some()).await?;
     if let Some(seed) = &config.registry.seed {
         if registry.is_empty().await? {
             let count = import_file(registry.as_ref(), seed).await?;
@@ -149,15 +183,17 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
     if token.is_none() {
         tracing::warn!(env = %config.admin.token_env, "no admin token configured: admin writes will be refused");
     }
+    let graceful = Arc::new(GracefulShutdown::new());
+    let (stop, stop_rx) = watch::channel(false);
+    let notifier = start_notifier(&config, registry.as_ref(), stop_rx.clone());
     let admin = Arc::new(Admin {
         registry: Arc::clone(&registry),
         gate: Arc::clone(&gate),
         token,
         token_env: config.admin.token_env.clone(),
+        notifier,
     });
 
-    let graceful = Arc::new(GracefulShutdown::new());
-    let (stop, stop_rx) = watch::channel(false);
     let active = Arc::new(AtomicUsize::new(0));
     let mut running = Running {
         http: None,

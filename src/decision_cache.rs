@@ -206,8 +206,9 @@ mod tests {
     use async_trait::async_trait;
 
     use super::*;
+    use crate::filing::Submission;
     use crate::filing::{Action, Filing};
-    use crate::registry::{ImportRecord, ListFilter, Lookup, NewFiling};
+    use crate::registry::{ImportRecord, ListFilter, Lookup, Submitted};
 
     /// A registry that answers every lookup with one filing in `status`, slowly,
     /// counting lookups; it can be told to fail.
@@ -273,7 +274,11 @@ mod tests {
         async fn list(&self, _filter: &ListFilter) -> Result<Vec<Filing>, RegistryError> {
             Ok(Vec::new())
         }
-        async fn submit(&self, _new: NewFiling, _actor: &str) -> Result<Filing, RegistryError> {
+        async fn submit(
+            &self,
+            _submission: Submission,
+            _actor: &str,
+        ) -> Result<Submitted, RegistryError> {
             Err(unavailable())
         }
         async fn transition(

@@ -13,7 +13,8 @@
 //!    `forward` and `upstream` to the product's pool, streaming both ways.
 //!
 //! The `admin` API drives the filing lifecycle (`filing`) and every write
-//! invalidates the cache, so the gate follows the registry at once. `app` builds all
+//! invalidates the cache, so the gate follows the registry at once; `notify` delivers
+//! each change to an optional webhook from a durable outbox. `app` builds all
 //! of it from `config` and owns reload and shutdown.
 #![forbid(unsafe_code)]
 
@@ -28,6 +29,7 @@ pub mod forward;
 pub mod host;
 pub mod listener;
 pub mod metrics;
+pub mod notify;
 pub mod proxy;
 pub mod proxy_body;
 pub mod registry;

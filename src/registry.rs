@@ -6,7 +6,10 @@
 //! - every write is one transaction, applied through `Filing::apply`, and bumps the
 //!   registry revision, which only ever grows;
 //! - `lookup` answers with the revision it read at, so a cache can tell an answer
-//!   older than a write it already saw.
+//!   older than a write it already saw;
+//! - a backend with an [`Outbox`] records every submission and transition as a
+//!   notification in the same transaction as the change itself, so a change is never
+//!   acknowledged without its notification (see `notify`).
 
 pub mod jsonl;
 pub mod postgres;
@@ -18,20 +21,66 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tokio::sync::Notify;
 
-use crate::filing::{
-    Action, Entity, Filing, IcpNumber, Kind, Product, Status, TransitionError, Website,
-};
+use serde::Serialize;
+
+use crate::filing::{Action, Filing, Status, Submission, TransitionError};
 use crate::host::RegistrableDomain;
 
-/// A submission (`POST /v1/filings`), validated at the edge.
+/// The seed's "filing type" (备案类型), reported for each submission.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FilingType {
+    /// 首次备案: the entity holds no ICP number yet.
+    FirstFiling,
+    /// 新增网站: the entity already holds an ICP number (another filing of it is
+    /// `approved` or `disconnected`), matched by certificate number, else by name.
+    NewWebsite,
+    /// 接入已有备案: the website is filed with another provider.
+    AccessExisting,
+}
+
+impl FilingType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FilingType::FirstFiling => "first_filing",
+            FilingType::NewWebsite => "new_website",
+            FilingType::AccessExisting => "access_existing",
+        }
+    }
+}
+
+/// A stored submission and the filing type it was classified as.
 #[derive(Debug, Clone)]
-pub struct NewFiling {
-    pub kind: Kind,
-    pub product: Product,
-    pub domains: Vec<RegistrableDomain>,
-    pub icp_number: Option<IcpNumber>,
-    pub entity: Entity,
-    pub website: Website,
+pub struct Submitted {
+    pub filing: Filing,
+    pub filing_type: FilingType,
+}
+
+/// One pending notification of the durable outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEvent {
+    pub id: i64,
+    /// The JSON document to deliver (no personal data).
+    pub payload: String,
+    /// Delivery attempts made so far.
+    pub attempts: u32,
+}
+
+/// The durable outbox of filing-change notifications: rows are written in the same
+/// transaction as the change (`Registry::submit`, `Registry::transition`) and
+/// delivered by `notify::Notifier`.
+#[async_trait]
+pub trait Outbox: Send + Sync + 'static {
+    /// Undelivered events whose next attempt is due at `now_ms` (Unix milliseconds),
+    /// oldest first.
+    async fn due(&self, now_ms: i64, limit: usize) -> Result<Vec<OutboxEvent>, RegistryError>;
+    /// When the next undelivered event is due, if any.
+    async fn next_due(&self) -> Result<Option<i64>, RegistryError>;
+    async fn delivered(&self, id: i64, now_ms: i64) -> Result<(), RegistryError>;
+    /// Record a failed attempt and when to try again.
+    async fn failed(&self, id: i64, next_at_ms: i64, error: &str) -> Result<(), RegistryError>;
+    /// How many events are not yet delivered.
+    async fn pending(&self) -> Result<u64, RegistryError>;
 }
 
 /// The filing a domain resolves to, with the revision the registry was at when read.
@@ -119,8 +168,10 @@ pub trait Registry: Send + Sync + 'static {
     async fn lookup(&self, domain: &RegistrableDomain) -> Result<Lookup, RegistryError>;
     async fn get(&self, id: i64) -> Result<Option<Filing>, RegistryError>;
     async fn list(&self, filter: &ListFilter) -> Result<Vec<Filing>, RegistryError>;
-    /// Store a submission in `initial_review`.
-    async fn submit(&self, new: NewFiling, actor: &str) -> Result<Filing, RegistryError>;
+    /// Validate (`Filing::submit`) and store a submission in `initial_review`;
+    /// `submission.domains` are registrable domains, normalised by the caller.
+    async fn submit(&self, submission: Submission, actor: &str)
+        -> Result<Submitted, RegistryError>;
     /// Apply one workflow step; the filing is unchanged when it is refused.
     async fn transition(
         &self,
@@ -145,6 +196,10 @@ pub trait Registry: Send + Sync + 'static {
     fn change_signal(&self) -> Option<Arc<Notify>> {
         None
     }
+    /// The durable outbox, when this backend records notifications.
+    fn outbox(&self) -> Option<Arc<dyn Outbox>> {
+        None
+    }
 }
 
 impl From<tokio_postgres::Error> for RegistryError {
@@ -156,28 +211,5 @@ impl From<tokio_postgres::Error> for RegistryError {
 impl From<deadpool_postgres::PoolError> for RegistryError {
     fn from(error: deadpool_postgres::PoolError) -> RegistryError {
         RegistryError::Postgres(error.to_string())
-    }
-}
-
-/// Build the filing a submission starts as.
-pub fn submitted_filing(new: NewFiling, actor: &str, now: &str) -> Filing {
-    Filing {
-        id: 0,
-        kind: new.kind,
-        product: new.product,
-        status: Status::InitialReview,
-        domains: new.domains.into_iter().map(|d| d.into_string()).collect(),
-        icp_number: new.icp_number,
-        entity: new.entity,
-        website: new.website,
-        history: vec![crate::filing::HistoryEntry {
-            at: now.to_string(),
-            actor: actor.to_string(),
-            from: None,
-            to: Status::InitialReview,
-            reason: Some("submitted".to_string()),
-        }],
-        created_at: now.to_string(),
-        updated_at: now.to_string(),
     }
 }

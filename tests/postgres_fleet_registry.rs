@@ -12,20 +12,21 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use icpgate::filing::{Action, Entity, IcpNumber, Kind, Product, Status, Website};
+use icpgate::filing::{Action, Entity, IcpNumber, Kind, Product, Status, Submission, Website};
 use icpgate::host::HostName;
 use icpgate::registry::postgres::PostgresRegistry;
-use icpgate::registry::{jsonl, ListFilter, NewFiling, Registry, RegistryError};
+use icpgate::registry::{jsonl, FilingType, ListFilter, Registry, RegistryError};
 use serde_json::json;
 
-fn submission(domain: &str) -> NewFiling {
-    NewFiling {
+fn new_filing(domain: &str) -> Submission {
+    Submission {
         kind: Kind::New,
         product: Product::Storefront,
         domains: vec![HostName::parse(domain)
             .ok()
             .and_then(|h| h.registrable_domain())
-            .expect("registrable")],
+            .expect("registrable")
+            .into_string()],
         icp_number: None,
         entity: Entity {
             name: "示例科技有限公司".into(),
@@ -48,13 +49,15 @@ async fn postgres_backend_keeps_the_registry_contract() {
     let start = registry.revision().await.expect("revision");
 
     let filing = registry
-        .submit(submission("shop.example.cn"), "tester")
+        .submit(new_filing("shop.example.cn"), "tester")
         .await
         .expect("submit");
+    assert_eq!(filing.filing_type, FilingType::FirstFiling);
+    let filing = filing.filing;
     assert_eq!(filing.status, Status::InitialReview);
     assert_eq!(filing.domains, vec!["example.cn".to_string()]);
     let taken = registry
-        .submit(submission("www.example.cn"), "tester")
+        .submit(new_filing("www.example.cn"), "tester")
         .await;
     assert!(
         matches!(taken, Err(RegistryError::DomainTaken { .. })),
@@ -144,13 +147,18 @@ async fn postgres_backend_keeps_the_registry_contract() {
         1
     );
     let next = registry
-        .submit(submission("fresh.cn"), "tester")
+        .submit(new_filing("fresh.cn"), "tester")
         .await
         .expect("submit after import");
     assert!(
-        next.id > 40,
+        next.filing.id > 40,
         "sequence moved past imported ids: {}",
-        next.id
+        next.filing.id
+    );
+    assert_eq!(
+        next.filing_type,
+        FilingType::NewWebsite,
+        "the entity already holds an approved filing"
     );
     let counts = registry.counts_by_status().await.expect("counts");
     assert_eq!(counts.get(&Status::Approved), Some(&2));

@@ -23,9 +23,9 @@ use tokio_postgres::types::Json;
 use tokio_postgres::{AsyncMessage, NoTls};
 
 use super::{
-    submitted_filing, Change, ImportRecord, ListFilter, Lookup, NewFiling, Registry, RegistryError,
+    Change, FilingType, ImportRecord, ListFilter, Lookup, Registry, RegistryError, Submitted,
 };
-use crate::filing::{now_rfc3339, Action, Filing, Status};
+use crate::filing::{now_rfc3339, Action, Filing, Kind, Status, Submission};
 use crate::host::RegistrableDomain;
 
 const SCHEMA: &str = "
@@ -223,6 +223,39 @@ async fn store(
     Ok(id)
 }
 
+/// The seed's filing type, by the same rule as the SQLite backend: access of an
+/// existing filing by its kind; otherwise a new website when the entity already
+/// holds an ICP number (matched by certificate number when given, else by name).
+async fn classify(
+    tx: &Transaction<'_>,
+    submission: &Submission,
+) -> Result<FilingType, RegistryError> {
+    if submission.kind == Kind::AccessExisting {
+        return Ok(FilingType::AccessExisting);
+    }
+    let certificate = submission
+        .entity
+        .certificate_number
+        .as_deref()
+        .map(|c| c.trim().to_uppercase())
+        .filter(|c| !c.is_empty());
+    let name = submission.entity.name.trim().to_string();
+    let known = tx
+        .query_opt(
+            "SELECT id FROM icpgate_filings WHERE status IN ('approved', 'disconnected') AND (
+                 ($1::TEXT IS NOT NULL AND upper(trim(doc->'entity'->>'certificate_number')) = $1)
+              OR ($1::TEXT IS NULL AND trim(doc->'entity'->>'name') = $2))
+             LIMIT 1",
+            &[&certificate, &name],
+        )
+        .await?;
+    Ok(if known.is_some() {
+        FilingType::NewWebsite
+    } else {
+        FilingType::FirstFiling
+    })
+}
+
 /// Two nodes racing to make the same domain live: the index refuses the second.
 fn domain_conflict(error: tokio_postgres::Error, domain: &str) -> RegistryError {
     if error.code() == Some(&SqlState::UNIQUE_VIOLATION) {
@@ -278,13 +311,21 @@ impl Registry for PostgresRegistry {
             .collect()
     }
 
-    async fn submit(&self, new: NewFiling, actor: &str) -> Result<Filing, RegistryError> {
-        let mut filing = submitted_filing(new, actor, &now_rfc3339());
+    async fn submit(
+        &self,
+        submission: Submission,
+        actor: &str,
+    ) -> Result<Submitted, RegistryError> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
+        let filing_type = classify(&tx, &submission).await?;
+        let mut filing = Filing::submit(0, submission, actor, &now_rfc3339())?;
         store(&tx, &mut filing, None).await?;
         tx.commit().await?;
-        Ok(filing)
+        Ok(Submitted {
+            filing,
+            filing_type,
+        })
     }
 
     async fn transition(

@@ -6,6 +6,10 @@
 //! `(domain) WHERE live = 1`: "one live filing per registrable domain" holds in the
 //! database itself, not only in code. One connection writes and one reads; SQLite
 //! calls run on tokio's blocking pool so they never stall the data plane.
+//!
+//! With the outbox on (`with_outbox(true)`, when `[notify] url` is set), every
+//! submission and transition also writes its notification to `outbox` inside the
+//! same IMMEDIATE transaction: the change and its notification commit together.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -15,9 +19,10 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
 use super::{
-    submitted_filing, Change, ImportRecord, ListFilter, Lookup, NewFiling, Registry, RegistryError,
+    Change, FilingType, ImportRecord, ListFilter, Lookup, Outbox, OutboxEvent, Registry,
+    RegistryError, Submitted,
 };
-use crate::filing::{now_rfc3339, Action, Filing, Status};
+use crate::filing::{now_rfc3339, Action, Filing, Kind, Status, Submission};
 use crate::host::RegistrableDomain;
 
 const SCHEMA: &str = "
@@ -38,6 +43,18 @@ CREATE UNIQUE INDEX IF NOT EXISTS one_live_filing_per_domain
 CREATE INDEX IF NOT EXISTS filings_by_revision ON filings(revision);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO meta (key, value) VALUES ('revision', 0);
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    filing_id INTEGER NOT NULL,
+    payload TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at_ms INTEGER NOT NULL,
+    delivered_at_ms INTEGER,
+    last_error TEXT
+);
+CREATE INDEX IF NOT EXISTS outbox_pending ON outbox(next_attempt_at_ms)
+    WHERE delivered_at_ms IS NULL;
 ";
 
 /// SQLite-backed `Registry`.
@@ -47,6 +64,8 @@ pub struct SqliteRegistry {
     writer: Arc<Mutex<Connection>>,
     /// Lookups read here so they never wait behind a write transaction (WAL).
     reader: Arc<Mutex<Connection>>,
+    /// Whether writes also record notifications in the outbox.
+    outbox: bool,
 }
 
 impl SqliteRegistry {
@@ -61,7 +80,14 @@ impl SqliteRegistry {
         Ok(SqliteRegistry {
             writer: Arc::new(Mutex::new(writer)),
             reader: Arc::new(Mutex::new(reader)),
+            outbox: false,
         })
+    }
+
+    /// Record (or not) every submission and transition in the durable outbox.
+    pub fn with_outbox(mut self, on: bool) -> SqliteRegistry {
+        self.outbox = on;
+        self
     }
 
     async fn with_conn<T, F>(conn: &Arc<Mutex<Connection>>, f: F) -> Result<T, RegistryError>
@@ -263,11 +289,24 @@ impl Registry for SqliteRegistry {
         self.read(move |conn| list_in(conn, &filter)).await
     }
 
-    async fn submit(&self, new: NewFiling, actor: &str) -> Result<Filing, RegistryError> {
-        let mut filing = submitted_filing(new, actor, &now_rfc3339());
+    async fn submit(
+        &self,
+        submission: Submission,
+        actor: &str,
+    ) -> Result<Submitted, RegistryError> {
+        let actor = actor.to_string();
+        let outbox = self.outbox;
         self.write(move |tx| {
+            let filing_type = classify(tx, &submission)?;
+            let mut filing = Filing::submit(0, submission, &actor, &now_rfc3339())?;
             store(tx, &mut filing, None)?;
-            Ok(filing)
+            if outbox {
+                enqueue(tx, &filing)?;
+            }
+            Ok(Submitted {
+                filing,
+                filing_type,
+            })
         })
         .await
     }
@@ -279,10 +318,14 @@ impl Registry for SqliteRegistry {
         actor: &str,
     ) -> Result<Filing, RegistryError> {
         let actor = actor.to_string();
+        let outbox = self.outbox;
         self.write(move |tx| {
             let mut filing = load(tx, id)?.ok_or(RegistryError::NotFound(id))?;
             filing.apply(action, &actor, &now_rfc3339())?;
             store(tx, &mut filing, Some(id))?;
+            if outbox {
+                enqueue(tx, &filing)?;
+            }
             Ok(filing)
         })
         .await
@@ -349,6 +392,137 @@ impl Registry for SqliteRegistry {
         self.read(|conn| {
             let n: i64 = conn.query_row("SELECT COUNT(*) FROM filings", [], |row| row.get(0))?;
             Ok(n == 0)
+        })
+        .await
+    }
+
+    fn outbox(&self) -> Option<Arc<dyn Outbox>> {
+        self.outbox
+            .then(|| Arc::new(self.clone()) as Arc<dyn Outbox>)
+    }
+}
+
+/// The seed's filing type: access of an existing filing by its kind; otherwise a new
+/// website when the entity already holds an ICP number (another filing of it is
+/// approved or disconnected), matched by certificate number when the submission
+/// gives one, else by entity name.
+fn classify(tx: &Transaction<'_>, submission: &Submission) -> Result<FilingType, RegistryError> {
+    if submission.kind == Kind::AccessExisting {
+        return Ok(FilingType::AccessExisting);
+    }
+    let certificate = submission
+        .entity
+        .certificate_number
+        .as_deref()
+        .map(|c| c.trim().to_uppercase())
+        .filter(|c| !c.is_empty());
+    let name = submission.entity.name.trim().to_string();
+    let known: Option<i64> = tx
+        .query_row(
+            "SELECT id FROM filings WHERE status IN ('approved', 'disconnected') AND (
+                 (?1 IS NOT NULL AND upper(trim(json_extract(doc, '$.entity.certificate_number'))) = ?1)
+              OR (?1 IS NULL AND trim(json_extract(doc, '$.entity.name')) = ?2))
+             LIMIT 1",
+            params![certificate, name],
+            |row| row.get(0),
+        )
+        .optional()?;
+    Ok(match known {
+        Some(_) => FilingType::NewWebsite,
+        None => FilingType::FirstFiling,
+    })
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Record the filing's latest step as a notification, in the caller's transaction.
+fn enqueue(tx: &Transaction<'_>, filing: &Filing) -> Result<(), RegistryError> {
+    let now = now_ms();
+    tx.execute(
+        "INSERT INTO outbox (filing_id, payload, created_at_ms, next_attempt_at_ms)
+         VALUES (?1, '', ?2, ?2)",
+        params![filing.id, now],
+    )?;
+    let id = tx.last_insert_rowid();
+    let payload = crate::notify::payload(id, filing).to_string();
+    tx.execute(
+        "UPDATE outbox SET payload = ?1 WHERE id = ?2",
+        params![payload, id],
+    )?;
+    Ok(())
+}
+
+#[async_trait]
+impl Outbox for SqliteRegistry {
+    async fn due(&self, now_ms: i64, limit: usize) -> Result<Vec<OutboxEvent>, RegistryError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, payload, attempts FROM outbox
+                 WHERE delivered_at_ms IS NULL AND next_attempt_at_ms <= ?1
+                 ORDER BY id LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![now_ms, limit], |row| {
+                Ok(OutboxEvent {
+                    id: row.get(0)?,
+                    payload: row.get(1)?,
+                    attempts: row.get(2)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn next_due(&self) -> Result<Option<i64>, RegistryError> {
+        self.read(|conn| {
+            Ok(conn.query_row(
+                "SELECT MIN(next_attempt_at_ms) FROM outbox WHERE delivered_at_ms IS NULL",
+                [],
+                |row| row.get(0),
+            )?)
+        })
+        .await
+    }
+
+    async fn delivered(&self, id: i64, now_ms: i64) -> Result<(), RegistryError> {
+        self.write(move |tx| {
+            tx.execute(
+                "UPDATE outbox SET delivered_at_ms = ?1, attempts = attempts + 1,
+                 last_error = NULL WHERE id = ?2",
+                params![now_ms, id],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn failed(&self, id: i64, next_at_ms: i64, error: &str) -> Result<(), RegistryError> {
+        let error: String = error.chars().take(500).collect();
+        self.write(move |tx| {
+            tx.execute(
+                "UPDATE outbox SET attempts = attempts + 1, next_attempt_at_ms = ?1,
+                 last_error = ?2 WHERE id = ?3",
+                params![next_at_ms, error, id],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn pending(&self) -> Result<u64, RegistryError> {
+        self.read(|conn| {
+            let n: i64 = conn.query_row(
+                "SELECT COUNT(*) FROM outbox WHERE delivered_at_ms IS NULL",
+                [],
+                |row| row.get(0),
+            )?;
+            Ok(u64::try_from(n).unwrap_or(0))
         })
         .await
     }

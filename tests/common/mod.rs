@@ -443,3 +443,63 @@ impl Drop for PgDatabase {
         .join();
     }
 }
+
+/// The details most lifecycle tests submit (personal data included).
+pub fn submission(domains: &[&str], kind: &str, icp: Option<&str>) -> Value {
+    let mut body = json!({
+        "domains": domains, "product": "storefront", "kind": kind,
+        "entity": {"name": "杭州示例科技有限公司", "type": "enterprise",
+                   "certificate_number": "91330100MA27XXXX1X", "province": "浙"},
+        "website": {"name": "示例旺铺",
+                    "owner": {"name": "张三", "phone": "13800000000", "email": "ops@example.cn"}},
+    });
+    if let Some(icp) = icp {
+        body["icp_number"] = json!(icp);
+    }
+    body
+}
+
+impl TestGate {
+    /// An admin request with `token` (None: no Authorization header).
+    pub async fn api_with(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        token: Option<&str>,
+    ) -> (StatusCode, Value) {
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let data = body.map(|b| b.to_string()).unwrap_or_default();
+        let mut headers = vec![("host", "127.0.0.1"), ("content-type", "application/json")];
+        if let Some(auth) = &auth {
+            headers.push(("authorization", auth));
+        }
+        let reply = http1(self.admin, method, path, &headers, data.as_bytes()).await;
+        (
+            reply.status,
+            serde_json::from_slice(&reply.body).unwrap_or(Value::Null),
+        )
+    }
+
+    /// Stop and start again on the same config and registry file (new ports).
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let config = Config::load(&self.config_path).expect("valid test config");
+        let running = app::start(config).await.expect("gate restarts");
+        self.http = running.http.expect("http bound");
+        self.admin = running.admin.expect("admin bound");
+        self.running = Some(running);
+    }
+
+    /// Rewrite `[admin] token_env` in the config to `env` (e.g. an unset variable)
+    /// and restart.
+    pub async fn restart_with_token_env(&mut self, env: &str) {
+        let text = std::fs::read_to_string(&self.config_path).expect("read config");
+        let text = text.replace(
+            &format!("token_env = \"{TOKEN_ENV}\""),
+            &format!("token_env = \"{env}\""),
+        );
+        std::fs::write(&self.config_path, text).expect("write config");
+        self.restart().await;
+    }
+}

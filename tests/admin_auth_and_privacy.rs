@@ -1,0 +1,287 @@
+//! The contract these tests pin: who may write, who sees personal data, and how the
+//! admin API refuses.
+//!
+//! - every write answers 401 without a token or with a wrong one, and 403 saying how
+//!   to set one when no token is configured; reads stay open;
+//! - certificate numbers, phones and e-mails are masked in lists (even with the
+//!   token) and in a single filing read without the token, shown in full with it;
+//! - every validation problem is a 400 `{"error", "detail"}` naming the field;
+//! - the OpenAPI document is served; unknown paths 404, wrong methods 405.
+
+mod common;
+
+use common::{submission, TestGate, TOKEN};
+use serde_json::{json, Value};
+
+async fn gate() -> TestGate {
+    TestGate::start(&[], None, None, "").await
+}
+
+#[tokio::test]
+async fn writes_need_the_token() {
+    let mut g = gate().await;
+    let (_, b) = g
+        .api(
+            "POST",
+            "/v1/filings",
+            Some(submission(&["a.cn"], "new", None)),
+        )
+        .await;
+    let id = b["id"].as_i64().expect("id");
+    let writes = [
+        (
+            "/v1/filings".to_string(),
+            submission(&["b.cn"], "new", None),
+        ),
+        (
+            format!("/v1/filings/{id}/initial-review"),
+            json!({"approve": true}),
+        ),
+        (
+            format!("/v1/filings/{id}/authority-review"),
+            json!({"approve": true}),
+        ),
+        (format!("/v1/filings/{id}/resubmit"), json!({})),
+        (format!("/v1/filings/{id}/abandon"), json!({})),
+        (format!("/v1/filings/{id}/cancel"), json!({})),
+        (format!("/v1/filings/{id}/disconnect"), json!({})),
+        (
+            format!("/v1/filings/{id}/change"),
+            json!({"website": {"name": "x"}}),
+        ),
+    ];
+    for (path, body) in &writes {
+        for token in [None, Some("wrong"), Some("test-admin-token-5f3")] {
+            let (s, b) = g.api_with("POST", path, Some(body.clone()), token).await;
+            assert_eq!(
+                (s.as_u16(), b["error"].as_str()),
+                (401, Some("unauthorized")),
+                "{path} {token:?}"
+            );
+        }
+    }
+    // Nothing changed.
+    let (_, b) = g.api("GET", &format!("/v1/filings/{id}"), None).await;
+    assert_eq!(b["history"].as_array().map(Vec::len), Some(1));
+    // Reads need no token.
+    let (s, _) = g.api_with("GET", "/v1/filings", None, None).await;
+    assert_eq!(s, 200);
+
+    // No token configured: writes refused with 403 and how to set one.
+    g.restart_with_token_env("ICPGATE_TEST_UNSET_TOKEN_VAR")
+        .await;
+    for (path, body) in &writes {
+        let (s, b) = g
+            .api_with("POST", path, Some(body.clone()), Some(TOKEN))
+            .await;
+        assert_eq!(s, 403, "{path}");
+        assert_eq!(b["error"], "no_token_configured");
+        let detail = b["detail"].as_str().unwrap_or("");
+        assert!(detail.contains("ICPGATE_TEST_UNSET_TOKEN_VAR"), "{detail}");
+    }
+}
+
+#[tokio::test]
+async fn personal_data_only_for_authenticated_callers() {
+    let g = gate().await;
+    let (s, b) = g
+        .api(
+            "POST",
+            "/v1/filings",
+            Some(submission(&["private.cn"], "new", None)),
+        )
+        .await;
+    assert_eq!(s, 201);
+    // The submitter (authenticated) gets the full record back.
+    assert_eq!(b["entity"]["certificate_number"], "91330100MA27XXXX1X");
+    let id = b["id"].as_i64().expect("id");
+    let secrets = ["91330100MA27XXXX1X", "13800000000", "ops@example.cn"];
+
+    let (_, full) = g.api("GET", &format!("/v1/filings/{id}"), None).await;
+    assert_eq!(full["website"]["owner"]["phone"], "13800000000");
+    assert_eq!(full["website"]["owner"]["email"], "ops@example.cn");
+    assert_eq!(full["entity"]["certificate_number"], "91330100MA27XXXX1X");
+
+    let views: [(&str, Option<&str>); 4] = [
+        ("/v1/filings/ID", None),
+        ("/v1/filings/ID", Some("wrong")),
+        ("/v1/filings", None),
+        ("/v1/filings?domain=private.cn", Some(TOKEN)),
+    ];
+    for (path, token) in views {
+        let path = path.replace("ID", &id.to_string());
+        let (s, b) = g.api_with("GET", &path, None, token).await;
+        assert_eq!(s, 200, "{path}");
+        let text = b.to_string();
+        for secret in secrets {
+            assert!(
+                !text.contains(secret),
+                "{path} {token:?} leaks {secret}: {text}"
+            );
+        }
+        let filing: &Value = b.get("filings").map_or(&b, |list| &list[0]);
+        // Masked, not dropped: the fields are there, their middle hidden.
+        assert!(
+            filing["website"]["owner"]["phone"]
+                .as_str()
+                .is_some_and(|p| p.starts_with("138") && p.contains('*')),
+            "{path}: {filing}"
+        );
+        assert!(
+            filing["website"]["owner"]["email"]
+                .as_str()
+                .is_some_and(|e| e.contains('*') && e.ends_with("example.cn")),
+            "{path}: {filing}"
+        );
+        assert!(filing["entity"]["certificate_number"]
+            .as_str()
+            .is_some_and(|c| c.contains('*')));
+    }
+}
+
+#[tokio::test]
+async fn bad_input_is_a_400_naming_the_field() {
+    let g = gate().await;
+    let base = submission(&["valid.cn"], "new", None);
+    let with = |pointer: &str, value: Value| {
+        let mut body = base.clone();
+        *body.pointer_mut(pointer).expect("pointer") = value;
+        body
+    };
+    let without = |key: &str| {
+        let mut body = base.clone();
+        body.as_object_mut().expect("object").remove(key);
+        body
+    };
+    let cases: Vec<(Value, &str)> = vec![
+        (without("domains"), "domains"),
+        (with("/domains", json!([])), "domains"),
+        (with("/domains", json!(["not a domain"])), "domains"),
+        (with("/domains", json!(["com.cn"])), "public suffix"),
+        (with("/product", json!("teleport")), "product"),
+        (with("/kind", json!("borrowed")), "kind"),
+        (with("/entity/name", json!(" ")), "entity.name"),
+        (with("/entity/type", json!("club")), "entity.type"),
+        (with("/entity/province", json!("XX")), "entity.province"),
+        (
+            with("/entity/certificate_number", json!("12")),
+            "entity.certificate_number",
+        ),
+        (with("/website/name", json!("")), "website.name"),
+        (
+            with("/website/owner/phone", json!("12345")),
+            "website.owner.phone",
+        ),
+        (
+            with("/website/owner/email", json!("nobody")),
+            "website.owner.email",
+        ),
+        (
+            submission(&["valid.cn"], "new", Some("浙ICP备20231234号-1")),
+            "icp_number",
+        ),
+        (with("/kind", json!("access_existing")), "icp_number"),
+        (
+            json!({"domains": ["x.cn"], "product": "storefront", "entity": {"name": "a"}, "website": {"name": "b"}, "colour": 1}),
+            "colour",
+        ),
+    ];
+    for (body, field) in cases {
+        let (s, b) = g.api("POST", "/v1/filings", Some(body.clone())).await;
+        assert_eq!(
+            (s.as_u16(), b["error"].as_str()),
+            (400, Some("bad_request")),
+            "{field}: {b}"
+        );
+        let detail = b["detail"].as_str().unwrap_or("");
+        assert!(detail.contains(field), "want {field:?} in {detail:?}");
+    }
+    let (s, b) = g
+        .api(
+            "POST",
+            "/v1/filings",
+            Some(with("/entity/type", json!("individual"))),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let id = b["id"].as_i64().expect("id");
+    let steps = [
+        ("initial-review", json!({}), "approve"),
+        ("initial-review", json!({"approve": false}), "reason"),
+        ("initial-review", json!({"approve": "yes"}), "approve"),
+        ("abandon", json!({"reason": 5}), "reason"),
+        ("change", json!({}), "entity, website or both"),
+        (
+            "change",
+            json!({"website": {"name": "ok", "owner": {"name": "x", "email": "bad"}}}),
+            "website.owner.email",
+        ),
+    ];
+    for (action, body, field) in steps {
+        let (s, b) = g
+            .api("POST", &format!("/v1/filings/{id}/{action}"), Some(body))
+            .await;
+        assert_eq!(s, 400, "{action}: {b}");
+        assert!(
+            b["detail"].as_str().unwrap_or("").contains(field),
+            "{action}: want {field:?} in {b}"
+        );
+    }
+    g.api(
+        "POST",
+        &format!("/v1/filings/{id}/initial-review"),
+        Some(json!({"approve": true})),
+    )
+    .await;
+    for (body, field) in [
+        (json!({"approve": true}), "icp_number"),
+        (
+            json!({"approve": true, "icp_number": "XYICP备1234号"}),
+            "icp_number",
+        ),
+    ] {
+        let (s, b) = g
+            .api(
+                "POST",
+                &format!("/v1/filings/{id}/authority-review"),
+                Some(body),
+            )
+            .await;
+        assert_eq!(s, 400, "{b}");
+        assert!(b["detail"].as_str().unwrap_or("").contains(field), "{b}");
+    }
+    let (s, _) = g.api("GET", "/v1/filings?status=lost", None).await;
+    assert_eq!(s, 400);
+}
+
+#[tokio::test]
+async fn the_document_is_served_and_strays_are_refused() {
+    let g = gate().await;
+    let (s, doc) = g.api_with("GET", "/v1/openapi.json", None, None).await;
+    assert_eq!(s, 200);
+    assert!(doc["paths"]["/v1/filings/{id}/change"]["post"].is_object());
+    for route in icpgate::admin::ROUTES {
+        assert!(
+            doc["paths"][route.path][route.method.to_lowercase()].is_object(),
+            "{}",
+            route.path
+        );
+    }
+    let cases = [
+        ("GET", "/v1/nothing", 404, "not_found"),
+        ("GET", "/v1/filings/999", 404, "not_found"),
+        ("POST", "/v1/filings/999/abandon", 404, "not_found"),
+        ("POST", "/v1/filings/1/teleport", 404, "not_found"),
+        ("DELETE", "/v1/filings", 405, "method_not_allowed"),
+        ("POST", "/healthz", 405, "method_not_allowed"),
+    ];
+    for (method, path, status, code) in cases {
+        let (s, b) = g.api(method, path, Some(json!({}))).await;
+        assert_eq!(
+            (s.as_u16(), b["error"].as_str()),
+            (status, Some(code)),
+            "{method} {path}"
+        );
+        assert!(b["detail"].is_string());
+    }
+}

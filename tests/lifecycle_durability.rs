@@ -1,0 +1,254 @@
+//! The contract these tests pin, against the real `icpgate` binary:
+//!
+//! - an acknowledged change survives `kill -9`: submit and review through the admin
+//!   API, SIGKILL the process, start it again on the same registry file, read back;
+//!   the notifications of those changes (outbox, same transaction) are delivered by
+//!   the restarted process;
+//! - `registry export` then `registry import` into a fresh registry round-trips every
+//!   filing exactly; a bad file is refused with its line number and nothing of it is
+//!   stored.
+
+mod common;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{http1, submission, TestGate, TOKEN, TOKEN_ENV};
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{json, Value};
+use tokio::net::{TcpListener, TcpStream};
+
+const BIN: &str = env!("CARGO_BIN_EXE_icpgate");
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
+fn write_config(dir: &Path, db: &Path, admin: u16, notify: SocketAddr) -> PathBuf {
+    let text = format!(
+        "[listen]\nhttp = \"127.0.0.1:{http}\"\nadmin = \"127.0.0.1:{admin}\"\n\n\
+         [registry]\nbackend = \"sqlite\"\npath = \"{db}\"\n\n\
+         [admin]\ntoken_env = \"{TOKEN_ENV}\"\n\n\
+         [notify]\nurl = \"http://{notify}/hook\"\n",
+        http = free_port(),
+        db = db.display(),
+    );
+    let path = dir.join("icpgate.toml");
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+/// `icpgate serve`, answering `/readyz` on `admin` before this returns.
+async fn spawn_gate(config: &Path, admin: SocketAddr) -> Child {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(config)
+        .env(TOKEN_ENV, TOKEN)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn icpgate");
+    for _ in 0..200 {
+        if TcpStream::connect(admin).await.is_ok() {
+            let reply = http1(admin, "GET", "/readyz", &[("host", "x")], b"").await;
+            if reply.status == StatusCode::OK {
+                return child;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("icpgate did not become ready");
+}
+
+async fn admin_post(admin: SocketAddr, path: &str, body: Value) -> (u16, Value) {
+    let auth = format!("Bearer {TOKEN}");
+    let data = body.to_string();
+    let headers = [("host", "x"), ("authorization", auth.as_str())];
+    let reply = http1(admin, "POST", path, &headers, data.as_bytes()).await;
+    (reply.status.as_u16(), reply.json())
+}
+
+/// A webhook receiver that answers 503 until `up`, then counts deliveries.
+async fn receiver(up: Arc<AtomicBool>, count: Arc<AtomicUsize>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (up, count) = (Arc::clone(&up), Arc::clone(&count));
+            let service = service_fn(move |_request: Request<Incoming>| {
+                let mut response = Response::new(Full::new(Bytes::new()));
+                if up.load(Ordering::SeqCst) {
+                    count.fetch_add(1, Ordering::SeqCst);
+                } else {
+                    *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+                }
+                async move { Ok::<_, Infallible>(response) }
+            });
+            tokio::spawn(
+                hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .into_owned(),
+            );
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn acknowledged_changes_survive_kill_9() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (up, count) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    let hook = receiver(Arc::clone(&up), Arc::clone(&count)).await;
+    let admin_port = free_port();
+    let admin: SocketAddr = ([127, 0, 0, 1], admin_port).into();
+    let config = write_config(
+        dir.path(),
+        &dir.path().join("registry.db"),
+        admin_port,
+        hook,
+    );
+
+    let mut child = spawn_gate(&config, admin).await;
+    let (s, b) = admin_post(
+        admin,
+        "/v1/filings",
+        submission(&["durable.cn"], "new", None),
+    )
+    .await;
+    assert_eq!(s, 201, "{b}");
+    let id = b["id"].as_i64().expect("id");
+    let (s, _) = admin_post(
+        admin,
+        &format!("/v1/filings/{id}/initial-review"),
+        json!({"approve": true}),
+    )
+    .await;
+    assert_eq!(s, 200);
+    child.kill().expect("SIGKILL"); // std's kill is SIGKILL on Unix
+    child.wait().expect("reaped");
+    assert_eq!(count.load(Ordering::SeqCst), 0, "the webhook was down");
+
+    up.store(true, Ordering::SeqCst);
+    let mut child = spawn_gate(&config, admin).await;
+    let reply = http1(
+        admin,
+        "GET",
+        &format!("/v1/filings/{id}"),
+        &[("host", "x")],
+        b"",
+    )
+    .await;
+    let filing = reply.json();
+    assert_eq!(filing["status"], "authority_review", "{filing}");
+    assert_eq!(filing["history"].as_array().map(Vec::len), Some(2));
+    // Both changes' notifications outlived the kill.
+    for _ in 0..150 {
+        if count.load(Ordering::SeqCst) >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(count.load(Ordering::SeqCst), 2);
+}
+
+fn cli(args: &[&str], config: &Path, file: &Path) -> (bool, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .arg(file)
+        .output()
+        .expect("run icpgate");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// A copy of `config` pointing at another registry file.
+fn config_with_db(config: &Path, dir: &Path, name: &str) -> PathBuf {
+    let text = std::fs::read_to_string(config).expect("read config");
+    let db = dir.join(format!("{name}.db"));
+    let old = dir.join("registry.db");
+    let text = text.replace(&old.display().to_string(), &db.display().to_string());
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+#[tokio::test]
+async fn export_then_import_round_trips_and_bad_files_are_refused_whole() {
+    let mut g = TestGate::start(&common::standard_seed(), None, None, "").await;
+    let (_, b) = g
+        .api(
+            "POST",
+            "/v1/filings",
+            Some(submission(&["round.cn"], "new", None)),
+        )
+        .await;
+    let id = b["id"].as_i64().expect("id");
+    g.api(
+        "POST",
+        &format!("/v1/filings/{id}/initial-review"),
+        Some(json!({"approve": false, "reason": "退回"})),
+    )
+    .await;
+    g.stop().await;
+    let dir = g.dir.path().to_path_buf();
+
+    let first = dir.join("first.jsonl");
+    let (ok, out) = cli(&["registry", "export"], &g.config_path, &first);
+    assert!(ok, "{out}");
+    let exported = std::fs::read_to_string(&first).expect("export");
+    assert_eq!(exported.lines().count(), common::standard_seed().len() + 1);
+    assert!(
+        exported.contains("91330100MA27XXXX1X"),
+        "export keeps the full record"
+    );
+
+    let fresh = config_with_db(&g.config_path, &dir, "fresh");
+    let (ok, out) = cli(&["registry", "import"], &fresh, &first);
+    assert!(ok, "{out}");
+    let second = dir.join("second.jsonl");
+    let (ok, out) = cli(&["registry", "export"], &fresh, &second);
+    assert!(ok, "{out}");
+    assert_eq!(std::fs::read_to_string(&second).expect("export"), exported);
+
+    // Line 3 is bad: nothing of the file is stored.
+    let mut lines: Vec<&str> = exported.lines().take(2).collect();
+    lines.push(r#"{"domains":["bad.cn"],"product":"storefront","status":"approved"}"#);
+    let bad = dir.join("bad.jsonl");
+    std::fs::write(&bad, lines.join("\n")).expect("write");
+    let empty = config_with_db(&g.config_path, &dir, "empty");
+    let (ok, out) = cli(&["registry", "import"], &empty, &bad);
+    assert!(!ok, "{out}");
+    assert!(out.contains("line 3"), "{out}");
+    let after = dir.join("after.jsonl");
+    let (ok, out) = cli(&["registry", "export"], &empty, &after);
+    assert!(ok, "{out}");
+    assert_eq!(std::fs::read_to_string(&after).expect("export"), "");
+
+    // A record clashing with a stored one (same id) is refused by line too.
+    let (ok, out) = cli(&["registry", "import"], &fresh, &first);
+    assert!(!ok && out.contains("line 1"), "{out}");
+}

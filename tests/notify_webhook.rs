@@ -1,0 +1,247 @@
+//! The contract these tests pin: every filing change reaches the `[notify] url`
+//! webhook from the durable outbox.
+//!
+//! - a receiver that fails the first attempts still gets every event, retried with
+//!   backoff; the admin API answered each change at once meanwhile;
+//! - each delivery carries `X-Icpgate-Signature: sha256=<HMAC-SHA256(secret, body)>`
+//!   (checked here with an independent HMAC) and `X-Icpgate-Event`;
+//! - the body names the filing, domains, from, to, actor, reason, at and ICP number,
+//!   and holds no personal data;
+//! - events still pending when the gate stops are delivered after it starts again.
+
+mod common;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{submission, TestGate};
+use hmac::{Hmac, Mac};
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{json, Value};
+use sha2::Sha256;
+use tokio::net::TcpListener;
+
+const SECRET: &str = "webhook-secret-9d1";
+
+/// What the receiver saw.
+#[derive(Default)]
+struct Seen {
+    /// Answer 500 to this many more attempts.
+    fail_next: usize,
+    attempts: usize,
+    /// Accepted deliveries: (event header, signature header, body).
+    delivered: Vec<(String, String, Bytes)>,
+}
+
+async fn start_receiver(fail_next: usize) -> (SocketAddr, Arc<Mutex<Seen>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let seen = Arc::new(Mutex::new(Seen {
+        fail_next,
+        ..Seen::default()
+    }));
+    let state = Arc::clone(&seen);
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let state = Arc::clone(&state);
+            tokio::spawn(async move {
+                let service = service_fn(move |r| receive(Arc::clone(&state), r));
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, seen)
+}
+
+async fn receive(
+    seen: Arc<Mutex<Seen>>,
+    request: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let header = |name: &str| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    let (event, signature) = (header("x-icpgate-event"), header("x-icpgate-signature"));
+    let body = request
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let mut seen = seen.lock().expect("lock");
+    seen.attempts += 1;
+    let mut response = Response::new(Full::new(Bytes::new()));
+    if seen.fail_next > 0 {
+        seen.fail_next -= 1;
+        *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+    } else {
+        seen.delivered.push((event, signature, body));
+    }
+    Ok(response)
+}
+
+fn notify_config(addr: SocketAddr) -> String {
+    format!("[notify]\nurl = \"http://{addr}/hook\"\nsecret = \"{SECRET}\"\n")
+}
+
+/// Wait (up to 30 s) until `n` distinct events were delivered; their bodies by event id.
+async fn delivered(seen: &Arc<Mutex<Seen>>, n: usize) -> Vec<(String, String, Value)> {
+    for _ in 0..300 {
+        {
+            let seen = seen.lock().expect("lock");
+            let mut out: Vec<(String, String, Value)> = Vec::new();
+            for (event, signature, body) in &seen.delivered {
+                if !out.iter().any(|(e, _, _)| e == event) {
+                    let value = serde_json::from_slice(body).unwrap_or(Value::Null);
+                    out.push((event.clone(), signature.clone(), value));
+                }
+            }
+            if out.len() >= n {
+                return out;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{n} events were not delivered in time");
+}
+
+fn hmac_hex(body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).expect("any key length");
+    mac.update(body);
+    let bytes = mac.finalize().into_bytes();
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256={hex}")
+}
+
+#[tokio::test]
+async fn retries_until_delivered_and_signs_each_event() {
+    let (addr, seen) = start_receiver(3).await;
+    let g = TestGate::start(&[], None, None, &notify_config(addr)).await;
+    let (s, b) = g
+        .api(
+            "POST",
+            "/v1/filings",
+            Some(submission(&["hook.cn"], "new", None)),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let id = b["id"].as_i64().expect("id");
+    let (s, _) = g
+        .api(
+            "POST",
+            &format!("/v1/filings/{id}/initial-review"),
+            Some(json!({"approve": false, "reason": "材料不全"})),
+        )
+        .await;
+    assert_eq!(s, 200, "a failing webhook must not block a transition");
+
+    let events = delivered(&seen, 2).await;
+    assert!(
+        seen.lock().expect("lock").attempts >= 5,
+        "3 failures then 2 deliveries"
+    );
+    let raw: Vec<Bytes> = seen
+        .lock()
+        .expect("lock")
+        .delivered
+        .iter()
+        .map(|d| d.2.clone())
+        .collect();
+    for ((event, signature, body), raw) in events.iter().zip(&raw) {
+        assert_eq!(signature, &hmac_hex(raw), "signature of event {event}");
+        assert_eq!(body["event_id"].to_string(), *event);
+        assert_eq!(body["filing_id"], id);
+        assert_eq!(body["domains"], json!(["hook.cn"]));
+        assert_eq!(body["actor"], "admin");
+        assert!(body["at"].as_str().is_some_and(|t| t.ends_with('Z')));
+        let text = String::from_utf8_lossy(raw);
+        for secret in [
+            "91330100MA27XXXX1X",
+            "13800000000",
+            "ops@example.cn",
+            "张三",
+        ] {
+            assert!(!text.contains(secret), "payload leaks {secret}: {text}");
+        }
+    }
+    let steps: Vec<(Value, Value, Value)> = events
+        .iter()
+        .map(|(_, _, b)| (b["from"].clone(), b["to"].clone(), b["reason"].clone()))
+        .collect();
+    assert!(
+        steps.contains(&(Value::Null, json!("initial_review"), Value::Null)),
+        "{steps:?}"
+    );
+    assert!(
+        steps.contains(&(
+            json!("initial_review"),
+            json!("rejected"),
+            json!("材料不全")
+        )),
+        "{steps:?}"
+    );
+}
+
+#[tokio::test]
+async fn pending_events_are_delivered_after_a_restart() {
+    let (addr, seen) = start_receiver(usize::MAX).await;
+    let mut g = TestGate::start(&[], None, None, &notify_config(addr)).await;
+    let (s, b) = g
+        .api(
+            "POST",
+            "/v1/filings",
+            Some(submission(&["later.cn"], "new", None)),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let id = b["id"].as_i64().expect("id");
+    for reason in ["one", "two"] {
+        let (s, _) = g
+            .api(
+                "POST",
+                &format!("/v1/filings/{id}/abandon"),
+                Some(json!({"reason": reason})),
+            )
+            .await;
+        // The first abandons, the second is refused: only real changes are events.
+        assert!(s == 200 || s == 409, "{s}");
+    }
+    // Let at least one attempt fail, then stop with the events pending.
+    for _ in 0..50 {
+        if seen.lock().expect("lock").attempts > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    g.stop().await;
+    // The stopped notifier finishes an attempt in flight (failing) and then ends.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(seen.lock().expect("lock").delivered.is_empty());
+    seen.lock().expect("lock").fail_next = 0;
+    g.restart().await;
+    let mut events = delivered(&seen, 2).await;
+    events.sort_by_key(|(_, _, b)| b["event_id"].as_i64());
+    let tos: Vec<&Value> = events.iter().map(|(_, _, b)| &b["to"]).collect();
+    assert_eq!(tos, [&json!("initial_review"), &json!("abandoned")]);
+    // Delivered once each: nothing more arrives.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let seen = seen.lock().expect("lock");
+    let ids: std::collections::BTreeSet<&String> = seen.delivered.iter().map(|d| &d.0).collect();
+    assert_eq!((ids.len(), seen.delivered.len()), (2, 2));
+}
