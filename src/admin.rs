@@ -7,6 +7,8 @@
 //! | GET  | /readyz | – | the registry answers |
 //! | GET  | /metrics | – | Prometheus text |
 //! | GET  | /v1/decision?host=H | – | what the gate would do for H, with the filing it found |
+//! | GET  | /v1/check?domain=D&dns=true | – | compliance check of D (`compliance`) |
+//! | GET  | /v1/blocked-hosts?limit=N | – | most blocked registrable domains (`blocked_hosts`) |
 //! | POST | /v1/filings | token | submit (201, `initial_review`) |
 //! | GET  | /v1/filings?domain=&status= | – | list (personal data masked) |
 //! | GET  | /v1/filings/{id} | – / token | one filing (personal data only with the token) |
@@ -154,6 +156,12 @@ impl Admin {
         match (request.method(), segments.as_slice()) {
             (&Method::GET, ["healthz"]) => Ok(text_response(StatusCode::OK, "ok\n")),
             (&Method::GET, ["readyz"]) => self.ready().await,
+            (&Method::GET, ["v1", "check"]) => {
+                crate::compliance::serve_check(self, request.uri().query()).await
+            }
+            (&Method::GET, ["v1", "blocked-hosts"]) => {
+                crate::blocked_hosts::serve_top(&self.gate.blocked_hosts, request.uri().query())
+            }
             (&Method::GET, ["metrics"]) => Ok(self.metrics()),
             (&Method::GET, ["v1", "decision"]) => self.decision(&request).await,
             (&Method::GET, ["v1", "filings"]) => self.list(&request).await,

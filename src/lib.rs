@@ -19,6 +19,8 @@
 
 pub mod admin;
 pub mod app;
+pub mod blocked_hosts;
+pub mod compliance;
 pub mod config;
 pub mod decision;
 pub mod decision_cache;
