@@ -121,7 +121,13 @@ fn table(reports: &[Report], with_dns: bool) -> String {
         .map(|r| {
             cells(r, with_dns)
                 .into_iter()
-                .map(|c| printable(&c))
+                .map(|c| {
+                    if c.is_empty() {
+                        "-".to_string()
+                    } else {
+                        printable(&c)
+                    }
+                })
                 .collect()
         })
         .collect();
