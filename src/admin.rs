@@ -8,6 +8,8 @@
 //! | GET  | /metrics | – | Prometheus text |
 //! | GET  | /v1/openapi.json | – | the OpenAPI 3 document of this API (`docs/openapi.json`) |
 //! | GET  | /v1/decision?host=H | – | what the gate would do for H, with the filing it found |
+//! | GET  | /v1/check?domain=D&dns=true | – | compliance check of D (`compliance`) |
+//! | GET  | /v1/blocked-hosts?limit=N | – | most blocked registrable domains (`blocked_hosts`) |
 //! | POST | /v1/filings | token | submit (201, `initial_review`, with its `filing_type`) |
 //! | GET  | /v1/filings?domain=&status= | – | list (personal data masked) |
 //! | GET  | /v1/filings/{id} | – / token | one filing (personal data only with the token) |
@@ -59,6 +61,8 @@ pub enum Endpoint {
     ListFilings,
     SubmitFiling,
     GetFiling,
+    Check,
+    BlockedHosts,
     /// One workflow step on `/v1/filings/{id}/<step>`.
     Step(Step),
 }
@@ -98,6 +102,8 @@ pub const ROUTES: &[Route] = &[
     route("GET", "/metrics", Endpoint::Metrics),
     route("GET", "/v1/openapi.json", Endpoint::OpenApi),
     route("GET", "/v1/decision", Endpoint::Decision),
+    route("GET", "/v1/check", Endpoint::Check),
+    route("GET", "/v1/blocked-hosts", Endpoint::BlockedHosts),
     route("GET", "/v1/filings", Endpoint::ListFilings),
     route("POST", "/v1/filings", Endpoint::SubmitFiling),
     route("GET", "/v1/filings/{id}", Endpoint::GetFiling),
@@ -314,6 +320,10 @@ impl Admin {
             Endpoint::Metrics => Ok(self.metrics()),
             Endpoint::OpenApi => Ok(raw_json_response(StatusCode::OK, OPENAPI)),
             Endpoint::Decision => self.decision(&request).await,
+            Endpoint::Check => crate::compliance::serve_check(self, request.uri().query()).await,
+            Endpoint::BlockedHosts => {
+                crate::blocked_hosts::serve_top(&self.gate.blocked_hosts, request.uri().query())
+            }
             Endpoint::ListFilings => self.list(&request).await,
             Endpoint::SubmitFiling => self.submit(request).await,
             Endpoint::GetFiling => self.get(id()?, &request).await,

@@ -20,7 +20,9 @@
 
 pub mod admin;
 pub mod app;
+pub mod blocked_hosts;
 pub mod change_feed;
+pub mod compliance;
 pub mod config;
 pub mod decision;
 pub mod decision_cache;

@@ -1,4 +1,4 @@
-//! The `icpgate` command line: serve, registry import|export, config check.
+//! The `icpgate` command line: serve, check, registry import|export, config check.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+use icpgate::compliance::Format;
 use icpgate::config::{Config, LogFormat};
 
 #[derive(Parser)]
@@ -25,6 +26,23 @@ enum Command {
     Serve {
         #[arg(long, default_value = "config/icpgate.toml")]
         config: PathBuf,
+    },
+    /// Compliance check: filing, ICP number, gate decision and (with --dns) where
+    /// each domain points. Exit 0 all compliant, 1 some not, 2 error.
+    Check {
+        #[arg(long, default_value = "config/icpgate.toml")]
+        config: PathBuf,
+        /// Also resolve each domain and check it points at this access provider.
+        #[arg(long)]
+        dns: bool,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        /// Read domains from FILE, one per line (`#` comments; `-` for stdin).
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Domains to check (Unicode accepted).
+        #[arg(required_unless_present = "file")]
+        domains: Vec<String>,
     },
     /// Import or export filings as JSON Lines.
     Registry {
@@ -89,6 +107,17 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             runtime()?.block_on(icpgate::app::serve(&config))?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Check {
+            config,
+            dns,
+            format,
+            file,
+            domains,
+        } => {
+            let loaded = Config::load(&config)?;
+            let inputs = check_inputs(domains, file.as_deref())?;
+            runtime()?.block_on(check(&loaded, &inputs, dns, format))
+        }
         Command::Registry {
             command: RegistryCommand::Import { config, file },
         } => {
@@ -120,6 +149,42 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
         },
     }
+}
+
+/// The domains given as arguments, then those of `--file`.
+fn check_inputs(mut domains: Vec<String>, file: Option<&Path>) -> anyhow::Result<Vec<String>> {
+    if let Some(file) = file {
+        let text = if file.as_os_str() == "-" {
+            std::io::read_to_string(std::io::stdin()).context("cannot read standard input")?
+        } else {
+            std::fs::read_to_string(file)
+                .with_context(|| format!("cannot read the domain list {}", file.display()))?
+        };
+        domains.extend(icpgate::compliance::parse_list(&text));
+    }
+    anyhow::ensure!(!domains.is_empty(), "no domains to check");
+    Ok(domains)
+}
+
+async fn check(
+    config: &Config,
+    inputs: &[String],
+    dns: bool,
+    format: Format,
+) -> anyhow::Result<ExitCode> {
+    use icpgate::compliance::{output, Checker};
+    let registry = icpgate::compliance::open_seeded(config).await?;
+    let checker = Checker::new(registry, config, dns)?;
+    let mut progress = output::Progress::new(inputs.len());
+    let reports = checker
+        .check_all(inputs, |done, total| progress.update(done, total))
+        .await?;
+    print!("{}", output::render(format, &reports, dns));
+    Ok(if reports.iter().all(|r| r.compliant) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 async fn import(config: &Config, file: &Path) -> anyhow::Result<usize> {

@@ -18,6 +18,7 @@ use http::{Request, Response, StatusCode};
 use http_body_util::Limited;
 use hyper::body::Incoming;
 
+use crate::blocked_hosts::{BlockedHosts, DEFAULT_CAPACITY};
 use crate::config::{Config, IpNet, Mode, OnRegistryError, PoolName};
 use crate::decision::{decide, FilingFacts, Reason, RulePolicy};
 use crate::decision_cache::DecisionCache;
@@ -116,6 +117,8 @@ pub struct Gate {
     pub cache: Arc<DecisionCache>,
     pub runtime: ArcSwap<Runtime>,
     pub metrics: Arc<Metrics>,
+    /// The registrable domains blocked most often, for `GET /v1/blocked-hosts`.
+    pub blocked_hosts: Arc<BlockedHosts>,
     request_ids: RequestIds,
 }
 
@@ -127,6 +130,7 @@ impl Gate {
             cache,
             runtime: ArcSwap::from_pointee(runtime),
             metrics,
+            blocked_hosts: Arc::new(BlockedHosts::new(DEFAULT_CAPACITY)),
             request_ids: RequestIds::new(),
         }
     }
@@ -150,6 +154,8 @@ impl Gate {
         }
         let elapsed = started.elapsed();
         self.metrics.count_request(outcome.decision, outcome.reason);
+        self.blocked_hosts
+            .observe(outcome.decision, outcome.reason, outcome.domain.as_deref());
         self.metrics.request_duration.observe(elapsed.as_secs_f64());
         tracing::info!(
             target: "icpgate::access",
