@@ -29,6 +29,7 @@ pub mod listener;
 pub mod metrics;
 pub mod proxy;
 pub mod proxy_body;
+pub mod proxy_protocol;
 pub mod registry;
 pub mod rejection;
 pub mod request_id;

@@ -113,7 +113,8 @@ impl Outcome {
 }
 
 pub struct Gate {
-    pub cache: Arc<DecisionCache>,
+    /// Rebuilt and swapped when a reload changes `[cache]`; read it with `cache()`.
+    cache: ArcSwap<DecisionCache>,
     pub runtime: ArcSwap<Runtime>,
     pub metrics: Arc<Metrics>,
     request_ids: RequestIds,
@@ -124,7 +125,7 @@ type Reply = Response<ProxyBody>;
 impl Gate {
     pub fn new(cache: Arc<DecisionCache>, runtime: Runtime, metrics: Arc<Metrics>) -> Gate {
         Gate {
-            cache,
+            cache: ArcSwap::new(cache),
             runtime: ArcSwap::from_pointee(runtime),
             metrics,
             request_ids: RequestIds::new(),
@@ -334,7 +335,7 @@ impl Gate {
                 filing: None,
             };
         };
-        match self.cache.lookup(domain).await {
+        match self.cache().lookup(domain).await {
             Ok(answer) => Verdict {
                 reason: decide(answer.filing.as_deref(), runtime.rule_policy()),
                 filing: answer.filing,
@@ -344,6 +345,16 @@ impl Gate {
                 filing: None,
             },
         }
+    }
+
+    /// The decision cache in force (a reload that changes `[cache]` replaces it).
+    pub fn cache(&self) -> Arc<DecisionCache> {
+        self.cache.load_full()
+    }
+
+    /// Swap in a cache built with new settings; lookups in flight finish on the old one.
+    pub fn replace_cache(&self, cache: Arc<DecisionCache>) {
+        self.cache.store(cache);
     }
 
     /// The current runtime, for callers outside a request (admin, TLS handshakes).
