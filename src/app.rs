@@ -15,7 +15,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpSocket};
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::watch;
 
 use crate::admin::Admin;
@@ -272,9 +272,12 @@ impl Running {
 }
 
 /// Run `icpgate serve` until SIGTERM (drain, exit 0) or SIGINT (exit at once).
+/// The handlers are installed before any listener binds, so a SIGHUP sent as soon
+/// as the gate is reachable reloads it instead of killing it.
 pub async fn serve(config_path: &Path) -> Result<(), AppError> {
+    let mut signals = Signals::install()?;
     let running = start(Config::load(config_path)?).await?;
-    let exit = wait_for_signals(&running).await?;
+    let exit = signals.wait(&running).await;
     running.shutdown(exit == Exit::Drain).await;
     tracing::info!("stopped");
     Ok(())
@@ -286,17 +289,38 @@ enum Exit {
     Fast,
 }
 
-async fn wait_for_signals(running: &Running) -> Result<Exit, AppError> {
-    let mut hangup = signal(SignalKind::hangup()).map_err(AppError::Signals)?;
-    let mut terminate = signal(SignalKind::terminate()).map_err(AppError::Signals)?;
-    let mut interrupt = signal(SignalKind::interrupt()).map_err(AppError::Signals)?;
-    loop {
-        tokio::select! {
-            _ = hangup.recv() => {
-                let _ = running.reload();
+/// The signal policy: SIGHUP reloads, SIGTERM drains, SIGINT exits at once.
+struct Signals {
+    hangup: Signal,
+    terminate: Signal,
+    interrupt: Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Signals, AppError> {
+        let install = |kind| signal(kind).map_err(AppError::Signals);
+        Ok(Signals {
+            hangup: install(SignalKind::hangup())?,
+            terminate: install(SignalKind::terminate())?,
+            interrupt: install(SignalKind::interrupt())?,
+        })
+    }
+
+    async fn wait(&mut self, running: &Running) -> Exit {
+        loop {
+            tokio::select! {
+                _ = self.hangup.recv() => {
+                    let _ = running.reload();
+                }
+                _ = self.terminate.recv() => {
+                    tracing::info!("SIGTERM: draining, then exiting");
+                    return Exit::Drain;
+                }
+                _ = self.interrupt.recv() => {
+                    tracing::info!("SIGINT: exiting now");
+                    return Exit::Fast;
+                }
             }
-            _ = terminate.recv() => return Ok(Exit::Drain),
-            _ = interrupt.recv() => return Ok(Exit::Fast),
         }
     }
 }

@@ -461,6 +461,20 @@ impl Gate {
                 }
                 forward::downstream_response(response, request_id, boxed)
             }
+            Err(error) if body_over_limit(&error) => {
+                tracing::info!(
+                    pool = pool.name(),
+                    request_id,
+                    "request body over limits.max_body_bytes; not forwarded whole"
+                );
+                rejection::error_response(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body_too_large",
+                    request_id,
+                    wants_json,
+                )
+                .map(boxed)
+            }
             Err(error) => {
                 tracing::warn!(pool = pool.name(), %error, request_id, "upstream failed");
                 self.metrics
@@ -477,6 +491,19 @@ impl Gate {
             }
         }
     }
+}
+
+/// Whether an upstream exchange failed because the client's (chunked) body passed
+/// `limits.max_body_bytes`: the client's fault (413), not the upstream's.
+fn body_over_limit(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(current) = cause {
+        if current.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        cause = current.source();
+    }
+    false
 }
 
 fn declared_length<B>(request: &Request<B>) -> Option<u64> {
