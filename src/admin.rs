@@ -348,7 +348,7 @@ impl Admin {
         let metrics = &self.gate.metrics;
         metrics
             .cache_entries
-            .set(i64::try_from(self.gate.cache.entry_count()).unwrap_or(i64::MAX));
+            .set(i64::try_from(self.gate.cache().entry_count()).unwrap_or(i64::MAX));
         let mut response = text_response(StatusCode::OK, &metrics.render());
         response.headers_mut().insert(
             header::CONTENT_TYPE,
@@ -521,7 +521,7 @@ impl Admin {
         for domain in &filing.domains {
             if let Ok(host) = HostName::parse(domain) {
                 if let Some(domain) = host.registrable_domain() {
-                    self.gate.cache.invalidate(&domain, revision).await;
+                    self.gate.cache().invalidate(&domain, revision).await;
                 }
             }
         }

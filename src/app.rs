@@ -8,12 +8,14 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
+
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::watch;
 
 use crate::admin::Admin;
@@ -136,10 +138,55 @@ fn cache_settings(config: &Config) -> CacheSettings {
     }
 }
 
+/// Bind with SO_REUSEADDR and SO_REUSEPORT, so a new process can bind the same
+/// address while the old one drains (rolling restart; see docs/operations.md).
 async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, AppError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| AppError::Bind { key, addr, source })
+    let error = |source| AppError::Bind { key, addr, source };
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .map_err(error)?;
+    socket.set_reuseaddr(true).map_err(error)?;
+    socket.set_reuseport(true).map_err(error)?;
+    socket.bind(addr).map_err(error)?;
+    socket.listen(LISTEN_BACKLOG).map_err(error)
+}
+
+/// Pending connections the kernel queues per listener.
+const LISTEN_BACKLOG: u32 = 1024;
+
+/// The admin bearer token, re-read on every reload so operators can rotate it.
+pub struct AdminToken {
+    token: ArcSwap<Option<String>>,
+}
+
+impl AdminToken {
+    /// Read the token from the environment variable `env` (empty counts as unset).
+    pub fn from_env(env: &str) -> AdminToken {
+        AdminToken {
+            token: ArcSwap::from_pointee(read_token(env)),
+        }
+    }
+
+    /// The token in force (None: admin writes are refused).
+    pub fn current(&self) -> Arc<Option<String>> {
+        self.token.load_full()
+    }
+
+    /// Re-read the token from `env`; an unset variable clears it (writes refused).
+    pub fn reload(&self, env: &str) {
+        let token = read_token(env);
+        if token.is_none() {
+            tracing::warn!(%env, "no admin token configured: admin writes will be refused");
+        }
+        self.token.store(Arc::new(token));
+    }
+}
+
+fn read_token(env: &str) -> Option<String> {
+    std::env::var(env).ok().filter(|t| !t.trim().is_empty())
 }
 
 /// A started gate: its bound addresses and the handles to reload or stop it.
@@ -148,6 +195,8 @@ pub struct Running {
     pub admin: Option<SocketAddr>,
     pub gate: Arc<Gate>,
     pub registry: Arc<dyn Registry>,
+    /// The admin bearer token; a reload re-reads it.
+    pub admin_token: Arc<AdminToken>,
     config_path: PathBuf,
     stop: watch::Sender<bool>,
     graceful: Arc<GracefulShutdown>,
@@ -177,10 +226,8 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         Runtime::new(Arc::clone(&config)),
         Arc::clone(&metrics),
     ));
-    let token = std::env::var(&config.admin.token_env)
-        .ok()
-        .filter(|t| !t.trim().is_empty());
-    if token.is_none() {
+    let admin_token = Arc::new(AdminToken::from_env(&config.admin.token_env));
+    if admin_token.current().is_none() {
         tracing::warn!(env = %config.admin.token_env, "no admin token configured: admin writes will be refused");
     }
     let graceful = Arc::new(GracefulShutdown::new());
@@ -189,7 +236,7 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
     let admin = Arc::new(Admin {
         registry: Arc::clone(&registry),
         gate: Arc::clone(&gate),
-        token,
+        token: admin_token.current().as_ref().clone(),
         token_env: config.admin.token_env.clone(),
         notifier,
     });
@@ -200,6 +247,7 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         admin: None,
         gate: Arc::clone(&gate),
         registry: Arc::clone(&registry),
+        admin_token,
         config_path: config.source.clone(),
         stop,
         graceful,
@@ -228,7 +276,7 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
     let revision = registry.revision().await?;
     tokio::spawn(crate::change_feed::follow(
         Arc::clone(&registry),
-        Arc::clone(&gate.cache),
+        Arc::clone(&gate),
         Arc::clone(&metrics),
         revision,
         stop_rx.clone(),
@@ -243,8 +291,8 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
 
 impl Running {
     /// Re-read the config file and swap it in (see `reload`).
-    pub fn reload(&self) {
-        reload(&self.config_path, &self.gate);
+    pub fn reload(&self) -> Result<(), AppError> {
+        reload(self)
     }
 
     /// Stop accepting; with `drain`, wait up to `limits.drain_timeout` for in-flight
@@ -272,9 +320,12 @@ impl Running {
 }
 
 /// Run `icpgate serve` until SIGTERM (drain, exit 0) or SIGINT (exit at once).
+/// The handlers are installed before any listener binds, so a SIGHUP sent as soon
+/// as the gate is reachable reloads it instead of killing it.
 pub async fn serve(config_path: &Path) -> Result<(), AppError> {
+    let mut signals = Signals::install()?;
     let running = start(Config::load(config_path)?).await?;
-    let exit = wait_for_signals(&running).await?;
+    let exit = signals.wait(&running).await;
     running.shutdown(exit == Exit::Drain).await;
     tracing::info!("stopped");
     Ok(())
@@ -286,36 +337,73 @@ enum Exit {
     Fast,
 }
 
-async fn wait_for_signals(running: &Running) -> Result<Exit, AppError> {
-    let mut hangup = signal(SignalKind::hangup()).map_err(AppError::Signals)?;
-    let mut terminate = signal(SignalKind::terminate()).map_err(AppError::Signals)?;
-    let mut interrupt = signal(SignalKind::interrupt()).map_err(AppError::Signals)?;
-    loop {
-        tokio::select! {
-            _ = hangup.recv() => running.reload(),
-            _ = terminate.recv() => return Ok(Exit::Drain),
-            _ = interrupt.recv() => return Ok(Exit::Fast),
+/// The signal policy: SIGHUP reloads, SIGTERM drains, SIGINT exits at once.
+struct Signals {
+    hangup: Signal,
+    terminate: Signal,
+    interrupt: Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Signals, AppError> {
+        let install = |kind| signal(kind).map_err(AppError::Signals);
+        Ok(Signals {
+            hangup: install(SignalKind::hangup())?,
+            terminate: install(SignalKind::terminate())?,
+            interrupt: install(SignalKind::interrupt())?,
+        })
+    }
+
+    async fn wait(&mut self, running: &Running) -> Exit {
+        loop {
+            tokio::select! {
+                _ = self.hangup.recv() => {
+                    let _ = running.reload();
+                }
+                _ = self.terminate.recv() => {
+                    tracing::info!("SIGTERM: draining, then exiting");
+                    return Exit::Drain;
+                }
+                _ = self.interrupt.recv() => {
+                    tracing::info!("SIGINT: exiting now");
+                    return Exit::Fast;
+                }
+            }
         }
     }
 }
 
-/// Swap in a changed config; a config that fails validation is refused and the
-/// running one keeps serving.
-fn reload(config_path: &Path, gate: &Gate) {
-    let new = match Config::load(config_path) {
+/// Swap in a changed config: policy, upstreams, limits and PROXY settings through
+/// the gate's runtime, a rebuilt decision cache when `[cache]` changed, and the admin
+/// token. A config that fails validation is refused (logged, returned) and the running
+/// one keeps serving. Requests in flight finish on the runtime they started with.
+fn reload(running: &Running) -> Result<(), AppError> {
+    let path = &running.config_path;
+    let new = match Config::load(path) {
         Ok(config) => config,
         Err(error) => {
             tracing::error!(%error, "reload refused: the running configuration stays in force");
-            return;
+            return Err(error.into());
         }
     };
+    let gate = &running.gate;
     let current = gate.current();
     let needs_restart = current.config.restart_required_changes(&new);
     if !needs_restart.is_empty() {
         tracing::warn!(keys = ?needs_restart, "these changes take effect only after a restart");
     }
+    if current.config.cache != new.cache {
+        gate.replace_cache(Arc::new(DecisionCache::new(
+            Arc::clone(&running.registry),
+            Arc::clone(&gate.metrics),
+            cache_settings(&new),
+        )));
+        tracing::info!("decision cache rebuilt with the new [cache] settings");
+    }
+    running.admin_token.reload(&new.admin.token_env);
     gate.runtime.store(Arc::new(Runtime::new(Arc::new(new))));
-    tracing::info!(config = %config_path.display(), "configuration reloaded");
+    tracing::info!(config = %path.display(), "configuration reloaded");
+    Ok(())
 }
 
 async fn refresh_gauges_forever(

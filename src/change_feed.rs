@@ -12,15 +12,17 @@ use tokio::sync::watch;
 use crate::decision_cache::DecisionCache;
 use crate::host::HostName;
 use crate::metrics::Metrics;
+use crate::proxy::Gate;
 use crate::registry::Registry;
 
 /// How often the registry is asked for changes when nothing woke the follower.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Follow the registry from `revision` until `stop` changes.
+/// The cache is taken from `gate` on every catch-up: a reload may have replaced it.
 pub async fn follow(
     registry: Arc<dyn Registry>,
-    cache: Arc<DecisionCache>,
+    gate: Arc<Gate>,
     metrics: Arc<Metrics>,
     mut revision: i64,
     mut stop: watch::Receiver<bool>,
@@ -38,7 +40,7 @@ pub async fn follow(
             _ = tokio::time::sleep(POLL_INTERVAL) => {}
             _ = woken => {}
         }
-        revision = catch_up(registry.as_ref(), &cache, revision).await;
+        revision = catch_up(registry.as_ref(), &gate.cache(), revision).await;
         metrics
             .registry_revision
             .set(metrics.registry_revision.get().max(revision));

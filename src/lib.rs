@@ -34,6 +34,7 @@ pub mod metrics;
 pub mod notify;
 pub mod proxy;
 pub mod proxy_body;
+pub mod proxy_protocol;
 pub mod registry;
 pub mod rejection;
 pub mod request_id;

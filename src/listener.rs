@@ -3,8 +3,17 @@
 //! hyper-util's auto builder (HTTP/1.1, and HTTP/2 by prior knowledge or ALPN), and
 //! watched by the one graceful-shutdown handle so SIGTERM drains it.
 //!
+//! With `listen.proxy_protocol = true` every connection must open with a PROXY v1 or
+//! v2 header (read within `limits.header_read_timeout`, before TLS or HTTP); the
+//! address it carries becomes the client (`ConnInfo.client`: X-Forwarded-For, logs).
+//! A connection without one is closed without an answer.
+//!
 //! Slow clients: hyper's `header_read_timeout` bounds an HTTP/1 request head, and
 //! `FirstBytesDeadline` bounds the bytes hyper needs before it knows the protocol.
+//! hyper (1.x) starts the head timer as soon as an HTTP/1 connection is idle, so an
+//! idle keep-alive connection is also closed after `header_read_timeout`; HTTP/2
+//! connections are pinged every `limits.idle_timeout` and closed when a ping goes
+//! unanswered.
 
 use std::future::Future;
 use std::io;
@@ -26,6 +35,7 @@ use tokio::time::Sleep;
 
 use crate::metrics::Metrics;
 use crate::proxy::{ConnInfo, Gate};
+use crate::proxy_protocol::read_proxy_header;
 
 /// Bytes of the HTTP/2 connection preface hyper reads to tell h2 from h1.
 const PROTOCOL_SNIFF_BYTES: usize = 24;
@@ -65,7 +75,8 @@ impl Drop for ConnectionSlot {
 /// A prepared connection and what it revealed about the client, or None to drop it.
 pub type Handshaken<Io> = Pin<Box<dyn Future<Output = Option<(Io, ConnInfo)>> + Send>>;
 
-/// Prepares an accepted stream before HTTP (PROXY header, TLS handshake).
+/// Prepares an accepted stream before HTTP (the TLS handshake). `peer` is the client:
+/// the PROXY header, when required, has already been read from `stream`.
 pub trait Handshake: Send + Sync + 'static {
     type Io: AsyncRead + AsyncWrite + Unpin + Send + 'static;
     fn handshake(&self, stream: TcpStream, peer: SocketAddr) -> Handshaken<Self::Io>;
@@ -125,15 +136,48 @@ impl<H: Handshake> Listener<H> {
     }
 }
 
+/// The client behind `stream`: the TCP peer, or the PROXY header's source when the
+/// header is required. None: the connection must be closed.
+async fn client_address(
+    stream: &mut TcpStream,
+    peer: SocketAddr,
+    proxy_protocol: bool,
+    timeout: Duration,
+) -> Option<SocketAddr> {
+    if !proxy_protocol {
+        return Some(peer);
+    }
+    match read_proxy_header(stream, timeout).await {
+        Ok(client) => Some(client.unwrap_or(peer)),
+        Err(error) => {
+            tracing::info!(%peer, %error, "PROXY protocol header required; closing");
+            None
+        }
+    }
+}
+
 async fn serve<H: Handshake>(
-    stream: TcpStream,
+    mut stream: TcpStream,
     peer: SocketAddr,
     gate: Arc<Gate>,
     handshake: Arc<H>,
     watcher: hyper_util::server::graceful::Watcher,
 ) {
-    let limits = gate.current().config.limits.clone();
-    let Some((io, info)) = handshake.handshake(stream, peer).await else {
+    let runtime = gate.current();
+    let limits = runtime.config.limits.clone();
+    let proxy_protocol = runtime.config.listen.proxy_protocol;
+    drop(runtime);
+    let Some(client) = client_address(
+        &mut stream,
+        peer,
+        proxy_protocol,
+        limits.header_read_timeout,
+    )
+    .await
+    else {
+        return;
+    };
+    let Some((io, info)) = handshake.handshake(stream, client).await else {
         return;
     };
     let info = Arc::new(info);

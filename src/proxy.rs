@@ -114,7 +114,8 @@ impl Outcome {
 }
 
 pub struct Gate {
-    pub cache: Arc<DecisionCache>,
+    /// Rebuilt and swapped when a reload changes `[cache]`; read it with `cache()`.
+    cache: ArcSwap<DecisionCache>,
     pub runtime: ArcSwap<Runtime>,
     pub metrics: Arc<Metrics>,
     /// The registrable domains blocked most often, for `GET /v1/blocked-hosts`.
@@ -127,7 +128,7 @@ type Reply = Response<ProxyBody>;
 impl Gate {
     pub fn new(cache: Arc<DecisionCache>, runtime: Runtime, metrics: Arc<Metrics>) -> Gate {
         Gate {
-            cache,
+            cache: ArcSwap::new(cache),
             runtime: ArcSwap::from_pointee(runtime),
             metrics,
             blocked_hosts: Arc::new(BlockedHosts::new(DEFAULT_CAPACITY)),
@@ -340,7 +341,7 @@ impl Gate {
                 filing: None,
             };
         };
-        match self.cache.lookup(domain).await {
+        match self.cache().lookup(domain).await {
             Ok(answer) => Verdict {
                 reason: decide(answer.filing.as_deref(), runtime.rule_policy()),
                 filing: answer.filing,
@@ -350,6 +351,16 @@ impl Gate {
                 filing: None,
             },
         }
+    }
+
+    /// The decision cache in force (a reload that changes `[cache]` replaces it).
+    pub fn cache(&self) -> Arc<DecisionCache> {
+        self.cache.load_full()
+    }
+
+    /// Swap in a cache built with new settings; lookups in flight finish on the old one.
+    pub fn replace_cache(&self, cache: Arc<DecisionCache>) {
+        self.cache.store(cache);
     }
 
     /// The current runtime, for callers outside a request (admin, TLS handshakes).
@@ -456,6 +467,20 @@ impl Gate {
                 }
                 forward::downstream_response(response, request_id, boxed)
             }
+            Err(error) if body_over_limit(&error) => {
+                tracing::info!(
+                    pool = pool.name(),
+                    request_id,
+                    "request body over limits.max_body_bytes; not forwarded whole"
+                );
+                rejection::error_response(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body_too_large",
+                    request_id,
+                    wants_json,
+                )
+                .map(boxed)
+            }
             Err(error) => {
                 tracing::warn!(pool = pool.name(), %error, request_id, "upstream failed");
                 self.metrics
@@ -472,6 +497,19 @@ impl Gate {
             }
         }
     }
+}
+
+/// Whether an upstream exchange failed because the client's (chunked) body passed
+/// `limits.max_body_bytes`: the client's fault (413), not the upstream's.
+fn body_over_limit(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(current) = cause {
+        if current.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        cause = current.source();
+    }
+    false
 }
 
 fn declared_length<B>(request: &Request<B>) -> Option<u64> {

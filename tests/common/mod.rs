@@ -503,3 +503,184 @@ impl TestGate {
         self.restart().await;
     }
 }
+
+/// The config text `TestGate` writes, with `listen_keys` added to `[listen]`.
+pub fn config_text(
+    dir: &std::path::Path,
+    seed: &[String],
+    storefront: &[SocketAddr],
+    listen_keys: &str,
+    extra: &str,
+) -> String {
+    let seed_path = dir.join("seed.jsonl");
+    std::fs::write(&seed_path, seed.join("\n")).expect("write seed");
+    let servers = storefront
+        .iter()
+        .map(|a| format!("\"{a}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "[listen]\nhttp = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n{listen_keys}\n\n\
+         [registry]\nbackend = \"sqlite\"\npath = \"{db}\"\nseed = \"{seed}\"\n\n\
+         [admin]\ntoken_env = \"{TOKEN_ENV}\"\n\n\
+         [upstreams.storefront]\nservers = [{servers}]\n\n{extra}\n",
+        db = dir.join("registry.db").display(),
+        seed = seed_path.display(),
+    )
+}
+
+impl TestGate {
+    /// Start in-process with extra `[listen]` keys (e.g. `proxy_protocol = true`).
+    pub async fn start_with_listen(
+        seed: &[String],
+        storefront: SocketAddr,
+        listen_keys: &str,
+        extra: &str,
+    ) -> TestGate {
+        std::env::set_var(TOKEN_ENV, TOKEN);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let text = config_text(dir.path(), seed, &[storefront], listen_keys, extra);
+        let config_path = dir.path().join("icpgate.toml");
+        std::fs::write(&config_path, &text).expect("write config");
+        let config = Config::load(&config_path).expect("valid test config");
+        let running = app::start(config).await.expect("gate starts");
+        TestGate {
+            http: running.http.expect("http bound"),
+            admin: running.admin.expect("admin bound"),
+            running: Some(running),
+            dir,
+            config_path,
+        }
+    }
+}
+
+/// The real `icpgate serve` binary as a child process, for tests with real signals.
+pub struct GateProcess {
+    pub child: std::process::Child,
+    pub http: SocketAddr,
+    pub admin: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub config_path: std::path::PathBuf,
+    /// Every log line the process has written so far (stderr).
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl GateProcess {
+    /// Spawn `icpgate serve` on a config written by `config_text`, and wait until both
+    /// listeners are bound (their addresses are read from the log).
+    pub fn spawn(seed: &[String], storefront: SocketAddr, extra: &str) -> GateProcess {
+        use std::io::BufRead;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let text = config_text(dir.path(), seed, &[storefront], "", extra);
+        let config_path = dir.path().join("icpgate.toml");
+        std::fs::write(&config_path, &text).expect("write config");
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_icpgate"))
+            .args(["serve", "--config"])
+            .arg(&config_path)
+            .env(TOKEN_ENV, TOKEN)
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn icpgate");
+        let stderr = child.stderr.take().expect("stderr piped");
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = std::sync::Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                for (marker, kind) in [("listening (http)", "http"), ("listening (admin)", "admin")]
+                {
+                    if let Some(addr) = line.contains(marker).then(|| logged_addr(&line)).flatten()
+                    {
+                        let _ = tx.send((kind, addr));
+                    }
+                }
+                sink.lock().expect("log lock").push(line);
+            }
+        });
+        let (mut http, mut admin) = (None, None);
+        while http.is_none() || admin.is_none() {
+            let (kind, addr) = rx
+                .recv_timeout(Duration::from_secs(20))
+                .unwrap_or_else(|_| panic!("gate did not start: {:?}", log.lock()));
+            *(if kind == "http" {
+                &mut http
+            } else {
+                &mut admin
+            }) = Some(addr);
+        }
+        GateProcess {
+            child,
+            http: http.expect("http"),
+            admin: admin.expect("admin"),
+            dir,
+            config_path,
+            log,
+        }
+    }
+
+    /// Send `signal` (e.g. "HUP", "TERM") with kill(1).
+    pub fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
+    /// Whether some log line so far contains `needle`.
+    pub fn logged(&self, needle: &str) -> bool {
+        self.log
+            .lock()
+            .expect("log lock")
+            .iter()
+            .any(|l| l.contains(needle))
+    }
+
+    /// Wait up to `within` for the process to exit; its exit code (None: still running).
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + within;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for GateProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The address in a log line like `listening (http) addr=Some(127.0.0.1:4242)`.
+fn logged_addr(line: &str) -> Option<SocketAddr> {
+    let start = line.find("Some(")? + "Some(".len();
+    let end = start + line[start..].find(')')?;
+    line[start..end].parse().ok()
+}
+
+/// Poll `check` every 50 ms for up to `within`; whether it became true.
+pub async fn eventually<F, Fut>(within: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    while tokio::time::Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}

@@ -1,0 +1,106 @@
+//! The contract these tests pin (issue 7, signal policy): SIGTERM to the real
+//! `icpgate serve` stops accepting new connections, lets requests in flight finish
+//! (up to `limits.drain_timeout`) and exits 0; a request that outlives the drain
+//! timeout is cut and the process still exits promptly. SIGINT exits at once,
+//! without waiting for requests in flight.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn spawn_in_flight(
+    addr: std::net::SocketAddr,
+    path: &'static str,
+) -> tokio::task::JoinHandle<Option<u16>> {
+    tokio::spawn(async move {
+        let stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .ok()?;
+        tokio::spawn(conn);
+        let request = http::Request::get(path)
+            .header("host", "example.com")
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .ok()?;
+        let response = sender.send_request(request).await.ok()?;
+        let status = response.status().as_u16();
+        http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .ok()?;
+        Some(status)
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_in_flight_requests_then_exits_zero() {
+    let origin = start_origin("storefront").await;
+    let mut gate = GateProcess::spawn(&standard_seed(), origin, "");
+    let in_flight = spawn_in_flight(gate.http, "/sleep/1.5");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    gate.signal("TERM");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let refused = tokio::net::TcpStream::connect(gate.http).await;
+    assert!(refused.is_err(), "no new connections while draining");
+    assert_eq!(
+        in_flight.await.expect("join"),
+        Some(200),
+        "in-flight request completes"
+    );
+    let status = gate
+        .wait_exit(Duration::from_secs(10))
+        .expect("process exits");
+    assert!(status.success(), "exit 0 after a drain: {status:?}");
+    assert!(gate.logged("draining"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_drain_is_bounded_by_drain_timeout() {
+    let origin = start_origin("storefront").await;
+    let mut gate = GateProcess::spawn(
+        &standard_seed(),
+        origin,
+        "[limits]\ndrain_timeout = \"1s\"\nupstream_timeout = \"60s\"\n",
+    );
+    let in_flight = spawn_in_flight(gate.http, "/sleep/20");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let signalled = Instant::now();
+    gate.signal("TERM");
+    let status = gate
+        .wait_exit(Duration::from_secs(10))
+        .expect("process exits");
+    assert!(status.success(), "{status:?}");
+    let took = signalled.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "exited {took:?} after SIGTERM"
+    );
+    assert!(
+        took >= Duration::from_millis(900),
+        "waited for the drain: {took:?}"
+    );
+    assert_eq!(in_flight.await.expect("join"), None, "the straggler is cut");
+    assert!(gate.logged("drain timeout reached"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_exits_at_once() {
+    let origin = start_origin("storefront").await;
+    let mut gate = GateProcess::spawn(&standard_seed(), origin, "");
+    let in_flight = spawn_in_flight(gate.http, "/sleep/20");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let signalled = Instant::now();
+    gate.signal("INT");
+    let status = gate
+        .wait_exit(Duration::from_secs(5))
+        .expect("process exits");
+    assert!(
+        signalled.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        signalled.elapsed()
+    );
+    assert!(status.success(), "{status:?}");
+    assert_eq!(in_flight.await.expect("join"), None);
+}

@@ -1,0 +1,167 @@
+//! The contract these tests pin (issue 7, `[limits]`): a client that sends its request
+//! head too slowly is cut after `header_read_timeout` (and so is an idle HTTP/1
+//! keep-alive connection: hyper runs the same timer while waiting for the next head);
+//! a head larger than `max_header_bytes` is answered 431 and never forwarded;
+//! connections beyond `max_connections` are closed at once; a body over
+//! `max_body_bytes` is refused (413 when declared) and never reaches the origin whole.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const LIMITS: &str =
+    "[limits]\nheader_read_timeout = \"1s\"\nmax_header_bytes = 16384\nmax_body_bytes = 1000\n";
+
+async fn gate(extra: &str) -> TestGate {
+    let origin = start_origin("storefront").await;
+    TestGate::start(&standard_seed(), Some(origin), None, extra).await
+}
+
+/// Seconds until the server closes `stream` (None: still open after `wait`).
+async fn closed_after(stream: &mut TcpStream, wait: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    let mut sink = Vec::new();
+    tokio::time::timeout(wait, stream.read_to_end(&mut sink))
+        .await
+        .ok()
+        .map(|_| started.elapsed())
+}
+
+#[tokio::test]
+async fn a_slow_request_head_is_cut_by_header_read_timeout() {
+    let mut gate = gate(LIMITS).await;
+    for partial in [&b""[..], b"GET / HTTP/1.1\r\nHost: exa"] {
+        let mut stream = TcpStream::connect(gate.http).await.expect("connect");
+        stream.write_all(partial).await.expect("write");
+        let closed = closed_after(&mut stream, Duration::from_secs(4)).await;
+        assert!(closed.is_some(), "{partial:?}: connection still open");
+    }
+    gate.stop().await;
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_after_header_read_timeout() {
+    let mut gate = gate(LIMITS).await;
+    let mut stream = TcpStream::connect(gate.http).await.expect("connect");
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n")
+        .await
+        .expect("write");
+    let mut buf = [0u8; 4096];
+    let n = stream.read(&mut buf).await.expect("response");
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    let closed = closed_after(&mut stream, Duration::from_secs(4)).await;
+    assert!(closed.is_some(), "idle keep-alive connection kept open");
+    gate.stop().await;
+}
+
+#[tokio::test]
+async fn oversized_headers_get_431_and_are_not_forwarded() {
+    let mut gate = gate(LIMITS).await;
+    let before = gate.metrics().await;
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: example.com\r\nX-Big: {}\r\nConnection: close\r\n\r\n",
+        "a".repeat(40_000)
+    );
+    let reply = raw(gate.http, big.as_bytes(), Duration::from_secs(3)).await;
+    assert!(
+        reply.starts_with(b"HTTP/1.1 431"),
+        "{:?}",
+        String::from_utf8_lossy(&reply[..reply.len().min(60)])
+    );
+    let after = gate.metrics().await;
+    let forwarded = |m: &str| sample(m, "icpgate_requests_total", &[("decision", "allow")]);
+    assert_eq!(
+        forwarded(&before),
+        forwarded(&after),
+        "nothing was forwarded"
+    );
+    let fits = format!("X-Fits: {}", "a".repeat(8_000));
+    let (name, value) = fits.split_once(": ").unwrap_or_default();
+    let ok = http1(
+        gate.http,
+        "GET",
+        "/",
+        &[("host", "example.com"), (name, value)],
+        b"",
+    )
+    .await;
+    assert_eq!(ok.status, 200, "a head under the limit is served");
+    gate.stop().await;
+}
+
+#[tokio::test]
+async fn connections_beyond_max_connections_are_closed() {
+    let mut gate = gate("[limits]\nmax_connections = 2\nheader_read_timeout = \"10s\"\n").await;
+    let _first = TcpStream::connect(gate.http).await.expect("connect");
+    let _second = TcpStream::connect(gate.http).await.expect("connect");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut third = TcpStream::connect(gate.http).await.expect("connect");
+    third
+        .write_all(b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n")
+        .await
+        .ok();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(2), third.read_to_end(&mut out)).await;
+    assert!(
+        out.is_empty(),
+        "the third connection was served: {:?}",
+        String::from_utf8_lossy(&out)
+    );
+    drop((_first, _second));
+    let served = eventually(Duration::from_secs(3), || async {
+        let reply = raw(
+            gate.http,
+            b"GET / HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n\r\n",
+            Duration::from_secs(2),
+        )
+        .await;
+        reply.starts_with(b"HTTP/1.1 200")
+    })
+    .await;
+    assert!(served, "slots are given back when connections close");
+    gate.stop().await;
+}
+
+#[tokio::test]
+async fn bodies_over_max_body_bytes_never_reach_the_origin_whole() {
+    let mut gate = gate(LIMITS).await;
+    let declared = http1(
+        gate.http,
+        "POST",
+        "/",
+        &[("host", "example.com")],
+        &[b'x'; 2000],
+    )
+    .await;
+    assert_eq!(declared.status, 413);
+    let mut chunked = b"POST / HTTP/1.1\r\nHost: example.com\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n".to_vec();
+    for _ in 0..4 {
+        chunked.extend_from_slice(format!("200\r\n{}\r\n", "y".repeat(512)).as_bytes());
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let reply = raw(gate.http, &chunked, Duration::from_secs(3)).await;
+    let text = String::from_utf8_lossy(&reply);
+    assert!(
+        text.starts_with("HTTP/1.1 413"),
+        "a 2 KiB chunked body: {text}"
+    );
+    assert!(
+        !text.contains(&"y".repeat(1001)),
+        "the origin saw the whole body"
+    );
+    let small = http1(
+        gate.http,
+        "POST",
+        "/",
+        &[("host", "example.com")],
+        &[b'x'; 500],
+    )
+    .await;
+    assert_eq!(small.status, 200);
+    gate.stop().await;
+}
