@@ -34,3 +34,4 @@ pub mod rejection;
 pub mod request_id;
 pub mod tunnel;
 pub mod upstream;
+pub mod working_days;
