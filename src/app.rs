@@ -21,13 +21,15 @@ use tokio::sync::watch;
 use crate::admin::Admin;
 use crate::config::{Backend, Config, ConfigError, RegistryConfig};
 use crate::decision_cache::{CacheSettings, DecisionCache};
+use crate::filing::Status;
 use crate::listener::{Listener, PlainHandshake};
 use crate::metrics::{Metrics, MetricsError};
 use crate::notify::{Backoff, Notifier};
 use crate::proxy::{Gate, Runtime};
 use crate::registry::postgres::PostgresRegistry;
 use crate::registry::sqlite::SqliteRegistry;
-use crate::registry::{jsonl, Registry, RegistryError};
+use crate::registry::{jsonl, ListFilter, Registry, RegistryError};
+use crate::working_days;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -111,7 +113,8 @@ pub async fn import_file(registry: &dyn Registry, path: &Path) -> Result<usize, 
     })
 }
 
-/// Set `icpgate_filings{status}` and `icpgate_registry_revision` from the registry.
+/// Set `icpgate_filings{status}`, `icpgate_registry_revision` and
+/// `icpgate_filings_overdue_initial_review` from the registry.
 pub async fn refresh_filing_gauges(registry: &dyn Registry, metrics: &Metrics) {
     match registry.counts_by_status().await {
         Ok(counts) => {
@@ -126,6 +129,20 @@ pub async fn refresh_filing_gauges(registry: &dyn Registry, metrics: &Metrics) {
     }
     if let Ok(revision) = registry.revision().await {
         metrics.registry_revision.set(revision);
+    }
+    let waiting = ListFilter {
+        status: Some(Status::InitialReview),
+        ..ListFilter::default()
+    };
+    match registry.list(&waiting).await {
+        Ok(filings) => {
+            let now = working_days::unix_seconds(std::time::SystemTime::now());
+            let overdue = working_days::overdue_initial_reviews(&filings, now);
+            metrics
+                .filings_overdue_initial_review
+                .set(i64::try_from(overdue).unwrap_or(i64::MAX));
+        }
+        Err(error) => tracing::warn!(%error, "cannot list filings in initial review"),
     }
 }
 

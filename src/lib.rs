@@ -40,3 +40,4 @@ pub mod rejection;
 pub mod request_id;
 pub mod tunnel;
 pub mod upstream;
+pub mod working_days;

@@ -204,18 +204,24 @@ async fn export(config: &Config, file: &Path) -> anyhow::Result<usize> {
     Ok(filings.len())
 }
 
+/// Logs go to stderr: `[log] level` unless `RUST_LOG` is set; `format = "json"` writes
+/// one flat JSON object per line (`timestamp`, `level`, `target`, `message` and the
+/// event's fields at the top level, no span lists), which log shippers index as is.
+/// Text lines are coloured only on a terminal: no escape codes in files or journald.
 fn init_logging(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log.level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match config.log.format {
         LogFormat::Json => builder
             .json()
             .flatten_event(true)
             .with_current_span(false)
+            .with_span_list(false)
             .init(),
         LogFormat::Text => builder.init(),
     }

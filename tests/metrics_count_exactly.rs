@@ -1,0 +1,289 @@
+//! The contract these tests pin (SPEC §3, issue 6): `/metrics` on the admin listener
+//! counts exactly — N requests of a kind move their counter by N, not "at least N";
+//! gauges equal the registry's state; labels are bounded enumerations and never
+//! carry a host name, however many random hosts a scanner sends.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+
+fn delta(before: &str, after: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let after = sample(after, name, labels).unwrap_or_else(|| panic!("{name} {labels:?} missing"));
+    after - sample(before, name, labels).unwrap_or(0.0)
+}
+
+/// A port where nothing listens (bound, then released).
+async fn dead_port() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    listener.local_addr().expect("addr")
+}
+
+#[tokio::test]
+async fn request_counters_and_the_histogram_move_by_exactly_the_traffic_sent() {
+    let origin = start_origin("storefront").await;
+    let gate = TestGate::start(&standard_seed(), Some(origin), None, "").await;
+    gate.get("example.com", "/").await; // warm the cache: later example.com are hits
+    let before = gate.metrics().await;
+    for i in 0..7 {
+        let reply = gate.get(&format!("unfiled-{i}-secretname.cn"), "/").await;
+        assert_eq!(reply.reason(), Some("not_filed"));
+    }
+    for _ in 0..3 {
+        assert_eq!(gate.get("shop.example.com", "/").await.status, 200);
+    }
+    for _ in 0..2 {
+        assert_eq!(
+            gate.get("pending.cn", "/").await.reason(),
+            Some("pending_review")
+        );
+    }
+    assert_eq!(gate.get("10.1.2.3", "/").await.reason(), Some("ip_literal"));
+    assert_eq!(
+        gate.get("a..b.cn", "/").await.reason(),
+        Some("invalid_host")
+    );
+    let after = gate.metrics().await;
+
+    let requests = "icpgate_requests_total";
+    let cases: &[(&[(&str, &str)], f64)] = &[
+        (&[("decision", "block"), ("reason", "not_filed")], 7.0),
+        (&[("decision", "allow"), ("reason", "filed")], 3.0),
+        (&[("decision", "allow")], 3.0),
+        (&[("decision", "block"), ("reason", "pending_review")], 2.0),
+        (&[("decision", "block"), ("reason", "ip_literal")], 1.0),
+        (&[("decision", "block"), ("reason", "invalid_host")], 1.0),
+        (&[("decision", "would_block")], 0.0),
+        (&[], 14.0),
+    ];
+    for (labels, expected) in cases {
+        assert_eq!(
+            delta(&before, &after, requests, labels),
+            *expected,
+            "{labels:?}"
+        );
+    }
+    let histogram = "icpgate_request_duration_seconds";
+    assert_eq!(
+        delta(&before, &after, &format!("{histogram}_count"), &[]),
+        14.0
+    );
+    let inf = [("le", "+Inf")];
+    assert_eq!(
+        delta(&before, &after, &format!("{histogram}_bucket"), &inf),
+        14.0
+    );
+    assert!(after.contains(r#"icpgate_request_duration_seconds_bucket{le="0.0001"}"#));
+    assert!(after.contains(r#"icpgate_request_duration_seconds_bucket{le="10"}"#));
+
+    // 7 new unfiled domains and pending.cn once are misses; the rest hits. IP
+    // literals and invalid hosts are answered before any lookup.
+    let cache = "icpgate_cache_lookups_total";
+    assert_eq!(delta(&before, &after, cache, &[("result", "miss")]), 8.0);
+    assert_eq!(delta(&before, &after, cache, &[("result", "hit")]), 4.0);
+    assert_eq!(
+        delta(&before, &after, cache, &[("result", "coalesced")]),
+        0.0
+    );
+    assert_eq!(delta(&before, &after, cache, &[("result", "stale")]), 0.0);
+    assert_eq!(
+        delta(
+            &before,
+            &after,
+            "icpgate_registry_lookup_duration_seconds_count",
+            &[]
+        ),
+        8.0
+    );
+    assert_eq!(
+        delta(&before, &after, "icpgate_registry_errors_total", &[]),
+        0.0
+    );
+    assert_eq!(
+        delta(
+            &before,
+            &after,
+            "icpgate_upstream_duration_seconds_count",
+            &[("pool", "storefront")]
+        ),
+        3.0
+    );
+
+    for leaked in [
+        "secretname",
+        "example.com",
+        "pending.cn",
+        "10.1.2.3",
+        "a..b",
+    ] {
+        assert!(!after.contains(leaked), "a label carries {leaked}");
+    }
+}
+
+#[tokio::test]
+async fn upstream_errors_are_counted_by_pool_and_kind() {
+    let origin = start_origin("storefront").await;
+    let dead = dead_port().await;
+    let extra = "[limits]\nupstream_timeout = \"300ms\"\nupstream_connect_timeout = \"300ms\"\n";
+    let gate = TestGate::start(&standard_seed(), Some(origin), Some(dead), extra).await;
+    let before = gate.metrics().await;
+    assert_eq!(gate.get("example.com", "/fail").await.status, 500);
+    assert_eq!(gate.get("example.com", "/fail").await.status, 500);
+    assert_eq!(gate.get("example.com", "/sleep/2").await.status, 504);
+    assert_eq!(gate.get("example.com.cn", "/").await.status, 502);
+    let after = gate.metrics().await;
+    let errors = "icpgate_upstream_errors_total";
+    let cases = [
+        ("storefront", "status_5xx", 2.0),
+        ("storefront", "timeout", 1.0),
+        ("storefront", "connect", 0.0),
+        ("corporate_site", "connect", 1.0),
+        ("corporate_site", "status_5xx", 0.0),
+    ];
+    for (pool, kind, expected) in cases {
+        let labels = [("pool", pool), ("kind", kind)];
+        assert_eq!(
+            delta(&before, &after, errors, &labels),
+            expected,
+            "{pool} {kind}"
+        );
+    }
+    // Upstream failures are still allowed requests: the gate said yes.
+    let allowed = [("decision", "allow"), ("reason", "filed")];
+    assert_eq!(
+        delta(&before, &after, "icpgate_requests_total", &allowed),
+        4.0
+    );
+}
+
+/// A seed line in `initial_review` that entered it at `at` (RFC 3339).
+fn waiting_since(domain: &str, at: &str) -> String {
+    json!({
+        "domains": [domain], "product": "storefront", "status": "initial_review",
+        "entity": {"name": "示例", "type": "enterprise"}, "website": {"name": "示例"},
+        "history": [{"at": at, "actor": "import", "from": null, "to": "initial_review", "reason": null}],
+        "created_at": at, "updated_at": at,
+    })
+    .to_string()
+}
+
+#[tokio::test]
+async fn filing_gauges_equal_the_registry_and_follow_every_write() {
+    let mut seed = standard_seed();
+    // Waiting since a Monday in 2024: long overdue. The standard seed's pending.cn
+    // was imported just now: not overdue.
+    seed.push(waiting_since("old-wait.cn", "2024-06-03T01:00:00Z"));
+    seed.push(waiting_since("older-wait.cn", "2024-01-02T01:00:00+08:00"));
+    let gate = TestGate::start(&seed, None, None, "").await;
+    let before = gate.metrics().await;
+    let expected = [
+        ("approved", 3.0),
+        ("initial_review", 3.0),
+        ("authority_review", 1.0),
+        ("rejected", 1.0),
+        ("abandoned", 1.0),
+        ("cancelled", 1.0),
+        ("disconnected", 1.0),
+    ];
+    for (status, count) in expected {
+        assert_eq!(
+            sample(&before, "icpgate_filings", &[("status", status)]),
+            Some(count),
+            "{status}"
+        );
+    }
+    let overdue = "icpgate_filings_overdue_initial_review";
+    assert_eq!(sample(&before, overdue, &[]), Some(2.0));
+
+    let submission = json!({"domains": ["new-shop.cn"], "product": "storefront", "kind": "new",
+        "entity": {"name": "示例", "type": "individual"}, "website": {"name": "x"}});
+    let (status, filing) = gate.api("POST", "/v1/filings", Some(submission)).await;
+    assert_eq!(status, 201, "{filing}");
+    let old_id = list_id(&gate, "old-wait.cn").await;
+    let review = format!("/v1/filings/{old_id}/initial-review");
+    let pass = json!({"approve": true});
+    assert_eq!(gate.api("POST", &review, Some(pass)).await.0, 200);
+    let after = gate.metrics().await;
+    assert_eq!(
+        delta(
+            &before,
+            &after,
+            "icpgate_filings",
+            &[("status", "initial_review")]
+        ),
+        0.0
+    );
+    assert_eq!(
+        delta(
+            &before,
+            &after,
+            "icpgate_filings",
+            &[("status", "authority_review")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(&after, overdue, &[]),
+        Some(1.0),
+        "the passed review is no longer waiting"
+    );
+    assert_eq!(
+        delta(&before, &after, "icpgate_registry_revision", &[]),
+        2.0
+    );
+    assert!(!after.contains("new-shop") && !after.contains("old-wait"));
+}
+
+async fn list_id(gate: &TestGate, domain: &str) -> i64 {
+    let (_, list) = gate
+        .api("GET", &format!("/v1/filings?domain={domain}"), None)
+        .await;
+    list["filings"][0]["id"].as_i64().expect("listed filing id")
+}
+
+#[tokio::test]
+async fn active_connections_and_process_metrics_are_exported() {
+    let gate = TestGate::start(&standard_seed(), None, None, "").await;
+    let gauge = "icpgate_connections_active";
+    let idle = tokio::net::TcpStream::connect(gate.http)
+        .await
+        .expect("connect");
+    assert!(
+        wait_for(&gate, gauge, 1.0).await,
+        "an open connection counts"
+    );
+    drop(idle);
+    assert!(
+        wait_for(&gate, gauge, 0.0).await,
+        "a closed connection stops counting"
+    );
+
+    let text = gate.metrics().await;
+    for name in [
+        "process_resident_memory_bytes",
+        "process_cpu_seconds_total",
+        "process_open_fds",
+        "process_start_time_seconds",
+    ] {
+        let value = sample(&text, name, &[]).unwrap_or_else(|| panic!("{name} missing"));
+        assert!(value >= 0.0, "{name} = {value}");
+    }
+    assert!(sample(&text, "process_resident_memory_bytes", &[]).unwrap_or(0.0) > 0.0);
+    let version = [("version", env!("CARGO_PKG_VERSION"))];
+    assert_eq!(sample(&text, "icpgate_build_info", &version), Some(1.0));
+}
+
+async fn wait_for(gate: &TestGate, name: &str, value: f64) -> bool {
+    for _ in 0..50 {
+        if sample(&gate.metrics().await, name, &[]) == Some(value) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    false
+}
