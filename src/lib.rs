@@ -32,5 +32,6 @@ pub mod proxy_body;
 pub mod registry;
 pub mod rejection;
 pub mod request_id;
+pub mod tls;
 pub mod tunnel;
 pub mod upstream;
