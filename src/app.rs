@@ -332,6 +332,10 @@ fn reload(config_path: &Path, gate: &Gate) {
             return;
         }
     };
+    if let Err(error) = check_upstream_tls(&new) {
+        tracing::error!(%error, "reload refused: the running configuration stays in force");
+        return;
+    }
     let current = gate.current();
     let needs_restart = current.config.restart_required_changes(&new);
     if !needs_restart.is_empty() {
