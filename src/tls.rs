@@ -227,3 +227,35 @@ impl Handshake for TlsHandshake {
         Box::pin(async move { this.accept(stream, peer).await })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handshakes_are_admitted_by_the_same_rule_as_requests() {
+        let enforce = Policy::default();
+        let report_only = Policy {
+            mode: Mode::ReportOnly,
+            ..Policy::default()
+        };
+        let fail_open = Policy {
+            on_registry_error: OnRegistryError::Allow,
+            ..Policy::default()
+        };
+        // reason, policy, admitted
+        let cases = [
+            (Reason::Filed, &enforce, true),
+            (Reason::NotFiled, &enforce, false),
+            (Reason::PendingReview, &enforce, false),
+            (Reason::Cancelled, &enforce, false),
+            (Reason::RegistryUnavailable, &enforce, false),
+            (Reason::RegistryUnavailable, &fail_open, true),
+            (Reason::NotFiled, &fail_open, false),
+            (Reason::NotFiled, &report_only, true),
+        ];
+        for (reason, policy, admitted) in cases {
+            assert_eq!(admits(reason, policy), admitted, "{}", reason.as_str());
+        }
+    }
+}

@@ -383,3 +383,76 @@ impl CertStore {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_self_signed(dir: &Path, name: &str, sans: &[&str]) {
+        let names: Vec<String> = sans.iter().map(|s| s.to_string()).collect();
+        let Ok(issued) = rcgen::generate_simple_self_signed(names) else {
+            panic!("rcgen failed");
+        };
+        let pem = format!(
+            "{}{}",
+            issued.cert.pem(),
+            issued.signing_key.serialize_pem()
+        );
+        std::fs::write(dir.join(format!("{name}.pem")), pem).expect("write pem");
+    }
+
+    #[test]
+    fn names_come_from_sans_with_one_label_wildcards() {
+        crate::tls::install_crypto_provider();
+        let dir = tempfile::tempdir().expect("tempdir");
+        write_self_signed(dir.path(), "a", &["example.com", "*.example.com"]);
+        write_self_signed(dir.path(), "b", &["deep.shop.example.com"]);
+        write_self_signed(dir.path(), "c", &["xn--fsqu00a.xn--fiqs8s"]);
+        let set = CertSet::load(dir.path()).expect("load");
+        assert_eq!(set.len(), 3);
+        // host, the file expected to serve it (None: no certificate).
+        let cases = [
+            ("example.com", Some("a.pem")),
+            ("shop.example.com", Some("a.pem")),      // wildcard
+            ("deep.shop.example.com", Some("b.pem")), // exact beats nothing
+            ("x.y.example.com", None),                // a wildcard covers one label
+            ("badexample.com", None),                 // not a suffix match
+            ("example.org", None),
+            ("xn--fsqu00a.xn--fiqs8s", Some("c.pem")), // IDN SANs are punycode
+            ("a", None),                               // nothing to strip
+        ];
+        for (host, expected) in cases {
+            let host = HostName::parse(host).expect("host");
+            let got = set.find(&host).map(|s| {
+                s.file
+                    .file_name()
+                    .map(|f| f.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            });
+            assert_eq!(got.as_deref(), expected, "{}", host.as_str());
+        }
+    }
+
+    #[test]
+    fn file_names_do_not_grant_names() {
+        crate::tls::install_crypto_provider();
+        let dir = tempfile::tempdir().expect("tempdir");
+        write_self_signed(dir.path(), "example.com", &["other.net"]);
+        let set = CertSet::load(dir.path()).expect("load");
+        assert!(set
+            .find(&HostName::parse("example.com").expect("host"))
+            .is_none());
+        assert!(set
+            .find(&HostName::parse("other.net").expect("host"))
+            .is_some());
+    }
+
+    #[test]
+    fn other_files_are_ignored_and_an_empty_dir_is_empty() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("README"), "notes").expect("write");
+        std::fs::write(dir.path().join("serial.srl"), "01").expect("write");
+        let set = CertSet::load(dir.path()).expect("load");
+        assert!(set.is_empty());
+    }
+}
