@@ -207,3 +207,57 @@ async fn an_approval_opens_the_handshake_and_a_cancellation_closes_it() {
         "cancellation did not close the handshake"
     );
 }
+
+#[tokio::test]
+async fn tls12_is_served_and_tls13_is_preferred() {
+    let f = fixture().await;
+    let stream = connect(&f.ca.client_tls12(), f.gate.https(), "example.com")
+        .await
+        .expect("TLS 1.2 handshake");
+    assert_eq!(
+        stream.get_ref().1.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_2)
+    );
+    let reply = get_h1(stream, "example.com", "/").await;
+    assert_eq!(reply.status, 200);
+    let modern = connect(&f.ca.client(&[b"h2"], true), f.gate.https(), "example.com")
+        .await
+        .expect("handshake");
+    assert_eq!(
+        modern.get_ref().1.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_3)
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_never_says_hello_is_cut_off_and_counted() {
+    use tokio::io::AsyncReadExt;
+    let ca = TestCa::new();
+    let certs = tempfile::tempdir().expect("certs");
+    ca.write_pair(certs.path(), "example", &["example.com"]);
+    let extra = format!(
+        "[tls]\ncerts_dir = \"{}\"\n\n[limits]\nheader_read_timeout = \"300ms\"\n",
+        certs.path().display()
+    );
+    let gate = TestGate::start_with_listen(
+        &standard_seed(),
+        None,
+        None,
+        "https = \"127.0.0.1:0\"",
+        &extra,
+    )
+    .await;
+    let started = Instant::now();
+    let mut silent = tokio::net::TcpStream::connect(gate.https())
+        .await
+        .expect("connect");
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(Duration::from_secs(5), silent.read(&mut buf)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "still open: {read:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(3));
+    let metrics = gate.metrics().await;
+    assert_eq!(handshakes(&metrics, "error"), 1.0, "{metrics}");
+}

@@ -144,3 +144,17 @@ pub async fn get_h2(
         .expect("request");
     collect(sender.send_request(request).await.expect("response")).await
 }
+
+impl TestCa {
+    /// A client like `client` that speaks only TLS 1.2.
+    pub fn client_tls12(&self) -> TlsConnector {
+        let mut roots = RootCertStore::empty();
+        roots
+            .add(CertificateDer::from(self.issuer.der().to_vec()))
+            .expect("trust ca");
+        let config = ClientConfig::builder_with_protocol_versions(&[&rustls::version::TLS12])
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        TlsConnector::from(Arc::new(config))
+    }
+}
