@@ -6,11 +6,12 @@
 //!   is decided with the same async decision cache as plain HTTP
 //!   ([`Gate::verdict`]), so an approval or a revocation changes handshakes exactly as
 //!   fast as it changes requests.
-//! - A certificate is offered only when the SNI's registrable domain is admitted
-//!   (an approved filing; or what `policy.mode = "report-only"` /
-//!   `on_registry_error = "allow"` let through on plain HTTP too) AND a certificate
-//!   in `tls.certs_dir` covers the SNI. Otherwise the handshake goes on with a config
-//!   that has no certificate, so rustls ends it with a fatal `access_denied` alert.
+//! - A certificate is offered only when a certificate in `tls.certs_dir` covers the
+//!   SNI (checked first: names without one never reach the registry) AND the SNI's
+//!   registrable domain is admitted (an approved filing; or what
+//!   `policy.mode = "report-only"` / `on_registry_error = "allow"` let through on
+//!   plain HTTP too). Otherwise the handshake goes on with a config that has no
+//!   certificate, so rustls ends it with a fatal `access_denied` alert.
 //! - No SNI (e.g. a client connecting to an IP address) is refused.
 //! - The whole handshake is bounded by `limits.header_read_timeout`.
 //! - Every handshake is counted once in `icpgate_tls_handshakes_total{result}`
@@ -88,7 +89,7 @@ pub enum HandshakeError {
     NoSni,
     #[error("SNI {sni:?} is refused: {reason}", reason = reason.as_str())]
     Refused { sni: String, reason: Reason },
-    #[error("SNI {sni:?} is admitted but no certificate covers it")]
+    #[error("no certificate covers SNI {sni:?}")]
     NoCertificate { sni: String },
     #[error("handshake did not finish within {0:?}")]
     Timeout(std::time::Duration),
@@ -188,13 +189,18 @@ impl TlsHandshake {
         }
     }
 
-    /// The config to continue with for this SNI, or the refusal.
+    /// The config to continue with for this SNI, or the refusal. The certificate is
+    /// looked up first, so names we serve no certificate for (scanners, random
+    /// names) never reach the registry.
     async fn decide(&self, sni: String) -> Result<(Arc<ServerConfig>, TlsInfo), HandshakeError> {
         let Ok(host) = HostName::parse(&sni) else {
             return Err(HandshakeError::Refused {
                 sni,
                 reason: Reason::InvalidHost,
             });
+        };
+        let Some(served) = self.certs.find(&host) else {
+            return Err(HandshakeError::NoCertificate { sni });
         };
         let domain = host.registrable_domain();
         let runtime = self.gate.current();
@@ -208,9 +214,6 @@ impl TlsHandshake {
         if verdict.reason != Reason::Filed {
             tracing::info!(target: "icpgate::report_only", reason = verdict.reason.as_str(), sni = %host.as_str(), "TLS handshake admitted without a filing");
         }
-        let Some(served) = self.certs.find(&host) else {
-            return Err(HandshakeError::NoCertificate { sni });
-        };
         let tls = TlsInfo {
             sni: host,
             sni_domain: domain,
