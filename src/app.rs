@@ -1,6 +1,6 @@
-//! Builds the running gate from a config — registry, cache, upstreams, listeners,
-//! admin — and owns its life: SIGHUP reloads, SIGTERM drains (up to
-//! `limits.drain_timeout`) and exits 0, SIGINT exits at once.
+//! Builds the running gate from a config — registry, cache, upstreams, TLS,
+//! listeners, admin — and owns its life: SIGHUP reloads (config and certificates),
+//! SIGTERM drains (up to `limits.drain_timeout`) and exits 0, SIGINT exits at once.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -29,6 +29,7 @@ use crate::proxy::{Gate, Runtime};
 use crate::registry::postgres::PostgresRegistry;
 use crate::registry::sqlite::SqliteRegistry;
 use crate::registry::{jsonl, ListFilter, Registry, RegistryError};
+use crate::tls::{CertError, CertStore, TlsHandshake};
 use crate::working_days;
 
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +52,15 @@ pub enum AppError {
     Metrics(#[from] MetricsError),
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+    #[error("tls.certs_dir: {0}")]
+    Certificates(#[from] CertError),
+    #[error("TLS: {0}")]
+    Tls(#[from] rustls::Error),
+    #[error("upstreams.{pool}: {source}")]
+    UpstreamTls {
+        pool: &'static str,
+        source: crate::tls::client::ClientTlsError,
+    },
 }
 
 /// Open the registry a config names.
@@ -155,6 +165,26 @@ fn cache_settings(config: &Config) -> CacheSettings {
     }
 }
 
+/// How often the certificate directory is checked for changes.
+const CERTS_POLL: Duration = Duration::from_secs(2);
+
+/// Refuse to start when a TLS upstream pool's trust roots cannot be loaded.
+fn check_upstream_tls(config: &Config) -> Result<(), AppError> {
+    use crate::config::PoolName;
+    for name in [PoolName::Storefront, PoolName::CorporateSite] {
+        let pool = config.upstreams.pool(name);
+        if pool.tls {
+            crate::tls::client::client_config(pool.ca_file.as_deref()).map_err(|source| {
+                AppError::UpstreamTls {
+                    pool: name.as_str(),
+                    source,
+                }
+            })?;
+        }
+    }
+    Ok(())
+}
+
 /// Bind with SO_REUSEADDR and SO_REUSEPORT, so a new process can bind the same
 /// address while the old one drains (rolling restart; see docs/operations.md).
 async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, AppError> {
@@ -209,11 +239,14 @@ fn read_token(env: &str) -> Option<String> {
 /// A started gate: its bound addresses and the handles to reload or stop it.
 pub struct Running {
     pub http: Option<SocketAddr>,
+    pub https: Option<SocketAddr>,
     pub admin: Option<SocketAddr>,
     pub gate: Arc<Gate>,
     pub registry: Arc<dyn Registry>,
     /// The admin bearer token; a reload re-reads it.
     pub admin_token: Arc<AdminToken>,
+    /// The https listener's certificates, reloaded on SIGHUP and on file changes.
+    pub certs: Option<Arc<CertStore>>,
     config_path: PathBuf,
     stop: watch::Sender<bool>,
     graceful: Arc<GracefulShutdown>,
@@ -223,6 +256,8 @@ pub struct Running {
 
 /// Open the registry (seeding it when empty), bind every listener and start serving.
 pub async fn start(config: Config) -> Result<Running, AppError> {
+    crate::tls::install_crypto_provider();
+    check_upstream_tls(&config)?;
     let config = Arc::new(config);
     let registry = open_registry_with_outbox(&config.registry, config.notify.url.is_some()).await?;
     if let Some(seed) = &config.registry.seed {
@@ -261,10 +296,12 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
     let active = Arc::new(AtomicUsize::new(0));
     let mut running = Running {
         http: None,
+        https: None,
         admin: None,
         gate: Arc::clone(&gate),
         registry: Arc::clone(&registry),
         admin_token,
+        certs: None,
         config_path: config.source.clone(),
         stop,
         graceful,
@@ -283,6 +320,9 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         };
         tracing::info!(addr = ?running.http, "listening (http)");
         running.listeners.push(tokio::spawn(listener.run()));
+    }
+    if let (Some(addr), Some(dir)) = (config.listen.https, &config.tls.certs_dir) {
+        start_https(&mut running, addr, dir, &gate, &stop_rx, &active).await?;
     }
     if let Some(addr) = config.listen.admin {
         let tcp = bind("listen.admin", addr).await?;
@@ -306,10 +346,42 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
     Ok(running)
 }
 
+/// Load the certificates, bind `listen.https` and watch `certs_dir` for changes.
+async fn start_https(
+    running: &mut Running,
+    addr: SocketAddr,
+    dir: &Path,
+    gate: &Arc<Gate>,
+    stop_rx: &watch::Receiver<bool>,
+    active: &Arc<AtomicUsize>,
+) -> Result<(), AppError> {
+    let certs = Arc::new(CertStore::open(dir)?);
+    let tcp = bind("listen.https", addr).await?;
+    running.https = tcp.local_addr().ok();
+    let listener = Listener {
+        tcp,
+        gate: Arc::clone(gate),
+        handshake: Arc::new(TlsHandshake::new(Arc::clone(gate), Arc::clone(&certs))?),
+        graceful: Arc::clone(&running.graceful),
+        shutdown: stop_rx.clone(),
+        active: Arc::clone(active),
+    };
+    tracing::info!(addr = ?running.https, "listening (https)");
+    running.listeners.push(tokio::spawn(listener.run()));
+    tokio::spawn(Arc::clone(&certs).watch(CERTS_POLL, stop_rx.clone()));
+    running.certs = Some(certs);
+    Ok(())
+}
+
 impl Running {
-    /// Re-read the config file and swap it in (see `reload`).
+    /// Re-read the config file and the certificates and swap them in (see `reload`).
+    /// A broken certificate file is logged; the previous certificates stay.
     pub fn reload(&self) -> Result<(), AppError> {
-        reload(self)
+        reload(self)?;
+        if let Some(certs) = &self.certs {
+            let _ = certs.reload();
+        }
+        Ok(())
     }
 
     /// Stop accepting; with `drain`, wait up to `limits.drain_timeout` for in-flight
@@ -403,6 +475,10 @@ fn reload(running: &Running) -> Result<(), AppError> {
             return Err(error.into());
         }
     };
+    if let Err(error) = check_upstream_tls(&new) {
+        tracing::error!(%error, "reload refused: the running configuration stays in force");
+        return Err(error);
+    }
     let gate = &running.gate;
     let current = gate.current();
     let needs_restart = current.config.restart_required_changes(&new);

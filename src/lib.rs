@@ -38,6 +38,7 @@ pub mod proxy_protocol;
 pub mod registry;
 pub mod rejection;
 pub mod request_id;
+pub mod tls;
 pub mod tunnel;
 pub mod upstream;
 pub mod working_days;

@@ -23,7 +23,13 @@ pub const DECISIONS: [&str; 3] = ["allow", "block", "would_block"];
 pub const CACHE_RESULTS: [&str; 4] = ["hit", "miss", "coalesced", "stale"];
 pub const POOLS: [&str; 2] = ["storefront", "corporate_site"];
 pub const UPSTREAM_ERROR_KINDS: [&str; 4] = ["connect", "timeout", "reset", "status_5xx"];
-pub const TLS_RESULTS: [&str; 4] = ["ok", "refused_unfiled", "refused_no_sni", "error"];
+pub const TLS_RESULTS: [&str; 5] = [
+    "ok",
+    "refused_unfiled",
+    "refused_no_sni",
+    "refused_no_cert",
+    "error",
+];
 
 pub struct Metrics {
     registry: Registry,

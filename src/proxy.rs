@@ -421,7 +421,7 @@ impl Gate {
             .path_and_query()
             .map_or("/", |p| p.as_str())
             .to_string();
-        let Ok(uri) = pool.uri_for(&path) else {
+        let Ok(uri) = pool.uri_for(host, &path) else {
             return rejection::error_response(
                 StatusCode::BAD_REQUEST,
                 "invalid_path",

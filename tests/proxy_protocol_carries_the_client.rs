@@ -49,7 +49,7 @@ async fn forwarded_for(gate: &TestGate, bytes: Vec<u8>) -> String {
 async fn gate(trusted: &str) -> TestGate {
     let origin = start_origin("storefront").await;
     let listen = format!("proxy_protocol = true\ntrusted_proxies = [{trusted}]");
-    TestGate::start_with_listen(&standard_seed(), origin, &listen, "").await
+    TestGate::start_with_listen(&standard_seed(), Some(origin), None, &listen, "").await
 }
 
 #[tokio::test]

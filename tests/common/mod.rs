@@ -529,31 +529,6 @@ pub fn config_text(
     )
 }
 
-impl TestGate {
-    /// Start in-process with extra `[listen]` keys (e.g. `proxy_protocol = true`).
-    pub async fn start_with_listen(
-        seed: &[String],
-        storefront: SocketAddr,
-        listen_keys: &str,
-        extra: &str,
-    ) -> TestGate {
-        std::env::set_var(TOKEN_ENV, TOKEN);
-        let dir = tempfile::tempdir().expect("tempdir");
-        let text = config_text(dir.path(), seed, &[storefront], listen_keys, extra);
-        let config_path = dir.path().join("icpgate.toml");
-        std::fs::write(&config_path, &text).expect("write config");
-        let config = Config::load(&config_path).expect("valid test config");
-        let running = app::start(config).await.expect("gate starts");
-        TestGate {
-            http: running.http.expect("http bound"),
-            admin: running.admin.expect("admin bound"),
-            running: Some(running),
-            dir,
-            config_path,
-        }
-    }
-}
-
 /// The real `icpgate serve` binary as a child process, for tests with real signals.
 pub struct GateProcess {
     pub child: std::process::Child,
@@ -683,4 +658,91 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     false
+}
+
+pub mod tls;
+
+impl TestGate {
+    /// Like `start_with_pools` with one server per pool, plus `listen_lines` added
+    /// to the `[listen]` section (e.g. `https = "127.0.0.1:0"`).
+    pub async fn start_with_listen(
+        seed: &[String],
+        storefront: Option<SocketAddr>,
+        corporate: Option<SocketAddr>,
+        listen_lines: &str,
+        extra: &str,
+    ) -> TestGate {
+        std::env::set_var(TOKEN_ENV, TOKEN);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let seed_path = dir.path().join("seed.jsonl");
+        std::fs::write(&seed_path, seed.join("\n")).expect("write seed");
+        let servers =
+            |addr: Option<SocketAddr>| addr.map(|a| format!("\"{a}\"")).unwrap_or_default();
+        let text = format!(
+            "[listen]\nhttp = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n{listen_lines}\n\n\
+             [registry]\nbackend = \"sqlite\"\npath = \"{db}\"\nseed = \"{seed}\"\n\n\
+             [admin]\ntoken_env = \"{TOKEN_ENV}\"\n\n\
+             [upstreams.storefront]\nservers = [{sf}]\n\n[upstreams.corporate_site]\nservers = [{corp}]\n\n{extra}\n",
+            db = dir.path().join("registry.db").display(),
+            seed = seed_path.display(),
+            sf = servers(storefront),
+            corp = servers(corporate),
+        );
+        let config_path = dir.path().join("icpgate.toml");
+        std::fs::write(&config_path, &text).expect("write config");
+        let config = Config::load(&config_path).expect("valid test config");
+        let running = app::start(config).await.expect("gate starts");
+        TestGate {
+            http: running.http.expect("http bound"),
+            admin: running.admin.expect("admin bound"),
+            running: Some(running),
+            dir,
+            config_path,
+        }
+    }
+
+    /// The bound https address (the gate must have been started with one).
+    pub fn https(&self) -> SocketAddr {
+        self.running
+            .as_ref()
+            .and_then(|r| r.https)
+            .expect("https bound")
+    }
+
+    /// Submit a filing for `domain` and approve it through both reviews.
+    pub async fn approve_new_filing(&self, domain: &str, icp: &str) -> String {
+        let (status, filing) = self
+            .api(
+                "POST",
+                "/v1/filings",
+                Some(json!({
+                    "domains": [domain], "product": "storefront", "kind": "new",
+                    "entity": {"name": "示例科技有限公司", "type": "enterprise"},
+                    "website": {"name": "示例"},
+                })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{filing}");
+        let id = filing["id"]
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| filing["id"].to_string());
+        let (status, body) = self
+            .api(
+                "POST",
+                &format!("/v1/filings/{id}/initial-review"),
+                Some(json!({"approve": true})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let (status, body) = self
+            .api(
+                "POST",
+                &format!("/v1/filings/{id}/authority-review"),
+                Some(json!({"approve": true, "icp_number": icp})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        id
+    }
 }
