@@ -197,9 +197,7 @@ pub enum AdminError {
     MethodNotAllowed,
     #[error("missing or wrong bearer token")]
     Unauthorized,
-    #[error(
-        "no admin token is configured: set the environment variable {0} and restart (or reload)"
-    )]
+    #[error("no admin token is configured: {0}")]
     NoTokenConfigured(String),
     #[error("{0}")]
     BadRequest(String),
@@ -272,10 +270,8 @@ impl From<RegistryError> for AdminError {
 pub struct Admin {
     pub registry: Arc<dyn Registry>,
     pub gate: Arc<Gate>,
-    /// The bearer token (None: writes are refused with 403).
-    pub token: Option<String>,
-    /// Name of the environment variable the token comes from, for error messages.
-    pub token_env: String,
+    /// The bearer token in force (None: writes are refused with 403); reloadable.
+    pub token: Arc<crate::app::AdminToken>,
     /// Wakes the webhook notifier after a write (None: no `[notify] url`).
     pub notifier: Option<Arc<tokio::sync::Notify>>,
 }
@@ -358,8 +354,11 @@ impl Admin {
     }
 
     fn authorize(&self, request: &Request<Incoming>) -> Result<(), AdminError> {
-        let Some(token) = self.token.as_deref() else {
-            return Err(AdminError::NoTokenConfigured(self.token_env.clone()));
+        let token = self.token.current();
+        let Some(token) = token.as_deref() else {
+            return Err(AdminError::NoTokenConfigured(
+                self.token.source().to_string(),
+            ));
         };
         let presented = request
             .headers()

@@ -19,7 +19,7 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::watch;
 
 use crate::admin::Admin;
-use crate::config::{Backend, Config, ConfigError, RegistryConfig};
+use crate::config::{AdminConfig, Backend, Config, ConfigError, RegistryConfig};
 use crate::decision_cache::{CacheSettings, DecisionCache};
 use crate::filing::Status;
 use crate::listener::{Listener, PlainHandshake};
@@ -52,6 +52,8 @@ pub enum AppError {
     Metrics(#[from] MetricsError),
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+    #[error("admin.token_file {path}: {message}")]
+    TokenFile { path: PathBuf, message: String },
     #[error("tls.certs_dir: {0}")]
     Certificates(#[from] CertError),
     #[error("TLS: {0}")]
@@ -204,17 +206,23 @@ async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, AppErr
 /// Pending connections the kernel queues per listener.
 const LISTEN_BACKLOG: u32 = 1024;
 
-/// The admin bearer token, re-read on every reload so operators can rotate it.
+/// The admin bearer token: from `admin.token_file` when set, else from the
+/// environment variable `admin.token_env`. A reload re-reads it, so a token kept in
+/// a file (a mounted secret) rotates without a restart.
 pub struct AdminToken {
     token: ArcSwap<Option<String>>,
+    /// Where the token comes from, for the 403 that says how to set one.
+    source: ArcSwap<String>,
 }
 
 impl AdminToken {
-    /// Read the token from the environment variable `env` (empty counts as unset).
-    pub fn from_env(env: &str) -> AdminToken {
-        AdminToken {
-            token: ArcSwap::from_pointee(read_token(env)),
-        }
+    pub fn load(config: &AdminConfig) -> Result<AdminToken, AppError> {
+        let token = read_token(config)?;
+        warn_if_missing(&token, config);
+        Ok(AdminToken {
+            token: ArcSwap::from_pointee(token),
+            source: ArcSwap::from_pointee(token_source(config)),
+        })
     }
 
     /// The token in force (None: admin writes are refused).
@@ -222,18 +230,50 @@ impl AdminToken {
         self.token.load_full()
     }
 
-    /// Re-read the token from `env`; an unset variable clears it (writes refused).
-    pub fn reload(&self, env: &str) {
-        let token = read_token(env);
-        if token.is_none() {
-            tracing::warn!(%env, "no admin token configured: admin writes will be refused");
-        }
+    /// How an operator sets the token, for error messages.
+    pub fn source(&self) -> Arc<String> {
+        self.source.load_full()
+    }
+
+    /// Re-read the token; an unreadable file keeps the token in force.
+    pub fn reload(&self, config: &AdminConfig) -> Result<(), AppError> {
+        let token = read_token(config)?;
+        warn_if_missing(&token, config);
         self.token.store(Arc::new(token));
+        self.source.store(Arc::new(token_source(config)));
+        Ok(())
     }
 }
 
-fn read_token(env: &str) -> Option<String> {
-    std::env::var(env).ok().filter(|t| !t.trim().is_empty())
+fn token_source(config: &AdminConfig) -> String {
+    match &config.token_file {
+        Some(file) => format!(
+            "write it to {} (admin.token_file) and reload",
+            file.display()
+        ),
+        None => format!(
+            "set the environment variable {} and restart",
+            config.token_env
+        ),
+    }
+}
+
+fn warn_if_missing(token: &Option<String>, config: &AdminConfig) {
+    if token.is_none() {
+        tracing::warn!(how = %token_source(config), "no admin token configured: admin writes will be refused");
+    }
+}
+
+fn read_token(config: &AdminConfig) -> Result<Option<String>, AppError> {
+    let text = match &config.token_file {
+        Some(path) => std::fs::read_to_string(path).map_err(|e| AppError::TokenFile {
+            path: path.clone(),
+            message: e.to_string(),
+        })?,
+        None => std::env::var(&config.token_env).unwrap_or_default(),
+    };
+    let token = text.trim();
+    Ok((!token.is_empty()).then(|| token.to_string()))
 }
 
 /// A started gate: its bound addresses and the handles to reload or stop it.
@@ -278,18 +318,14 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         Runtime::new(Arc::clone(&config)),
         Arc::clone(&metrics),
     ));
-    let admin_token = Arc::new(AdminToken::from_env(&config.admin.token_env));
-    if admin_token.current().is_none() {
-        tracing::warn!(env = %config.admin.token_env, "no admin token configured: admin writes will be refused");
-    }
+    let admin_token = Arc::new(AdminToken::load(&config.admin)?);
     let graceful = Arc::new(GracefulShutdown::new());
     let (stop, stop_rx) = watch::channel(false);
     let notifier = start_notifier(&config, registry.as_ref(), stop_rx.clone());
     let admin = Arc::new(Admin {
         registry: Arc::clone(&registry),
         gate: Arc::clone(&gate),
-        token: admin_token.current().as_ref().clone(),
-        token_env: config.admin.token_env.clone(),
+        token: Arc::clone(&admin_token),
         notifier,
     });
 
@@ -493,7 +529,10 @@ fn reload(running: &Running) -> Result<(), AppError> {
         )));
         tracing::info!("decision cache rebuilt with the new [cache] settings");
     }
-    running.admin_token.reload(&new.admin.token_env);
+    if let Err(error) = running.admin_token.reload(&new.admin) {
+        tracing::error!(%error, "reload refused: the running configuration stays in force");
+        return Err(error);
+    }
     gate.runtime.store(Arc::new(Runtime::new(Arc::new(new))));
     tracing::info!(config = %path.display(), "configuration reloaded");
     Ok(())

@@ -54,6 +54,7 @@
 //!
 //! [admin]
 //! token_env = "ICPGATE_ADMIN_TOKEN"   # env var holding the admin bearer token
+//! # token_file = "/run/secrets/icpgate-admin-token"  # wins over token_env; re-read on reload
 //!
 //! [dns]                          # for `icpgate check --dns`
 //! access_ips = []                # our addresses a filed domain should resolve to
@@ -312,12 +313,17 @@ pub struct TlsConfig {
 pub struct AdminConfig {
     /// Name of the environment variable holding the bearer token.
     pub token_env: String,
+    /// A file holding the bearer token (e.g. a mounted Kubernetes Secret); when set
+    /// it wins over `token_env`, and a reload re-reads it, so the token rotates
+    /// without a restart.
+    pub token_file: Option<PathBuf>,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
         AdminConfig {
             token_env: "ICPGATE_ADMIN_TOKEN".to_owned(),
+            token_file: None,
         }
     }
 }

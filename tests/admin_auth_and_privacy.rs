@@ -285,3 +285,57 @@ async fn the_document_is_served_and_strays_are_refused() {
         assert!(b["detail"].is_string());
     }
 }
+
+#[tokio::test]
+async fn a_token_file_rotates_on_reload_without_a_restart() {
+    let mut g = gate().await;
+    let file = g.dir.path().join("admin-token");
+    std::fs::write(&file, "first-token\n").expect("write token");
+    let text = std::fs::read_to_string(&g.config_path).expect("read config");
+    let text = text.replace(
+        &format!("token_env = \"{}\"", common::TOKEN_ENV),
+        &format!("token_file = \"{}\"", file.display()),
+    );
+    std::fs::write(&g.config_path, text).expect("write config");
+    g.restart().await;
+    let body = submission(&["rotate.cn"], "new", None);
+    let (status, _) = g
+        .api_with(
+            "POST",
+            "/v1/filings",
+            Some(body.clone()),
+            Some("first-token"),
+        )
+        .await;
+    assert_eq!(status, 201);
+
+    std::fs::write(&file, "second-token").expect("rotate token");
+    g.running
+        .as_ref()
+        .expect("running")
+        .reload()
+        .expect("reload");
+    let body = submission(&["rotate2.cn"], "new", None);
+    let (status, _) = g
+        .api_with(
+            "POST",
+            "/v1/filings",
+            Some(body.clone()),
+            Some("first-token"),
+        )
+        .await;
+    assert_eq!(status, 401, "the old token no longer works");
+    let (status, _) = g
+        .api_with("POST", "/v1/filings", Some(body), Some("second-token"))
+        .await;
+    assert_eq!(status, 201, "the rotated token works");
+
+    // An unreadable token file refuses the reload and keeps the token in force.
+    std::fs::remove_file(&file).expect("remove token file");
+    assert!(g.running.as_ref().expect("running").reload().is_err());
+    let body = submission(&["rotate3.cn"], "new", None);
+    let (status, _) = g
+        .api_with("POST", "/v1/filings", Some(body), Some("second-token"))
+        .await;
+    assert_eq!(status, 201);
+}
