@@ -96,7 +96,8 @@ fn start_notifier(
     let url = config.notify.url.as_deref()?;
     let outbox = registry.outbox()?;
     let secret = config.notify.secret.clone();
-    match Notifier::new(outbox, url, secret, Backoff::default()) {
+    let ca_file = config.notify.ca_file.as_deref();
+    match Notifier::new(outbox, url, secret, ca_file, Backoff::default()) {
         Ok(notifier) => {
             let waker = notifier.waker();
             tokio::spawn(notifier.run(stop));

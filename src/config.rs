@@ -409,6 +409,8 @@ impl Default for Limits {
 pub struct NotifyConfig {
     pub url: Option<String>,
     pub secret: Option<String>,
+    /// Extra trust root (PEM) for an `https://` receiver with a private CA.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// A network prefix such as `10.0.0.0/8`; a bare IP is a /32 or /128.
@@ -714,9 +716,19 @@ impl Config {
     }
 
     fn validate_notify(&self) -> Result<(), Problem> {
+        if self.notify.url.is_some() && self.registry.backend == Backend::Postgres {
+            // The outbox lives in the SQLite registry; silently dropping events is worse.
+            return Err(problem(
+                "notify.url",
+                "webhook notifications need registry.backend = \"sqlite\" in this build",
+            ));
+        }
         match (&self.notify.url, &self.notify.secret) {
             (Some(url), _) => check_http_url("notify.url", url),
             (None, Some(_)) => Err(problem("notify.secret", "set but notify.url is not")),
+            (None, None) if self.notify.ca_file.is_some() => {
+                Err(problem("notify.ca_file", "set but notify.url is not"))
+            }
             (None, None) => Ok(()),
         }
     }

@@ -15,8 +15,8 @@
 //!   5 min). Delivery runs on its own task: a failing webhook never blocks a change.
 //! - Delivery is at least once: a receiver deduplicates by `event_id`.
 //!
-//! Plain `http://` only in this build; events for an `https://` URL stay pending in
-//! the outbox (and are logged) until a build with an HTTPS client delivers them.
+//! `http://` and `https://` URLs are delivered; an `https://` receiver is verified
+//! for the URL's host against the web PKI roots (webpki-roots) plus `notify.ca_file`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,9 +25,10 @@ use bytes::Bytes;
 use hmac::{Hmac, Mac};
 use http::{header, Request, Uri};
 use http_body_util::Full;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+
+use crate::upstream::FailoverConnector;
 use serde_json::{json, Value};
 use sha2::Sha256;
 use tokio::sync::{watch, Notify};
@@ -47,8 +48,8 @@ const IDLE_POLL: Duration = Duration::from_secs(30);
 pub enum NotifyError {
     #[error("notify.url {0:?} is not a valid URL")]
     InvalidUrl(String),
-    #[error("notify.url {0:?}: https webhooks need the TLS client, not in this build; events stay in the outbox")]
-    HttpsUnsupported(String),
+    #[error("notify.url: cannot set up TLS: {0}")]
+    Tls(String),
     #[error("webhook request failed: {0}")]
     Request(#[from] hyper_util::client::legacy::Error),
     #[error("webhook did not answer within {0:?}")]
@@ -121,7 +122,7 @@ pub struct Notifier {
     url: Uri,
     secret: Option<String>,
     backoff: Backoff,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<FailoverConnector, Full<Bytes>>,
     /// Woken after every write so new events go out at once.
     wake: Arc<Notify>,
 }
@@ -131,22 +132,29 @@ impl Notifier {
         outbox: Arc<dyn Outbox>,
         url: &str,
         secret: Option<String>,
+        ca_file: Option<&std::path::Path>,
         backoff: Backoff,
     ) -> Result<Notifier, NotifyError> {
         let uri: Uri = url
             .parse()
             .map_err(|_| NotifyError::InvalidUrl(url.to_string()))?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some("https") => return Err(NotifyError::HttpsUnsupported(url.to_string())),
+        let (tls, default_port) = match uri.scheme_str() {
+            Some("http") => (false, 80),
+            Some("https") => (true, 443),
             _ => return Err(NotifyError::InvalidUrl(url.to_string())),
-        }
+        };
+        let host = uri
+            .host()
+            .ok_or_else(|| NotifyError::InvalidUrl(url.to_string()))?;
+        let server = format!("{host}:{}", uri.port_u16().unwrap_or(default_port));
+        let connector = FailoverConnector::single(server, tls, ca_file, ATTEMPT_TIMEOUT)
+            .map_err(|e| NotifyError::Tls(e.to_string()))?;
         Ok(Notifier {
             outbox,
             url: uri,
             secret: secret.filter(|s| !s.is_empty()),
             backoff,
-            client: Client::builder(TokioExecutor::new()).build_http(),
+            client: Client::builder(TokioExecutor::new()).build(connector),
             wake: Arc::new(Notify::new()),
         })
     }

@@ -117,6 +117,29 @@ pub struct FailoverConnector {
 }
 
 impl FailoverConnector {
+    /// A connector to one `host:port`, over TLS (system roots, or `ca_file`) when
+    /// `tls` — for clients other than the pools, such as the webhook notifier.
+    pub fn single(
+        server: String,
+        tls: bool,
+        ca_file: Option<&std::path::Path>,
+        connect_timeout: Duration,
+    ) -> Result<FailoverConnector, crate::tls::client::ClientTlsError> {
+        let transport = if tls {
+            Transport::Tls(TlsConnector::from(crate::tls::client::client_config(
+                ca_file,
+            )?))
+        } else {
+            Transport::Plain
+        };
+        Ok(FailoverConnector {
+            servers: Arc::from(vec![server]),
+            next: Arc::new(AtomicUsize::new(0)),
+            connect_timeout,
+            transport,
+        })
+    }
+
     async fn connect(self, uri: Uri) -> io::Result<TokioIo<UpstreamStream>> {
         let tcp = self.connect_tcp().await?;
         let connector = match &self.transport {

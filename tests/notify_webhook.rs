@@ -41,6 +41,14 @@ struct Seen {
 }
 
 async fn start_receiver(fail_next: usize) -> (SocketAddr, Arc<Mutex<Seen>>) {
+    start_receiver_on(fail_next, None).await
+}
+
+/// The receiver, over TLS when `tls` is given.
+async fn start_receiver_on(
+    fail_next: usize,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> (SocketAddr, Arc<Mutex<Seen>>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let seen = Arc::new(Mutex::new(Seen {
@@ -54,11 +62,25 @@ async fn start_receiver(fail_next: usize) -> (SocketAddr, Arc<Mutex<Seen>>) {
                 continue;
             };
             let state = Arc::clone(&state);
+            let tls = tls.clone();
             tokio::spawn(async move {
                 let service = service_fn(move |r| receive(Arc::clone(&state), r));
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
+                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                match tls {
+                    Some(config) => {
+                        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+                        if let Ok(stream) = acceptor.accept(stream).await {
+                            let _ = builder
+                                .serve_connection(TokioIo::new(stream), service)
+                                .await;
+                        }
+                    }
+                    None => {
+                        let _ = builder
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                    }
+                }
             });
         }
     });
@@ -244,4 +266,58 @@ async fn pending_events_are_delivered_after_a_restart() {
     let seen = seen.lock().expect("lock");
     let ids: std::collections::BTreeSet<&String> = seen.delivered.iter().map(|d| &d.0).collect();
     assert_eq!((ids.len(), seen.delivered.len()), (2, 2));
+}
+
+#[tokio::test]
+async fn https_receivers_are_verified_and_delivered() {
+    let ca = common::tls::TestCa::new();
+    let (addr, seen) = start_receiver_on(1, Some(ca.server_config(&["localhost"]))).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let ca_file = dir.path().join("receiver-ca.pem");
+    std::fs::write(&ca_file, ca.pem()).expect("write ca");
+    let notify = format!(
+        "[notify]\nurl = \"https://localhost:{}/hook\"\nsecret = \"{SECRET}\"\nca_file = \"{}\"\n",
+        addr.port(),
+        ca_file.display()
+    );
+    let g = TestGate::start(&[], None, None, &notify).await;
+    let (status, _) = g
+        .api(
+            "POST",
+            "/v1/filings",
+            Some(submission(&["tls-hook.cn"], "new", None)),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let events = delivered(&seen, 1).await;
+    assert_eq!(events[0].2["domains"], json!(["tls-hook.cn"]));
+    assert!(
+        seen.lock().expect("lock").attempts >= 2,
+        "the first attempt failed and was retried"
+    );
+}
+
+#[tokio::test]
+async fn an_https_receiver_with_an_untrusted_certificate_gets_nothing() {
+    let ca = common::tls::TestCa::new();
+    let (addr, seen) = start_receiver_on(0, Some(ca.server_config(&["localhost"]))).await;
+    let notify = format!(
+        "[notify]\nurl = \"https://localhost:{}/hook\"\n",
+        addr.port()
+    );
+    let g = TestGate::start(&[], None, None, &notify).await;
+    let (status, _) = g
+        .api(
+            "POST",
+            "/v1/filings",
+            Some(submission(&["untrusted-hook.cn"], "new", None)),
+        )
+        .await;
+    assert_eq!(status, 201, "a failing webhook never blocks a change");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let seen = seen.lock().expect("lock");
+    assert!(
+        seen.delivered.is_empty() && seen.attempts == 0,
+        "no request reached an unverified receiver"
+    );
 }

@@ -47,6 +47,21 @@ impl TestCa {
         (cert.pem(), key.serialize_pem())
     }
 
+    /// A server config presenting a certificate of this CA for `sans`.
+    pub fn server_config(&self, sans: &[&str]) -> Arc<rustls::ServerConfig> {
+        use rustls::pki_types::pem::PemObject;
+        let (cert, key) = self.issue(sans);
+        let chain = rustls::pki_types::CertificateDer::pem_slice_iter(cert.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .expect("chain");
+        let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes()).expect("key");
+        let config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .expect("server config");
+        Arc::new(config)
+    }
+
     /// Write `NAME.crt` + `NAME.key` serving `sans`.
     pub fn write_pair(&self, dir: &Path, name: &str, sans: &[&str]) {
         let (cert, key) = self.issue(sans);
