@@ -81,7 +81,9 @@ async fn open_registry_with_outbox(
         )),
         Backend::Postgres => {
             let url = config.url.as_deref().ok_or(AppError::PostgresUrlMissing)?;
-            Ok(Arc::new(PostgresRegistry::connect(url).await?))
+            Ok(Arc::new(
+                PostgresRegistry::connect(url).await?.with_outbox(outbox),
+            ))
         }
     }
 }

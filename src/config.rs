@@ -716,13 +716,6 @@ impl Config {
     }
 
     fn validate_notify(&self) -> Result<(), Problem> {
-        if self.notify.url.is_some() && self.registry.backend == Backend::Postgres {
-            // The outbox lives in the SQLite registry; silently dropping events is worse.
-            return Err(problem(
-                "notify.url",
-                "webhook notifications need registry.backend = \"sqlite\" in this build",
-            ));
-        }
         match (&self.notify.url, &self.notify.secret) {
             (Some(url), _) => check_http_url("notify.url", url),
             (None, Some(_)) => Err(problem("notify.secret", "set but notify.url is not")),

@@ -321,3 +321,43 @@ async fn an_https_receiver_with_an_untrusted_certificate_gets_nothing() {
         "no request reached an unverified receiver"
     );
 }
+
+/// A fleet on one PostgreSQL registry: every node runs a notifier on the shared
+/// outbox, and each event is still delivered once (claims keep nodes off each
+/// other's events).
+#[tokio::test]
+async fn a_fleet_delivers_each_event_once() {
+    let Some(db) = common::PgDatabase::create("a_fleet_delivers_each_event_once").await else {
+        return;
+    };
+    let (addr, seen) = start_receiver(0).await;
+    let section = format!(
+        "backend = \"postgres\"\nurl = \"{}\"\n\n{}",
+        db.url,
+        notify_config(addr)
+    );
+    let node_a = TestGate::start_with_registry(&section, None).await;
+    let node_b = TestGate::start_with_registry(&section, None).await;
+    for (i, node) in [&node_a, &node_b, &node_a].iter().enumerate() {
+        let domain = format!("fleet-hook-{i}.cn");
+        let (status, _) = node
+            .api(
+                "POST",
+                "/v1/filings",
+                Some(submission(&[&domain], "new", None)),
+            )
+            .await;
+        assert_eq!(status, 201);
+    }
+    let events = delivered(&seen, 3).await;
+    assert!(events
+        .iter()
+        .all(|(_, signature, _)| signature.starts_with("sha256=")));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let seen = seen.lock().expect("lock");
+    assert_eq!(
+        seen.delivered.len(),
+        3,
+        "each event exactly once across the fleet"
+    );
+}

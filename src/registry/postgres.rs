@@ -22,8 +22,10 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::Json;
 use tokio_postgres::{AsyncMessage, NoTls};
 
+use super::sqlite::now_ms;
 use super::{
-    Change, FilingType, ImportRecord, ListFilter, Lookup, Registry, RegistryError, Submitted,
+    Change, FilingType, ImportRecord, ListFilter, Lookup, Outbox, OutboxEvent, Registry,
+    RegistryError, Submitted,
 };
 use crate::filing::{now_rfc3339, Action, Filing, Kind, Status, Submission};
 use crate::host::RegistrableDomain;
@@ -46,16 +48,36 @@ CREATE UNIQUE INDEX IF NOT EXISTS icpgate_one_live_filing_per_domain
     ON icpgate_filing_domains(domain) WHERE live;
 CREATE INDEX IF NOT EXISTS icpgate_filings_by_revision ON icpgate_filings(revision);
 CREATE TABLE IF NOT EXISTS icpgate_meta (key TEXT PRIMARY KEY, value BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS icpgate_outbox (
+    id BIGSERIAL PRIMARY KEY,
+    filing_id BIGINT NOT NULL,
+    payload TEXT NOT NULL,
+    created_at_ms BIGINT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at_ms BIGINT NOT NULL,
+    delivered_at_ms BIGINT,
+    last_error TEXT
+);
+CREATE INDEX IF NOT EXISTS icpgate_outbox_pending ON icpgate_outbox(next_attempt_at_ms)
+    WHERE delivered_at_ms IS NULL;
 INSERT INTO icpgate_meta (key, value) VALUES ('revision', 0) ON CONFLICT DO NOTHING;
 ";
 
 const CHANNEL: &str = "icpgate_registry";
 
+/// How long a node's claim on a due notification keeps other nodes' notifiers off
+/// it; an attempt records its outcome well within this (the notifier's attempt
+/// timeout is shorter), and a node that dies mid-attempt frees it when it expires.
+const OUTBOX_CLAIM_MS: i64 = 60_000;
+
 /// PostgreSQL-backed `Registry`.
+#[derive(Clone)]
 pub struct PostgresRegistry {
     pool: Pool,
     /// Woken by NOTIFY from any node's write.
     changed: Arc<Notify>,
+    /// Whether writes also record notifications in the outbox.
+    outbox: bool,
 }
 
 impl PostgresRegistry {
@@ -82,7 +104,17 @@ impl PostgresRegistry {
         tx.commit().await?;
         let changed = Arc::new(Notify::new());
         tokio::spawn(listen_forever(config, Arc::clone(&changed)));
-        Ok(PostgresRegistry { pool, changed })
+        Ok(PostgresRegistry {
+            pool,
+            changed,
+            outbox: false,
+        })
+    }
+
+    /// Record (or not) every submission and transition in the durable outbox.
+    pub fn with_outbox(mut self, on: bool) -> PostgresRegistry {
+        self.outbox = on;
+        self
     }
 }
 
@@ -321,6 +353,9 @@ impl Registry for PostgresRegistry {
         let filing_type = classify(&tx, &submission).await?;
         let mut filing = Filing::submit(0, submission, actor, &now_rfc3339())?;
         store(&tx, &mut filing, None).await?;
+        if self.outbox {
+            enqueue(&tx, &filing).await?;
+        }
         tx.commit().await?;
         Ok(Submitted {
             filing,
@@ -341,6 +376,9 @@ impl Registry for PostgresRegistry {
             .ok_or(RegistryError::NotFound(id))?;
         filing.apply(action, actor, &now_rfc3339())?;
         store(&tx, &mut filing, Some(id)).await?;
+        if self.outbox {
+            enqueue(&tx, &filing).await?;
+        }
         tx.commit().await?;
         Ok(filing)
     }
@@ -433,5 +471,112 @@ impl Registry for PostgresRegistry {
 
     fn change_signal(&self) -> Option<Arc<Notify>> {
         Some(Arc::clone(&self.changed))
+    }
+
+    fn outbox(&self) -> Option<Arc<dyn Outbox>> {
+        self.outbox
+            .then(|| Arc::new(self.clone()) as Arc<dyn Outbox>)
+    }
+}
+
+/// Record the filing's latest step as a notification, in the caller's transaction.
+async fn enqueue(tx: &Transaction<'_>, filing: &Filing) -> Result<(), RegistryError> {
+    let now = now_ms();
+    let id: i64 = tx
+        .query_one(
+            "INSERT INTO icpgate_outbox (filing_id, payload, created_at_ms, next_attempt_at_ms)
+             VALUES ($1, '', $2, $2) RETURNING id",
+            &[&filing.id, &now],
+        )
+        .await?
+        .try_get(0)?;
+    let payload = crate::notify::payload(id, filing).to_string();
+    tx.execute(
+        "UPDATE icpgate_outbox SET payload = $1 WHERE id = $2",
+        &[&payload, &id],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Every node of a fleet runs a notifier: `due` claims events (pushing their next
+/// attempt past a lease, skipping rows another node is claiming), so each event is
+/// attempted by one node at a time.
+#[async_trait]
+impl Outbox for PostgresRegistry {
+    async fn due(&self, now_ms: i64, limit: usize) -> Result<Vec<OutboxEvent>, RegistryError> {
+        let client = self.pool.get().await?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = client
+            .query(
+                "UPDATE icpgate_outbox SET next_attempt_at_ms = $1 + $3
+                 WHERE id IN (SELECT id FROM icpgate_outbox
+                              WHERE delivered_at_ms IS NULL AND next_attempt_at_ms <= $1
+                              ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)
+                 RETURNING id, payload, attempts",
+                &[&now_ms, &limit, &OUTBOX_CLAIM_MS],
+            )
+            .await?;
+        let mut events = rows
+            .iter()
+            .map(|row| {
+                let attempts: i32 = row.try_get(2)?;
+                Ok(OutboxEvent {
+                    id: row.try_get(0)?,
+                    payload: row.try_get(1)?,
+                    attempts: u32::try_from(attempts).unwrap_or(0),
+                })
+            })
+            .collect::<Result<Vec<_>, RegistryError>>()?;
+        events.sort_by_key(|e| e.id);
+        Ok(events)
+    }
+
+    async fn next_due(&self) -> Result<Option<i64>, RegistryError> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_one(
+                "SELECT MIN(next_attempt_at_ms) FROM icpgate_outbox WHERE delivered_at_ms IS NULL",
+                &[],
+            )
+            .await?;
+        Ok(row.try_get(0)?)
+    }
+
+    async fn delivered(&self, id: i64, now_ms: i64) -> Result<(), RegistryError> {
+        let client = self.pool.get().await?;
+        client
+            .execute(
+                "UPDATE icpgate_outbox SET delivered_at_ms = $1, attempts = attempts + 1, last_error = NULL
+                 WHERE id = $2",
+                &[&now_ms, &id],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn failed(&self, id: i64, next_at_ms: i64, error: &str) -> Result<(), RegistryError> {
+        let error: String = error.chars().take(500).collect();
+        let client = self.pool.get().await?;
+        client
+            .execute(
+                "UPDATE icpgate_outbox SET attempts = attempts + 1, next_attempt_at_ms = $1, last_error = $2
+                 WHERE id = $3",
+                &[&next_at_ms, &error, &id],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn pending(&self) -> Result<u64, RegistryError> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_one(
+                "SELECT COUNT(*) FROM icpgate_outbox WHERE delivered_at_ms IS NULL",
+                &[],
+            )
+            .await?;
+        let count: i64 = row.try_get(0)?;
+        Ok(u64::try_from(count).unwrap_or(0))
     }
 }

@@ -169,29 +169,16 @@ impl TestGate {
         corporate: &[SocketAddr],
         extra: &str,
     ) -> TestGate {
-        std::env::set_var(TOKEN_ENV, TOKEN);
         let dir = tempfile::tempdir().expect("tempdir");
-        let seed_path = dir.path().join("seed.jsonl");
-        std::fs::write(&seed_path, seed.join("\n")).expect("write seed");
-        let servers = |addrs: &[SocketAddr]| {
-            addrs
-                .iter()
-                .map(|a| format!("\"{a}\""))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        let text = format!(
-            "[listen]\nhttp = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\n\
-             [registry]\nbackend = \"sqlite\"\npath = \"{db}\"\nseed = \"{seed}\"\n\n\
-             [admin]\ntoken_env = \"{TOKEN_ENV}\"\n\n\
-             [upstreams.storefront]\nservers = [{sf}]\n\n[upstreams.corporate_site]\nservers = [{corp}]\n\n{extra}\n",
-            db = dir.path().join("registry.db").display(),
-            seed = seed_path.display(),
-            sf = servers(storefront),
-            corp = servers(corporate),
-        );
+        let text = config_text(dir.path(), seed, storefront, corporate, "", extra);
+        TestGate::launch(dir, &text).await
+    }
+
+    /// Write `text` as the config in `dir` and start the gate on it.
+    pub async fn launch(dir: tempfile::TempDir, text: &str) -> TestGate {
+        std::env::set_var(TOKEN_ENV, TOKEN);
         let config_path = dir.path().join("icpgate.toml");
-        std::fs::write(&config_path, &text).expect("write config");
+        std::fs::write(&config_path, text).expect("write config");
         let config = Config::load(&config_path).expect("valid test config");
         let running = app::start(config).await.expect("gate starts");
         TestGate {
@@ -349,24 +336,12 @@ pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
 impl TestGate {
     /// Start on a registry section of the caller's (e.g. PostgreSQL), no seed.
     pub async fn start_with_registry(registry: &str, storefront: Option<SocketAddr>) -> TestGate {
-        std::env::set_var(TOKEN_ENV, TOKEN);
-        let dir = tempfile::tempdir().expect("tempdir");
         let servers = storefront.map(|a| format!("\"{a}\"")).unwrap_or_default();
         let text = format!(
             "[listen]\nhttp = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\n[registry]\n{registry}\n\n\
              [admin]\ntoken_env = \"{TOKEN_ENV}\"\n\n[upstreams.storefront]\nservers = [{servers}]\n"
         );
-        let config_path = dir.path().join("icpgate.toml");
-        std::fs::write(&config_path, &text).expect("write config");
-        let config = Config::load(&config_path).expect("valid test config");
-        let running = app::start(config).await.expect("gate starts");
-        TestGate {
-            http: running.http.expect("http bound"),
-            admin: running.admin.expect("admin bound"),
-            running: Some(running),
-            dir,
-            config_path,
-        }
+        TestGate::launch(tempfile::tempdir().expect("tempdir"), &text).await
     }
 }
 
@@ -504,28 +479,34 @@ impl TestGate {
     }
 }
 
-/// The config text `TestGate` writes, with `listen_keys` added to `[listen]`.
+/// The config text `TestGate` writes (seed file in `dir`), with `listen_keys`
+/// added to `[listen]` and `extra` sections appended.
 pub fn config_text(
     dir: &std::path::Path,
     seed: &[String],
     storefront: &[SocketAddr],
+    corporate: &[SocketAddr],
     listen_keys: &str,
     extra: &str,
 ) -> String {
     let seed_path = dir.join("seed.jsonl");
     std::fs::write(&seed_path, seed.join("\n")).expect("write seed");
-    let servers = storefront
-        .iter()
-        .map(|a| format!("\"{a}\""))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let servers = |addrs: &[SocketAddr]| {
+        addrs
+            .iter()
+            .map(|a| format!("\"{a}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     format!(
         "[listen]\nhttp = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n{listen_keys}\n\n\
          [registry]\nbackend = \"sqlite\"\npath = \"{db}\"\nseed = \"{seed}\"\n\n\
          [admin]\ntoken_env = \"{TOKEN_ENV}\"\n\n\
-         [upstreams.storefront]\nservers = [{servers}]\n\n{extra}\n",
+         [upstreams.storefront]\nservers = [{sf}]\n\n[upstreams.corporate_site]\nservers = [{corp}]\n\n{extra}\n",
         db = dir.join("registry.db").display(),
         seed = seed_path.display(),
+        sf = servers(storefront),
+        corp = servers(corporate),
     )
 }
 
@@ -546,7 +527,7 @@ impl GateProcess {
     pub fn spawn(seed: &[String], storefront: SocketAddr, extra: &str) -> GateProcess {
         use std::io::BufRead;
         let dir = tempfile::tempdir().expect("tempdir");
-        let text = config_text(dir.path(), seed, &[storefront], "", extra);
+        let text = config_text(dir.path(), seed, &[storefront], &[], "", extra);
         let config_path = dir.path().join("icpgate.toml");
         std::fs::write(&config_path, &text).expect("write config");
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_icpgate"))
@@ -663,8 +644,8 @@ where
 pub mod tls;
 
 impl TestGate {
-    /// Like `start_with_pools` with one server per pool, plus `listen_lines` added
-    /// to the `[listen]` section (e.g. `https = "127.0.0.1:0"`).
+    /// Like `start` plus `listen_lines` added to the `[listen]` section (e.g.
+    /// `https = "127.0.0.1:0"`).
     pub async fn start_with_listen(
         seed: &[String],
         storefront: Option<SocketAddr>,
@@ -672,33 +653,17 @@ impl TestGate {
         listen_lines: &str,
         extra: &str,
     ) -> TestGate {
-        std::env::set_var(TOKEN_ENV, TOKEN);
         let dir = tempfile::tempdir().expect("tempdir");
-        let seed_path = dir.path().join("seed.jsonl");
-        std::fs::write(&seed_path, seed.join("\n")).expect("write seed");
-        let servers =
-            |addr: Option<SocketAddr>| addr.map(|a| format!("\"{a}\"")).unwrap_or_default();
-        let text = format!(
-            "[listen]\nhttp = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n{listen_lines}\n\n\
-             [registry]\nbackend = \"sqlite\"\npath = \"{db}\"\nseed = \"{seed}\"\n\n\
-             [admin]\ntoken_env = \"{TOKEN_ENV}\"\n\n\
-             [upstreams.storefront]\nservers = [{sf}]\n\n[upstreams.corporate_site]\nservers = [{corp}]\n\n{extra}\n",
-            db = dir.path().join("registry.db").display(),
-            seed = seed_path.display(),
-            sf = servers(storefront),
-            corp = servers(corporate),
+        let list = |addr: Option<SocketAddr>| addr.into_iter().collect::<Vec<_>>();
+        let text = config_text(
+            dir.path(),
+            seed,
+            &list(storefront),
+            &list(corporate),
+            listen_lines,
+            extra,
         );
-        let config_path = dir.path().join("icpgate.toml");
-        std::fs::write(&config_path, &text).expect("write config");
-        let config = Config::load(&config_path).expect("valid test config");
-        let running = app::start(config).await.expect("gate starts");
-        TestGate {
-            http: running.http.expect("http bound"),
-            admin: running.admin.expect("admin bound"),
-            running: Some(running),
-            dir,
-            config_path,
-        }
+        TestGate::launch(dir, &text).await
     }
 
     /// The bound https address (the gate must have been started with one).
