@@ -28,14 +28,14 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::time::Sleep;
 
 use crate::metrics::Metrics;
 use crate::proxy::{ConnInfo, Gate};
-use crate::proxy_protocol::read_proxy_header;
+use crate::proxy_protocol::{read_proxy_header, ProxyProtocolError};
 
 /// Bytes of the HTTP/2 connection preface hyper reads to tell h2 from h1.
 const PROTOCOL_SNIFF_BYTES: usize = 24;
@@ -151,9 +151,27 @@ async fn client_address(
         Ok(client) => Some(client.unwrap_or(peer)),
         Err(error) => {
             tracing::info!(%peer, %error, "PROXY protocol header required; closing");
+            if matches!(error, ProxyProtocolError::Missing) {
+                refuse_bare_connection(stream).await;
+            }
             None
         }
     }
+}
+
+/// A client that skipped the load balancer gets a plain answer saying why, and a
+/// clean close: FIN, then its unread bytes drained briefly, so it does not see a
+/// reset instead of the answer.
+async fn refuse_bare_connection(stream: &mut TcpStream) {
+    const ANSWER: &[u8] = b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 53\r\nX-Icpgate-Reason: proxy_protocol_required\r\n\r\nthis listener requires a PROXY protocol header first\n";
+    let _ = tokio::time::timeout(Duration::from_millis(500), async {
+        stream.write_all(ANSWER).await?;
+        stream.shutdown().await?;
+        let mut sink = [0u8; 4096];
+        while stream.read(&mut sink).await? > 0 {}
+        Ok::<(), io::Error>(())
+    })
+    .await;
 }
 
 async fn serve<H: Handshake>(
