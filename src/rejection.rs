@@ -31,6 +31,7 @@ use http::header::{
 use http::{Response, StatusCode};
 use http_body_util::Full;
 use serde_json::json;
+use std::borrow::Cow;
 
 use crate::decision::Reason;
 
@@ -163,19 +164,30 @@ pub fn wants_json(accept: Option<&HeaderValue>) -> bool {
 }
 
 /// HTML-escape `& < > " '` (used for every interpolated value, text or attribute).
-pub fn escape_html(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            other => out.push(other),
-        }
+/// Text with nothing to escape — nearly all of it — is borrowed, not copied.
+pub fn escape_html(s: &str) -> Cow<'_, str> {
+    let needs = |b: &u8| matches!(b, b'&' | b'<' | b'>' | b'"' | b'\'');
+    let Some(first) = s.bytes().position(|b| needs(&b)) else {
+        return Cow::Borrowed(s);
+    };
+    let mut out = String::with_capacity(s.len() + 16);
+    let mut start = 0;
+    for (i, b) in s.bytes().enumerate().skip(first) {
+        let entity = match b {
+            b'&' => "&amp;",
+            b'<' => "&lt;",
+            b'>' => "&gt;",
+            b'"' => "&quot;",
+            b'\'' => "&#39;",
+            _ => continue,
+        };
+        // The five are ASCII, so `i` is always a character boundary.
+        out.push_str(&s[start..i]);
+        out.push_str(entity);
+        start = i + 1;
     }
-    out
+    out.push_str(&s[start..]);
+    Cow::Owned(out)
 }
 
 /// What the page says for one reason, in both languages.
@@ -292,7 +304,7 @@ fn block_json(reason: Reason, ctx: &BlockContext<'_>, status: StatusCode, w: &Wo
 
 /// The HTML block page: zh section, en section, then the details table.
 fn block_html(reason: Reason, ctx: &BlockContext<'_>, status: StatusCode, w: &Wording) -> String {
-    let mut details = String::new();
+    let mut details = String::with_capacity(1024);
     detail_row(&mut details, "主机 / Host", ctx.host);
     detail_row(
         &mut details,
@@ -362,13 +374,14 @@ fn page(title: &str, main: &str) -> String {
 
 /// One `<dt>/<dd>` pair; a missing value shows as a dash.
 fn detail_row(out: &mut String, label: &str, value: Option<&str>) {
-    let value = value
-        .filter(|v| !v.is_empty())
-        .map_or_else(|| "—".to_owned(), escape_html);
-    out.push_str(&format!(
-        "<dt>{}</dt><dd>{value}</dd>\n",
-        escape_html(label)
-    ));
+    out.push_str("<dt>");
+    out.push_str(&escape_html(label));
+    out.push_str("</dt><dd>");
+    match value.filter(|v| !v.is_empty()) {
+        Some(value) => out.push_str(&escape_html(value)),
+        None => out.push('—'),
+    }
+    out.push_str("</dd>\n");
 }
 
 /// "451 Unavailable For Legal Reasons".
