@@ -84,8 +84,25 @@ fn into_filing(id: Option<i64>, record: Record) -> Result<Filing, String> {
         return Err(format!("id must be a positive integer, not {id}"));
     }
     let domains = registrable_domains(&record.domains)?;
-    if record.status == Status::Approved && record.icp_number.is_none() {
-        return Err("an approved filing needs its icp_number".to_string());
+    let kind = record.kind.unwrap_or(Kind::New);
+    let needs_number = kind == Kind::AccessExisting
+        || matches!(
+            record.status,
+            Status::Approved | Status::Cancelled | Status::Disconnected
+        );
+    if needs_number && record.icp_number.is_none() {
+        return Err(format!(
+            "icp_number: a {} filing in status {} needs its ICP number",
+            kind.as_str(),
+            record.status.as_str()
+        ));
+    }
+    // Details are optional on import; those given must be valid.
+    if let Some(entity) = &record.entity {
+        entity.validate().map_err(|e| e.to_string())?;
+    }
+    if let Some(website) = &record.website {
+        website.validate().map_err(|e| e.to_string())?;
     }
     let now = now_rfc3339();
     let created_at = record.created_at.unwrap_or_else(|| now.clone());
@@ -101,7 +118,7 @@ fn into_filing(id: Option<i64>, record: Record) -> Result<Filing, String> {
     });
     let filing = Filing {
         id: id.unwrap_or(0),
-        kind: record.kind.unwrap_or(Kind::New),
+        kind,
         product: record.product,
         status: record.status,
         domains,
@@ -139,6 +156,12 @@ mod tests {
             ("\n{\"domains\":[\"例子.中国\"],\"product\":\"corporate_site\",\"status\":\"initial_review\"}\n\n", Ok(1)),
             // approved without a number is refused on its line
             ("\n{\"domains\":[\"a.cn\"],\"product\":\"storefront\",\"status\":\"approved\"}", Err(2)),
+            // so is an access-existing filing without one, whatever its status
+            (r#"{"domains":["a.cn"],"kind":"access_existing","product":"storefront","status":"initial_review"}"#, Err(1)),
+            // a given entity must be valid (a bad province)
+            (r#"{"domains":["a.cn"],"product":"storefront","status":"rejected","entity":{"name":"x","province":"XX"}}"#, Err(1)),
+            // a given website must be valid (an empty name)
+            (r#"{"domains":["a.cn"],"product":"storefront","status":"rejected","website":{"name":""}}"#, Err(1)),
             // a bare public suffix is refused
             (r#"{"domains":["com.cn"],"product":"storefront","status":"rejected"}"#, Err(1)),
             // not JSON at all
