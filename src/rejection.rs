@@ -20,7 +20,7 @@
 //!   serde_json. The host comes straight from the client and is never trusted.
 //! - Nothing here panics on client input: headers that cannot be encoded are left out.
 //!
-//! The wording per reason lives in [`wording`], a single exhaustive match over
+//! The wording per reason lives in `wording`, a single exhaustive match over
 //! [`Reason`] (no wildcard arm), so a new reason cannot ship without its page.
 
 use bytes::Bytes;
