@@ -528,6 +528,25 @@ struct RawConfig {
     notify: NotifyConfig,
 }
 
+impl RawConfig {
+    fn into_config(self, source: PathBuf) -> Config {
+        Config {
+            listen: self.listen,
+            registry: self.registry,
+            cache: self.cache,
+            policy: self.policy,
+            upstreams: self.upstreams,
+            tls: self.tls,
+            admin: self.admin,
+            dns: self.dns,
+            log: self.log,
+            limits: self.limits,
+            notify: self.notify,
+            source,
+        }
+    }
+}
+
 /// A validation failure before it is tied to a file.
 #[derive(Debug)]
 struct Problem {
@@ -559,20 +578,7 @@ impl Config {
             .map_err(|e| parse_error(text, origin, &e, false))?;
         let raw: RawConfig =
             toml::from_str(text).map_err(|e| parse_error(text, origin, &e, true))?;
-        let config = Config {
-            listen: raw.listen,
-            registry: raw.registry,
-            cache: raw.cache,
-            policy: raw.policy,
-            upstreams: raw.upstreams,
-            tls: raw.tls,
-            admin: raw.admin,
-            dns: raw.dns,
-            log: raw.log,
-            limits: raw.limits,
-            notify: raw.notify,
-            source: origin.to_owned(),
-        };
+        let config = raw.into_config(origin.to_owned());
         config.validate().map_err(|p| ConfigError::Invalid {
             path: origin.to_owned(),
             line: locate_key(text, &p.key).or_else(|| locate_parent(text, &p.key)),
@@ -990,21 +996,7 @@ mod tests {
     }
 
     fn defaults() -> Config {
-        let raw = RawConfig::default();
-        Config {
-            listen: raw.listen,
-            registry: raw.registry,
-            cache: raw.cache,
-            policy: raw.policy,
-            upstreams: raw.upstreams,
-            tls: raw.tls,
-            admin: raw.admin,
-            dns: raw.dns,
-            log: raw.log,
-            limits: raw.limits,
-            notify: raw.notify,
-            source: PathBuf::from("config/icpgate.toml"),
-        }
+        RawConfig::default().into_config(PathBuf::from("config/icpgate.toml"))
     }
 
     const FULL: &str = r#"

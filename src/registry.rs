@@ -161,6 +161,17 @@ impl RegistryError {
     }
 }
 
+/// How the seed's filing type recognises a known entity: by its certificate number
+/// (trimmed, upper-case) when the submission gives one, else by its trimmed name.
+pub fn entity_identity(entity: &crate::filing::Entity) -> (Option<String>, String) {
+    let certificate = entity
+        .certificate_number
+        .as_deref()
+        .map(|c| c.trim().to_uppercase())
+        .filter(|c| !c.is_empty());
+    (certificate, entity.name.trim().to_string())
+}
+
 /// Where filings live. Implementations are cheap to share (`Arc<dyn Registry>`).
 #[async_trait]
 pub trait Registry: Send + Sync + 'static {

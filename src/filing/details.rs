@@ -287,10 +287,11 @@ fn mask_email(s: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn entity() -> Entity {
+    /// Valid details with every optional field set (shared with the lifecycle tests).
+    pub(in crate::filing) fn entity() -> Entity {
         Entity {
             name: "杭州示例科技有限公司".into(),
             entity_type: EntityType::Enterprise,
@@ -299,7 +300,7 @@ mod tests {
         }
     }
 
-    fn website() -> Website {
+    pub(in crate::filing) fn website() -> Website {
         Website {
             name: "示例旺铺".into(),
             owner: Some(Contact {

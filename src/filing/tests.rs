@@ -10,25 +10,7 @@ fn number(s: &str) -> IcpNumber {
     IcpNumber::parse(s).unwrap()
 }
 
-fn entity() -> Entity {
-    Entity {
-        name: "杭州示例科技有限公司".into(),
-        entity_type: EntityType::Enterprise,
-        certificate_number: Some("91330100MA2CXXXX1X".into()),
-        province: Some("浙".into()),
-    }
-}
-
-fn website() -> Website {
-    Website {
-        name: "示例旺铺".into(),
-        owner: Some(Contact {
-            name: "张三".into(),
-            phone: Some("13800000000".into()),
-            email: Some("ops@example.cn".into()),
-        }),
-    }
-}
+use super::details::tests::{entity, website};
 
 fn submission(kind: Kind) -> Submission {
     Submission {

@@ -265,13 +265,7 @@ async fn classify(
     if submission.kind == Kind::AccessExisting {
         return Ok(FilingType::AccessExisting);
     }
-    let certificate = submission
-        .entity
-        .certificate_number
-        .as_deref()
-        .map(|c| c.trim().to_uppercase())
-        .filter(|c| !c.is_empty());
-    let name = submission.entity.name.trim().to_string();
+    let (certificate, name) = super::entity_identity(&submission.entity);
     let known = tx
         .query_opt(
             "SELECT id FROM icpgate_filings WHERE status IN ('approved', 'disconnected') AND (

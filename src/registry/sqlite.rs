@@ -410,13 +410,7 @@ fn classify(tx: &Transaction<'_>, submission: &Submission) -> Result<FilingType,
     if submission.kind == Kind::AccessExisting {
         return Ok(FilingType::AccessExisting);
     }
-    let certificate = submission
-        .entity
-        .certificate_number
-        .as_deref()
-        .map(|c| c.trim().to_uppercase())
-        .filter(|c| !c.is_empty());
-    let name = submission.entity.name.trim().to_string();
+    let (certificate, name) = super::entity_identity(&submission.entity);
     let known: Option<i64> = tx
         .query_row(
             "SELECT id FROM filings WHERE status IN ('approved', 'disconnected') AND (
