@@ -517,13 +517,7 @@ impl Admin {
         before: Option<Status>,
     ) {
         let revision = self.registry.revision().await.unwrap_or(i64::MAX);
-        for domain in &filing.domains {
-            if let Ok(host) = HostName::parse(domain) {
-                if let Some(domain) = host.registrable_domain() {
-                    self.gate.cache().invalidate(&domain, revision).await;
-                }
-            }
-        }
+        self.gate.note_write(&filing.domains, revision).await;
         if let Some(notifier) = &self.notifier {
             notifier.notify_one();
         }

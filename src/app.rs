@@ -21,6 +21,7 @@ use tokio::sync::watch;
 use crate::admin::Admin;
 use crate::config::{AdminConfig, Backend, Config, ConfigError, RegistryConfig};
 use crate::decision_cache::{CacheSettings, DecisionCache};
+use crate::filed_domains::FiledDomains;
 use crate::filing::Status;
 use crate::listener::{Listener, PlainHandshake};
 use crate::metrics::{Metrics, MetricsError};
@@ -316,8 +317,11 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         Arc::clone(&metrics),
         cache_settings(&config),
     ));
+    let filed = Arc::new(FiledDomains::new(registry.filed_domains().await?));
+    tracing::info!(domains = filed.len(), "filed-domain index loaded");
     let gate = Arc::new(Gate::new(
         cache,
+        filed,
         Runtime::new(Arc::clone(&config)),
         Arc::clone(&metrics),
     ));

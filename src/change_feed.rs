@@ -9,8 +9,6 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::decision_cache::DecisionCache;
-use crate::host::HostName;
 use crate::metrics::Metrics;
 use crate::proxy::Gate;
 use crate::registry::Registry;
@@ -40,7 +38,7 @@ pub async fn follow(
             _ = tokio::time::sleep(POLL_INTERVAL) => {}
             _ = woken => {}
         }
-        revision = catch_up(registry.as_ref(), &gate.cache(), revision).await;
+        revision = catch_up(registry.as_ref(), &gate, revision).await;
         metrics
             .registry_revision
             .set(metrics.registry_revision.get().max(revision));
@@ -48,7 +46,7 @@ pub async fn follow(
 }
 
 /// Apply every change after `revision`; returns the revision reached.
-pub async fn catch_up(registry: &dyn Registry, cache: &DecisionCache, mut revision: i64) -> i64 {
+pub async fn catch_up(registry: &dyn Registry, gate: &Gate, mut revision: i64) -> i64 {
     loop {
         let changes = match registry.changes_since(revision).await {
             Ok(changes) => changes,
@@ -61,14 +59,7 @@ pub async fn catch_up(registry: &dyn Registry, cache: &DecisionCache, mut revisi
             return revision;
         };
         for change in &changes {
-            for domain in &change.domains {
-                if let Some(domain) = HostName::parse(domain)
-                    .ok()
-                    .and_then(|h| h.registrable_domain())
-                {
-                    cache.invalidate(&domain, change.revision).await;
-                }
-            }
+            gate.note_write(&change.domains, change.revision).await;
         }
         tracing::debug!(
             from = revision,

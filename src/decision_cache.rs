@@ -304,6 +304,9 @@ mod tests {
         async fn is_empty(&self) -> Result<bool, RegistryError> {
             Ok(false)
         }
+        async fn filed_domains(&self) -> Result<Vec<String>, RegistryError> {
+            Ok(vec!["example.com".to_string()])
+        }
         async fn changes_since(
             &self,
             _revision: i64,

@@ -30,6 +30,7 @@ pub mod compliance;
 pub mod config;
 pub mod decision;
 pub mod decision_cache;
+pub mod filed_domains;
 pub mod filing;
 pub mod forward;
 pub mod host;

@@ -22,6 +22,7 @@ use crate::blocked_hosts::{BlockedHosts, DEFAULT_CAPACITY};
 use crate::config::{Config, IpNet, Mode, OnRegistryError, PoolName};
 use crate::decision::{decide, FilingFacts, Reason, RulePolicy};
 use crate::decision_cache::DecisionCache;
+use crate::filed_domains::FiledDomains;
 use crate::forward::{self, ForwardContext};
 use crate::host::{Authority, HostName, RegistrableDomain};
 use crate::metrics::Metrics;
@@ -120,14 +121,22 @@ pub struct Gate {
     pub metrics: Arc<Metrics>,
     /// The registrable domains blocked most often, for `GET /v1/blocked-hosts`.
     pub blocked_hosts: Arc<BlockedHosts>,
+    /// Every domain with a filing: anything else is `not_filed` without a lookup.
+    pub filed: Arc<FiledDomains>,
     request_ids: RequestIds,
 }
 
 type Reply = Response<ProxyBody>;
 
 impl Gate {
-    pub fn new(cache: Arc<DecisionCache>, runtime: Runtime, metrics: Arc<Metrics>) -> Gate {
+    pub fn new(
+        cache: Arc<DecisionCache>,
+        filed: Arc<FiledDomains>,
+        runtime: Runtime,
+        metrics: Arc<Metrics>,
+    ) -> Gate {
         Gate {
+            filed,
             cache: ArcSwap::new(cache),
             runtime: ArcSwap::from_pointee(runtime),
             metrics,
@@ -341,6 +350,16 @@ impl Gate {
                 filing: None,
             };
         };
+        if !self.filed.contains(domain) {
+            self.metrics
+                .cache_lookups
+                .with_label_values(&["unfiled"])
+                .inc();
+            return Verdict {
+                reason: Reason::NotFiled,
+                filing: None,
+            };
+        }
         match self.cache().lookup(domain).await {
             Ok(answer) => Verdict {
                 reason: decide(answer.filing.as_deref(), runtime.rule_policy()),
@@ -350,6 +369,21 @@ impl Gate {
                 reason: Reason::RegistryUnavailable,
                 filing: None,
             },
+        }
+    }
+
+    /// A write at `revision` touched `domains`: know them as filed, then drop their
+    /// cached answers, so the gate enforces the write at once.
+    pub async fn note_write(&self, domains: &[String], revision: i64) {
+        self.filed.insert_all(domains.iter().map(String::as_str));
+        let cache = self.cache();
+        for domain in domains {
+            if let Some(domain) = crate::host::HostName::parse(domain)
+                .ok()
+                .and_then(|h| h.registrable_domain())
+            {
+                cache.invalidate(&domain, revision).await;
+            }
         }
     }
 

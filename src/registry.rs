@@ -200,6 +200,8 @@ pub trait Registry: Send + Sync + 'static {
     async fn revision(&self) -> Result<i64, RegistryError>;
     /// Whether the store holds no filing at all (for `registry.seed`).
     async fn is_empty(&self) -> Result<bool, RegistryError>;
+    /// Every registrable domain that has a filing, in any status.
+    async fn filed_domains(&self) -> Result<Vec<String>, RegistryError>;
     /// Writes after `revision`, oldest first (at most a bounded batch per call).
     async fn changes_since(&self, revision: i64) -> Result<Vec<Change>, RegistryError>;
     /// Woken when another process may have written (PostgreSQL NOTIFY); backends

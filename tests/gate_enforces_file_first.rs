@@ -205,3 +205,53 @@ async fn a_blocked_request_never_touches_an_upstream() {
         "a blocked request reached the upstream"
     );
 }
+
+/// Scanners flood with random names (SPEC §5): they are refused from the
+/// filed-domain index without one registry lookup, while a domain filed through the
+/// admin API afterwards is looked up and decided at once.
+#[tokio::test]
+async fn a_random_name_flood_never_reaches_the_registry() {
+    let (gate, _, _) = gate().await;
+    let lookups = |text: &str| {
+        sample(text, "icpgate_registry_lookup_duration_seconds_count", &[]).unwrap_or(0.0)
+    };
+    let before = gate.metrics().await;
+    for i in 0..300 {
+        let reply = gate.get(&format!("scan-{i:04}-{}.cn", i * 7919), "/").await;
+        assert_eq!(reply.reason(), Some("not_filed"));
+    }
+    let after = gate.metrics().await;
+    assert_eq!(
+        lookups(&after) - lookups(&before),
+        0.0,
+        "the flood reached the registry"
+    );
+    assert_eq!(
+        sample(
+            &after,
+            "icpgate_cache_lookups_total",
+            &[("result", "unfiled")]
+        )
+        .unwrap_or(0.0)
+            - sample(
+                &before,
+                "icpgate_cache_lookups_total",
+                &[("result", "unfiled")]
+            )
+            .unwrap_or(0.0),
+        300.0
+    );
+
+    let (status, _) = gate
+        .api(
+            "POST",
+            "/v1/filings",
+            Some(submission(&["scan-0001-7919.cn"], "new", None)),
+        )
+        .await;
+    assert_eq!(status, 201);
+    assert_eq!(
+        gate.get("www.scan-0001-7919.cn", "/").await.reason(),
+        Some("pending_review")
+    );
+}

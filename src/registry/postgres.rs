@@ -444,6 +444,14 @@ impl Registry for PostgresRegistry {
         Ok(row.try_get(0)?)
     }
 
+    async fn filed_domains(&self) -> Result<Vec<String>, RegistryError> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query("SELECT DISTINCT domain FROM icpgate_filing_domains", &[])
+            .await?;
+        rows.iter().map(|row| Ok(row.try_get(0)?)).collect()
+    }
+
     async fn changes_since(&self, revision: i64) -> Result<Vec<Change>, RegistryError> {
         let client = self.pool.get().await?;
         let rows = client

@@ -370,6 +370,15 @@ impl Registry for SqliteRegistry {
         self.read(|conn| current_revision(conn)).await
     }
 
+    async fn filed_domains(&self) -> Result<Vec<String>, RegistryError> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached("SELECT DISTINCT domain FROM filing_domains")?;
+            let rows = stmt.query_map([], |row| row.get::<_, String>(0))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
     async fn changes_since(&self, revision: i64) -> Result<Vec<Change>, RegistryError> {
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(
