@@ -517,7 +517,11 @@ impl Admin {
         before: Option<Status>,
     ) {
         let revision = self.registry.revision().await.unwrap_or(i64::MAX);
-        self.gate.note_write(&filing.domains, revision).await;
+        let change = crate::registry::Change {
+            revision,
+            domains: filing.domains.clone(),
+        };
+        self.gate.note_writes(&[change]).await;
         if let Some(notifier) = &self.notifier {
             notifier.notify_one();
         }

@@ -58,9 +58,7 @@ pub async fn catch_up(registry: &dyn Registry, gate: &Gate, mut revision: i64) -
         let Some(last) = changes.last().map(|c| c.revision) else {
             return revision;
         };
-        for change in &changes {
-            gate.note_write(&change.domains, change.revision).await;
-        }
+        gate.note_writes(&changes).await;
         tracing::debug!(
             from = revision,
             to = last,

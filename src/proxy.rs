@@ -27,6 +27,7 @@ use crate::forward::{self, ForwardContext};
 use crate::host::{Authority, HostName, RegistrableDomain};
 use crate::metrics::Metrics;
 use crate::proxy_body::{boxed, ProxyBody};
+use crate::registry::Change;
 use crate::rejection::{self, BlockContext};
 use crate::request_id::RequestIds;
 use crate::upstream::{pool_label, pool_of, Upstreams};
@@ -372,17 +373,24 @@ impl Gate {
         }
     }
 
-    /// A write at `revision` touched `domains`: know them as filed, then drop their
-    /// cached answers, so the gate enforces the write at once.
-    pub async fn note_write(&self, domains: &[String], revision: i64) {
-        self.filed.insert_all(domains.iter().map(String::as_str));
+    /// Writes were made (each at its revision, touching its domains): know their
+    /// domains as filed — in one swap of the index however many there are — then
+    /// drop their cached answers, so the gate enforces the writes at once.
+    pub async fn note_writes(&self, changes: &[Change]) {
+        self.filed.insert_all(
+            changes
+                .iter()
+                .flat_map(|c| c.domains.iter().map(String::as_str)),
+        );
         let cache = self.cache();
-        for domain in domains {
-            if let Some(domain) = crate::host::HostName::parse(domain)
-                .ok()
-                .and_then(|h| h.registrable_domain())
-            {
-                cache.invalidate(&domain, revision).await;
+        for change in changes {
+            for domain in &change.domains {
+                if let Some(domain) = HostName::parse(domain)
+                    .ok()
+                    .and_then(|h| h.registrable_domain())
+                {
+                    cache.invalidate(&domain, change.revision).await;
+                }
             }
         }
     }
