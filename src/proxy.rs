@@ -218,7 +218,9 @@ impl Gate {
                     runtime,
                     request_id,
                 );
-                return (reply, Outcome::refused(Reason::InvalidHost));
+                let mut outcome = Outcome::refused(Reason::InvalidHost);
+                outcome.host = Some(loggable(&raw_authority));
+                return (reply, outcome);
             }
         };
         let domain = host.registrable_domain();
@@ -554,6 +556,15 @@ fn body_over_limit(error: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
+/// An invalid authority as the access log shows it: at most 100 characters, with
+/// control characters and quotes escaped, so garbage is visible but cannot forge
+/// log lines.
+fn loggable(raw: &str) -> String {
+    let truncated: String = raw.chars().take(100).collect();
+    let escaped = format!("{truncated:?}");
+    escaped.trim_matches('"').to_string()
+}
+
 fn declared_length<B>(request: &Request<B>) -> Option<u64> {
     request
         .headers()
@@ -582,4 +593,25 @@ pub fn authority_of<B>(request: &Request<B>) -> Result<String, Reason> {
         return Err(Reason::MissingHost);
     }
     Ok(value.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_authorities_are_logged_escaped_and_bounded() {
+        let cases = [
+            // a newline cannot start a forged log line
+            ("evil.com\nreason=filed", "evil.com\\nreason=filed"),
+            // quotes are escaped
+            ("a\"b", "a\\\"b"),
+            // plain garbage stays readable
+            ("a..b.com", "a..b.com"),
+        ];
+        for (raw, logged) in cases {
+            assert_eq!(loggable(raw), logged, "{raw:?}");
+        }
+        assert_eq!(loggable(&"x".repeat(500)).len(), 100, "bounded");
+    }
 }
