@@ -37,7 +37,7 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::decision::Reason;
+use crate::decision::{disposition, Disposition, Reason};
 use crate::filing::{
     Action, Entity, Filing, IcpNumber, Product, Status, Submission, TransitionError, Website,
 };
@@ -409,24 +409,12 @@ impl Admin {
             ),
         };
         let policy = &runtime.config.policy;
-        let serves = verdict.reason == Reason::Filed
-            || (verdict.reason == Reason::RegistryUnavailable
-                && policy.on_registry_error == crate::config::OnRegistryError::Allow);
-        let decision = match (serves, policy.mode) {
-            (true, _) => "allow",
-            (false, crate::config::Mode::ReportOnly)
-                if !matches!(verdict.reason, Reason::InvalidHost | Reason::MissingHost) =>
-            {
-                "would_block"
-            }
-            (false, _) => "block",
-        };
+        let decision = disposition(verdict.reason, policy.mode, policy.on_registry_error);
         let block_status = http::StatusCode::from_u16(policy.block_status)
             .unwrap_or(StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS);
-        let status = if decision == "block" {
-            rejection::status_for(verdict.reason, block_status).as_u16()
-        } else {
-            200
+        let status = match decision {
+            Disposition::Block => rejection::status_for(verdict.reason, block_status).as_u16(),
+            Disposition::Allow | Disposition::WouldBlock => 200,
         };
         Ok(json_response(
             StatusCode::OK,
@@ -434,7 +422,7 @@ impl Admin {
                 "input": host,
                 "host": normalised,
                 "registrable_domain": domain,
-                "decision": decision,
+                "decision": decision.as_str(),
                 "reason": verdict.reason.as_str(),
                 "status": status,
                 "filing": verdict.filing.as_deref(),

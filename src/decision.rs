@@ -63,6 +63,7 @@ impl std::fmt::Display for Reason {
     }
 }
 
+use crate::config::{Mode, OnRegistryError};
 use crate::filing::{Filing, Kind, Product, Status};
 
 /// What the gate needs to know of a filing: small, cheap to clone, no personal data.
@@ -117,6 +118,46 @@ pub fn decide(filing: Option<&FilingFacts>, policy: RulePolicy) -> Reason {
     }
 }
 
+/// What the gate does with a request once its reason is known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// Forwarded: an approved filing, or the registry is down and policy allows.
+    Allow,
+    /// Forwarded in report-only mode, counted as what enforcement would block.
+    WouldBlock,
+    Block,
+}
+
+impl Disposition {
+    /// The `decision` label of `icpgate_requests_total` and the logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Disposition::Allow => "allow",
+            Disposition::WouldBlock => "would_block",
+            Disposition::Block => "block",
+        }
+    }
+
+    pub fn forwards(self) -> bool {
+        self != Disposition::Block
+    }
+}
+
+/// The one place `policy.mode` and `policy.on_registry_error` act on a reason —
+/// for requests, TLS handshakes and `/v1/decision` alike. A request without a usable
+/// host is a client error and blocked even in report-only mode.
+pub fn disposition(reason: Reason, mode: Mode, on_registry_error: OnRegistryError) -> Disposition {
+    match reason {
+        Reason::Filed => Disposition::Allow,
+        Reason::RegistryUnavailable if on_registry_error == OnRegistryError::Allow => {
+            Disposition::Allow
+        }
+        Reason::MissingHost | Reason::InvalidHost => Disposition::Block,
+        _ if mode == Mode::ReportOnly => Disposition::WouldBlock,
+        _ => Disposition::Block,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,6 +169,73 @@ mod tests {
             product: Product::Storefront,
             status,
             icp_number: None,
+        }
+    }
+
+    #[test]
+    fn policy_turns_reasons_into_dispositions() {
+        use Disposition::*;
+        let cases = [
+            // enforce: only a filed host is forwarded
+            (Reason::Filed, Mode::Enforce, OnRegistryError::Deny, Allow),
+            (
+                Reason::NotFiled,
+                Mode::Enforce,
+                OnRegistryError::Deny,
+                Block,
+            ),
+            (
+                Reason::RegistryUnavailable,
+                Mode::Enforce,
+                OnRegistryError::Deny,
+                Block,
+            ),
+            // registry down and policy says allow
+            (
+                Reason::RegistryUnavailable,
+                Mode::Enforce,
+                OnRegistryError::Allow,
+                Allow,
+            ),
+            // report-only forwards what it would block...
+            (
+                Reason::PendingReview,
+                Mode::ReportOnly,
+                OnRegistryError::Deny,
+                WouldBlock,
+            ),
+            (
+                Reason::IpLiteral,
+                Mode::ReportOnly,
+                OnRegistryError::Deny,
+                WouldBlock,
+            ),
+            (
+                Reason::SniMismatch,
+                Mode::ReportOnly,
+                OnRegistryError::Deny,
+                WouldBlock,
+            ),
+            // ...but never a request without a usable host
+            (
+                Reason::InvalidHost,
+                Mode::ReportOnly,
+                OnRegistryError::Allow,
+                Block,
+            ),
+            (
+                Reason::MissingHost,
+                Mode::ReportOnly,
+                OnRegistryError::Allow,
+                Block,
+            ),
+        ];
+        for (reason, mode, on_error, want) in cases {
+            assert_eq!(
+                disposition(reason, mode, on_error),
+                want,
+                "{reason} {mode:?} {on_error:?}"
+            );
         }
     }
 

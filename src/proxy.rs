@@ -19,8 +19,8 @@ use http_body_util::Limited;
 use hyper::body::Incoming;
 
 use crate::blocked_hosts::{BlockedHosts, DEFAULT_CAPACITY};
-use crate::config::{Config, IpNet, Mode, OnRegistryError, PoolName};
-use crate::decision::{decide, FilingFacts, Reason, RulePolicy};
+use crate::config::{Config, IpNet, PoolName};
+use crate::decision::{decide, disposition, Disposition, FilingFacts, Reason, RulePolicy};
 use crate::decision_cache::DecisionCache;
 use crate::filed_domains::FiledDomains;
 use crate::forward::{self, ForwardContext};
@@ -301,27 +301,15 @@ impl Gate {
         outcome: &mut Outcome,
     ) -> Option<PoolName> {
         let policy = &runtime.config.policy;
-        let filed_pool = verdict.filing.as_ref().map(|f| pool_of(f.product));
-        let pool = filed_pool.unwrap_or(policy.default_pool);
-        if verdict.reason == Reason::Filed {
-            outcome.decision = "allow";
-            return Some(pool);
-        }
-        if verdict.reason == Reason::RegistryUnavailable
-            && policy.on_registry_error == OnRegistryError::Allow
-        {
-            outcome.decision = "allow";
-            return Some(pool);
-        }
-        if policy.mode == Mode::ReportOnly
-            && !matches!(verdict.reason, Reason::MissingHost | Reason::InvalidHost)
-        {
-            outcome.decision = "would_block";
+        let disposition = disposition(verdict.reason, policy.mode, policy.on_registry_error);
+        outcome.decision = disposition.as_str();
+        if disposition == Disposition::WouldBlock {
             tracing::info!(target: "icpgate::report_only", reason = verdict.reason.as_str(), host = outcome.host.as_deref().unwrap_or("-"), "would block");
-            return Some(pool);
         }
-        outcome.decision = "block";
-        None
+        let filed_pool = verdict.filing.as_ref().map(|f| pool_of(f.product));
+        disposition
+            .forwards()
+            .then(|| filed_pool.unwrap_or(policy.default_pool))
     }
 
     /// The verdict for a host on this connection: on TLS, a host under another

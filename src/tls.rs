@@ -35,7 +35,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::LazyConfigAcceptor;
 
-use crate::config::{Mode, OnRegistryError, Policy};
+use crate::config::Policy;
 use crate::decision::Reason;
 use crate::host::HostName;
 use crate::listener::{Handshake, Handshaken};
@@ -112,11 +112,7 @@ impl HandshakeError {
 /// Whether the gate lets a host with this reason through at all (the same rule as
 /// for plain-HTTP requests).
 fn admits(reason: Reason, policy: &Policy) -> bool {
-    match reason {
-        Reason::Filed => true,
-        Reason::RegistryUnavailable if policy.on_registry_error == OnRegistryError::Allow => true,
-        _ => policy.mode == Mode::ReportOnly,
-    }
+    crate::decision::disposition(reason, policy.mode, policy.on_registry_error).forwards()
 }
 
 /// The `listen.https` handshake: SNI gating, then TLS.
@@ -234,6 +230,7 @@ impl Handshake for TlsHandshake {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{Mode, OnRegistryError};
 
     #[test]
     fn handshakes_are_admitted_by_the_same_rule_as_requests() {
