@@ -43,6 +43,10 @@ const BATCH: usize = 32;
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest wait between two looks at the outbox when nothing wakes the notifier.
 const IDLE_POLL: Duration = Duration::from_secs(30);
+/// Delivered events are kept this long (for inspection), then deleted.
+const KEEP_DELIVERED: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How often delivered events past `KEEP_DELIVERED` are deleted.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum NotifyError {
@@ -166,7 +170,12 @@ impl Notifier {
 
     /// Deliver until `stop` turns true.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        let mut last_prune: Option<std::time::Instant> = None;
         loop {
+            if last_prune.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
+                self.prune().await;
+                last_prune = Some(std::time::Instant::now());
+            }
             self.deliver_due(&stop).await;
             let wait = self.until_next_due().await;
             tokio::select! {
@@ -174,6 +183,21 @@ impl Notifier {
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(wait) => {}
             }
+        }
+    }
+
+    /// Delete events delivered more than `KEEP_DELIVERED` ago, so the outbox does not
+    /// grow without bound.
+    async fn prune(&self) {
+        let keep = i64::try_from(KEEP_DELIVERED.as_millis()).unwrap_or(i64::MAX);
+        match self
+            .outbox
+            .prune_delivered(now_ms().saturating_sub(keep))
+            .await
+        {
+            Ok(0) => {}
+            Ok(count) => tracing::info!(count, "pruned delivered notifications"),
+            Err(error) => tracing::warn!(%error, "cannot prune the notification outbox"),
         }
     }
 

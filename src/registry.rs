@@ -81,6 +81,9 @@ pub trait Outbox: Send + Sync + 'static {
     async fn failed(&self, id: i64, next_at_ms: i64, error: &str) -> Result<(), RegistryError>;
     /// How many events are not yet delivered.
     async fn pending(&self) -> Result<u64, RegistryError>;
+    /// Delete events delivered before `before_ms`; returns how many went. Pending
+    /// events are never deleted.
+    async fn prune_delivered(&self, before_ms: i64) -> Result<u64, RegistryError>;
 }
 
 /// The filing a domain resolves to, with the revision the registry was at when read.

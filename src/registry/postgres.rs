@@ -570,6 +570,16 @@ impl Outbox for PostgresRegistry {
         Ok(())
     }
 
+    async fn prune_delivered(&self, before_ms: i64) -> Result<u64, RegistryError> {
+        let client = self.pool.get().await?;
+        Ok(client
+            .execute(
+                "DELETE FROM icpgate_outbox WHERE delivered_at_ms IS NOT NULL AND delivered_at_ms < $1",
+                &[&before_ms],
+            )
+            .await?)
+    }
+
     async fn pending(&self) -> Result<u64, RegistryError> {
         let client = self.pool.get().await?;
         let row = client

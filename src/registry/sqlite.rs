@@ -518,6 +518,17 @@ impl Outbox for SqliteRegistry {
         .await
     }
 
+    async fn prune_delivered(&self, before_ms: i64) -> Result<u64, RegistryError> {
+        self.write(move |tx| {
+            let n = tx.execute(
+                "DELETE FROM outbox WHERE delivered_at_ms IS NOT NULL AND delivered_at_ms < ?1",
+                [before_ms],
+            )?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        })
+        .await
+    }
+
     async fn pending(&self) -> Result<u64, RegistryError> {
         self.read(|conn| {
             let n: i64 = conn.query_row(
@@ -545,4 +556,56 @@ fn import_one(tx: &Transaction<'_>, record: ImportRecord) -> Result<(), Registry
     }
     store(tx, &mut filing, record.id).map_err(at_line)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::filing::{Entity, Kind, Product, Submission, Website};
+
+    fn submission(domain: &str) -> Submission {
+        Submission {
+            kind: Kind::New,
+            product: Product::Storefront,
+            domains: vec![domain.to_string()],
+            icp_number: None,
+            entity: Entity {
+                name: "示例科技有限公司".into(),
+                ..Entity::default()
+            },
+            website: Website {
+                name: "示例".into(),
+                ..Website::default()
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn pruning_deletes_only_delivered_events_older_than_the_cut() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let registry = SqliteRegistry::open(&dir.path().join("r.db"))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .with_outbox(true);
+        let submit = |d: &'static str| registry.submit(submission(d), "tester");
+        submit("delivered.cn")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let due = registry
+            .due(now_ms(), 10)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(due.len(), 1);
+        registry
+            .delivered(due[0].id, 1_000)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        submit("pending.cn").await.unwrap_or_else(|e| panic!("{e}"));
+
+        // Delivered at t=1000: kept by a cut at 1000, deleted by one after it.
+        assert_eq!(registry.prune_delivered(1_000).await.ok(), Some(0));
+        assert_eq!(registry.prune_delivered(1_001).await.ok(), Some(1));
+        // The undelivered event is never pruned, however late the cut.
+        assert_eq!(registry.prune_delivered(i64::MAX).await.ok(), Some(0));
+        assert_eq!(registry.pending().await.ok(), Some(1));
+    }
 }
