@@ -34,16 +34,33 @@ fn spawn_in_flight(
     })
 }
 
+/// Wait until the origin has the request (the gate forwarded it): only then is it
+/// in flight, whatever the machine's load.
+async fn in_flight_at_origin(arrivals: &mut tokio::sync::mpsc::UnboundedReceiver<String>) {
+    let arrived = tokio::time::timeout(Duration::from_secs(10), arrivals.recv()).await;
+    assert!(
+        matches!(arrived, Ok(Some(_))),
+        "the request never reached the origin"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_in_flight_requests_then_exits_zero() {
-    let origin = start_origin("storefront").await;
+    let (origin, mut arrivals) = start_origin_with_arrivals("storefront").await;
     let mut gate = GateProcess::spawn(&standard_seed(), origin, "");
     let in_flight = spawn_in_flight(gate.http, "/sleep/1.5");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    in_flight_at_origin(&mut arrivals).await;
     gate.signal("TERM");
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let refused = tokio::net::TcpStream::connect(gate.http).await;
-    assert!(refused.is_err(), "no new connections while draining");
+    // The in-flight request still has ~1 s to run: the listener closes before it ends.
+    let refused = eventually(Duration::from_secs(1), || async {
+        tokio::net::TcpStream::connect(gate.http).await.is_err()
+    })
+    .await;
+    assert!(refused, "no new connections while draining");
+    assert!(
+        !in_flight.is_finished(),
+        "the refusal came while the request was in flight"
+    );
     assert_eq!(
         in_flight.await.expect("join"),
         Some(200),
@@ -58,14 +75,14 @@ async fn sigterm_drains_in_flight_requests_then_exits_zero() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_drain_is_bounded_by_drain_timeout() {
-    let origin = start_origin("storefront").await;
+    let (origin, mut arrivals) = start_origin_with_arrivals("storefront").await;
     let mut gate = GateProcess::spawn(
         &standard_seed(),
         origin,
         "[limits]\ndrain_timeout = \"1s\"\nupstream_timeout = \"60s\"\n",
     );
     let in_flight = spawn_in_flight(gate.http, "/sleep/20");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    in_flight_at_origin(&mut arrivals).await;
     let signalled = Instant::now();
     gate.signal("TERM");
     let status = gate
@@ -87,10 +104,10 @@ async fn the_drain_is_bounded_by_drain_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigint_exits_at_once() {
-    let origin = start_origin("storefront").await;
+    let (origin, mut arrivals) = start_origin_with_arrivals("storefront").await;
     let mut gate = GateProcess::spawn(&standard_seed(), origin, "");
     let in_flight = spawn_in_flight(gate.http, "/sleep/20");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    in_flight_at_origin(&mut arrivals).await;
     let signalled = Instant::now();
     gate.signal("INT");
     let status = gate

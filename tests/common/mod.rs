@@ -24,6 +24,22 @@ pub const TOKEN: &str = "test-admin-token-5f3c";
 
 /// An origin that answers every request with JSON describing what it received.
 pub async fn start_origin(name: &'static str) -> SocketAddr {
+    start_origin_reporting(name, None).await
+}
+
+/// `start_origin`, also sending each request's path to `arrivals` as it arrives
+/// (before any `/sleep/N`), so a test can wait until a request is truly in flight.
+pub async fn start_origin_with_arrivals(
+    name: &'static str,
+) -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    let (sender, arrivals) = tokio::sync::mpsc::unbounded_channel();
+    (start_origin_reporting(name, Some(sender)).await, arrivals)
+}
+
+async fn start_origin_reporting(
+    name: &'static str,
+    arrivals: Option<tokio::sync::mpsc::UnboundedSender<String>>,
+) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind origin");
     let addr = listener.local_addr().expect("origin addr");
     tokio::spawn(async move {
@@ -31,8 +47,14 @@ pub async fn start_origin(name: &'static str) -> SocketAddr {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
+            let arrivals = arrivals.clone();
             tokio::spawn(async move {
-                let service = service_fn(move |request| echo(name, request));
+                let service = service_fn(move |request: Request<Incoming>| {
+                    if let Some(arrivals) = &arrivals {
+                        let _ = arrivals.send(request.uri().path().to_string());
+                    }
+                    echo(name, request)
+                });
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                     .serve_connection_with_upgrades(TokioIo::new(stream), service)
                     .await;
