@@ -147,6 +147,14 @@ pub enum RegistryError {
 }
 
 impl RegistryError {
+    /// This error, as the failure of an import's line `line`.
+    pub fn at_line(line: usize) -> impl Fn(RegistryError) -> RegistryError + Copy {
+        move |source| RegistryError::AtLine {
+            line,
+            source: Box::new(source),
+        }
+    }
+
     /// Whether the store itself failed (as opposed to the request being refused).
     pub fn is_unavailable(&self) -> bool {
         match self {

@@ -383,10 +383,7 @@ impl Registry for PostgresRegistry {
         let count = records.len();
         for record in records {
             let line = record.line;
-            let at_line = |source: RegistryError| RegistryError::AtLine {
-                line,
-                source: Box::new(source),
-            };
+            let at_line = RegistryError::at_line(line);
             let mut filing = record.filing;
             if let Some(id) = record.id {
                 if load(&tx, id, false).await.map_err(at_line)?.is_some() {

@@ -544,10 +544,7 @@ impl Outbox for SqliteRegistry {
 
 fn import_one(tx: &Transaction<'_>, record: ImportRecord) -> Result<(), RegistryError> {
     let line = record.line;
-    let at_line = |source: RegistryError| RegistryError::AtLine {
-        line,
-        source: Box::new(source),
-    };
+    let at_line = RegistryError::at_line(line);
     let mut filing = record.filing;
     if let Some(id) = record.id {
         if load(tx, id).map_err(at_line)?.is_some() {
