@@ -255,3 +255,49 @@ async fn a_random_name_flood_never_reaches_the_registry() {
         Some("pending_review")
     );
 }
+
+/// hyper lets an HTTP/2 client send both `:authority` and a `Host` header (hyper#3958):
+/// the gate decides by `:authority`, and the upstream leg carries exactly one Host.
+#[tokio::test]
+async fn http2_authority_wins_over_a_host_header_and_one_host_goes_upstream() {
+    use http_body_util::{BodyExt, Full};
+    let (gate, _, _) = gate().await;
+    let send = |authority: &'static str, host: &'static str| async move {
+        let stream = tokio::net::TcpStream::connect(gate.http)
+            .await
+            .expect("connect");
+        let (mut sender, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(stream),
+        )
+        .await
+        .expect("h2 handshake");
+        tokio::spawn(conn);
+        let request = http::Request::builder()
+            .uri(format!("http://{authority}/both"))
+            .header("host", host)
+            .body(Full::new(bytes::Bytes::new()))
+            .expect("request");
+        let response = sender.send_request(request).await.expect("response");
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        (
+            status,
+            serde_json::from_slice::<serde_json::Value>(&body).unwrap_or_default(),
+        )
+    };
+    let (status, seen) = send("example.com", "unfiled.com").await;
+    assert_eq!(status, 200);
+    assert_eq!(seen["host_count"], 1, "{seen}");
+    assert_eq!(seen["headers"]["host"], "example.com");
+    let (status, _) = send("unfiled.com", "example.com").await;
+    assert_eq!(
+        status, 451,
+        "a filed Host header cannot open an unfiled :authority"
+    );
+}
