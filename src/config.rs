@@ -78,6 +78,7 @@
 //! [notify]                       # webhook on filing changes, off by default
 //! # url = "https://..."
 //! # secret = "..."               # HMAC key; needs url
+//! # ca_file = "hook-ca.pem"      # extra trust root for an https receiver
 //! ```
 //!
 //! On reload (SIGHUP) most settings apply at once;
@@ -1076,6 +1077,21 @@ secret = "s3cret"
         assert_eq!(c.cache.ttl, Duration::from_secs(60));
         assert_eq!(c.policy.block_status, 451);
         assert_eq!(c.limits.max_body_bytes, 10 << 20);
+    }
+
+    /// docs/configuration.md's TOML block is the operators' reference: the same
+    /// check as for the module doc.
+    #[test]
+    fn configuration_doc_example_is_the_defaults() {
+        let example: String = include_str!("../docs/configuration.md")
+            .lines()
+            .skip_while(|l| l.trim() != "```toml")
+            .skip(1)
+            .take_while(|l| l.trim() != "```")
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert!(example.contains("[limits]"), "example not found");
+        assert_eq!(parse(&example).map_err(|e| e.to_string()), Ok(defaults()));
     }
 
     /// The module doc's TOML block is what operators copy: it must parse, and
