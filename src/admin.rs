@@ -345,6 +345,9 @@ impl Admin {
         metrics
             .cache_entries
             .set(i64::try_from(self.gate.cache().entry_count()).unwrap_or(i64::MAX));
+        metrics
+            .filed_domains
+            .set(i64::try_from(self.gate.filed.len()).unwrap_or(i64::MAX));
         let mut response = text_response(StatusCode::OK, &metrics.render());
         response.headers_mut().insert(
             header::CONTENT_TYPE,

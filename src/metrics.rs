@@ -38,6 +38,7 @@ pub struct Metrics {
     pub request_duration: Histogram,
     pub cache_lookups: IntCounterVec,
     pub cache_entries: IntGauge,
+    pub filed_domains: IntGauge,
     pub registry_errors: IntCounter,
     pub registry_lookup_duration: Histogram,
     pub upstream_errors: IntCounterVec,
@@ -83,6 +84,10 @@ impl Metrics {
             cache_entries: IntGauge::new(
                 "icpgate_cache_entries",
                 "Entries in the decision cache.",
+            )?,
+            filed_domains: IntGauge::new(
+                "icpgate_filed_domains",
+                "Registrable domains in this node's filed-domain index (any status).",
             )?,
             registry_errors: IntCounter::new(
                 "icpgate_registry_errors_total",
@@ -147,6 +152,7 @@ impl Metrics {
         r.register(Box::new(self.request_duration.clone()))?;
         r.register(Box::new(self.cache_lookups.clone()))?;
         r.register(Box::new(self.cache_entries.clone()))?;
+        r.register(Box::new(self.filed_domains.clone()))?;
         r.register(Box::new(self.registry_errors.clone()))?;
         r.register(Box::new(self.registry_lookup_duration.clone()))?;
         r.register(Box::new(self.upstream_errors.clone()))?;

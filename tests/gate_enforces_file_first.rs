@@ -254,6 +254,17 @@ async fn a_random_name_flood_never_reaches_the_registry() {
         gate.get("www.scan-0001-7919.cn", "/").await.reason(),
         Some("pending_review")
     );
+    let index = |text: &str| sample(text, "icpgate_filed_domains", &[]);
+    assert_eq!(
+        index(&after),
+        Some(9.0),
+        "the flood added nothing to the index"
+    );
+    assert_eq!(
+        index(&gate.metrics().await),
+        Some(10.0),
+        "the new filing's domain was learnt"
+    );
 }
 
 /// hyper lets an HTTP/2 client send both `:authority` and a `Host` header (hyper#3958):
