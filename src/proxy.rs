@@ -564,8 +564,14 @@ fn declared_length<B>(request: &Request<B>) -> Option<u64> {
 }
 
 /// The request's authority: HTTP/2 `:authority` or an absolute-form URI's, else the
-/// single `Host`. Two different Host headers are ambiguous and refused.
+/// single `Host`. Two different Host headers are ambiguous and refused, and so is
+/// CONNECT.
 pub fn authority_of<B>(request: &Request<B>) -> Result<String, Reason> {
+    // A reverse proxy has no tunnels to offer: CONNECT's authority-form target is
+    // not a site to gate, so it is refused like any unusable host.
+    if request.method() == http::Method::CONNECT {
+        return Err(Reason::InvalidHost);
+    }
     if let Some(authority) = request.uri().authority() {
         return Ok(authority.as_str().to_string());
     }

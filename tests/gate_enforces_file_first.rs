@@ -111,6 +111,18 @@ async fn missing_duplicate_and_absolute_form_hosts() {
         "{}",
         String::from_utf8_lossy(&smuggled)
     );
+    // CONNECT would make the gate a tunnel, even to a filed host.
+    let connect = raw(
+        gate.http,
+        b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\nConnection: close\r\n\r\n",
+        wait,
+    )
+    .await;
+    let text = String::from_utf8_lossy(&connect);
+    assert!(
+        text.starts_with("HTTP/1.1 400") && text.contains("invalid_host"),
+        "{text}"
+    );
     let absolute = raw(
         gate.http,
         b"GET http://example.com/x HTTP/1.1\r\nHost: unfiled.com\r\nConnection: close\r\n\r\n",
