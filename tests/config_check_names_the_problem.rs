@@ -2,7 +2,7 @@
 //! exits 0 on a valid file (the shipped `config/icpgate.toml` included) and non-zero
 //! on a broken one, printing the file, the line and the key at fault.
 
-use std::process::Command;
+mod common;
 
 fn check(text: &str) -> (i32, String) {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -12,17 +12,13 @@ fn check(text: &str) -> (i32, String) {
 }
 
 fn check_path(path: &std::path::Path) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_icpgate"))
-        .args(["config", "check", "--config"])
-        .arg(path)
-        .output()
-        .expect("run icpgate");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code().unwrap_or(-1), text)
+    let (code, text) = common::run_icpgate([
+        std::ffi::OsStr::new("config"),
+        std::ffi::OsStr::new("check"),
+        std::ffi::OsStr::new("--config"),
+        path.as_os_str(),
+    ]);
+    (code.unwrap_or(-1), text)
 }
 
 #[test]

@@ -170,19 +170,14 @@ async fn acknowledged_changes_survive_kill_9() {
 }
 
 fn cli(args: &[&str], config: &Path, file: &Path) -> (bool, String) {
-    let out = Command::new(BIN)
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .arg(file)
-        .output()
-        .expect("run icpgate");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    let mut all: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
+    all.extend([
+        std::ffi::OsStr::new("--config"),
+        config.as_os_str(),
+        file.as_os_str(),
+    ]);
+    let (code, text) = common::run_icpgate(all);
+    (code == Some(0), text)
 }
 
 /// A copy of `config` pointing at another registry file.

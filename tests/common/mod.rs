@@ -733,3 +733,22 @@ impl TestGate {
         id
     }
 }
+
+/// Run the real `icpgate` binary with `args`; its exit code (None when killed by a
+/// signal) and everything it printed, stdout then stderr.
+pub fn run_icpgate<I, S>(args: I) -> (Option<i32>, String)
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_icpgate"))
+        .args(args)
+        .output()
+        .expect("run icpgate");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), text)
+}
