@@ -4,7 +4,6 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,7 +22,7 @@ use crate::config::{AdminConfig, Backend, Config, ConfigError, RegistryConfig};
 use crate::decision_cache::{CacheSettings, DecisionCache};
 use crate::filed_domains::FiledDomains;
 use crate::filing::Status;
-use crate::listener::{Listener, PlainHandshake};
+use crate::listener::{Connections, Listener, PlainHandshake};
 use crate::metrics::{Metrics, MetricsError};
 use crate::notify::{Backoff, Notifier};
 use crate::proxy::{Gate, Runtime};
@@ -174,6 +173,10 @@ fn cache_settings(config: &Config) -> CacheSettings {
 /// How often the certificate directory is checked for changes.
 const CERTS_POLL: Duration = Duration::from_secs(2);
 
+/// How long a stop waits for cut connections to close their sockets; cutting is
+/// only dropping futures, so this bounds a stuck task, not normal work.
+const CUT_BOUND: Duration = Duration::from_secs(1);
+
 /// Refuse to start when a TLS upstream pool's trust roots cannot be loaded.
 fn check_upstream_tls(config: &Config) -> Result<(), AppError> {
     use crate::config::PoolName;
@@ -294,6 +297,7 @@ pub struct Running {
     config_path: PathBuf,
     stop: watch::Sender<bool>,
     graceful: Arc<GracefulShutdown>,
+    connections: Arc<Connections>,
     /// Accept loops; awaited at shutdown so the drain handle is ours alone.
     listeners: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -336,7 +340,6 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         notifier,
     });
 
-    let active = Arc::new(AtomicUsize::new(0));
     let mut running = Running {
         http: None,
         https: None,
@@ -348,6 +351,7 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         config_path: config.source.clone(),
         stop,
         graceful,
+        connections: Arc::default(),
         listeners: Vec::new(),
     };
     if let Some(addr) = config.listen.http {
@@ -359,13 +363,13 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
             handshake: Arc::new(PlainHandshake),
             graceful: Arc::clone(&running.graceful),
             shutdown: stop_rx.clone(),
-            active: Arc::clone(&active),
+            connections: Arc::clone(&running.connections),
         };
         tracing::info!(addr = ?running.http, "listening (http)");
         running.listeners.push(tokio::spawn(listener.run()));
     }
     if let (Some(addr), Some(dir)) = (config.listen.https, &config.tls.certs_dir) {
-        start_https(&mut running, addr, dir, &gate, &stop_rx, &active).await?;
+        start_https(&mut running, addr, dir, &gate, &stop_rx).await?;
     }
     if let Some(addr) = config.listen.admin {
         let tcp = bind("listen.admin", addr).await?;
@@ -396,7 +400,6 @@ async fn start_https(
     dir: &Path,
     gate: &Arc<Gate>,
     stop_rx: &watch::Receiver<bool>,
-    active: &Arc<AtomicUsize>,
 ) -> Result<(), AppError> {
     let certs = Arc::new(CertStore::open(dir)?);
     let tcp = bind("listen.https", addr).await?;
@@ -407,7 +410,7 @@ async fn start_https(
         handshake: Arc::new(TlsHandshake::new(Arc::clone(gate), Arc::clone(&certs))?),
         graceful: Arc::clone(&running.graceful),
         shutdown: stop_rx.clone(),
-        active: Arc::clone(active),
+        connections: Arc::clone(&running.connections),
     };
     tracing::info!(addr = ?running.https, "listening (https)");
     running.listeners.push(tokio::spawn(listener.run()));
@@ -428,26 +431,28 @@ impl Running {
     }
 
     /// Stop accepting; with `drain`, wait up to `limits.drain_timeout` for in-flight
-    /// requests to finish.
+    /// requests to finish. Whatever is still open then is cut before this returns.
     pub async fn shutdown(self, drain: bool) {
         let _ = self.stop.send(true);
         for listener in self.listeners {
             let _ = listener.await;
         }
-        let Ok(graceful) = Arc::try_unwrap(self.graceful) else {
-            tracing::warn!("connections still being accepted; not draining");
-            return;
-        };
         if drain {
-            let timeout = self.gate.current().config.limits.drain_timeout;
-            tracing::info!(?timeout, open = graceful.count(), "draining");
-            if tokio::time::timeout(timeout, graceful.shutdown())
-                .await
-                .is_err()
-            {
-                tracing::warn!("drain timeout reached; closing the remaining connections");
+            match Arc::try_unwrap(self.graceful) {
+                Ok(graceful) => {
+                    let timeout = self.gate.current().config.limits.drain_timeout;
+                    tracing::info!(?timeout, open = graceful.count(), "draining");
+                    if tokio::time::timeout(timeout, graceful.shutdown())
+                        .await
+                        .is_err()
+                    {
+                        tracing::warn!("drain timeout reached; closing the remaining connections");
+                    }
+                }
+                Err(_) => tracing::warn!("connections still being accepted; not draining"),
             }
         }
+        self.connections.cut_all(CUT_BOUND).await;
     }
 }
 

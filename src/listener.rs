@@ -1,7 +1,8 @@
 //! Accept loops: one per data-plane listener. Each connection is counted against
 //! `limits.max_connections` (over the limit it is closed at once), served by
 //! hyper-util's auto builder (HTTP/1.1, and HTTP/2 by prior knowledge or ALPN), and
-//! watched by the one graceful-shutdown handle so SIGTERM drains it.
+//! watched by the one graceful-shutdown handle so SIGTERM drains it; what a stop
+//! does not drain is cut (`Connections::cut_all`) while the runtime is still whole.
 //!
 //! With `listen.proxy_protocol = true` every connection must open with a PROXY v1 or
 //! v2 header (read within `limits.header_read_timeout`, before TLS or HTTP); the
@@ -30,7 +31,7 @@ use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tokio::time::Sleep;
 
 use crate::metrics::Metrics;
@@ -40,26 +41,85 @@ use crate::proxy_protocol::{read_proxy_header, ProxyProtocolError};
 /// Bytes of the HTTP/2 connection preface hyper reads to tell h2 from h1.
 const PROTOCOL_SNIFF_BYTES: usize = 24;
 
-/// Counts open connections for the limit and the `icpgate_connections_active` gauge.
+/// Every data-plane connection of the process: counted against
+/// `limits.max_connections` (and the `icpgate_connections_active` gauge), and cut
+/// together when the process stops without a complete drain.
+///
+/// Cutting them ourselves, before the runtime goes away, is what makes a stop
+/// predictable: the runtime drops its tasks in no set order, so an upstream
+/// connection dropped before the client's would let a request in flight answer 502
+/// instead of the client seeing its connection close.
+pub struct Connections {
+    active: AtomicUsize,
+    cut: watch::Sender<bool>,
+    all_closed: Notify,
+}
+
+impl Default for Connections {
+    fn default() -> Self {
+        Connections {
+            active: AtomicUsize::new(0),
+            cut: watch::Sender::new(false),
+            all_closed: Notify::new(),
+        }
+    }
+}
+
+impl Connections {
+    /// Open connections right now.
+    pub fn open(&self) -> usize {
+        self.active.load(Ordering::Acquire)
+    }
+
+    /// Close every connection (and refuse the ones still handshaking); returns once
+    /// they are all closed, or after `bound`.
+    pub async fn cut_all(&self, bound: Duration) {
+        self.cut.send_replace(true);
+        let _ = tokio::time::timeout(bound, async {
+            loop {
+                // Registered before the count is read, so a close in between still wakes us.
+                let closed = self.all_closed.notified();
+                if self.open() == 0 {
+                    return;
+                }
+                closed.await;
+            }
+        })
+        .await;
+    }
+
+    /// Serve `connection` until it ends or every connection is cut; `slot` is
+    /// released only after the connection's sockets are closed.
+    async fn serve_until_cut(&self, connection: impl Future<Output = ()>, slot: ConnectionSlot) {
+        let mut cut = self.cut.subscribe();
+        tokio::select! {
+            _ = connection => {}
+            _ = cut.wait_for(|cut| *cut) => {}
+        }
+        drop(slot);
+    }
+}
+
+/// One open connection's place in `Connections`.
 struct ConnectionSlot {
-    active: Arc<AtomicUsize>,
+    connections: Arc<Connections>,
     metrics: Arc<Metrics>,
 }
 
 impl ConnectionSlot {
     fn acquire(
-        active: &Arc<AtomicUsize>,
+        connections: &Arc<Connections>,
         limit: usize,
         metrics: &Arc<Metrics>,
     ) -> Option<ConnectionSlot> {
-        let previous = active.fetch_add(1, Ordering::AcqRel);
+        let previous = connections.active.fetch_add(1, Ordering::AcqRel);
         if previous >= limit {
-            active.fetch_sub(1, Ordering::AcqRel);
+            connections.active.fetch_sub(1, Ordering::AcqRel);
             return None;
         }
         metrics.connections_active.inc();
         Some(ConnectionSlot {
-            active: Arc::clone(active),
+            connections: Arc::clone(connections),
             metrics: Arc::clone(metrics),
         })
     }
@@ -67,7 +127,9 @@ impl ConnectionSlot {
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
-        self.active.fetch_sub(1, Ordering::AcqRel);
+        if self.connections.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.connections.all_closed.notify_waiters();
+        }
         self.metrics.connections_active.dec();
     }
 }
@@ -91,7 +153,7 @@ pub struct Listener<H: Handshake> {
     pub graceful: Arc<GracefulShutdown>,
     pub shutdown: watch::Receiver<bool>,
     /// Shared by every listener so the limit is per process.
-    pub active: Arc<AtomicUsize>,
+    pub connections: Arc<Connections>,
 }
 
 impl<H: Handshake> Listener<H> {
@@ -115,7 +177,7 @@ impl<H: Handshake> Listener<H> {
             backoff = Duration::from_millis(10);
             let runtime = self.gate.current();
             let limit = runtime.config.limits.max_connections;
-            let Some(slot) = ConnectionSlot::acquire(&self.active, limit, &self.gate.metrics)
+            let Some(slot) = ConnectionSlot::acquire(&self.connections, limit, &self.gate.metrics)
             else {
                 tracing::warn!(%peer, limit, "connection limit reached; closing");
                 continue;
@@ -128,10 +190,8 @@ impl<H: Handshake> Listener<H> {
                 Arc::clone(&self.handshake),
                 self.graceful.watcher(),
             );
-            tokio::spawn(async move {
-                task.await;
-                drop(slot);
-            });
+            let connections = Arc::clone(&self.connections);
+            tokio::spawn(async move { connections.serve_until_cut(task, slot).await });
         }
     }
 }
@@ -307,5 +367,66 @@ impl Handshake for PlainHandshake {
                 },
             ))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metrics() -> Arc<Metrics> {
+        Arc::new(Metrics::new().expect("metrics"))
+    }
+
+    #[tokio::test]
+    async fn cut_all_closes_a_connection_that_would_never_end() {
+        let connections = Arc::new(Connections::default());
+        let metrics = metrics();
+        let slot = ConnectionSlot::acquire(&connections, 10, &metrics).expect("slot");
+        let (dropped_tx, dropped_rx) = tokio::sync::oneshot::channel::<()>();
+        let forever = async move {
+            let _dropped_when_cut = dropped_tx;
+            std::future::pending::<()>().await
+        };
+        let task = tokio::spawn({
+            let connections = Arc::clone(&connections);
+            async move { connections.serve_until_cut(forever, slot).await }
+        });
+        tokio::task::yield_now().await;
+        assert_eq!(connections.open(), 1);
+        connections.cut_all(Duration::from_secs(5)).await;
+        assert_eq!(connections.open(), 0, "cut_all returns once all are closed");
+        assert!(
+            dropped_rx.await.is_err(),
+            "the connection's future was dropped"
+        );
+        task.await.expect("task ends");
+        assert_eq!(metrics.connections_active.get(), 0);
+    }
+
+    #[tokio::test]
+    async fn connections_accepted_after_a_cut_are_closed_at_once() {
+        let connections = Arc::new(Connections::default());
+        let metrics = metrics();
+        connections.cut_all(Duration::from_secs(1)).await;
+        let slot = ConnectionSlot::acquire(&connections, 10, &metrics).expect("slot");
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            connections.serve_until_cut(std::future::pending::<()>(), slot),
+        )
+        .await
+        .expect("a late connection does not outlive the cut");
+        assert_eq!(connections.open(), 0);
+    }
+
+    #[tokio::test]
+    async fn the_limit_refuses_a_slot_and_gives_it_back() {
+        let connections = Arc::new(Connections::default());
+        let metrics = metrics();
+        let first = ConnectionSlot::acquire(&connections, 1, &metrics).expect("first");
+        assert!(ConnectionSlot::acquire(&connections, 1, &metrics).is_none());
+        assert_eq!(connections.open(), 1, "a refused slot is not counted");
+        drop(first);
+        assert!(ConnectionSlot::acquire(&connections, 1, &metrics).is_some());
     }
 }
