@@ -85,10 +85,7 @@ async fn spoofed_x_forwarded_for_is_replaced_for_untrusted_clients() {
 
 #[tokio::test]
 async fn dead_pool_answers_502_quickly_and_counts_a_connect_error() {
-    let dead = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("addr")
-    };
+    let (_reserved, dead) = refusing_address();
     let gate = TestGate::start(&standard_seed(), Some(dead), None, "").await;
     let started = Instant::now();
     let reply = gate.get("example.com", "/").await;
@@ -108,10 +105,7 @@ async fn dead_pool_answers_502_quickly_and_counts_a_connect_error() {
 #[tokio::test]
 async fn a_dead_server_fails_over_to_the_next() {
     let origin = start_origin("live").await;
-    let dead = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("addr")
-    };
+    let (_reserved, dead) = refusing_address();
     let gate = TestGate::start_with_pools(&standard_seed(), &[dead, origin], &[], "").await;
     // New connections go round-robin; each must land on the live server.
     for i in 0..4 {

@@ -13,7 +13,7 @@ mod common;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,22 +26,14 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{json, Value};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
-const BIN: &str = env!("CARGO_BIN_EXE_icpgate");
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr").port()
-}
-
-fn write_config(dir: &Path, db: &Path, admin: u16, notify: SocketAddr) -> PathBuf {
+fn write_config(dir: &Path, db: &Path, notify: SocketAddr) -> PathBuf {
     let text = format!(
-        "[listen]\nhttp = \"127.0.0.1:{http}\"\nadmin = \"127.0.0.1:{admin}\"\n\n\
+        "[listen]\nhttp = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\n\
          [registry]\nbackend = \"sqlite\"\npath = \"{db}\"\n\n\
          [admin]\ntoken_env = \"{TOKEN_ENV}\"\n\n\
          [notify]\nurl = \"http://{notify}/hook\"\n",
-        http = free_port(),
         db = db.display(),
     );
     let path = dir.join("icpgate.toml");
@@ -49,22 +41,15 @@ fn write_config(dir: &Path, db: &Path, admin: u16, notify: SocketAddr) -> PathBu
     path
 }
 
-/// `icpgate serve`, answering `/readyz` on `admin` before this returns.
-async fn spawn_gate(config: &Path, admin: SocketAddr) -> Child {
-    let mut child = Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(config)
-        .env(TOKEN_ENV, TOKEN)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn icpgate");
+/// `icpgate serve`, answering `/readyz` on its admin address before this returns.
+async fn spawn_gate(config: &Path) -> (Child, SocketAddr) {
+    let common::Served {
+        mut child, admin, ..
+    } = common::serve(config);
     for _ in 0..200 {
-        if TcpStream::connect(admin).await.is_ok() {
-            let reply = http1(admin, "GET", "/readyz", &[("host", "x")], b"").await;
-            if reply.status == StatusCode::OK {
-                return child;
-            }
+        let reply = http1(admin, "GET", "/readyz", &[("host", "x")], b"").await;
+        if reply.status == StatusCode::OK {
+            return (child, admin);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -115,16 +100,9 @@ async fn acknowledged_changes_survive_kill_9() {
         Arc::new(AtomicUsize::new(0)),
     );
     let hook = receiver(Arc::clone(&up), Arc::clone(&count)).await;
-    let admin_port = free_port();
-    let admin: SocketAddr = ([127, 0, 0, 1], admin_port).into();
-    let config = write_config(
-        dir.path(),
-        &dir.path().join("registry.db"),
-        admin_port,
-        hook,
-    );
+    let config = write_config(dir.path(), &dir.path().join("registry.db"), hook);
 
-    let mut child = spawn_gate(&config, admin).await;
+    let (mut child, admin) = spawn_gate(&config).await;
     let (s, b) = admin_post(
         admin,
         "/v1/filings",
@@ -145,7 +123,7 @@ async fn acknowledged_changes_survive_kill_9() {
     assert_eq!(count.load(Ordering::SeqCst), 0, "the webhook was down");
 
     up.store(true, Ordering::SeqCst);
-    let mut child = spawn_gate(&config, admin).await;
+    let (mut child, admin) = spawn_gate(&config).await;
     let reply = http1(
         admin,
         "GET",

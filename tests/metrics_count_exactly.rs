@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::*;
@@ -14,14 +13,6 @@ use serde_json::json;
 fn delta(before: &str, after: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     let after = sample(after, name, labels).unwrap_or_else(|| panic!("{name} {labels:?} missing"));
     after - sample(before, name, labels).unwrap_or(0.0)
-}
-
-/// A port where nothing listens (bound, then released).
-async fn dead_port() -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    listener.local_addr().expect("addr")
 }
 
 #[tokio::test]
@@ -130,7 +121,7 @@ async fn request_counters_and_the_histogram_move_by_exactly_the_traffic_sent() {
 #[tokio::test]
 async fn upstream_errors_are_counted_by_pool_and_kind() {
     let origin = start_origin("storefront").await;
-    let dead = dead_port().await;
+    let (_reserved, dead) = refusing_address();
     let extra = "[limits]\nupstream_timeout = \"300ms\"\nupstream_connect_timeout = \"300ms\"\n";
     let gate = TestGate::start(&standard_seed(), Some(origin), Some(dead), extra).await;
     let before = gate.metrics().await;

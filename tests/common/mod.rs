@@ -545,56 +545,22 @@ pub struct GateProcess {
 
 impl GateProcess {
     /// Spawn `icpgate serve` on a config written by `config_text`, and wait until both
-    /// listeners are bound (their addresses are read from the log).
+    /// listeners are bound.
     pub fn spawn(seed: &[String], storefront: SocketAddr, extra: &str) -> GateProcess {
-        use std::io::BufRead;
         let dir = tempfile::tempdir().expect("tempdir");
         let text = config_text(dir.path(), seed, &[storefront], &[], "", extra);
         let config_path = dir.path().join("icpgate.toml");
         std::fs::write(&config_path, &text).expect("write config");
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_icpgate"))
-            .args(["serve", "--config"])
-            .arg(&config_path)
-            .env(TOKEN_ENV, TOKEN)
-            .env("RUST_LOG", "info")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("spawn icpgate");
-        let stderr = child.stderr.take().expect("stderr piped");
-        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let sink = std::sync::Arc::clone(&log);
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr)
-                .lines()
-                .map_while(Result::ok)
-            {
-                for (marker, kind) in [("listening (http)", "http"), ("listening (admin)", "admin")]
-                {
-                    if let Some(addr) = line.contains(marker).then(|| logged_addr(&line)).flatten()
-                    {
-                        let _ = tx.send((kind, addr));
-                    }
-                }
-                sink.lock().expect("log lock").push(line);
-            }
-        });
-        let (mut http, mut admin) = (None, None);
-        while http.is_none() || admin.is_none() {
-            let (kind, addr) = rx
-                .recv_timeout(Duration::from_secs(20))
-                .unwrap_or_else(|_| panic!("gate did not start: {:?}", log.lock()));
-            *(if kind == "http" {
-                &mut http
-            } else {
-                &mut admin
-            }) = Some(addr);
-        }
+        let Served {
+            child,
+            http,
+            admin,
+            log,
+        } = serve(&config_path);
         GateProcess {
             child,
-            http: http.expect("http"),
-            admin: admin.expect("admin"),
+            http,
+            admin,
             dir,
             config_path,
             log,
@@ -637,6 +603,77 @@ impl Drop for GateProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// An address that refuses connections for as long as the returned socket lives:
+/// bound, so no test running alongside can be given the port, but never listening.
+pub fn refusing_address() -> (tokio::net::TcpSocket, SocketAddr) {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(([127, 0, 0, 1], 0).into())
+        .expect("bind a refusing port");
+    let addr = socket.local_addr().expect("addr");
+    (socket, addr)
+}
+
+/// A running `icpgate serve` whose listeners are bound.
+pub struct Served {
+    pub child: std::process::Child,
+    pub http: SocketAddr,
+    pub admin: SocketAddr,
+    /// Every log line the process has written so far (stderr).
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+/// Spawn `icpgate serve --config config_path` (listeners on port 0 are fine: the
+/// addresses are read from the log, so no port is picked, released and raced for).
+pub fn serve(config_path: &std::path::Path) -> Served {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_icpgate"))
+        .args(["serve", "--config"])
+        .arg(config_path)
+        .env(TOKEN_ENV, TOKEN)
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn icpgate");
+    let stderr = child.stderr.take().expect("stderr piped");
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let sink = std::sync::Arc::clone(&log);
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            for (marker, kind) in [("listening (http)", "http"), ("listening (admin)", "admin")] {
+                if let Some(addr) = line.contains(marker).then(|| logged_addr(&line)).flatten() {
+                    let _ = tx.send((kind, addr));
+                }
+            }
+            sink.lock().expect("log lock").push(line);
+        }
+    });
+    let (mut http, mut admin) = (None, None);
+    while http.is_none() || admin.is_none() {
+        let Ok((kind, addr)) = rx.recv_timeout(Duration::from_secs(20)) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("gate did not start: {:?}", log.lock());
+        };
+        *(if kind == "http" {
+            &mut http
+        } else {
+            &mut admin
+        }) = Some(addr);
+    }
+    Served {
+        child,
+        http: http.expect("http"),
+        admin: admin.expect("admin"),
+        log,
     }
 }
 
