@@ -17,6 +17,8 @@
 //! - Every handshake is counted once in `icpgate_tls_handshakes_total{result}`
 //!   (`ok`, `refused_unfiled`, `refused_no_sni`, `refused_no_cert`, `error`).
 //! - TLS 1.2 and 1.3 only, ALPN `h2` and `http/1.1`; rustls with the `ring` provider.
+//! - Sessions resume (tickets, and TLS 1.2 session IDs) across certificate reloads;
+//!   see [`Resumption`].
 //!
 //! Per request, `proxy` still compares each request's host with the SNI (421
 //! `sni_mismatch`), since HTTP/2 connections may be reused for other hosts.
@@ -28,7 +30,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use rustls::crypto::CryptoProvider;
-use rustls::server::{Acceptor, ClientHello, ResolvesServerCert, ServerConfig};
+use rustls::server::{
+    Acceptor, ClientHello, ProducesTickets, ResolvesServerCert, ServerConfig,
+    ServerSessionMemoryCache, StoresServerSessions,
+};
 use rustls::sign::CertifiedKey;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -57,19 +62,64 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// A server config answering with `resolver`: TLS 1.2/1.3, ALPN h2 and http/1.1.
-fn config_with(resolver: Arc<dyn ResolvesServerCert>) -> Result<Arc<ServerConfig>, rustls::Error> {
+/// TLS 1.2 sessions kept for clients that resume by session ID (ticket-less).
+const SESSION_CACHE_ENTRIES: usize = 4096;
+
+/// Session resumption shared by every certificate's config and kept across
+/// certificate reloads, so a reload (or a renewal) does not cost every client a full
+/// handshake. Sharing is safe here: rustls resumes a session only for the SNI it was
+/// made for, one SNI is always served by one certificate, and no config asks for
+/// client certificates. A resumption is still gated: the SNI is decided from the
+/// ClientHello before any config, and so any session, is chosen.
+///
+/// Tickets (TLS 1.3, and TLS 1.2 clients that ask) are stateless, encrypted with
+/// keys that rotate every 6 hours and live 12; the keys are per process, so in a
+/// fleet a client resumes only on the node that issued its ticket.
+#[derive(Clone)]
+pub(crate) struct Resumption {
+    storage: Arc<dyn StoresServerSessions>,
+    ticketer: Arc<dyn ProducesTickets>,
+}
+
+impl Resumption {
+    pub(crate) fn new() -> Result<Resumption, rustls::Error> {
+        Ok(Resumption {
+            storage: ServerSessionMemoryCache::new(SESSION_CACHE_ENTRIES),
+            ticketer: rustls::crypto::ring::Ticketer::new()?,
+        })
+    }
+}
+
+impl std::fmt::Debug for Resumption {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Resumption").finish_non_exhaustive()
+    }
+}
+
+/// A server config answering with `resolver`: TLS 1.2/1.3, ALPN h2 and http/1.1,
+/// resuming sessions through `resumption` when given.
+fn config_with(
+    resolver: Arc<dyn ResolvesServerCert>,
+    resumption: Option<&Resumption>,
+) -> Result<Arc<ServerConfig>, rustls::Error> {
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_no_client_auth()
         .with_cert_resolver(resolver);
     config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
+    if let Some(resumption) = resumption {
+        config.session_storage = Arc::clone(&resumption.storage);
+        config.ticketer = Arc::clone(&resumption.ticketer);
+    }
     Ok(Arc::new(config))
 }
 
 /// The config that offers exactly `key` (chosen before the handshake goes on).
-pub(crate) fn server_config(key: Arc<CertifiedKey>) -> Result<Arc<ServerConfig>, rustls::Error> {
-    config_with(Arc::new(Fixed(Some(key))))
+pub(crate) fn server_config(
+    key: Arc<CertifiedKey>,
+    resumption: &Resumption,
+) -> Result<Arc<ServerConfig>, rustls::Error> {
+    config_with(Arc::new(Fixed(Some(key))), Some(resumption))
 }
 
 /// Answers every ClientHello with one certificate, or with none (refusal).
@@ -129,7 +179,7 @@ impl TlsHandshake {
         Ok(TlsHandshake {
             gate,
             certs,
-            refuse: config_with(Arc::new(Fixed(None)))?,
+            refuse: config_with(Arc::new(Fixed(None)), None)?,
         })
     }
 

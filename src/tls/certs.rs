@@ -26,6 +26,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::sync::watch;
 
+use super::Resumption;
 use crate::host::HostName;
 
 /// Why a certificate directory could not be loaded; each names the file at fault.
@@ -69,6 +70,8 @@ pub enum CertError {
     },
     #[error("{file}: the certificate names no DNS host in subjectAltName")]
     NoNames { file: PathBuf },
+    #[error("TLS session resumption cannot be set up: {0}")]
+    Resumption(rustls::Error),
 }
 
 /// One loaded certificate, ready to answer a handshake.
@@ -110,14 +113,15 @@ impl CertSet {
     }
 
     /// Load every certificate in `dir`; the first broken file fails the whole load.
-    pub fn load(dir: &Path) -> Result<CertSet, CertError> {
+    pub(crate) fn load(dir: &Path, resumption: &Resumption) -> Result<CertSet, CertError> {
         let mut set = CertSet::default();
         for source in sources(dir)? {
             let (key, names) = source.load()?;
-            let config = super::server_config(Arc::new(key)).map_err(|e| CertError::Key {
-                file: source.cert.clone(),
-                source: e,
-            })?;
+            let config =
+                super::server_config(Arc::new(key), resumption).map_err(|e| CertError::Key {
+                    file: source.cert.clone(),
+                    source: e,
+                })?;
             let served = Arc::new(Served {
                 config,
                 file: source.cert.clone(),
@@ -319,6 +323,8 @@ fn fingerprint(dir: &Path) -> Fingerprint {
 pub struct CertStore {
     dir: PathBuf,
     current: ArcSwap<CertSet>,
+    /// Outlives every reload, so sessions do too.
+    resumption: Resumption,
     /// The directory as last loaded (or last tried), so the watcher reloads once
     /// per change and a broken file is reported once, not every poll.
     seen: Mutex<Fingerprint>,
@@ -328,7 +334,8 @@ impl CertStore {
     /// Load `dir`; at start-up a broken file is an error (nothing to fall back to).
     pub fn open(dir: &Path) -> Result<CertStore, CertError> {
         let seen = fingerprint(dir);
-        let set = CertSet::load(dir)?;
+        let resumption = Resumption::new().map_err(CertError::Resumption)?;
+        let set = CertSet::load(dir, &resumption)?;
         if set.is_empty() {
             tracing::warn!(dir = %dir.display(), "no certificates: every TLS handshake will be refused");
         }
@@ -336,6 +343,7 @@ impl CertStore {
         Ok(CertStore {
             dir: dir.to_path_buf(),
             current: ArcSwap::from_pointee(set),
+            resumption,
             seen: Mutex::new(seen),
         })
     }
@@ -352,7 +360,7 @@ impl CertStore {
         if let Ok(mut last) = self.seen.lock() {
             *last = seen;
         }
-        match CertSet::load(&self.dir) {
+        match CertSet::load(&self.dir, &self.resumption) {
             Ok(set) => {
                 let count = set.len();
                 self.current.store(Arc::new(set));
@@ -388,6 +396,10 @@ impl CertStore {
 mod tests {
     use super::*;
 
+    fn resumption() -> Resumption {
+        Resumption::new().expect("ticketer")
+    }
+
     fn write_self_signed(dir: &Path, name: &str, sans: &[&str]) {
         let names: Vec<String> = sans.iter().map(|s| s.to_string()).collect();
         let Ok(issued) = rcgen::generate_simple_self_signed(names) else {
@@ -408,7 +420,7 @@ mod tests {
         write_self_signed(dir.path(), "a", &["example.com", "*.example.com"]);
         write_self_signed(dir.path(), "b", &["deep.shop.example.com"]);
         write_self_signed(dir.path(), "c", &["xn--fsqu00a.xn--fiqs8s"]);
-        let set = CertSet::load(dir.path()).expect("load");
+        let set = CertSet::load(dir.path(), &resumption()).expect("load");
         assert_eq!(set.len(), 3);
         // host, the file expected to serve it (None: no certificate).
         let cases = [
@@ -438,7 +450,7 @@ mod tests {
         crate::tls::install_crypto_provider();
         let dir = tempfile::tempdir().expect("tempdir");
         write_self_signed(dir.path(), "example.com", &["other.net"]);
-        let set = CertSet::load(dir.path()).expect("load");
+        let set = CertSet::load(dir.path(), &resumption()).expect("load");
         assert!(set
             .find(&HostName::parse("example.com").expect("host"))
             .is_none());
@@ -452,7 +464,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("README"), "notes").expect("write");
         std::fs::write(dir.path().join("serial.srl"), "01").expect("write");
-        let set = CertSet::load(dir.path()).expect("load");
+        let set = CertSet::load(dir.path(), &resumption()).expect("load");
         assert!(set.is_empty());
     }
 }

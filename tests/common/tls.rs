@@ -27,6 +27,11 @@ impl TestCa {
     pub fn new() -> TestCa {
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        // Subjects differ from the leaves' (rcgen's default is one shared name), or
+        // OpenSSL takes every leaf for a self-signed certificate.
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "icpgate test CA");
         let key = KeyPair::generate().expect("ca key");
         TestCa {
             issuer: CertifiedIssuer::self_signed(params, key).expect("ca cert"),
@@ -40,10 +45,13 @@ impl TestCa {
     fn issue(&self, sans: &[&str]) -> (String, String) {
         let names: Vec<String> = sans.iter().map(|s| s.to_string()).collect();
         let key = KeyPair::generate().expect("leaf key");
-        let cert = CertificateParams::new(names)
-            .expect("leaf params")
-            .signed_by(&key, &self.issuer)
-            .expect("leaf cert");
+        let mut params = CertificateParams::new(names).expect("leaf params");
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params.distinguished_name.push(
+            rcgen::DnType::CommonName,
+            sans.first().copied().unwrap_or("leaf"),
+        );
+        let cert = params.signed_by(&key, &self.issuer).expect("leaf cert");
         (cert.pem(), key.serialize_pem())
     }
 
