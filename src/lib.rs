@@ -40,6 +40,7 @@ pub mod notify;
 pub mod proxy;
 pub mod proxy_body;
 pub mod proxy_protocol;
+pub mod read_deadlines;
 pub mod registry;
 pub mod rejection;
 pub mod request_id;

@@ -9,37 +9,32 @@
 //! address it carries becomes the client (`ConnInfo.client`: X-Forwarded-For, logs).
 //! A connection without one is closed without an answer.
 //!
-//! Slow clients: hyper's `header_read_timeout` bounds an HTTP/1 request head, and
-//! `FirstBytesDeadline` bounds the bytes hyper needs before it knows the protocol.
-//! hyper (1.x) starts the head timer as soon as an HTTP/1 connection is idle, so an
-//! idle keep-alive connection is also closed after `header_read_timeout`; HTTP/2
-//! connections are pinged every `limits.idle_timeout` and closed when a ping goes
-//! unanswered.
+//! Slow and idle clients: `read_deadlines::ReadDeadlines` bounds each request head by
+//! `limits.header_read_timeout` and an idle HTTP/1 keep-alive connection by
+//! `limits.idle_timeout`; HTTP/2 connections are pinged every `limits.idle_timeout`
+//! and closed when a ping goes unanswered.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify};
-use tokio::time::Sleep;
 
 use crate::metrics::Metrics;
 use crate::proxy::{ConnInfo, Gate};
 use crate::proxy_protocol::{read_proxy_header, ProxyProtocolError};
-
-/// Bytes of the HTTP/2 connection preface hyper reads to tell h2 from h1.
-const PROTOCOL_SNIFF_BYTES: usize = 24;
+use crate::read_deadlines::{ExchangeBody, Exchanges, ReadDeadlines};
 
 /// Every data-plane connection of the process: counted against
 /// `limits.max_connections` (and the `icpgate_connections_active` gauge), and cut
@@ -259,12 +254,18 @@ async fn serve<H: Handshake>(
         return;
     };
     let info = Arc::new(info);
-    let io = FirstBytesDeadline::new(io, limits.header_read_timeout);
+    let exchanges = Exchanges::new();
+    let io = ReadDeadlines::new(
+        io,
+        Arc::clone(&exchanges),
+        limits.header_read_timeout,
+        limits.idle_timeout,
+    );
     let mut builder = Builder::new(TokioExecutor::new());
     builder
         .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
+        // ReadDeadlines bounds heads: hyper's timer would also close idle keep-alives.
+        .header_read_timeout(None)
         .max_buf_size(limits.max_header_bytes.max(8192));
     builder
         .http2()
@@ -272,83 +273,22 @@ async fn serve<H: Handshake>(
         .keep_alive_interval(Some(limits.idle_timeout))
         .keep_alive_timeout(Duration::from_secs(20))
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
-    let service = service_fn(move |request| Arc::clone(&gate).serve(request, Arc::clone(&info)));
+    let service = service_fn(move |request| {
+        let exchange = exchanges.begin();
+        let served = Arc::clone(&gate).serve(request, Arc::clone(&info));
+        async move {
+            let response = served.await?;
+            if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+                exchange.connection().unbound();
+            }
+            Ok::<_, Infallible>(response.map(|body| ExchangeBody::new(body, exchange)))
+        }
+    });
     let connection = builder
         .serve_connection_with_upgrades(TokioIo::new(io), service)
         .into_owned();
     if let Err(error) = watcher.watch(connection).await {
         tracing::debug!(%peer, error = %error, "connection ended with an error");
-    }
-}
-
-/// Fails reads when the first bytes of a connection do not arrive in time, so a
-/// client cannot hold a slot before hyper knows which protocol it speaks.
-pub struct FirstBytesDeadline<T> {
-    inner: T,
-    seen: usize,
-    deadline: Pin<Box<Sleep>>,
-}
-
-impl<T> FirstBytesDeadline<T> {
-    pub fn new(inner: T, within: Duration) -> FirstBytesDeadline<T> {
-        FirstBytesDeadline {
-            inner,
-            seen: 0,
-            deadline: Box::pin(tokio::time::sleep(within)),
-        }
-    }
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for FirstBytesDeadline<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_read(cx, buf) {
-            Poll::Ready(result) => {
-                this.seen = this.seen.saturating_add(buf.filled().len() - before);
-                Poll::Ready(result)
-            }
-            Poll::Pending
-                if this.seen < PROTOCOL_SNIFF_BYTES
-                    && this.deadline.as_mut().poll(cx).is_ready() =>
-            {
-                Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "client sent too little too slowly",
-                )))
-            }
-            Poll::Pending => Poll::Pending,
-        }
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for FirstBytesDeadline<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, data)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
     }
 }
 

@@ -1,6 +1,7 @@
 //! The contract these tests pin (issue 7, `[limits]`): a client that sends its request
-//! head too slowly is cut after `header_read_timeout` (and so is an idle HTTP/1
-//! keep-alive connection: hyper runs the same timer while waiting for the next head);
+//! head too slowly is cut after `header_read_timeout`, on a new connection and on a
+//! kept-alive one; an idle HTTP/1 keep-alive connection stays usable for
+//! `idle_timeout` (longer than the head timeout) and is closed after it;
 //! a head larger than `max_header_bytes` is answered 431 and never forwarded;
 //! connections beyond `max_connections` are closed at once; a body over
 //! `max_body_bytes` is refused (413 when declared) and never reaches the origin whole.
@@ -43,19 +44,59 @@ async fn a_slow_request_head_is_cut_by_header_read_timeout() {
     gate.stop().await;
 }
 
-#[tokio::test]
-async fn an_idle_keep_alive_connection_is_closed_after_header_read_timeout() {
-    let mut gate = gate(LIMITS).await;
-    let mut stream = TcpStream::connect(gate.http).await.expect("connect");
+/// A head timeout of 1 s and an idle timeout of 3 s.
+const IDLE_LIMITS: &str = "[limits]\nheader_read_timeout = \"1s\"\nidle_timeout = \"3s\"\n";
+
+/// Send one keep-alive request on `stream` and read its (small) response.
+async fn exchange(stream: &mut TcpStream) -> Vec<u8> {
     stream
         .write_all(b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n")
         .await
         .expect("write");
-    let mut buf = [0u8; 4096];
-    let n = stream.read(&mut buf).await.expect("response");
-    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
-    let closed = closed_after(&mut stream, Duration::from_secs(4)).await;
-    assert!(closed.is_some(), "idle keep-alive connection kept open");
+    let mut buf = vec![0u8; 8192];
+    let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+        .await
+        .expect("a response in time")
+        .expect("response");
+    buf.truncate(n);
+    buf
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_outlives_the_head_timeout_and_closes_after_idle_timeout() {
+    let mut gate = gate(IDLE_LIMITS).await;
+    let mut stream = TcpStream::connect(gate.http).await.expect("connect");
+    assert!(exchange(&mut stream).await.starts_with(b"HTTP/1.1 200"));
+    // Idle for longer than the head timeout: still open, and it serves.
+    tokio::time::sleep(Duration::from_millis(1800)).await;
+    assert!(
+        exchange(&mut stream).await.starts_with(b"HTTP/1.1 200"),
+        "an idle keep-alive connection was closed before idle_timeout"
+    );
+    let closed = closed_after(&mut stream, Duration::from_secs(8)).await;
+    let closed = closed.expect("idle keep-alive connection kept open past idle_timeout");
+    assert!(
+        closed >= Duration::from_millis(2500),
+        "closed after {closed:?}, before idle_timeout"
+    );
+    gate.stop().await;
+}
+
+#[tokio::test]
+async fn a_slow_head_on_a_kept_alive_connection_is_cut_by_header_read_timeout() {
+    let mut gate = gate(IDLE_LIMITS).await;
+    let mut stream = TcpStream::connect(gate.http).await.expect("connect");
+    assert!(exchange(&mut stream).await.starts_with(b"HTTP/1.1 200"));
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: exa")
+        .await
+        .expect("write");
+    let closed = closed_after(&mut stream, Duration::from_secs(8)).await;
+    let closed = closed.expect("a slow second head was not cut");
+    assert!(
+        closed < Duration::from_millis(2500),
+        "cut after {closed:?}: the idle timeout, not the head timeout"
+    );
     gate.stop().await;
 }
 

@@ -116,6 +116,10 @@ async fn handle(
 }
 
 async fn setup() -> (TestGate, mpsc::Sender<Bytes>, mpsc::Receiver<Bytes>) {
+    setup_with("").await
+}
+
+async fn setup_with(extra: &str) -> (TestGate, mpsc::Sender<Bytes>, mpsc::Receiver<Bytes>) {
     let (download_tx, download_rx) = mpsc::channel(4);
     let (uploaded_tx, uploaded_rx) = mpsc::channel(4);
     let origin = Arc::new(StreamingOrigin {
@@ -123,7 +127,7 @@ async fn setup() -> (TestGate, mpsc::Sender<Bytes>, mpsc::Receiver<Bytes>) {
         uploaded: uploaded_tx,
     });
     let addr = streaming_origin(origin).await;
-    let gate = TestGate::start(&standard_seed(), Some(addr), None, "").await;
+    let gate = TestGate::start(&standard_seed(), Some(addr), None, extra).await;
     (gate, download_tx, uploaded_rx)
 }
 
@@ -241,4 +245,22 @@ async fn websocket_upgrades_pass_for_allowed_hosts_only() {
 
     let (head, _) = upgrade(&gate, "unfiled.com").await;
     assert!(head.starts_with("HTTP/1.1 451"), "{head}");
+}
+
+/// A WebSocket is quiet for minutes at a time: once upgraded, the connection is no
+/// longer an HTTP/1 keep-alive, so neither the head nor the idle timeout applies.
+#[tokio::test]
+async fn an_upgraded_connection_is_not_closed_as_an_idle_keep_alive() {
+    let (gate, _, _) =
+        setup_with("[limits]\nheader_read_timeout = \"1s\"\nidle_timeout = \"1s\"\n").await;
+    let (head, mut stream) = upgrade(&gate, "example.com").await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    stream.write_all(b"late").await.expect("write");
+    let mut echo = [0u8; 4];
+    tokio::time::timeout(STEP, stream.read_exact(&mut echo))
+        .await
+        .expect("echo in time")
+        .expect("the quiet tunnel is still open");
+    assert_eq!(&echo, b"late");
 }

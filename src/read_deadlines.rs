@@ -1,0 +1,394 @@
+//! Read deadlines of one client connection: how long it may take to send a request
+//! head (`limits.header_read_timeout`) and how long an HTTP/1 keep-alive connection
+//! may sit idle between requests (`limits.idle_timeout`).
+//!
+//! hyper's own `header_read_timeout` cannot tell the two apart: it starts its timer
+//! as soon as a connection waits for the next head, so an idle keep-alive connection
+//! would be closed after the (short) head timeout, and a load balancer keeping its
+//! connections longer would race that close and answer its client 502. Here the
+//! connection's phase decides the deadline:
+//!
+//! - `Head`: from the connection's start, or from the first byte after an idle
+//!   spell, until hyper hands the request to the service: `header_read_timeout`.
+//!   When it passes, reads fail and the connection is cut (slow clients).
+//! - `Busy`: from a request to the end of its response body: no read deadline
+//!   (`upstream_timeout` bounds the exchange, `max_body_bytes` the upload).
+//! - `Idle`: once no response is in flight: `idle_timeout`. When it passes, the
+//!   connection reads as closed, so hyper ends it cleanly.
+//! - `Unbounded`: HTTP/2 (known by its preface; hyper pings it every `idle_timeout`
+//!   instead) and connections upgraded by a 101 (WebSocket tunnels).
+//!
+//! A pipelined request whose head was already partly read while the previous one was
+//! busy gets the idle deadline, not the head deadline, for the rest of its head.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::task::AtomicWaker;
+use http_body::{Body, Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+use crate::proxy_body::{BoxError, ProxyBody};
+
+/// The first bytes of every HTTP/2 connection (RFC 9113 §3.4).
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// What one connection's service tells its reads: requests in flight, the end of
+/// the last one, and whether the connection left HTTP/1 request/response turns.
+#[derive(Default)]
+pub struct Exchanges {
+    in_flight: AtomicUsize,
+    /// Bumped each time the last exchange in flight ends: an idle spell starts.
+    idle_since: AtomicU64,
+    unbounded: AtomicBool,
+    /// The connection's reader, woken when its deadline changes.
+    reader: AtomicWaker,
+}
+
+impl Exchanges {
+    pub fn new() -> Arc<Exchanges> {
+        Arc::new(Exchanges::default())
+    }
+
+    /// A request reached the service; it is in flight until the returned guard
+    /// (or the response body it is moved into) is dropped.
+    pub fn begin(self: &Arc<Self>) -> Exchange {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        Exchange {
+            exchanges: Arc::clone(self),
+        }
+    }
+
+    /// No more deadlines for this connection (it was upgraded).
+    pub fn unbound(&self) {
+        self.unbounded.store(true, Ordering::Release);
+        self.reader.wake();
+    }
+
+    fn end(&self) {
+        if self.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.idle_since.fetch_add(1, Ordering::AcqRel);
+            self.reader.wake();
+        }
+    }
+}
+
+/// One request in flight: from the service call to the end of its response body.
+pub struct Exchange {
+    exchanges: Arc<Exchanges>,
+}
+
+impl Exchange {
+    /// The connection this exchange belongs to.
+    pub fn connection(&self) -> &Exchanges {
+        &self.exchanges
+    }
+}
+
+impl Drop for Exchange {
+    fn drop(&mut self) {
+        self.exchanges.end();
+    }
+}
+
+/// A response body that ends its exchange when it ends or is dropped.
+pub struct ExchangeBody {
+    inner: ProxyBody,
+    exchange: Option<Exchange>,
+}
+
+impl ExchangeBody {
+    pub fn new(inner: ProxyBody, exchange: Exchange) -> ExchangeBody {
+        ExchangeBody {
+            inner,
+            exchange: Some(exchange),
+        }
+    }
+}
+
+impl Body for ExchangeBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None)) {
+            self.exchange = None;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Head,
+    Busy,
+    Idle,
+    Unbounded,
+}
+
+/// The client side of a connection, with the deadlines of its phase (module doc).
+pub struct ReadDeadlines<T> {
+    inner: T,
+    exchanges: Arc<Exchanges>,
+    header_read_timeout: Duration,
+    idle_timeout: Duration,
+    phase: Phase,
+    idle_seen: u64,
+    /// The connection's first bytes, until they tell HTTP/2 from HTTP/1.
+    opening: Vec<u8>,
+    deadline: Pin<Box<Sleep>>,
+}
+
+impl<T> ReadDeadlines<T> {
+    /// Starts in `Head`: the first request is due within `header_read_timeout`.
+    pub fn new(
+        inner: T,
+        exchanges: Arc<Exchanges>,
+        header_read_timeout: Duration,
+        idle_timeout: Duration,
+    ) -> ReadDeadlines<T> {
+        ReadDeadlines {
+            inner,
+            exchanges,
+            header_read_timeout,
+            idle_timeout,
+            phase: Phase::Head,
+            idle_seen: 0,
+            opening: Vec::with_capacity(H2_PREFACE.len()),
+            deadline: Box::pin(tokio::time::sleep(header_read_timeout)),
+        }
+    }
+
+    /// Bring the phase up to date with what the service reported.
+    fn follow_exchanges(&mut self) {
+        if self.phase == Phase::Unbounded {
+            return;
+        }
+        if self.exchanges.unbounded.load(Ordering::Acquire) {
+            self.phase = Phase::Unbounded;
+        } else if self.exchanges.in_flight.load(Ordering::Acquire) > 0 {
+            self.phase = Phase::Busy;
+        } else {
+            let idle_since = self.exchanges.idle_since.load(Ordering::Acquire);
+            if idle_since != self.idle_seen {
+                self.idle_seen = idle_since;
+                self.phase = Phase::Idle;
+                let deadline = Instant::now() + self.idle_timeout;
+                self.deadline.as_mut().reset(deadline);
+            }
+        }
+    }
+
+    /// Account for bytes just read: the opening decides HTTP/2, and the first byte
+    /// after an idle spell starts a head.
+    fn received(&mut self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        if self.opening.len() < H2_PREFACE.len() {
+            let take = bytes.len().min(H2_PREFACE.len() - self.opening.len());
+            self.opening.extend_from_slice(&bytes[..take]);
+            if self.opening.as_slice() == H2_PREFACE.as_slice() {
+                self.phase = Phase::Unbounded;
+                return;
+            }
+        }
+        if self.phase == Phase::Idle {
+            self.phase = Phase::Head;
+            let deadline = Instant::now() + self.header_read_timeout;
+            self.deadline.as_mut().reset(deadline);
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for ReadDeadlines<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        this.follow_exchanges();
+        let before = buf.filled().len();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                this.received(&buf.filled()[before..]);
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
+            Poll::Pending => {
+                this.exchanges.reader.register(cx.waker());
+                // The service may have changed the phase between the check above and
+                // the registration; look again so no wake-up is lost.
+                this.follow_exchanges();
+                let bounded = matches!(this.phase, Phase::Head | Phase::Idle);
+                if bounded && this.deadline.as_mut().poll(cx).is_ready() {
+                    if this.phase == Phase::Head {
+                        return Poll::Ready(Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "request head not received within limits.header_read_timeout",
+                        )));
+                    }
+                    // Idle too long: read as a clean close, so hyper ends the connection.
+                    return Poll::Ready(Ok(()));
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for ReadDeadlines<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+    const HEAD: Duration = Duration::from_millis(150);
+    const IDLE: Duration = Duration::from_millis(400);
+
+    fn connection() -> (DuplexStream, ReadDeadlines<DuplexStream>, Arc<Exchanges>) {
+        let (client, server) = tokio::io::duplex(4096);
+        let exchanges = Exchanges::new();
+        let server = ReadDeadlines::new(server, Arc::clone(&exchanges), HEAD, IDLE);
+        (client, server, exchanges)
+    }
+
+    /// What one read gives within `wait`: bytes, a clean close, an error, or nothing.
+    #[derive(Debug, PartialEq)]
+    enum Read {
+        Bytes(Vec<u8>),
+        Closed,
+        TimedOut,
+        Nothing,
+    }
+
+    async fn read(server: &mut ReadDeadlines<DuplexStream>, wait: Duration) -> Read {
+        let mut buf = [0u8; 64];
+        match tokio::time::timeout(wait, server.read(&mut buf)).await {
+            Err(_) => Read::Nothing,
+            Ok(Ok(0)) => Read::Closed,
+            Ok(Ok(n)) => Read::Bytes(buf[..n].to_vec()),
+            Ok(Err(e)) if e.kind() == io::ErrorKind::TimedOut => Read::TimedOut,
+            Ok(Err(e)) => panic!("unexpected error {e}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_sends_nothing_is_cut_after_the_head_timeout() {
+        let (_client, mut server, _) = connection();
+        assert_eq!(read(&mut server, HEAD * 4).await, Read::TimedOut);
+    }
+
+    #[tokio::test]
+    async fn a_request_in_flight_has_no_read_deadline() {
+        let (mut client, mut server, exchanges) = connection();
+        client
+            .write_all(b"GET / HTTP/1.1\r\n")
+            .await
+            .expect("write");
+        assert!(matches!(read(&mut server, HEAD).await, Read::Bytes(_)));
+        let exchange = exchanges.begin();
+        assert_eq!(read(&mut server, IDLE * 2).await, Read::Nothing);
+        drop(exchange);
+        // Idle now: a clean close once the idle timeout passes, not before the head one.
+        let started = Instant::now();
+        assert_eq!(read(&mut server, IDLE * 4).await, Read::Closed);
+        assert!(started.elapsed() >= IDLE - Duration::from_millis(50));
+    }
+
+    #[tokio::test]
+    async fn the_first_byte_after_an_idle_spell_starts_a_head_deadline() {
+        let (mut client, mut server, exchanges) = connection();
+        client.write_all(b"GET /").await.expect("write");
+        assert!(matches!(read(&mut server, HEAD).await, Read::Bytes(_)));
+        drop(exchanges.begin());
+        client.write_all(b"GET /next").await.expect("write");
+        assert!(matches!(read(&mut server, HEAD).await, Read::Bytes(_)));
+        assert_eq!(read(&mut server, IDLE * 4).await, Read::TimedOut);
+    }
+
+    #[tokio::test]
+    async fn http2_and_upgraded_connections_have_no_read_deadline() {
+        let (mut client, mut server, _) = connection();
+        client.write_all(H2_PREFACE).await.expect("write");
+        assert!(matches!(read(&mut server, HEAD).await, Read::Bytes(_)));
+        assert_eq!(read(&mut server, IDLE * 2).await, Read::Nothing);
+
+        let (mut client, mut server, exchanges) = connection();
+        client
+            .write_all(b"GET /ws HTTP/1.1\r\n")
+            .await
+            .expect("write");
+        assert!(matches!(read(&mut server, HEAD).await, Read::Bytes(_)));
+        let exchange = exchanges.begin();
+        exchange.connection().unbound();
+        drop(exchange);
+        assert_eq!(read(&mut server, IDLE * 2).await, Read::Nothing);
+    }
+
+    #[tokio::test]
+    async fn a_response_body_ends_its_exchange_when_it_ends() {
+        let exchanges = Exchanges::new();
+        let mut body = ExchangeBody::new(crate::proxy_body::full("page"), exchanges.begin());
+        assert_eq!(exchanges.in_flight.load(Ordering::Acquire), 1);
+        let mut frames = 0;
+        while let Some(frame) = http_body_util::BodyExt::frame(&mut body).await {
+            frame.expect("frame");
+            frames += 1;
+        }
+        assert_eq!(frames, 1);
+        assert_eq!(exchanges.in_flight.load(Ordering::Acquire), 0);
+        assert_eq!(exchanges.idle_since.load(Ordering::Acquire), 1);
+        drop(body);
+        assert_eq!(
+            exchanges.idle_since.load(Ordering::Acquire),
+            1,
+            "ended once"
+        );
+    }
+}
