@@ -314,3 +314,44 @@ fn thousands_of_inputs_finish_quickly() {
     assert_eq!(reports[2999]["input"], "shop2999.example.com");
     assert!(started.elapsed().as_secs() < 30, "{:?}", started.elapsed());
 }
+
+/// Long lists draw a progress bar, on a terminal only: `script` gives the command a
+/// pseudo-terminal, a plain run gives it pipes (the bar must never reach a file).
+#[test]
+fn a_terminal_sees_a_progress_bar_and_a_pipe_does_not() {
+    let fixture = Fixture::new("");
+    let list = fixture.dir.path().join("long.txt");
+    let names: Vec<String> = (0..200).map(|i| format!("shop{i}.example.com")).collect();
+    std::fs::write(&list, names.join("\n")).expect("write list");
+    let list = list.display().to_string();
+
+    let piped = fixture.check(&["--file", &list, "--format", "csv"]);
+    assert_eq!(piped.status.code(), Some(0));
+    let piped_err = String::from_utf8_lossy(&piped.stderr);
+    assert!(!piped_err.contains("checking ["), "{piped_err}");
+
+    let command = format!(
+        "'{}' check --config '{}' --file '{}' --format csv",
+        env!("CARGO_BIN_EXE_icpgate"),
+        fixture.config.display(),
+        list
+    );
+    let Ok(on_terminal) = Command::new("script")
+        .args(["--quiet", "--return", "--command", &command, "/dev/null"])
+        .output()
+    else {
+        eprintln!("skipped: `script` (util-linux) is not installed");
+        return;
+    };
+    let shown = String::from_utf8_lossy(&on_terminal.stdout);
+    assert_eq!(on_terminal.status.code(), Some(0), "{shown}");
+    assert!(
+        shown.contains("checking ["),
+        "no bar on a terminal: {shown}"
+    );
+    assert!(shown.contains("200/200"), "the bar ends full: {shown}");
+    assert!(
+        shown.contains("shop199.example.com"),
+        "the report is still printed"
+    );
+}
