@@ -15,9 +15,12 @@
 //! | GET  | /v1/filings/{id} | – / token | one filing (personal data only with the token) |
 //! | POST | /v1/filings/{id}/{initial-review, authority-review, resubmit, abandon, cancel, disconnect, change} | token | one workflow step |
 //!
-//! Writes need `Authorization: Bearer <token>`, the token read from the environment
-//! variable named by `admin.token_env`, compared in constant time. With no token
-//! configured every write answers 403 saying how to set one.
+//! Writes need `Authorization: Bearer <token>`: the shared token (from
+//! `admin.token_file`, else the environment variable named by `admin.token_env`) or a
+//! named token of `admin.tokens_file` (`admin_tokens`), compared in constant time.
+//! A named token's name is the actor in the history; with the shared token the actor
+//! is `X-Icpgate-Actor`, else "admin". With no token configured every write answers
+//! 403 saying how to set one.
 //!
 //! [`ROUTES`] is the route table: the router matches requests against it and
 //! `docs/openapi.json` documents exactly its entries (a test holds them equal). To
@@ -37,6 +40,7 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::admin_tokens::Caller;
 use crate::decision::{disposition, Disposition, Reason};
 use crate::filing::{
     Action, Entity, Filing, IcpNumber, Product, Status, Submission, TransitionError, Website,
@@ -356,24 +360,21 @@ impl Admin {
         response
     }
 
-    fn authorize(&self, request: &Request<Incoming>) -> Result<(), AdminError> {
-        let token = self.token.current();
-        let Some(token) = token.as_deref() else {
+    fn authorize(&self, request: &Request<Incoming>) -> Result<Caller, AdminError> {
+        if !self.token.is_configured() {
             return Err(AdminError::NoTokenConfigured(
                 self.token.source().to_string(),
             ));
-        };
+        }
         let presented = request
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or(AdminError::Unauthorized)?;
-        if constant_time_eq(presented.trim().as_bytes(), token.as_bytes()) {
-            Ok(())
-        } else {
-            Err(AdminError::Unauthorized)
-        }
+        self.token
+            .caller(presented.trim())
+            .ok_or(AdminError::Unauthorized)
     }
 
     fn is_authorized(&self, request: &Request<Incoming>) -> bool {
@@ -472,8 +473,8 @@ impl Admin {
     }
 
     async fn submit(&self, request: Request<Incoming>) -> Reply {
-        self.authorize(&request)?;
-        let actor = actor_of(&request);
+        let caller = self.authorize(&request)?;
+        let actor = actor_of(&request, caller);
         let mut submission: Submission = read_json(request).await?;
         submission.domains = jsonl::registrable_domains(&submission.domains)
             .map_err(|e| AdminError::BadRequest(format!("domains: {e}")))?;
@@ -488,8 +489,8 @@ impl Admin {
     }
 
     async fn transition(&self, id: i64, step: Step, request: Request<Incoming>) -> Reply {
-        self.authorize(&request)?;
-        let actor = actor_of(&request);
+        let caller = self.authorize(&request)?;
+        let actor = actor_of(&request, caller);
         let body: StepBody = read_json_or_empty(request).await?;
         let action = body.into_action(step)?;
         let name = action.name();
@@ -606,8 +607,12 @@ fn mask(mut filing: Filing) -> Filing {
     filing
 }
 
-/// Who made a change, for the history: the `X-Icpgate-Actor` header, else "admin".
-fn actor_of(request: &Request<Incoming>) -> String {
+/// Who made a change, for the history: a named token's name; with the shared token,
+/// the `X-Icpgate-Actor` header, else "admin".
+fn actor_of(request: &Request<Incoming>, caller: Caller) -> String {
+    if let Caller::Named(name) = caller {
+        return name;
+    }
     request
         .headers()
         .get("x-icpgate-actor")

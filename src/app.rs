@@ -18,6 +18,7 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::watch;
 
 use crate::admin::Admin;
+use crate::admin_tokens::{Caller, NamedTokens, TokensFileError};
 use crate::config::{AdminConfig, Backend, Config, ConfigError, RegistryConfig};
 use crate::decision_cache::{CacheSettings, DecisionCache};
 use crate::filed_domains::FiledDomains;
@@ -54,6 +55,8 @@ pub enum AppError {
     Signals(std::io::Error),
     #[error("admin.token_file {path}: {message}")]
     TokenFile { path: PathBuf, message: String },
+    #[error(transparent)]
+    TokensFile(#[from] TokensFileError),
     #[error("tls.certs_dir: {0}")]
     Certificates(#[from] CertError),
     #[error("TLS: {0}")]
@@ -213,11 +216,13 @@ async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, AppErr
 /// Pending connections the kernel queues per listener.
 const LISTEN_BACKLOG: u32 = 1024;
 
-/// The admin bearer token: from `admin.token_file` when set, else from the
-/// environment variable `admin.token_env`. A reload re-reads it, so a token kept in
-/// a file (a mounted secret) rotates without a restart.
+/// Who may write through the admin API. The shared bearer token comes from
+/// `admin.token_file` when set, else from the environment variable
+/// `admin.token_env`; named tokens from `admin.tokens_file`. A reload re-reads both
+/// files, so tokens kept in files (mounted secrets) rotate without a restart.
 pub struct AdminToken {
     token: ArcSwap<Option<String>>,
+    named: ArcSwap<NamedTokens>,
     /// Where the token comes from, for the 403 that says how to set one.
     source: ArcSwap<String>,
 }
@@ -225,16 +230,32 @@ pub struct AdminToken {
 impl AdminToken {
     pub fn load(config: &AdminConfig) -> Result<AdminToken, AppError> {
         let token = read_token(config)?;
-        warn_if_missing(&token, config);
+        let named = read_named_tokens(config)?;
+        warn_if_missing(&token, &named, config);
         Ok(AdminToken {
             token: ArcSwap::from_pointee(token),
+            named: ArcSwap::from_pointee(named),
             source: ArcSwap::from_pointee(token_source(config)),
         })
     }
 
-    /// The token in force (None: admin writes are refused).
-    pub fn current(&self) -> Arc<Option<String>> {
-        self.token.load_full()
+    /// Whether any token is configured; without one, admin writes are refused.
+    pub fn is_configured(&self) -> bool {
+        self.token.load().is_some() || !self.named.load().is_empty()
+    }
+
+    /// Who presented `bearer`, if anyone may.
+    pub fn caller(&self, bearer: &str) -> Option<Caller> {
+        let named = self.named.load();
+        let name = named.name_of(bearer).map(str::to_string);
+        let shared = self.token.load().as_deref().is_some_and(|token| {
+            crate::admin::constant_time_eq(bearer.as_bytes(), token.as_bytes())
+        });
+        match (name, shared) {
+            (Some(name), _) => Some(Caller::Named(name)),
+            (None, true) => Some(Caller::Shared),
+            (None, false) => None,
+        }
     }
 
     /// How an operator sets the token, for error messages.
@@ -242,14 +263,25 @@ impl AdminToken {
         self.source.load_full()
     }
 
-    /// Re-read the token; an unreadable file keeps the token in force.
+    /// Re-read the tokens; an unreadable or invalid file keeps the tokens in force.
     pub fn reload(&self, config: &AdminConfig) -> Result<(), AppError> {
         let token = read_token(config)?;
-        warn_if_missing(&token, config);
+        let named = read_named_tokens(config)?;
+        warn_if_missing(&token, &named, config);
         self.token.store(Arc::new(token));
+        self.named.store(Arc::new(named));
         self.source.store(Arc::new(token_source(config)));
         Ok(())
     }
+}
+
+fn read_named_tokens(config: &AdminConfig) -> Result<NamedTokens, AppError> {
+    let Some(path) = &config.tokens_file else {
+        return Ok(NamedTokens::default());
+    };
+    let named = NamedTokens::load(path)?;
+    tracing::info!(file = %path.display(), names = named.len(), "named admin tokens loaded");
+    Ok(named)
 }
 
 fn token_source(config: &AdminConfig) -> String {
@@ -265,8 +297,8 @@ fn token_source(config: &AdminConfig) -> String {
     }
 }
 
-fn warn_if_missing(token: &Option<String>, config: &AdminConfig) {
-    if token.is_none() {
+fn warn_if_missing(token: &Option<String>, named: &NamedTokens, config: &AdminConfig) {
+    if token.is_none() && named.is_empty() {
         tracing::warn!(how = %token_source(config), "no admin token configured: admin writes will be refused");
     }
 }

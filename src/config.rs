@@ -55,6 +55,7 @@
 //! [admin]
 //! token_env = "ICPGATE_ADMIN_TOKEN"   # env var holding the admin bearer token
 //! # token_file = "/run/secrets/icpgate-admin-token"  # wins over token_env; re-read on reload
+//! # tokens_file = "/etc/icpgate/admin-tokens"  # named tokens: "NAME SHA256" lines; the actor in history
 //!
 //! [dns]                          # for `icpgate check --dns`
 //! access_ips = []                # our addresses a filed domain should resolve to
@@ -318,6 +319,10 @@ pub struct AdminConfig {
     /// it wins over `token_env`, and a reload re-reads it, so the token rotates
     /// without a restart.
     pub token_file: Option<PathBuf>,
+    /// Named tokens, one per person or system (`NAME SHA256` lines, see
+    /// `admin_tokens`); their name is the actor in the filing history. Re-read on
+    /// reload.
+    pub tokens_file: Option<PathBuf>,
 }
 
 impl Default for AdminConfig {
@@ -325,6 +330,7 @@ impl Default for AdminConfig {
         AdminConfig {
             token_env: "ICPGATE_ADMIN_TOKEN".to_owned(),
             token_file: None,
+            tokens_file: None,
         }
     }
 }

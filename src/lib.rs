@@ -23,6 +23,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod admin_tokens;
 pub mod app;
 pub mod blocked_hosts;
 pub mod change_feed;

@@ -339,3 +339,131 @@ async fn a_token_file_rotates_on_reload_without_a_restart() {
         .await;
     assert_eq!(status, 201);
 }
+
+fn sha256_hex(token: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// POST `path` with `token` and an `X-Icpgate-Actor` claim; the status and body.
+async fn post_as(g: &TestGate, path: &str, token: &str, claim: &str, body: Value) -> (u16, Value) {
+    let auth = format!("Bearer {token}");
+    let data = body.to_string();
+    let headers = [
+        ("host", "127.0.0.1"),
+        ("content-type", "application/json"),
+        ("authorization", auth.as_str()),
+        ("x-icpgate-actor", claim),
+    ];
+    let reply = common::http1(g.admin, "POST", path, &headers, data.as_bytes()).await;
+    (
+        reply.status.as_u16(),
+        serde_json::from_slice(&reply.body).unwrap_or(Value::Null),
+    )
+}
+
+fn actors(filing: &Value) -> Vec<String> {
+    filing["history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .map(|entry| entry["actor"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// Named tokens (`admin.tokens_file`): the history names who made each change, and a
+/// named caller cannot claim to be someone else; the shared token still works as
+/// before. A reload rotates the file; a broken file is refused and the old names stay.
+#[tokio::test]
+async fn named_tokens_put_their_name_in_the_history_and_rotate_on_reload() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("admin-tokens");
+    std::fs::write(
+        &file,
+        format!(
+            "# compliance staff\nalice {}\nportal {}\n",
+            sha256_hex("alice-token"),
+            sha256_hex("portal-token")
+        ),
+    )
+    .expect("write tokens");
+    let g = TestGate::start_with_admin(&[], &format!("tokens_file = \"{}\"", file.display())).await;
+
+    let (status, filing) = post_as(
+        &g,
+        "/v1/filings",
+        "alice-token",
+        "mallory",
+        submission(&["named.cn"], "new", None),
+    )
+    .await;
+    assert_eq!(status, 201, "{filing}");
+    let id = filing["id"].as_i64().expect("id");
+    let step = format!("/v1/filings/{id}/initial-review");
+    let (status, filing) = post_as(&g, &step, TOKEN, "bob", json!({"approve": true})).await;
+    assert_eq!(status, 200, "{filing}");
+    assert_eq!(
+        actors(&filing),
+        ["alice", "bob"],
+        "named, then shared with a claim"
+    );
+
+    let (status, _) = post_as(&g, "/v1/filings", "nobody-token", "x", json!({})).await;
+    assert_eq!(status, 401);
+
+    // Rotate: alice leaves.
+    std::fs::write(&file, format!("portal {}\n", sha256_hex("portal-token"))).expect("rotate");
+    let running = g.running.as_ref().expect("running");
+    running.reload().expect("reload");
+    let submit = |token: &'static str, domain: &'static str| {
+        post_as(
+            &g,
+            "/v1/filings",
+            token,
+            "x",
+            submission(&[domain], "new", None),
+        )
+    };
+    assert_eq!(submit("alice-token", "after-rotation.cn").await.0, 401);
+    assert_eq!(submit("portal-token", "by-portal.cn").await.0, 201);
+
+    // A broken file is refused with its line; the names in force stay.
+    std::fs::write(&file, "portal not-a-hash\n").expect("break");
+    let error = running
+        .reload()
+        .expect_err("a broken tokens file is refused");
+    assert!(
+        error
+            .to_string()
+            .contains(&format!("{}:1:", file.display())),
+        "{error}"
+    );
+    assert_eq!(submit("portal-token", "still-portal.cn").await.0, 201);
+}
+
+/// Named tokens alone are a configuration: writes are open to them, not refused as
+/// "no token configured".
+#[tokio::test]
+async fn named_tokens_alone_allow_writes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("admin-tokens");
+    std::fs::write(&file, format!("ci-bot {}\n", sha256_hex("bot-token"))).expect("write");
+    let mut g =
+        TestGate::start_with_admin(&[], &format!("tokens_file = \"{}\"", file.display())).await;
+    g.restart_with_token_env("ICPGATE_TEST_UNSET_TOKEN").await;
+    let (status, filing) = post_as(
+        &g,
+        "/v1/filings",
+        "bot-token",
+        "",
+        submission(&["bot.cn"], "new", None),
+    )
+    .await;
+    assert_eq!(status, 201, "{filing}");
+    assert_eq!(actors(&filing), ["ci-bot"]);
+    let (status, _) = post_as(&g, "/v1/filings", TOKEN, "", json!({})).await;
+    assert_eq!(status, 401, "the unset shared token is no token");
+}

@@ -197,6 +197,15 @@ impl TestGate {
     }
 
     /// Write `text` as the config in `dir` and start the gate on it.
+    /// A gate on `seed` whose `[admin]` table also holds `admin_lines`.
+    pub async fn start_with_admin(seed: &[String], admin_lines: &str) -> TestGate {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let shared = format!("[admin]\ntoken_env = \"{TOKEN_ENV}\"\n");
+        let text = config_text(dir.path(), seed, &[], &[], "", "")
+            .replace(&shared, &format!("{shared}{admin_lines}\n"));
+        TestGate::launch(dir, &text).await
+    }
+
     pub async fn launch(dir: tempfile::TempDir, text: &str) -> TestGate {
         std::env::set_var(TOKEN_ENV, TOKEN);
         let config_path = dir.path().join("icpgate.toml");
