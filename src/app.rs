@@ -12,7 +12,6 @@ use arc_swap::ArcSwap;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::watch;
@@ -328,9 +327,8 @@ pub struct Running {
     pub certs: Option<Arc<CertStore>>,
     config_path: PathBuf,
     stop: watch::Sender<bool>,
-    graceful: Arc<GracefulShutdown>,
     connections: Arc<Connections>,
-    /// Accept loops; awaited at shutdown so the drain handle is ours alone.
+    /// Accept loops; awaited at shutdown so no connection starts during a drain.
     listeners: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -362,7 +360,6 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         Arc::clone(&metrics),
     ));
     let admin_token = Arc::new(AdminToken::load(&config.admin)?);
-    let graceful = Arc::new(GracefulShutdown::new());
     let (stop, stop_rx) = watch::channel(false);
     let notifier = start_notifier(&config, registry.as_ref(), stop_rx.clone());
     let admin = Arc::new(Admin {
@@ -382,7 +379,6 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         certs: None,
         config_path: config.source.clone(),
         stop,
-        graceful,
         connections: Arc::default(),
         listeners: Vec::new(),
     };
@@ -393,7 +389,6 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
             tcp,
             gate: Arc::clone(&gate),
             handshake: Arc::new(PlainHandshake),
-            graceful: Arc::clone(&running.graceful),
             shutdown: stop_rx.clone(),
             connections: Arc::clone(&running.connections),
         };
@@ -440,7 +435,6 @@ async fn start_https(
         tcp,
         gate: Arc::clone(gate),
         handshake: Arc::new(TlsHandshake::new(Arc::clone(gate), Arc::clone(&certs))?),
-        graceful: Arc::clone(&running.graceful),
         shutdown: stop_rx.clone(),
         connections: Arc::clone(&running.connections),
     };
@@ -470,18 +464,10 @@ impl Running {
             let _ = listener.await;
         }
         if drain {
-            match Arc::try_unwrap(self.graceful) {
-                Ok(graceful) => {
-                    let timeout = self.gate.current().config.limits.drain_timeout;
-                    tracing::info!(?timeout, open = graceful.count(), "draining");
-                    if tokio::time::timeout(timeout, graceful.shutdown())
-                        .await
-                        .is_err()
-                    {
-                        tracing::warn!("drain timeout reached; closing the remaining connections");
-                    }
-                }
-                Err(_) => tracing::warn!("connections still being accepted; not draining"),
+            let timeout = self.gate.current().config.limits.drain_timeout;
+            tracing::info!(?timeout, open = self.connections.open(), "draining");
+            if !self.connections.drain(timeout).await {
+                tracing::warn!("drain timeout reached; closing the remaining connections");
             }
         }
         self.connections.cut_all(CUT_BOUND).await;

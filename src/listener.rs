@@ -1,8 +1,8 @@
 //! Accept loops: one per data-plane listener. Each connection is counted against
 //! `limits.max_connections` (over the limit it is closed at once), served by
 //! hyper-util's auto builder (HTTP/1.1, and HTTP/2 by prior knowledge or ALPN), and
-//! watched by the one graceful-shutdown handle so SIGTERM drains it; what a stop
-//! does not drain is cut (`Connections::cut_all`) while the runtime is still whole.
+//! followed by `Connections`: SIGTERM drains every connection, and what a stop does
+//! not drain is cut (`Connections::cut_all`) while the runtime is still whole.
 //!
 //! With `listen.proxy_protocol = true` every connection must open with a PROXY v1 or
 //! v2 header (read within `limits.header_read_timeout`, before TLS or HTTP); the
@@ -10,9 +10,10 @@
 //! A connection without one is closed without an answer.
 //!
 //! Slow and idle clients: `read_deadlines::ReadDeadlines` bounds each request head by
-//! `limits.header_read_timeout` and an idle HTTP/1 keep-alive connection by
-//! `limits.idle_timeout`; HTTP/2 connections are pinged every `limits.idle_timeout`
-//! and closed when a ping goes unanswered.
+//! `limits.header_read_timeout`. A connection with no request in flight for
+//! `limits.idle_timeout` is closed gracefully (HTTP/1 at once, HTTP/2 with a
+//! GOAWAY); HTTP/2 connections are also pinged every `limits.idle_timeout` and
+//! closed when a ping goes unanswered.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -26,7 +27,6 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify};
@@ -36,9 +36,20 @@ use crate::proxy::{ConnInfo, Gate};
 use crate::proxy_protocol::{read_proxy_header, ProxyProtocolError};
 use crate::read_deadlines::{ExchangeBody, Exchanges, ReadDeadlines};
 
+/// How far a stop has gone; every connection follows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Stop {
+    Serving,
+    /// Finish what is in flight, take no new request (HTTP/2: GOAWAY), then close.
+    Drain,
+    /// Close now.
+    Cut,
+}
+
 /// Every data-plane connection of the process: counted against
-/// `limits.max_connections` (and the `icpgate_connections_active` gauge), and cut
-/// together when the process stops without a complete drain.
+/// `limits.max_connections` (and the `icpgate_connections_active` gauge), drained
+/// together on SIGTERM and cut together when a stop does not wait (SIGINT) or the
+/// drain runs out of time.
 ///
 /// Cutting them ourselves, before the runtime goes away, is what makes a stop
 /// predictable: the runtime drops its tasks in no set order, so an upstream
@@ -46,7 +57,7 @@ use crate::read_deadlines::{ExchangeBody, Exchanges, ReadDeadlines};
 /// instead of the client seeing its connection close.
 pub struct Connections {
     active: AtomicUsize,
-    cut: watch::Sender<bool>,
+    stop: watch::Sender<Stop>,
     all_closed: Notify,
 }
 
@@ -54,7 +65,7 @@ impl Default for Connections {
     fn default() -> Self {
         Connections {
             active: AtomicUsize::new(0),
-            cut: watch::Sender::new(false),
+            stop: watch::Sender::new(Stop::Serving),
             all_closed: Notify::new(),
         }
     }
@@ -66,11 +77,32 @@ impl Connections {
         self.active.load(Ordering::Acquire)
     }
 
+    /// Ask every connection to finish its requests in flight and close; true once
+    /// all are closed, false when `within` runs out first.
+    pub async fn drain(&self, within: Duration) -> bool {
+        self.advance(Stop::Drain);
+        self.all_closed_within(within).await
+    }
+
     /// Close every connection (and refuse the ones still handshaking); returns once
     /// they are all closed, or after `bound`.
     pub async fn cut_all(&self, bound: Duration) {
-        self.cut.send_replace(true);
-        let _ = tokio::time::timeout(bound, async {
+        self.advance(Stop::Cut);
+        self.all_closed_within(bound).await;
+    }
+
+    fn advance(&self, to: Stop) {
+        self.stop.send_if_modified(|stop| {
+            let later = to > *stop;
+            if later {
+                *stop = to;
+            }
+            later
+        });
+    }
+
+    async fn all_closed_within(&self, within: Duration) -> bool {
+        tokio::time::timeout(within, async {
             loop {
                 // Registered before the count is read, so a close in between still wakes us.
                 let closed = self.all_closed.notified();
@@ -80,16 +112,17 @@ impl Connections {
                 closed.await;
             }
         })
-        .await;
+        .await
+        .is_ok()
     }
 
-    /// Serve `connection` until it ends or every connection is cut; `slot` is
-    /// released only after the connection's sockets are closed.
+    /// Serve `connection` (which follows `Stop::Drain` itself) until it ends or every
+    /// connection is cut; `slot` is released only after its sockets are closed.
     async fn serve_until_cut(&self, connection: impl Future<Output = ()>, slot: ConnectionSlot) {
-        let mut cut = self.cut.subscribe();
+        let mut stop = self.stop.subscribe();
         tokio::select! {
             _ = connection => {}
-            _ = cut.wait_for(|cut| *cut) => {}
+            _ = stop.wait_for(|stop| *stop == Stop::Cut) => {}
         }
         drop(slot);
     }
@@ -144,8 +177,6 @@ pub struct Listener<H: Handshake> {
     pub tcp: TcpListener,
     pub gate: Arc<Gate>,
     pub handshake: Arc<H>,
-    /// The one drain handle; each connection is watched by it.
-    pub graceful: Arc<GracefulShutdown>,
     pub shutdown: watch::Receiver<bool>,
     /// Shared by every listener so the limit is per process.
     pub connections: Arc<Connections>,
@@ -183,7 +214,7 @@ impl<H: Handshake> Listener<H> {
                 peer,
                 Arc::clone(&self.gate),
                 Arc::clone(&self.handshake),
-                self.graceful.watcher(),
+                self.connections.stop.subscribe(),
             );
             let connections = Arc::clone(&self.connections);
             tokio::spawn(async move { connections.serve_until_cut(task, slot).await });
@@ -234,7 +265,7 @@ async fn serve<H: Handshake>(
     peer: SocketAddr,
     gate: Arc<Gate>,
     handshake: Arc<H>,
-    watcher: hyper_util::server::graceful::Watcher,
+    mut stop: watch::Receiver<Stop>,
 ) {
     let runtime = gate.current();
     let limits = runtime.config.limits.clone();
@@ -255,12 +286,7 @@ async fn serve<H: Handshake>(
     };
     let info = Arc::new(info);
     let exchanges = Exchanges::new();
-    let io = ReadDeadlines::new(
-        io,
-        Arc::clone(&exchanges),
-        limits.header_read_timeout,
-        limits.idle_timeout,
-    );
+    let io = ReadDeadlines::new(io, Arc::clone(&exchanges), limits.header_read_timeout);
     let mut builder = Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -273,6 +299,7 @@ async fn serve<H: Handshake>(
         .keep_alive_interval(Some(limits.idle_timeout))
         .keep_alive_timeout(Duration::from_secs(20))
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+    let idle = Arc::clone(&exchanges);
     let service = service_fn(move |request| {
         let exchange = exchanges.begin();
         let served = Arc::clone(&gate).serve(request, Arc::clone(&info));
@@ -287,7 +314,26 @@ async fn serve<H: Handshake>(
     let connection = builder
         .serve_connection_with_upgrades(TokioIo::new(io), service)
         .into_owned();
-    if let Err(error) = watcher.watch(connection).await {
+    tokio::pin!(connection);
+    let idle_too_long = idle.idle_for(limits.idle_timeout);
+    tokio::pin!(idle_too_long);
+    // A graceful shutdown lets requests in flight finish and takes no new one: an
+    // idle HTTP/1 connection closes at once, HTTP/2 gets a GOAWAY.
+    let mut closing = false;
+    let ended = loop {
+        tokio::select! {
+            ended = connection.as_mut() => break ended,
+            _ = stop.wait_for(|stop| *stop >= Stop::Drain), if !closing => {
+                connection.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            () = &mut idle_too_long, if !closing => {
+                connection.as_mut().graceful_shutdown();
+                closing = true;
+            }
+        }
+    };
+    if let Err(error) = ended {
         tracing::debug!(%peer, error = %error, "connection ended with an error");
     }
 }

@@ -1,25 +1,24 @@
-//! Read deadlines of one client connection: how long it may take to send a request
-//! head (`limits.header_read_timeout`) and how long an HTTP/1 keep-alive connection
-//! may sit idle between requests (`limits.idle_timeout`).
+//! Read deadlines of one client connection, and when it has been idle too long.
 //!
-//! hyper's own `header_read_timeout` cannot tell the two apart: it starts its timer
-//! as soon as a connection waits for the next head, so an idle keep-alive connection
-//! would be closed after the (short) head timeout, and a load balancer keeping its
-//! connections longer would race that close and answer its client 502. Here the
-//! connection's phase decides the deadline:
+//! hyper's own `header_read_timeout` cannot tell a slow request head from an idle
+//! keep-alive connection: it starts its timer as soon as a connection waits for the
+//! next head, so an idle keep-alive connection would be closed after the (short) head
+//! timeout, and a load balancer keeping its connections longer would race that close
+//! and answer its client 502. Here the connection's phase decides the read deadline:
 //!
 //! - `Head`: from the connection's start, or from the first byte after an idle
 //!   spell, until hyper hands the request to the service: `header_read_timeout`.
 //!   When it passes, reads fail and the connection is cut (slow clients).
 //! - `Busy`: from a request to the end of its response body: no read deadline
 //!   (`upstream_timeout` bounds the exchange, `max_body_bytes` the upload).
-//! - `Idle`: once no response is in flight: `idle_timeout`. When it passes, the
-//!   connection reads as closed, so hyper ends it cleanly.
-//! - `Unbounded`: HTTP/2 (known by its preface; hyper pings it every `idle_timeout`
-//!   instead) and connections upgraded by a 101 (WebSocket tunnels).
+//! - `Idle`: no request in flight. No read deadline either: [`Exchanges::idle_for`]
+//!   tells the connection's task when it has been idle for `idle_timeout`, and the
+//!   task closes it gracefully (HTTP/2 with a GOAWAY).
+//! - `Unbounded`: HTTP/2 (known by its preface; streams are not heads on the wire)
+//!   and connections upgraded by a 101 (WebSocket tunnels).
 //!
 //! A pipelined request whose head was already partly read while the previous one was
-//! busy gets the idle deadline, not the head deadline, for the rest of its head.
+//! busy has no head deadline for the rest of its head.
 
 use std::future::Future;
 use std::io;
@@ -33,6 +32,7 @@ use bytes::Bytes;
 use futures_util::task::AtomicWaker;
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
 
 use crate::proxy_body::{BoxError, ProxyBody};
@@ -50,6 +50,8 @@ pub struct Exchanges {
     unbounded: AtomicBool,
     /// The connection's reader, woken when its deadline changes.
     reader: AtomicWaker,
+    /// Told of every exchange that begins or ends, for `idle_for`.
+    activity: Notify,
 }
 
 impl Exchanges {
@@ -61,6 +63,7 @@ impl Exchanges {
     /// (or the response body it is moved into) is dropped.
     pub fn begin(self: &Arc<Self>) -> Exchange {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.activity.notify_waiters();
         Exchange {
             exchanges: Arc::clone(self),
         }
@@ -76,6 +79,26 @@ impl Exchanges {
         if self.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.idle_since.fetch_add(1, Ordering::AcqRel);
             self.reader.wake();
+            self.activity.notify_waiters();
+        }
+    }
+
+    /// Resolves once no exchange has been in flight for `timeout` (counted from the
+    /// end of the last one, or from now).
+    pub async fn idle_for(&self, timeout: Duration) {
+        loop {
+            let activity = self.activity.notified();
+            tokio::pin!(activity);
+            // Registered before the count is read, so a change in between still wakes us.
+            activity.as_mut().enable();
+            if self.in_flight.load(Ordering::Acquire) == 0 {
+                tokio::select! {
+                    () = tokio::time::sleep(timeout) => return,
+                    () = &mut activity => {}
+                }
+            } else {
+                activity.await;
+            }
         }
     }
 }
@@ -150,7 +173,6 @@ pub struct ReadDeadlines<T> {
     inner: T,
     exchanges: Arc<Exchanges>,
     header_read_timeout: Duration,
-    idle_timeout: Duration,
     phase: Phase,
     idle_seen: u64,
     /// The connection's first bytes, until they tell HTTP/2 from HTTP/1.
@@ -164,13 +186,11 @@ impl<T> ReadDeadlines<T> {
         inner: T,
         exchanges: Arc<Exchanges>,
         header_read_timeout: Duration,
-        idle_timeout: Duration,
     ) -> ReadDeadlines<T> {
         ReadDeadlines {
             inner,
             exchanges,
             header_read_timeout,
-            idle_timeout,
             phase: Phase::Head,
             idle_seen: 0,
             opening: Vec::with_capacity(H2_PREFACE.len()),
@@ -192,8 +212,6 @@ impl<T> ReadDeadlines<T> {
             if idle_since != self.idle_seen {
                 self.idle_seen = idle_since;
                 self.phase = Phase::Idle;
-                let deadline = Instant::now() + self.idle_timeout;
-                self.deadline.as_mut().reset(deadline);
             }
         }
     }
@@ -240,16 +258,11 @@ impl<T: AsyncRead + Unpin> AsyncRead for ReadDeadlines<T> {
                 // The service may have changed the phase between the check above and
                 // the registration; look again so no wake-up is lost.
                 this.follow_exchanges();
-                let bounded = matches!(this.phase, Phase::Head | Phase::Idle);
-                if bounded && this.deadline.as_mut().poll(cx).is_ready() {
-                    if this.phase == Phase::Head {
-                        return Poll::Ready(Err(io::Error::new(
-                            io::ErrorKind::TimedOut,
-                            "request head not received within limits.header_read_timeout",
-                        )));
-                    }
-                    // Idle too long: read as a clean close, so hyper ends the connection.
-                    return Poll::Ready(Ok(()));
+                if this.phase == Phase::Head && this.deadline.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "request head not received within limits.header_read_timeout",
+                    )));
                 }
                 Poll::Pending
             }
@@ -294,7 +307,7 @@ mod tests {
     fn connection() -> (DuplexStream, ReadDeadlines<DuplexStream>, Arc<Exchanges>) {
         let (client, server) = tokio::io::duplex(4096);
         let exchanges = Exchanges::new();
-        let server = ReadDeadlines::new(server, Arc::clone(&exchanges), HEAD, IDLE);
+        let server = ReadDeadlines::new(server, Arc::clone(&exchanges), HEAD);
         (client, server, exchanges)
     }
 
@@ -335,10 +348,27 @@ mod tests {
         let exchange = exchanges.begin();
         assert_eq!(read(&mut server, IDLE * 2).await, Read::Nothing);
         drop(exchange);
-        // Idle now: a clean close once the idle timeout passes, not before the head one.
+        // Idle now: closing an idle connection is its task's job (`idle_for`), so
+        // reads just wait.
+        assert_eq!(read(&mut server, IDLE).await, Read::Nothing);
+    }
+
+    #[tokio::test]
+    async fn idle_for_counts_from_the_end_of_the_last_exchange() {
+        let exchanges = Exchanges::new();
         let started = Instant::now();
-        assert_eq!(read(&mut server, IDLE * 4).await, Read::Closed);
-        assert!(started.elapsed() >= IDLE - Duration::from_millis(50));
+        let exchange = exchanges.begin();
+        let idle = tokio::spawn({
+            let exchanges = Arc::clone(&exchanges);
+            async move { exchanges.idle_for(IDLE).await }
+        });
+        tokio::time::sleep(IDLE * 2).await;
+        assert!(!idle.is_finished(), "idle while a request was in flight");
+        drop(exchange);
+        let ended = Instant::now();
+        idle.await.expect("idle_for resolves");
+        assert!(ended.elapsed() >= IDLE - Duration::from_millis(20));
+        assert!(started.elapsed() >= IDLE * 3 - Duration::from_millis(20));
     }
 
     #[tokio::test]
@@ -347,9 +377,14 @@ mod tests {
         client.write_all(b"GET /").await.expect("write");
         assert!(matches!(read(&mut server, HEAD).await, Read::Bytes(_)));
         drop(exchanges.begin());
+        assert_eq!(
+            read(&mut server, HEAD * 2).await,
+            Read::Nothing,
+            "idle: no head due"
+        );
         client.write_all(b"GET /next").await.expect("write");
         assert!(matches!(read(&mut server, HEAD).await, Read::Bytes(_)));
-        assert_eq!(read(&mut server, IDLE * 4).await, Read::TimedOut);
+        assert_eq!(read(&mut server, HEAD * 4).await, Read::TimedOut);
     }
 
     #[tokio::test]

@@ -206,3 +206,37 @@ async fn bodies_over_max_body_bytes_never_reach_the_origin_whole() {
     assert_eq!(small.status, 200);
     gate.stop().await;
 }
+
+/// HTTP/2 follows `idle_timeout` too: with no stream open for that long the gate
+/// says GOAWAY and closes, instead of holding a `max_connections` slot for as long
+/// as the client answers pings.
+#[tokio::test]
+async fn an_idle_http2_connection_is_closed_after_idle_timeout() {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let mut gate = gate(IDLE_LIMITS).await;
+    let stream = TcpStream::connect(gate.http).await.expect("connect");
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .expect("h2 handshake");
+    let driver = tokio::spawn(conn);
+    for _ in 0..2 {
+        let request = http::Request::get("http://example.com/")
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .expect("request");
+        let response = sender.send_request(request).await.expect("response");
+        assert_eq!(response.status(), 200);
+        drop(response);
+        // Idle for longer than the head timeout between streams: still open.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+    let started = Instant::now();
+    let ended = tokio::time::timeout(Duration::from_secs(8), driver).await;
+    assert!(ended.is_ok(), "the idle HTTP/2 connection was kept open");
+    assert!(
+        started.elapsed() >= Duration::from_millis(800),
+        "closed {:?} into the idle spell, before idle_timeout",
+        started.elapsed()
+    );
+    gate.stop().await;
+}
