@@ -48,6 +48,8 @@ pub struct Exchanges {
     /// Bumped each time the last exchange in flight ends: an idle spell starts.
     idle_since: AtomicU64,
     unbounded: AtomicBool,
+    /// A request head has begun arriving after an idle spell: not idle any more.
+    head_arriving: AtomicBool,
     /// The connection's reader, woken when its deadline changes.
     reader: AtomicWaker,
     /// Told of every exchange that begins or ends, for `idle_for`.
@@ -63,6 +65,7 @@ impl Exchanges {
     /// (or the response body it is moved into) is dropped.
     pub fn begin(self: &Arc<Self>) -> Exchange {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.head_arriving.store(false, Ordering::Release);
         self.activity.notify_waiters();
         Exchange {
             exchanges: Arc::clone(self),
@@ -75,6 +78,18 @@ impl Exchanges {
         self.reader.wake();
     }
 
+    /// The first byte of a request after an idle spell arrived: the idle countdown
+    /// stops (the head deadline takes over), so an idle close never crosses a
+    /// request already on its way in.
+    fn head_started(&self) {
+        self.head_arriving.store(true, Ordering::Release);
+        self.activity.notify_waiters();
+    }
+
+    fn is_idle(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire) == 0 && !self.head_arriving.load(Ordering::Acquire)
+    }
+
     fn end(&self) {
         if self.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.idle_since.fetch_add(1, Ordering::AcqRel);
@@ -83,15 +98,15 @@ impl Exchanges {
         }
     }
 
-    /// Resolves once no exchange has been in flight for `timeout` (counted from the
-    /// end of the last one, or from now).
+    /// Resolves once no exchange has been in flight, nor a head arriving, for
+    /// `timeout` (counted from the end of the last one, or from now).
     pub async fn idle_for(&self, timeout: Duration) {
         loop {
             let activity = self.activity.notified();
             tokio::pin!(activity);
             // Registered before the count is read, so a change in between still wakes us.
             activity.as_mut().enable();
-            if self.in_flight.load(Ordering::Acquire) == 0 {
+            if self.is_idle() {
                 tokio::select! {
                     () = tokio::time::sleep(timeout) => return,
                     () = &mut activity => {}
@@ -234,6 +249,7 @@ impl<T> ReadDeadlines<T> {
             self.phase = Phase::Head;
             let deadline = Instant::now() + self.header_read_timeout;
             self.deadline.as_mut().reset(deadline);
+            self.exchanges.head_started();
         }
     }
 }
@@ -351,6 +367,23 @@ mod tests {
         // Idle now: closing an idle connection is its task's job (`idle_for`), so
         // reads just wait.
         assert_eq!(read(&mut server, IDLE).await, Read::Nothing);
+    }
+
+    #[tokio::test]
+    async fn a_head_on_its_way_in_is_not_idle() {
+        let (mut client, mut server, exchanges) = connection();
+        client
+            .write_all(b"GET / HTTP/1.1\r\n")
+            .await
+            .expect("write");
+        assert!(matches!(read(&mut server, HEAD).await, Read::Bytes(_)));
+        drop(exchanges.begin());
+        assert!(exchanges.is_idle());
+        client.write_all(b"GET /next").await.expect("write");
+        assert!(matches!(read(&mut server, HEAD).await, Read::Bytes(_)));
+        assert!(!exchanges.is_idle(), "bytes of a new request arrived");
+        drop(exchanges.begin());
+        assert!(exchanges.is_idle(), "its exchange ended");
     }
 
     #[tokio::test]
