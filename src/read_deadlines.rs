@@ -29,10 +29,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::task::AtomicWaker;
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
 
 use crate::proxy_body::{BoxError, ProxyBody};
@@ -40,9 +38,12 @@ use crate::proxy_body::{BoxError, ProxyBody};
 /// The first bytes of every HTTP/2 connection (RFC 9113 §3.4).
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// What one connection's service tells its reads: requests in flight, the end of
-/// the last one, and whether the connection left HTTP/1 request/response turns.
-#[derive(Default)]
+/// What one connection's service tells its reads and its idle timer: requests in
+/// flight, the end of the last one, and whether the connection left HTTP/1
+/// request/response turns.
+///
+/// Nothing here wakes anyone: the reads look at it on every poll, and the idle timer
+/// when it fires, so a request costs a few atomic operations and no task wake-up.
 pub struct Exchanges {
     in_flight: AtomicUsize,
     /// Bumped each time the last exchange in flight ends: an idle spell starts.
@@ -50,15 +51,30 @@ pub struct Exchanges {
     unbounded: AtomicBool,
     /// A request head has begun arriving after an idle spell: not idle any more.
     head_arriving: AtomicBool,
-    /// The connection's reader, woken when its deadline changes.
-    reader: AtomicWaker,
-    /// Told of every exchange that begins or ends, for `idle_for`.
-    activity: Notify,
+    /// When the connection was last active, in milliseconds since `born`.
+    last_active_ms: AtomicU64,
+    born: Instant,
 }
 
 impl Exchanges {
     pub fn new() -> Arc<Exchanges> {
-        Arc::new(Exchanges::default())
+        Arc::new(Exchanges {
+            in_flight: AtomicUsize::new(0),
+            idle_since: AtomicU64::new(0),
+            unbounded: AtomicBool::new(false),
+            head_arriving: AtomicBool::new(false),
+            last_active_ms: AtomicU64::new(0),
+            born: Instant::now(),
+        })
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_active_ms.store(ms, Ordering::Release);
+    }
+
+    fn last_active(&self) -> Instant {
+        self.born + Duration::from_millis(self.last_active_ms.load(Ordering::Acquire))
     }
 
     /// A request reached the service; it is in flight until the returned guard
@@ -66,7 +82,6 @@ impl Exchanges {
     pub fn begin(self: &Arc<Self>) -> Exchange {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         self.head_arriving.store(false, Ordering::Release);
-        self.activity.notify_waiters();
         Exchange {
             exchanges: Arc::clone(self),
         }
@@ -75,7 +90,6 @@ impl Exchanges {
     /// No more deadlines for this connection (it was upgraded).
     pub fn unbound(&self) {
         self.unbounded.store(true, Ordering::Release);
-        self.reader.wake();
     }
 
     /// The first byte of a request after an idle spell arrived: the idle countdown
@@ -83,7 +97,7 @@ impl Exchanges {
     /// request already on its way in.
     fn head_started(&self) {
         self.head_arriving.store(true, Ordering::Release);
-        self.activity.notify_waiters();
+        self.touch();
     }
 
     fn is_idle(&self) -> bool {
@@ -92,28 +106,28 @@ impl Exchanges {
 
     fn end(&self) {
         if self.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.touch();
             self.idle_since.fetch_add(1, Ordering::AcqRel);
-            self.reader.wake();
-            self.activity.notify_waiters();
         }
     }
 
     /// Resolves once no exchange has been in flight, nor a head arriving, for
     /// `timeout` (counted from the end of the last one, or from now).
     pub async fn idle_for(&self, timeout: Duration) {
+        let mut wake_at = self.last_active() + timeout;
         loop {
-            let activity = self.activity.notified();
-            tokio::pin!(activity);
-            // Registered before the count is read, so a change in between still wakes us.
-            activity.as_mut().enable();
-            if self.is_idle() {
-                tokio::select! {
-                    () = tokio::time::sleep(timeout) => return,
-                    () = &mut activity => {}
-                }
-            } else {
-                activity.await;
+            tokio::time::sleep_until(wake_at).await;
+            let now = Instant::now();
+            if !self.is_idle() {
+                // Busy now: it cannot have been idle for `timeout` before `now + timeout`.
+                wake_at = now + timeout;
+                continue;
             }
+            let due = self.last_active() + timeout;
+            if due <= now {
+                return;
+            }
+            wake_at = due;
         }
     }
 }
@@ -270,10 +284,6 @@ impl<T: AsyncRead + Unpin> AsyncRead for ReadDeadlines<T> {
             }
             Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
             Poll::Pending => {
-                this.exchanges.reader.register(cx.waker());
-                // The service may have changed the phase between the check above and
-                // the registration; look again so no wake-up is lost.
-                this.follow_exchanges();
                 if this.phase == Phase::Head && this.deadline.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::TimedOut,
