@@ -138,16 +138,25 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Config {
             command: ConfigCommand::Check { config },
-        } => match Config::load(&config) {
-            Ok(_) => {
-                println!("{}: ok", config.display());
-                Ok(ExitCode::SUCCESS)
+        } => {
+            // The files the config names for admin tokens are checked too: a reload
+            // would refuse them just the same.
+            let checked = Config::load(&config)
+                .map_err(|e| e.to_string())
+                .and_then(|loaded| {
+                    icpgate::app::AdminToken::load(&loaded.admin).map_err(|e| e.to_string())
+                });
+            match checked {
+                Ok(_) => {
+                    println!("{}: ok", config.display());
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(error) => {
+                    println!("{error}");
+                    Ok(ExitCode::from(1))
+                }
             }
-            Err(error) => {
-                println!("{error}");
-                Ok(ExitCode::from(1))
-            }
-        },
+        }
     }
 }
 

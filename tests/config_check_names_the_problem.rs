@@ -70,3 +70,24 @@ fn broken_files_name_line_and_key() {
     assert_ne!(code, 0, "{out}");
     assert!(out.contains("/nonexistent/icpgate.toml"), "{out}");
 }
+
+#[test]
+fn a_bad_admin_tokens_file_is_named_with_its_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tokens = dir.path().join("admin-tokens");
+    std::fs::write(&tokens, "# staff\nalice not-a-sha256\n").expect("write tokens");
+    let config = dir.path().join("icpgate.toml");
+    let text = format!("[admin]\ntokens_file = \"{}\"\n", tokens.display());
+    std::fs::write(&config, text).expect("write config");
+    let (code, out) = check_path(&config);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!("{}:2:", tokens.display())),
+        "file and line: {out}"
+    );
+    assert!(out.contains("SHA-256"), "what is wrong: {out}");
+
+    std::fs::write(&tokens, format!("alice {}\n", "ab".repeat(32))).expect("fix tokens");
+    let (code, out) = check_path(&config);
+    assert_eq!(code, 0, "{out}");
+}
