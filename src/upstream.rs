@@ -4,6 +4,13 @@
 //! the whole exchange. A connect failure happens before the request body is touched,
 //! so failing over never loses a body.
 //!
+//! A server that fails to connect (refused, or no answer within
+//! `limits.upstream_connect_timeout`) is passed over for [`FAIL_COOLDOWN`], as nginx's
+//! default `max_fails=1 fail_timeout=10s` does, so a dead or black-holed server
+//! costs one connect attempt per cool-down instead of one per new connection. When
+//! every server of a pool is passed over, all are tried anyway: the pool never gives
+//! up without asking.
+//!
 //! A pool with `tls = true` speaks TLS to its servers, verifying the origin's
 //! certificate for the request's host, which is also the SNI. Its pool key (the URI
 //! authority hyper's client groups connections by) is that host, so connections made
@@ -12,10 +19,10 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::{Request, Response, Uri};
 use hyper::body::Incoming;
@@ -105,11 +112,66 @@ impl Transport {
     }
 }
 
+/// How long a server that failed to connect is passed over.
+pub const FAIL_COOLDOWN: Duration = Duration::from_secs(10);
+
+/// One server of a pool and when it may be tried again after a failure.
+struct Server {
+    address: String,
+    /// Milliseconds since `Servers::epoch` until which it is passed over; 0: up.
+    down_until_ms: AtomicU64,
+}
+
+/// A pool's servers and their recent connect failures.
+struct Servers {
+    list: Vec<Server>,
+    epoch: Instant,
+}
+
+impl Servers {
+    fn new(addresses: impl IntoIterator<Item = String>) -> Servers {
+        Servers {
+            list: addresses
+                .into_iter()
+                .map(|address| Server {
+                    address,
+                    down_until_ms: AtomicU64::new(0),
+                })
+                .collect(),
+            epoch: Instant::now(),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn is_down(&self, server: &Server, now_ms: u64) -> bool {
+        server.down_until_ms.load(Ordering::Acquire) > now_ms
+    }
+
+    fn failed(&self, server: &Server, error: &io::Error) {
+        let until = self
+            .now_ms()
+            .saturating_add(FAIL_COOLDOWN.as_millis() as u64);
+        let before = server.down_until_ms.swap(until, Ordering::AcqRel);
+        if before <= self.now_ms() {
+            tracing::warn!(server = %server.address, %error, cooldown = ?FAIL_COOLDOWN, "upstream server failed to connect; passed over for the cool-down");
+        }
+    }
+
+    fn answered(&self, server: &Server) {
+        if server.down_until_ms.swap(0, Ordering::AcqRel) != 0 {
+            tracing::info!(server = %server.address, "upstream server connects again");
+        }
+    }
+}
+
 /// Opens a connection to the next server of a pool that accepts one (TLS on top
 /// for TLS pools, verified for the URI's host).
 #[derive(Clone)]
 pub struct FailoverConnector {
-    servers: Arc<[String]>,
+    servers: Arc<Servers>,
     /// Round-robin cursor shared by every connection attempt of the pool.
     next: Arc<AtomicUsize>,
     connect_timeout: Duration,
@@ -133,7 +195,7 @@ impl FailoverConnector {
             Transport::Plain
         };
         Ok(FailoverConnector {
-            servers: Arc::from(vec![server]),
+            servers: Arc::new(Servers::new([server])),
             next: Arc::new(AtomicUsize::new(0)),
             connect_timeout,
             transport,
@@ -161,8 +223,11 @@ impl FailoverConnector {
         }
     }
 
+    /// Connect to the pool's servers in round-robin order, those passed over after
+    /// a recent failure last.
     async fn connect_tcp(&self) -> io::Result<TcpStream> {
-        let count = self.servers.len();
+        let servers = &self.servers;
+        let count = servers.list.len();
         if count == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::NotFound,
@@ -170,28 +235,30 @@ impl FailoverConnector {
             ));
         }
         let start = self.next.fetch_add(1, Ordering::Relaxed) % count;
+        let now_ms = servers.now_ms();
+        let rotation = (0..count).map(|offset| &servers.list[(start + offset) % count]);
+        let (up, down): (Vec<&Server>, Vec<&Server>) =
+            rotation.partition(|server| !servers.is_down(server, now_ms));
         let mut last_error = None;
-        for offset in 0..count {
-            let server = &self.servers[(start + offset) % count];
-            match tokio::time::timeout(self.connect_timeout, TcpStream::connect(server.as_str()))
-                .await
-            {
-                Ok(Ok(stream)) => {
-                    stream.set_nodelay(true)?;
-                    return Ok(stream);
-                }
-                Ok(Err(error)) => {
-                    tracing::debug!(%server, %error, "upstream refused the connection; trying the next");
-                    last_error = Some(error);
-                }
-                Err(_) => {
-                    tracing::debug!(%server, "upstream connect timed out; trying the next");
-                    last_error = Some(io::Error::new(
+        for server in up.into_iter().chain(down) {
+            let address = server.address.as_str();
+            let error =
+                match tokio::time::timeout(self.connect_timeout, TcpStream::connect(address)).await
+                {
+                    Ok(Ok(stream)) => {
+                        servers.answered(server);
+                        stream.set_nodelay(true)?;
+                        return Ok(stream);
+                    }
+                    Ok(Err(error)) => error,
+                    Err(_) => io::Error::new(
                         io::ErrorKind::TimedOut,
-                        format!("connect to {server} timed out"),
-                    ));
-                }
-            }
+                        format!("connect to {address} timed out"),
+                    ),
+                };
+            tracing::debug!(server = %address, %error, "upstream connect failed; trying the next");
+            servers.failed(server, &error);
+            last_error = Some(error);
         }
         Err(last_error.unwrap_or_else(|| io::Error::other("no upstream answered")))
     }
@@ -255,7 +322,7 @@ pub struct Pool {
 impl Pool {
     fn new(name: PoolName, config: &PoolConfig, connect_timeout: Duration) -> Pool {
         let connector = FailoverConnector {
-            servers: config.servers.iter().cloned().collect(),
+            servers: Arc::new(Servers::new(config.servers.iter().cloned())),
             next: Arc::new(AtomicUsize::new(0)),
             connect_timeout,
             transport: Transport::for_pool(name, config),
@@ -346,5 +413,104 @@ impl Upstreams {
             PoolName::Storefront => &self.storefront,
             PoolName::CorporateSite => &self.corporate_site,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::{TcpListener, TcpSocket};
+
+    const CONNECT_TIMEOUT: Duration = Duration::from_millis(400);
+
+    fn connector(servers: Vec<String>) -> FailoverConnector {
+        FailoverConnector {
+            servers: Arc::new(Servers::new(servers)),
+            next: Arc::new(AtomicUsize::new(0)),
+            connect_timeout: CONNECT_TIMEOUT,
+            transport: Transport::Plain,
+        }
+    }
+
+    /// A server that never answers a SYN: a listener whose accept queue is full.
+    /// The returned values keep it that way while they live.
+    async fn black_hole() -> (TcpListener, Vec<TcpStream>, String) {
+        let socket = TcpSocket::new_v4().expect("socket");
+        socket.bind(([127, 0, 0, 1], 0).into()).expect("bind");
+        let listener = socket.listen(1).expect("listen");
+        let address = listener.local_addr().expect("addr").to_string();
+        let mut held = Vec::new();
+        for _ in 0..16 {
+            let attempt = TcpStream::connect(address.as_str());
+            match tokio::time::timeout(Duration::from_millis(100), attempt).await {
+                Ok(Ok(stream)) => held.push(stream),
+                _ => break,
+            }
+        }
+        (listener, held, address)
+    }
+
+    async fn live() -> (TcpListener, String) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("addr").to_string();
+        (listener, address)
+    }
+
+    /// How long one connect took, and whether it succeeded.
+    async fn timed_connect(connector: &FailoverConnector) -> (Duration, bool) {
+        let started = Instant::now();
+        let connected = connector.connect_tcp().await.is_ok();
+        (started.elapsed(), connected)
+    }
+
+    #[tokio::test]
+    async fn a_black_holed_server_is_passed_over_after_one_timeout() {
+        let (_hole, _held, dead) = black_hole().await;
+        let (_listener, alive) = live().await;
+        let connector = connector(vec![dead, alive]);
+        let (first, connected) = timed_connect(&connector).await;
+        assert!(connected, "failed over to the live server");
+        assert!(
+            first >= CONNECT_TIMEOUT,
+            "the first attempt waited: {first:?}"
+        );
+        // The rotation starts at the dead server every other time; it is skipped.
+        for attempt in 0..4 {
+            let (took, connected) = timed_connect(&connector).await;
+            assert!(connected);
+            assert!(
+                took < CONNECT_TIMEOUT,
+                "attempt {attempt} waited for the passed-over server: {took:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_pool_whose_servers_all_failed_is_still_tried() {
+        let (refusing, port) = {
+            let socket = TcpSocket::new_v4().expect("socket");
+            socket.bind(([127, 0, 0, 1], 0).into()).expect("bind");
+            let port = socket.local_addr().expect("addr").port();
+            (socket, port)
+        };
+        let address = format!("127.0.0.1:{port}");
+        let connector = connector(vec![address.clone()]);
+        assert!(
+            connector.connect_tcp().await.is_err(),
+            "nothing listens yet"
+        );
+        // The only server is passed over now, but it is asked anyway, and answers
+        // (the same socket starts listening: the port is never free for another).
+        let listener = refusing.listen(16).expect("listen");
+        assert!(
+            connector.connect_tcp().await.is_ok(),
+            "a down pool is still tried"
+        );
+        let now = connector.servers.now_ms();
+        assert!(
+            !connector.servers.is_down(&connector.servers.list[0], now),
+            "a server that answers is up again"
+        );
+        drop(listener);
     }
 }
