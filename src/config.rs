@@ -20,6 +20,7 @@
 //! https = ""                     # TLS listener, off by default; needs tls.certs_dir
 //! admin = "127.0.0.1:9090"       # admin API, metrics, health; "" disables it
 //! proxy_protocol = false         # require a PROXY v1/v2 header on every connection
+//! proxy_protocol_from = []       # CIDRs or IPs allowed to send it; [] = any peer
 //! trusted_proxies = []           # CIDRs or IPs whose X-Forwarded-For/PROXY we believe
 //!
 //! [registry]
@@ -124,6 +125,9 @@ pub struct Listen {
     pub admin: Option<SocketAddr>,
     /// Every connection on http/https starts with a PROXY protocol v1/v2 header.
     pub proxy_protocol: bool,
+    /// The load balancers allowed to send a PROXY header; a connection from any
+    /// other peer is closed unread. Empty: any peer (the port must be firewalled).
+    pub proxy_protocol_from: Vec<IpNet>,
     /// Peers allowed to tell us the client address.
     pub trusted_proxies: Vec<IpNet>,
 }
@@ -135,6 +139,7 @@ impl Default for Listen {
             https: None,
             admin: Some(SocketAddr::from(([127, 0, 0, 1], 9090))),
             proxy_protocol: false,
+            proxy_protocol_from: Vec::new(),
             trusted_proxies: Vec::new(),
         }
     }
@@ -642,6 +647,12 @@ impl Config {
             return Err(problem(
                 "tls.certs_dir",
                 "required when listen.https is set",
+            ));
+        }
+        if !self.listen.proxy_protocol_from.is_empty() && !self.listen.proxy_protocol {
+            return Err(problem(
+                "listen.proxy_protocol_from",
+                "only applies with listen.proxy_protocol = true",
             ));
         }
         Ok(())
@@ -1235,6 +1246,19 @@ secret = "s3cret"
                 "https without certs_dir",
                 "[listen]\nhttps = \"127.0.0.1:8443\"\n",
                 &["tls.certs_dir: required when listen.https is set"],
+            ),
+            (
+                "PROXY senders named without PROXY protocol",
+                "[listen]\nproxy_protocol_from = [\"10.0.0.0/8\"]\n",
+                &[
+                    ":2:",
+                    "listen.proxy_protocol_from: only applies with listen.proxy_protocol = true",
+                ],
+            ),
+            (
+                "a PROXY sender that is no network",
+                "[listen]\nproxy_protocol = true\nproxy_protocol_from = [\"lb.internal\"]\n",
+                &[":3:", "listen.proxy_protocol_from:"],
             ),
             (
                 "block_status 200",

@@ -7,7 +7,9 @@
 //! With `listen.proxy_protocol = true` every connection must open with a PROXY v1 or
 //! v2 header (read within `limits.header_read_timeout`, before TLS or HTTP); the
 //! address it carries becomes the client (`ConnInfo.client`: X-Forwarded-For, logs).
-//! A connection without one is closed without an answer.
+//! A connection without one is answered 400 and closed; with
+//! `listen.proxy_protocol_from` set, a connection from any other peer is closed
+//! before a byte is read.
 //!
 //! Slow and idle clients: `read_deadlines::ReadDeadlines` bounds each request head by
 //! `limits.header_read_timeout`. A connection with no request in flight for
@@ -227,11 +229,17 @@ impl<H: Handshake> Listener<H> {
 async fn client_address(
     stream: &mut TcpStream,
     peer: SocketAddr,
-    proxy_protocol: bool,
+    listen: &crate::config::Listen,
     timeout: Duration,
 ) -> Option<SocketAddr> {
-    if !proxy_protocol {
+    if !listen.proxy_protocol {
         return Some(peer);
+    }
+    let allowed = &listen.proxy_protocol_from;
+    if !allowed.is_empty() && !allowed.iter().any(|net| net.contains(&peer.ip())) {
+        // Whatever it would send, it may not tell us who the client is.
+        tracing::warn!(%peer, "connection from a peer outside listen.proxy_protocol_from; closing");
+        return None;
     }
     match read_proxy_header(stream, timeout).await {
         Ok(client) => Some(client.unwrap_or(peer)),
@@ -269,16 +277,15 @@ async fn serve<H: Handshake>(
 ) {
     let runtime = gate.current();
     let limits = runtime.config.limits.clone();
-    let proxy_protocol = runtime.config.listen.proxy_protocol;
-    drop(runtime);
-    let Some(client) = client_address(
+    let client = client_address(
         &mut stream,
         peer,
-        proxy_protocol,
+        &runtime.config.listen,
         limits.header_read_timeout,
     )
-    .await
-    else {
+    .await;
+    drop(runtime);
+    let Some(client) = client else {
         return;
     };
     let Some((io, info)) = handshake.handshake(stream, client).await else {

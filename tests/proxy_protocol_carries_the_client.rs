@@ -160,3 +160,33 @@ async fn without_proxy_protocol_a_proxy_header_is_not_believed() {
     assert!(status.starts_with("HTTP/1.1 400"), "{status}");
     gate.stop().await;
 }
+
+/// `listen.proxy_protocol_from` names the balancers: a peer outside it is closed
+/// before it can claim a client address, even with a well-formed header; one inside
+/// it is served as usual.
+#[tokio::test]
+async fn only_peers_in_proxy_protocol_from_may_send_the_header() {
+    let origin = start_origin("storefront").await;
+    let header = [
+        b"PROXY TCP4 198.51.100.9 127.0.0.1 5555 80\r\n".to_vec(),
+        request("").into_bytes(),
+    ]
+    .concat();
+
+    let listen = "proxy_protocol = true\nproxy_protocol_from = [\"10.0.0.0/8\"]";
+    let mut elsewhere =
+        TestGate::start_with_listen(&standard_seed(), Some(origin), None, listen, "").await;
+    let reply = raw(elsewhere.http, &header, WAIT).await;
+    assert!(
+        reply.is_empty(),
+        "a peer outside proxy_protocol_from was answered: {:?}",
+        String::from_utf8_lossy(&reply)
+    );
+    elsewhere.stop().await;
+
+    let listen = "proxy_protocol = true\nproxy_protocol_from = [\"127.0.0.0/8\"]";
+    let mut allowed =
+        TestGate::start_with_listen(&standard_seed(), Some(origin), None, listen, "").await;
+    assert_eq!(forwarded_for(&allowed, header).await, "198.51.100.9");
+    allowed.stop().await;
+}
