@@ -41,6 +41,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::admin_tokens::Caller;
+use crate::config::PoolName;
 use crate::decision::{disposition, Disposition, Reason};
 use crate::filing::{
     Action, Entity, Filing, IcpNumber, Product, Status, Submission, TransitionError, Website,
@@ -352,6 +353,14 @@ impl Admin {
         metrics
             .filed_domains
             .set(i64::try_from(self.gate.filed.len()).unwrap_or(i64::MAX));
+        let runtime = self.gate.current();
+        for name in [PoolName::Storefront, PoolName::CorporateSite] {
+            let pool = runtime.upstreams.pool(name);
+            metrics
+                .upstream_servers_down
+                .with_label_values(&[pool.name()])
+                .set(i64::try_from(pool.servers_down()).unwrap_or(i64::MAX));
+        }
         let mut response = text_response(StatusCode::OK, &metrics.render());
         response.headers_mut().insert(
             header::CONTENT_TYPE,

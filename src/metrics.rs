@@ -43,6 +43,8 @@ pub struct Metrics {
     pub registry_lookup_duration: Histogram,
     pub upstream_errors: IntCounterVec,
     pub upstream_duration: HistogramVec,
+    /// Servers each pool passes over after a failed connect (set at scrape time).
+    pub upstream_servers_down: IntGaugeVec,
     pub tls_handshakes: IntCounterVec,
     pub filings: IntGaugeVec,
     pub connections_active: IntGauge,
@@ -115,6 +117,13 @@ impl Metrics {
                 .buckets(DURATION_BUCKETS.to_vec()),
                 &["pool"],
             )?,
+            upstream_servers_down: IntGaugeVec::new(
+                Opts::new(
+                    "icpgate_upstream_servers_down",
+                    "Upstream servers passed over after a failed connect, by pool.",
+                ),
+                &["pool"],
+            )?,
             tls_handshakes: IntCounterVec::new(
                 Opts::new("icpgate_tls_handshakes_total", "TLS handshakes by result."),
                 &["result"],
@@ -157,6 +166,7 @@ impl Metrics {
         r.register(Box::new(self.registry_lookup_duration.clone()))?;
         r.register(Box::new(self.upstream_errors.clone()))?;
         r.register(Box::new(self.upstream_duration.clone()))?;
+        r.register(Box::new(self.upstream_servers_down.clone()))?;
         r.register(Box::new(self.tls_handshakes.clone()))?;
         r.register(Box::new(self.filings.clone()))?;
         r.register(Box::new(self.connections_active.clone()))?;
@@ -186,6 +196,7 @@ impl Metrics {
         }
         for pool in POOLS {
             self.upstream_duration.with_label_values(&[pool]);
+            self.upstream_servers_down.with_label_values(&[pool]);
             for kind in UPSTREAM_ERROR_KINDS {
                 self.upstream_errors.with_label_values(&[pool, kind]);
             }
@@ -230,6 +241,7 @@ mod tests {
             "icpgate_cache_lookups_total",
             "icpgate_registry_errors_total",
             "icpgate_upstream_errors_total",
+            "icpgate_upstream_servers_down",
             "icpgate_tls_handshakes_total",
             "icpgate_filings",
             "icpgate_connections_active",

@@ -129,6 +129,15 @@ struct Servers {
 }
 
 impl Servers {
+    /// Servers passed over right now.
+    fn down(&self) -> usize {
+        let now_ms = self.now_ms();
+        self.list
+            .iter()
+            .filter(|server| self.is_down(server, now_ms))
+            .count()
+    }
+
     fn new(addresses: impl IntoIterator<Item = String>) -> Servers {
         Servers {
             list: addresses
@@ -316,13 +325,15 @@ pub struct Pool {
     /// (for TLS pools the request's host is the key instead).
     base: String,
     tls: bool,
+    servers: Arc<Servers>,
     client: Client<FailoverConnector, ProxyBody>,
 }
 
 impl Pool {
     fn new(name: PoolName, config: &PoolConfig, connect_timeout: Duration) -> Pool {
+        let servers = Arc::new(Servers::new(config.servers.iter().cloned()));
         let connector = FailoverConnector {
-            servers: Arc::new(Servers::new(config.servers.iter().cloned())),
+            servers: Arc::clone(&servers),
             next: Arc::new(AtomicUsize::new(0)),
             connect_timeout,
             transport: Transport::for_pool(name, config),
@@ -335,12 +346,18 @@ impl Pool {
             name: pool_label(name),
             base: format!("http://{}.upstream", pool_label(name)),
             tls: config.tls,
+            servers,
             client,
         }
     }
 
     pub fn name(&self) -> &'static str {
         self.name
+    }
+
+    /// How many of the pool's servers are passed over after a failed connect.
+    pub fn servers_down(&self) -> usize {
+        self.servers.down()
     }
 
     /// The absolute URI hyper's client needs for `path_and_query` on this pool;

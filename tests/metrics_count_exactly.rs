@@ -146,6 +146,10 @@ async fn upstream_errors_are_counted_by_pool_and_kind() {
             "{pool} {kind}"
         );
     }
+    // The refusing server is passed over for its cool-down; the live one is not.
+    let down = |pool| sample(&after, "icpgate_upstream_servers_down", &[("pool", pool)]);
+    assert_eq!(down("corporate_site"), Some(1.0));
+    assert_eq!(down("storefront"), Some(0.0));
     // Upstream failures are still allowed requests: the gate said yes.
     let allowed = [("decision", "allow"), ("reason", "filed")];
     assert_eq!(
