@@ -11,8 +11,9 @@
 //! `listen.proxy_protocol_from` set, a connection from any other peer is closed
 //! before a byte is read.
 //!
-//! Slow and idle clients: `read_deadlines::ReadDeadlines` bounds each request head by
-//! `limits.header_read_timeout`. A connection with no request in flight for
+//! Slow and idle clients: `client_deadlines::ClientDeadlines` bounds each request head by
+//! `limits.header_read_timeout`, and cuts a client that takes no response bytes for
+//! `limits.idle_timeout`. A connection with no request in flight for
 //! `limits.idle_timeout` is closed gracefully (HTTP/1 at once, HTTP/2 with a
 //! GOAWAY); HTTP/2 connections are also pinged every `limits.idle_timeout` and
 //! closed when a ping goes unanswered.
@@ -33,10 +34,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify};
 
+use crate::client_deadlines::{ClientDeadlines, ExchangeBody, Exchanges};
 use crate::metrics::Metrics;
 use crate::proxy::{ConnInfo, Gate};
 use crate::proxy_protocol::{read_proxy_header, ProxyProtocolError};
-use crate::read_deadlines::{ExchangeBody, Exchanges, ReadDeadlines};
 
 /// How far a stop has gone; every connection follows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -293,11 +294,16 @@ async fn serve<H: Handshake>(
     };
     let info = Arc::new(info);
     let exchanges = Exchanges::new();
-    let io = ReadDeadlines::new(io, Arc::clone(&exchanges), limits.header_read_timeout);
+    let io = ClientDeadlines::new(
+        io,
+        Arc::clone(&exchanges),
+        limits.header_read_timeout,
+        limits.idle_timeout,
+    );
     let mut builder = Builder::new(TokioExecutor::new());
     builder
         .http1()
-        // ReadDeadlines bounds heads: hyper's timer would also close idle keep-alives.
+        // ClientDeadlines bounds heads: hyper's timer would also close idle keep-alives.
         .header_read_timeout(None)
         .max_buf_size(limits.max_header_bytes.max(8192));
     builder

@@ -264,3 +264,29 @@ async fn an_upgraded_connection_is_not_closed_as_an_idle_keep_alive() {
         .expect("the quiet tunnel is still open");
     assert_eq!(&echo, b"late");
 }
+
+/// A client that stops reading its response is cut after `idle_timeout` (nginx's
+/// `send_timeout`): it cannot hold its connection and the upstream response open
+/// for ever. The origin sees its body dropped.
+#[tokio::test]
+async fn a_client_that_stops_reading_is_cut_after_idle_timeout() {
+    let (gate, download, _) = setup_with("[limits]\nidle_timeout = \"1s\"\n").await;
+    let mut stream = TcpStream::connect(gate.http).await.expect("connect");
+    stream
+        .write_all(b"GET /download HTTP/1.1\r\nHost: example.com\r\n\r\n")
+        .await
+        .expect("write");
+    // Never read: push until the gate gives the response up (the channel closes).
+    let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
+    let cut = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut pushed = 0usize;
+        while download.send(chunk.clone()).await.is_ok() {
+            pushed += chunk.len();
+        }
+        pushed
+    })
+    .await;
+    let pushed = cut.expect("the stalled client's response was never given up");
+    assert!(pushed > 0, "the response was streaming before the stall");
+    drop(stream);
+}

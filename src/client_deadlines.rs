@@ -1,4 +1,5 @@
-//! Read deadlines of one client connection, and when it has been idle too long.
+//! Deadlines of one client connection: for its request heads, for a client that
+//! stops reading its response, and for an idle connection.
 //!
 //! hyper's own `header_read_timeout` cannot tell a slow request head from an idle
 //! keep-alive connection: it starts its timer as soon as a connection waits for the
@@ -19,6 +20,10 @@
 //!
 //! A pipelined request whose head was already partly read while the previous one was
 //! busy has no head deadline for the rest of its head.
+//!
+//! Writes: a client that stops reading (its window stays full) for `idle_timeout`
+//! is cut, as nginx's `send_timeout` does, so it cannot hold a connection and an
+//! upstream response open for ever. The timer runs only while a write waits.
 
 use std::future::Future;
 use std::io;
@@ -198,10 +203,13 @@ enum Phase {
 }
 
 /// The client side of a connection, with the deadlines of its phase (module doc).
-pub struct ReadDeadlines<T> {
+pub struct ClientDeadlines<T> {
     inner: T,
     exchanges: Arc<Exchanges>,
     header_read_timeout: Duration,
+    write_stall_timeout: Duration,
+    /// Armed when a write first waits, disarmed when one makes progress.
+    write_stalled: Option<Pin<Box<Sleep>>>,
     phase: Phase,
     idle_seen: u64,
     /// The connection's first bytes, until they tell HTTP/2 from HTTP/1.
@@ -209,17 +217,21 @@ pub struct ReadDeadlines<T> {
     deadline: Pin<Box<Sleep>>,
 }
 
-impl<T> ReadDeadlines<T> {
+impl<T> ClientDeadlines<T> {
     /// Starts in `Head`: the first request is due within `header_read_timeout`.
+    /// A write that cannot proceed for `write_stall_timeout` fails.
     pub fn new(
         inner: T,
         exchanges: Arc<Exchanges>,
         header_read_timeout: Duration,
-    ) -> ReadDeadlines<T> {
-        ReadDeadlines {
+        write_stall_timeout: Duration,
+    ) -> ClientDeadlines<T> {
+        ClientDeadlines {
             inner,
             exchanges,
             header_read_timeout,
+            write_stall_timeout,
+            write_stalled: None,
             phase: Phase::Head,
             idle_seen: 0,
             opening: Vec::with_capacity(H2_PREFACE.len()),
@@ -245,6 +257,30 @@ impl<T> ReadDeadlines<T> {
         }
     }
 
+    /// Pass a write's outcome through, failing it once the client has not taken a
+    /// byte for `write_stall_timeout`.
+    fn bound_write<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<R>>,
+    ) -> Poll<io::Result<R>> {
+        if polled.is_ready() {
+            self.write_stalled = None;
+            return polled;
+        }
+        let timeout = self.write_stall_timeout;
+        let stalled = self
+            .write_stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        if stalled.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client took no response bytes within limits.idle_timeout",
+            )));
+        }
+        Poll::Pending
+    }
+
     /// Account for bytes just read: the opening decides HTTP/2, and the first byte
     /// after an idle spell starts a head.
     fn received(&mut self, bytes: &[u8]) {
@@ -268,7 +304,7 @@ impl<T> ReadDeadlines<T> {
     }
 }
 
-impl<T: AsyncRead + Unpin> AsyncRead for ReadDeadlines<T> {
+impl<T: AsyncRead + Unpin> AsyncRead for ClientDeadlines<T> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -296,16 +332,20 @@ impl<T: AsyncRead + Unpin> AsyncRead for ReadDeadlines<T> {
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for ReadDeadlines<T> {
+impl<T: AsyncWrite + Unpin> AsyncWrite for ClientDeadlines<T> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, data)
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_write(cx, data);
+        this.bound_write(cx, polled)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_flush(cx);
+        this.bound_write(cx, polled)
     }
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
@@ -315,7 +355,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ReadDeadlines<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.bound_write(cx, polled)
     }
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
@@ -330,10 +372,10 @@ mod tests {
     const HEAD: Duration = Duration::from_millis(150);
     const IDLE: Duration = Duration::from_millis(400);
 
-    fn connection() -> (DuplexStream, ReadDeadlines<DuplexStream>, Arc<Exchanges>) {
+    fn connection() -> (DuplexStream, ClientDeadlines<DuplexStream>, Arc<Exchanges>) {
         let (client, server) = tokio::io::duplex(4096);
         let exchanges = Exchanges::new();
-        let server = ReadDeadlines::new(server, Arc::clone(&exchanges), HEAD);
+        let server = ClientDeadlines::new(server, Arc::clone(&exchanges), HEAD, IDLE);
         (client, server, exchanges)
     }
 
@@ -346,7 +388,7 @@ mod tests {
         Nothing,
     }
 
-    async fn read(server: &mut ReadDeadlines<DuplexStream>, wait: Duration) -> Read {
+    async fn read(server: &mut ClientDeadlines<DuplexStream>, wait: Duration) -> Read {
         let mut buf = [0u8; 64];
         match tokio::time::timeout(wait, server.read(&mut buf)).await {
             Err(_) => Read::Nothing,
