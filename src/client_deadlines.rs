@@ -492,6 +492,39 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_write_the_client_never_takes_fails_after_the_stall_timeout() {
+        let (_client, mut server, _) = connection();
+        let big = vec![b'x'; 64 * 1024];
+        let started = Instant::now();
+        let written = tokio::time::timeout(IDLE * 4, server.write_all(&big)).await;
+        let error = written
+            .expect("cut in time")
+            .expect_err("the stalled write fails");
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+        assert!(started.elapsed() >= IDLE - Duration::from_millis(20));
+    }
+
+    #[tokio::test]
+    async fn a_client_reading_slowly_but_steadily_is_not_cut() {
+        let (mut client, mut server, _) = connection();
+        let reader = tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            let mut total = 0;
+            while total < 24 * 1024 {
+                // Each pause is shorter than the stall timeout; all of them are not.
+                tokio::time::sleep(IDLE / 4).await;
+                total += client.read(&mut buf).await.expect("read");
+            }
+        });
+        let big = vec![b'x'; 24 * 1024];
+        tokio::time::timeout(IDLE * 20, server.write_all(&big))
+            .await
+            .expect("finished")
+            .expect("a steady reader keeps the writes going");
+        reader.await.expect("reader");
+    }
+
+    #[tokio::test]
     async fn a_response_body_ends_its_exchange_when_it_ends() {
         let exchanges = Exchanges::new();
         let mut body = ExchangeBody::new(crate::proxy_body::full("page"), exchanges.begin());
