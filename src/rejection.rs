@@ -99,7 +99,7 @@ pub fn block_response(
     let body = if wants_json {
         block_json(reason, ctx, status, &words)
     } else {
-        block_html(reason, ctx, status, &words)
+        block_html(reason, ctx, status)
     };
     let mut resp = respond(status, body, wants_json, ctx.request_id);
     let headers = resp.headers_mut();
@@ -303,34 +303,73 @@ fn block_json(reason: Reason, ctx: &BlockContext<'_>, status: StatusCode, w: &Wo
 }
 
 /// The HTML block page: zh section, en section, then the details table.
-fn block_html(reason: Reason, ctx: &BlockContext<'_>, status: StatusCode, w: &Wording) -> String {
-    let mut details = String::with_capacity(1024);
-    detail_row(&mut details, "主机 / Host", ctx.host);
+fn block_html(reason: Reason, ctx: &BlockContext<'_>, status: StatusCode) -> String {
+    let frame = block_frame(reason);
+    let mut out =
+        String::with_capacity(frame.before_details.len() + 1024 + frame.after_details.len());
+    out.push_str(&frame.before_details);
+    detail_row(&mut out, "主机 / Host", ctx.host);
     detail_row(
-        &mut details,
+        &mut out,
         "顶级域名 / Registrable domain",
         ctx.registrable_domain,
     );
     if ctx.icp_number.is_some() {
-        detail_row(&mut details, "ICP 备案号 / ICP number", ctx.icp_number);
+        detail_row(&mut out, "ICP 备案号 / ICP number", ctx.icp_number);
     }
-    detail_row(&mut details, "原因 / Reason", Some(reason.as_str()));
-    detail_row(&mut details, "请求 ID / Request ID", Some(ctx.request_id));
-    detail_row(&mut details, "拦截方 / Blocked by", Some(ctx.operator));
-    detail_row(&mut details, "状态 / Status", Some(&status_line(status)));
-    let main = format!(
+    detail_row(&mut out, "原因 / Reason", Some(reason.as_str()));
+    detail_row(&mut out, "请求 ID / Request ID", Some(ctx.request_id));
+    detail_row(&mut out, "拦截方 / Blocked by", Some(ctx.operator));
+    detail_row(&mut out, "状态 / Status", Some(&status_line(status)));
+    out.push_str(frame.after_details);
+    out
+}
+
+/// What a reason's block page is around its details table: rendered and escaped
+/// once per process, since only the details differ between requests.
+struct BlockFrame {
+    before_details: String,
+    after_details: &'static str,
+}
+
+const BLOCK_PAGE_END: &str = "</dl>\n\
+<footer><p lang=\"zh-CN\">根据“先备案、后接入”的规定，网站须完成 ICP 备案并通过接入商接入后方可访问。</p>\
+<p lang=\"en\">Under China's ICP filing rule, \u{201c}file first, then connect\u{201d}, a site is served only once its ICP filing is approved and connected through its access provider.</p></footer>\n\
+</main>\n</body>\n</html>\n";
+
+fn block_frame(reason: Reason) -> &'static BlockFrame {
+    static FRAMES: std::sync::OnceLock<Vec<(Reason, BlockFrame)>> = std::sync::OnceLock::new();
+    let frames = FRAMES.get_or_init(|| {
+        Reason::ALL
+            .iter()
+            .map(|&reason| (reason, render_block_frame(reason)))
+            .collect()
+    });
+    match frames.iter().find(|(r, _)| *r == reason) {
+        Some((_, frame)) => frame,
+        // Reason::ALL lists every reason (a test holds it so); this is never reached.
+        None => &frames[0].1,
+    }
+}
+
+fn render_block_frame(reason: Reason) -> BlockFrame {
+    let w = wording(reason);
+    let sections = format!(
         "<section lang=\"zh-CN\"><h1>{tz}</h1><h2>下一步</h2><p>{nz}</p></section>\n\
          <section lang=\"en\"><h1>{te}</h1><h2>What to do next</h2><p>{ne}</p></section>\n\
-         <dl>\n{details}</dl>\n\
-         <footer><p lang=\"zh-CN\">根据“先备案、后接入”的规定，网站须完成 ICP 备案并通过接入商接入后方可访问。</p>\
-         <p lang=\"en\">Under China's ICP filing rule, \u{201c}file first, then connect\u{201d}, a site is served only once its ICP filing is approved and connected through its access provider.</p></footer>",
+         <dl>\n",
         tz = escape_html(w.title_zh),
         nz = escape_html(w.next_zh),
         te = escape_html(w.title_en),
         ne = escape_html(w.next_en),
     );
-    let title = format!("{} / {}", w.title_zh, w.title_en);
-    page(&title, &main)
+    BlockFrame {
+        before_details: format!(
+            "{}\n{sections}",
+            page_head(&format!("{} / {}", w.title_zh, w.title_en))
+        ),
+        after_details: BLOCK_PAGE_END,
+    }
 }
 
 /// The HTML page for a plain synthetic error.
@@ -363,11 +402,16 @@ footer{margin-top:1.5rem;font-size:.8rem;color:#57606a}footer p{margin:.25rem 0}
 /// The HTML5 shell shared by block and error pages. `title` is escaped here;
 /// `main` must already be escaped markup.
 fn page(title: &str, main: &str) -> String {
+    format!("{}\n{main}\n</main>\n</body>\n</html>\n", page_head(title))
+}
+
+/// Everything of a page up to and including `<main>`; `title` is escaped here.
+fn page_head(title: &str) -> String {
     format!(
         "<!DOCTYPE html>\n<html lang=\"zh-CN\">\n<head>\n<meta charset=\"utf-8\">\n\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
          <meta name=\"robots\" content=\"noindex\">\n<title>{}</title>\n<style>{STYLE}</style>\n\
-         </head>\n<body>\n<main>\n{main}\n</main>\n</body>\n</html>\n",
+         </head>\n<body>\n<main>",
         escape_html(title),
     )
 }
