@@ -327,6 +327,7 @@ fn block_html(reason: Reason, ctx: &BlockContext<'_>, status: StatusCode) -> Str
 
 /// What a reason's block page is around its details table: rendered and escaped
 /// once per process, since only the details differ between requests.
+#[derive(Clone)]
 struct BlockFrame {
     before_details: String,
     after_details: &'static str,
@@ -337,7 +338,7 @@ const BLOCK_PAGE_END: &str = "</dl>\n\
 <p lang=\"en\">Under China's ICP filing rule, \u{201c}file first, then connect\u{201d}, a site is served only once its ICP filing is approved and connected through its access provider.</p></footer>\n\
 </main>\n</body>\n</html>\n";
 
-fn block_frame(reason: Reason) -> &'static BlockFrame {
+fn block_frame(reason: Reason) -> Cow<'static, BlockFrame> {
     static FRAMES: std::sync::OnceLock<Vec<(Reason, BlockFrame)>> = std::sync::OnceLock::new();
     let frames = FRAMES.get_or_init(|| {
         Reason::ALL
@@ -346,9 +347,9 @@ fn block_frame(reason: Reason) -> &'static BlockFrame {
             .collect()
     });
     match frames.iter().find(|(r, _)| *r == reason) {
-        Some((_, frame)) => frame,
-        // Reason::ALL lists every reason (a test holds it so); this is never reached.
-        None => &frames[0].1,
+        Some((_, frame)) => Cow::Borrowed(frame),
+        // A reason missing from Reason::ALL still gets its own page, just not cached.
+        None => Cow::Owned(render_block_frame(reason)),
     }
 }
 
