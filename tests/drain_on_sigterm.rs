@@ -2,7 +2,7 @@
 //! `icpgate serve` stops accepting new connections, lets requests in flight finish
 //! (up to `limits.drain_timeout`) and exits 0; a request that outlives the drain
 //! timeout is cut and the process still exits promptly. SIGINT exits at once,
-//! without waiting for requests in flight.
+//! without waiting for requests in flight. HTTP/2 connections drain with a GOAWAY.
 
 mod common;
 
@@ -120,4 +120,50 @@ async fn sigint_exits_at_once() {
     );
     assert!(status.success(), "{status:?}");
     assert_eq!(in_flight.await.expect("join"), None);
+}
+
+/// HTTP/2 drains too: SIGTERM sends a GOAWAY, the stream in flight finishes with
+/// its 200, and then the connection closes and the process exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_an_http2_connection_with_a_goaway() {
+    let (origin, mut arrivals) = start_origin_with_arrivals("storefront").await;
+    let mut gate = GateProcess::spawn(&standard_seed(), origin, "");
+    let stream = tokio::net::TcpStream::connect(gate.http)
+        .await
+        .expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .expect("h2 handshake");
+    let driver = tokio::spawn(conn);
+    let request = http::Request::get("http://example.com/sleep/1.5")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .expect("request");
+    let in_flight = tokio::spawn(async move {
+        let response = sender.send_request(request).await.ok()?;
+        let status = response.status().as_u16();
+        http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .ok()?;
+        Some(status)
+    });
+    in_flight_at_origin(&mut arrivals).await;
+    gate.signal("TERM");
+    assert_eq!(
+        in_flight.await.expect("join"),
+        Some(200),
+        "the stream in flight completes"
+    );
+    let closed = tokio::time::timeout(Duration::from_secs(5), driver).await;
+    let closed = closed.expect("the drained HTTP/2 connection was closed");
+    assert!(
+        matches!(closed, Ok(Ok(()))),
+        "closed cleanly (GOAWAY), not cut: {closed:?}"
+    );
+    let status = gate
+        .wait_exit(Duration::from_secs(10))
+        .expect("process exits");
+    assert!(status.success(), "exit 0 after a drain: {status:?}");
 }
