@@ -545,6 +545,12 @@ fn reload(running: &Running) -> Result<(), AppError> {
         tracing::error!(%error, "reload refused: the running configuration stays in force");
         return Err(error);
     }
+    // Last of the checks that can refuse the reload: nothing has changed yet, and
+    // from here on nothing fails.
+    if let Err(error) = running.admin_token.reload(&new.admin) {
+        tracing::error!(%error, "reload refused: the running configuration stays in force");
+        return Err(error);
+    }
     let gate = &running.gate;
     let current = gate.current();
     let needs_restart = current.config.restart_required_changes(&new);
@@ -558,10 +564,6 @@ fn reload(running: &Running) -> Result<(), AppError> {
             cache_settings(&new),
         )));
         tracing::info!("decision cache rebuilt with the new [cache] settings");
-    }
-    if let Err(error) = running.admin_token.reload(&new.admin) {
-        tracing::error!(%error, "reload refused: the running configuration stays in force");
-        return Err(error);
     }
     gate.runtime.store(Arc::new(Runtime::new(Arc::new(new))));
     tracing::info!(config = %path.display(), "configuration reloaded");
