@@ -95,9 +95,8 @@ pub fn block_response(
     wants_json: bool,
 ) -> Response<Full<Bytes>> {
     let status = status_for(reason, ctx.block_status);
-    let words = wording(reason);
     let body = if wants_json {
-        block_json(reason, ctx, status, &words)
+        block_json(reason, ctx, status)
     } else {
         block_html(reason, ctx, status)
     };
@@ -284,7 +283,8 @@ fn wording(reason: Reason) -> Wording {
 }
 
 /// The JSON body of a block; serde_json does the escaping.
-fn block_json(reason: Reason, ctx: &BlockContext<'_>, status: StatusCode, w: &Wording) -> String {
+fn block_json(reason: Reason, ctx: &BlockContext<'_>, status: StatusCode) -> String {
+    let w = wording(reason);
     json!({
         "error": "blocked",
         "reason": reason.as_str(),

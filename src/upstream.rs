@@ -160,11 +160,10 @@ impl Servers {
     }
 
     fn failed(&self, server: &Server, error: &io::Error) {
-        let until = self
-            .now_ms()
-            .saturating_add(FAIL_COOLDOWN.as_millis() as u64);
+        let now_ms = self.now_ms();
+        let until = now_ms.saturating_add(FAIL_COOLDOWN.as_millis() as u64);
         let before = server.down_until_ms.swap(until, Ordering::AcqRel);
-        if before <= self.now_ms() {
+        if before <= now_ms {
             tracing::warn!(server = %server.address, %error, cooldown = ?FAIL_COOLDOWN, "upstream server failed to connect; passed over for the cool-down");
         }
     }
