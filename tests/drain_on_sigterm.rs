@@ -128,18 +128,9 @@ async fn sigint_exits_at_once() {
 async fn sigterm_drains_an_http2_connection_with_a_goaway() {
     let (origin, mut arrivals) = start_origin_with_arrivals("storefront").await;
     let mut gate = GateProcess::spawn(&standard_seed(), origin, "");
-    let stream = tokio::net::TcpStream::connect(gate.http)
-        .await
-        .expect("connect");
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .expect("h2 handshake");
-    let driver = tokio::spawn(conn);
+    let (mut sender, driver) = http2_connect(gate.http).await;
     let request = http::Request::get("http://example.com/sleep/1.5")
-        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
         .expect("request");
     let in_flight = tokio::spawn(async move {
         let response = sender.send_request(request).await.ok()?;

@@ -286,16 +286,7 @@ async fn http2_authority_wins_over_a_host_header_and_one_host_goes_upstream() {
     use http_body_util::{BodyExt, Full};
     let (gate, _, _) = gate().await;
     let send = |authority: &'static str, host: &'static str| async move {
-        let stream = tokio::net::TcpStream::connect(gate.http)
-            .await
-            .expect("connect");
-        let (mut sender, conn) = hyper::client::conn::http2::handshake(
-            hyper_util::rt::TokioExecutor::new(),
-            hyper_util::rt::TokioIo::new(stream),
-        )
-        .await
-        .expect("h2 handshake");
-        tokio::spawn(conn);
+        let (mut sender, _driver) = http2_connect(gate.http).await;
         let request = http::Request::builder()
             .uri(format!("http://{authority}/both"))
             .header("host", host)

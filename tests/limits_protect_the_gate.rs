@@ -212,17 +212,11 @@ async fn bodies_over_max_body_bytes_never_reach_the_origin_whole() {
 /// as the client answers pings.
 #[tokio::test]
 async fn an_idle_http2_connection_is_closed_after_idle_timeout() {
-    use hyper_util::rt::{TokioExecutor, TokioIo};
     let mut gate = gate(IDLE_LIMITS).await;
-    let stream = TcpStream::connect(gate.http).await.expect("connect");
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .expect("h2 handshake");
-    let driver = tokio::spawn(conn);
+    let (mut sender, driver) = http2_connect(gate.http).await;
     for _ in 0..2 {
         let request = http::Request::get("http://example.com/")
-            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
             .expect("request");
         let response = sender.send_request(request).await.expect("response");
         assert_eq!(response.status(), 200);

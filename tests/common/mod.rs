@@ -306,14 +306,25 @@ pub async fn http1(
     collect(response).await
 }
 
-/// One HTTP/2 (prior knowledge) request; `authority` goes into `:authority`.
-pub async fn http2(addr: SocketAddr, authority: &str, path: &str) -> Reply {
+/// An HTTP/2 (prior knowledge) connection to `addr`: its sender, and the task
+/// driving it, which ends when the connection closes.
+pub async fn http2_connect(
+    addr: SocketAddr,
+) -> (
+    hyper::client::conn::http2::SendRequest<Full<Bytes>>,
+    tokio::task::JoinHandle<Result<(), hyper::Error>>,
+) {
     let stream = TcpStream::connect(addr).await.expect("connect");
-    let (mut sender, conn) =
+    let (sender, conn) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
             .await
             .expect("h2 handshake");
-    tokio::spawn(conn);
+    (sender, tokio::spawn(conn))
+}
+
+/// One HTTP/2 (prior knowledge) request; `authority` goes into `:authority`.
+pub async fn http2(addr: SocketAddr, authority: &str, path: &str) -> Reply {
+    let (mut sender, _driver) = http2_connect(addr).await;
     let request = Request::builder()
         .uri(format!("http://{authority}{path}"))
         .body(Full::new(Bytes::new()))
