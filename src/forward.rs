@@ -1,7 +1,10 @@
 //! Turning a client request into the upstream request and the upstream response back:
 //! hop-by-hop headers out (RFC 9110 §7.6.1, including every header the Connection
 //! header names), `X-Forwarded-For/-Proto/-Host`, `Forwarded` (RFC 7239) and `Via` in,
-//! exactly one `Host`, and the upgrade headers kept for WebSocket.
+//! exactly one `Host`. The one protocol switch forwarded is WebSocket: every other
+//! `Upgrade` token (`h2c`, anything else) and `HTTP2-Settings` are dropped, because a
+//! switched connection is a raw tunnel the gate can no longer read, and a later
+//! request on it would reach the origin ungated.
 
 use std::net::IpAddr;
 
@@ -11,7 +14,7 @@ use http::{Request, Response, Uri, Version};
 use crate::proxy_body::ProxyBody;
 
 /// Headers that describe one connection, never the message.
-const HOP_BY_HOP: [&str; 9] = [
+const HOP_BY_HOP: [&str; 10] = [
     "connection",
     "keep-alive",
     "proxy-connection",
@@ -21,7 +24,12 @@ const HOP_BY_HOP: [&str; 9] = [
     "trailer",
     "transfer-encoding",
     "upgrade",
+    // Connection-specific to an h2c upgrade (RFC 7540 §3.2.1).
+    "http2-settings",
 ];
+
+/// The protocol token of the one switch the gate forwards (RFC 6455 §4.1).
+const WEBSOCKET: &str = "websocket";
 
 /// What the forwarded headers say about the client side.
 pub struct ForwardContext<'a> {
@@ -34,17 +42,22 @@ pub struct ForwardContext<'a> {
     pub request_id: &'a str,
 }
 
-/// The `Upgrade` value of a request asking for a protocol switch (WebSocket).
-pub fn upgrade_requested(headers: &HeaderMap) -> Option<HeaderValue> {
-    let connection_upgrade = headers
-        .get_all(header::CONNECTION)
+/// Whether a header's comma-separated values hold `token` (case-insensitive).
+fn lists_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
-    connection_upgrade
-        .then(|| headers.get(header::UPGRADE).cloned())
-        .flatten()
+        .any(|listed| listed.trim().eq_ignore_ascii_case(token))
+}
+
+/// Whether a message switches (request) or agreed to switch (101 response) to
+/// WebSocket, the only protocol switch the gate forwards: `Connection` lists
+/// `upgrade` and `Upgrade` lists `websocket`. Other tokens beside it are ignored.
+pub fn websocket_upgrade(headers: &HeaderMap) -> bool {
+    lists_token(headers, header::CONNECTION, "upgrade")
+        && lists_token(headers, header::UPGRADE, WEBSOCKET)
 }
 
 /// Remove hop-by-hop headers, and every header the Connection header names.
@@ -127,7 +140,7 @@ pub fn upstream_request(
     uri: Uri,
     ctx: &ForwardContext<'_>,
 ) -> Request<ProxyBody> {
-    let upgrade = upgrade_requested(&parts.headers);
+    let websocket = websocket_upgrade(&parts.headers);
     let client_version = parts.version;
     let mut request = Request::from_parts(parts, body);
     *request.uri_mut() = uri;
@@ -136,16 +149,17 @@ pub fn upstream_request(
     strip_hop_by_hop(headers);
     headers.remove(header::HOST);
     set(headers, "host", ctx.host.to_string());
-    if let Some(protocol) = upgrade {
+    if websocket {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        headers.insert(header::UPGRADE, protocol);
+        headers.insert(header::UPGRADE, HeaderValue::from_static(WEBSOCKET));
     }
     add_forwarding_headers(headers, client_version, ctx);
     request
 }
 
 /// The response to send downstream: hop-by-hop headers removed (kept on a 101, whose
-/// Upgrade/Connection headers belong to the switch itself).
+/// Upgrade/Connection headers belong to the switch itself; the caller lets a 101
+/// through only for a WebSocket switch it forwarded).
 pub fn downstream_response<B>(
     response: Response<B>,
     request_id: &str,
@@ -235,5 +249,75 @@ mod tests {
         );
         assert_eq!(out.headers()["upgrade"], "websocket");
         assert_eq!(out.headers()["connection"], "upgrade");
+    }
+
+    #[test]
+    fn only_a_websocket_switch_is_forwarded() {
+        // (client headers, the Upgrade the origin sees)
+        type Case<'a> = (&'a [(&'a str, &'a str)], Option<&'a str>);
+        let table: [Case<'_>; 7] = [
+            // h2c with its settings: dropped whole.
+            (
+                &[
+                    ("connection", "Upgrade, HTTP2-Settings"),
+                    ("upgrade", "h2c"),
+                    ("http2-settings", "AAMAAABkAAQAoAAAAAIAAAAA"),
+                ],
+                None,
+            ),
+            // h2c whose Connection does not name HTTP2-Settings: still dropped.
+            (
+                &[
+                    ("connection", "upgrade"),
+                    ("upgrade", "h2c"),
+                    ("http2-settings", "AAMAAABkAAQAoAAAAAIAAAAA"),
+                ],
+                None,
+            ),
+            // An arbitrary token.
+            (&[("connection", "upgrade"), ("upgrade", "foo/1")], None),
+            // Upgrade without Connection: upgrade is no switch.
+            (&[("upgrade", "websocket")], None),
+            // WebSocket beside another token: only websocket goes on.
+            (
+                &[
+                    ("connection", "keep-alive, Upgrade"),
+                    ("upgrade", "h2c, WebSocket"),
+                ],
+                Some("websocket"),
+            ),
+            // WebSocket in a second Upgrade line.
+            (
+                &[
+                    ("connection", "upgrade"),
+                    ("upgrade", "foo"),
+                    ("upgrade", "websocket"),
+                ],
+                Some("websocket"),
+            ),
+            // Plain WebSocket.
+            (
+                &[("connection", "Upgrade"), ("upgrade", "websocket")],
+                Some("websocket"),
+            ),
+        ];
+        for (headers, want) in table {
+            let out = upstream_request(
+                client_request(headers),
+                full(""),
+                Uri::from_static("http://storefront.upstream/"),
+                &ctx(false),
+            );
+            let h = out.headers();
+            let upgrade: Vec<_> = h.get_all("upgrade").iter().collect();
+            assert_eq!(
+                upgrade.first().and_then(|v| v.to_str().ok()),
+                want,
+                "{headers:?}"
+            );
+            assert!(upgrade.len() <= 1, "{headers:?}");
+            assert!(h.get("http2-settings").is_none(), "{headers:?}");
+            assert_eq!(h.get("connection").is_some(), want.is_some(), "{headers:?}");
+        }
     }
 }

@@ -23,7 +23,13 @@ pub const DECISIONS: [&str; 3] = ["allow", "block", "would_block"];
 /// `unfiled`: answered from the filed-domain index, without the cache or registry.
 pub const CACHE_RESULTS: [&str; 5] = ["hit", "miss", "coalesced", "stale", "unfiled"];
 pub const POOLS: [&str; 2] = ["storefront", "corporate_site"];
-pub const UPSTREAM_ERROR_KINDS: [&str; 4] = ["connect", "timeout", "reset", "status_5xx"];
+pub const UPSTREAM_ERROR_KINDS: [&str; 5] = [
+    "connect",
+    "timeout",
+    "reset",
+    "status_5xx",
+    "unasked_switch",
+];
 pub const TLS_RESULTS: [&str; 5] = [
     "ok",
     "refused_unfiled",

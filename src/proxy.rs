@@ -463,7 +463,7 @@ impl Gate {
             .map(boxed);
         };
         let client_upgrade =
-            forward::upgrade_requested(request.headers()).map(|_| hyper::upgrade::on(&mut request));
+            forward::websocket_upgrade(request.headers()).then(|| hyper::upgrade::on(&mut request));
         let (parts, body) = request.into_parts();
         let max_body = usize::try_from(limits.max_body_bytes).unwrap_or(usize::MAX);
         let context = ForwardContext {
@@ -489,13 +489,16 @@ impl Gate {
                         .with_label_values(&[pool.name(), "status_5xx"])
                         .inc();
                 }
-                if let (Some(client), StatusCode::SWITCHING_PROTOCOLS) =
-                    (client_upgrade, response.status())
-                {
-                    tokio::spawn(crate::tunnel::splice(
-                        client,
-                        hyper::upgrade::on(&mut response),
-                    ));
+                if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+                    // A tunnel only for the WebSocket switch the gate forwarded: any
+                    // other 101 would turn the connection into raw bytes to the origin.
+                    match client_upgrade {
+                        Some(client) if forward::websocket_upgrade(response.headers()) => {
+                            let upstream = hyper::upgrade::on(&mut response);
+                            tokio::spawn(crate::tunnel::splice(client, upstream));
+                        }
+                        _ => return self.unasked_switch(pool.name(), request_id, wants_json),
+                    }
                 }
                 forward::downstream_response(response, request_id, boxed)
             }
@@ -528,6 +531,29 @@ impl Gate {
                 rejection::error_response(status, code, request_id, wants_json).map(boxed)
             }
         }
+    }
+}
+
+impl Gate {
+    /// An origin switched protocols without being asked for WebSocket: its 101 is
+    /// never passed on (nor its connection reused), the client gets a 502.
+    fn unasked_switch(&self, pool: &str, request_id: &str, wants_json: bool) -> Reply {
+        tracing::warn!(
+            pool,
+            request_id,
+            "upstream answered 101 to no WebSocket upgrade"
+        );
+        self.metrics
+            .upstream_errors
+            .with_label_values(&[pool, "unasked_switch"])
+            .inc();
+        rejection::error_response(
+            StatusCode::BAD_GATEWAY,
+            "upstream_unasked_switch",
+            request_id,
+            wants_json,
+        )
+        .map(boxed)
     }
 }
 
