@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use icpgate::decision::{decide, RulePolicy};
-use icpgate::decision_cache::{CacheSettings, DecisionCache};
-use icpgate::host::{Authority, HostName};
-use icpgate::metrics::Metrics;
+use icpgate::gate::decision::{decide, RulePolicy};
+use icpgate::gate::decision_cache::{CacheSettings, DecisionCache};
+use icpgate::model::host::{Authority, HostName};
+use icpgate::observe::metrics::Metrics;
 use icpgate::registry::sqlite::SqliteRegistry;
 use icpgate::registry::{jsonl, Registry};
 

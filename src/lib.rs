@@ -23,29 +23,12 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
-pub mod admin_tokens;
 pub mod app;
-pub mod blocked_hosts;
-pub mod change_feed;
-pub mod client_deadlines;
 pub mod compliance;
 pub mod config;
-pub mod decision;
-pub mod decision_cache;
-pub mod filed_domains;
-pub mod filing;
-pub mod forward;
-pub mod host;
-pub mod listener;
-pub mod metrics;
+pub mod edge;
+pub mod gate;
+pub mod model;
 pub mod notify;
-pub mod proxy;
-pub mod proxy_body;
-pub mod proxy_protocol;
+pub mod observe;
 pub mod registry;
-pub mod rejection;
-pub mod request_id;
-pub mod tls;
-pub mod tunnel;
-pub mod upstream;
-pub mod working_days;

@@ -144,7 +144,8 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             let checked = Config::load(&config)
                 .map_err(|e| e.to_string())
                 .and_then(|loaded| {
-                    icpgate::app::AdminToken::load(&loaded.admin).map_err(|e| e.to_string())
+                    icpgate::admin::tokens::AdminToken::load(&loaded.admin)
+                        .map_err(|e| e.to_string())
                 });
             match checked {
                 Ok(_) => {
@@ -182,7 +183,7 @@ async fn check(
     format: Format,
 ) -> anyhow::Result<ExitCode> {
     use icpgate::compliance::{output, Checker};
-    let registry = icpgate::compliance::open_seeded(config).await?;
+    let registry = icpgate::registry::open_seeded(&config.registry, false).await?;
     let checker = Checker::new(registry, config, dns)?;
     let mut progress = output::Progress::new(inputs.len());
     let reports = checker
@@ -197,12 +198,12 @@ async fn check(
 }
 
 async fn import(config: &Config, file: &Path) -> anyhow::Result<usize> {
-    let registry = icpgate::app::open_registry(&config.registry).await?;
-    Ok(icpgate::app::import_file(registry.as_ref(), file).await?)
+    let registry = icpgate::registry::open(&config.registry, false).await?;
+    Ok(icpgate::registry::import_file(registry.as_ref(), file).await?)
 }
 
 async fn export(config: &Config, file: &Path) -> anyhow::Result<usize> {
-    let registry = icpgate::app::open_registry(&config.registry).await?;
+    let registry = icpgate::registry::open(&config.registry, false).await?;
     let filings = registry.export().await?;
     let text = icpgate::registry::jsonl::render(&filings);
     if file.as_os_str() == "-" {

@@ -8,7 +8,7 @@ mod common;
 
 use std::time::SystemTime;
 
-use icpgate::blocked_hosts::BlockedHosts;
+use icpgate::observe::blocked_hosts::BlockedHosts;
 
 /// A small deterministic generator of random-looking names.
 fn random_names(count: usize) -> impl Iterator<Item = String> {

@@ -12,8 +12,10 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use icpgate::filing::{Action, Entity, IcpNumber, Kind, Product, Status, Submission, Website};
-use icpgate::host::HostName;
+use icpgate::model::filing::{
+    Action, Entity, IcpNumber, Kind, Product, Status, Submission, Website,
+};
+use icpgate::model::host::HostName;
 use icpgate::registry::postgres::PostgresRegistry;
 use icpgate::registry::{jsonl, FilingType, ListFilter, Registry, RegistryError};
 use serde_json::json;

@@ -15,7 +15,7 @@
 //! Inputs that `HostName::parse` refuses (e.g. a leading dot) must have `null` as
 //! their expected value.
 
-use icpgate::host::HostName;
+use icpgate::model::host::HostName;
 
 const VECTORS: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),

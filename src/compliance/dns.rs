@@ -24,7 +24,7 @@ use hickory_resolver::TokioResolver;
 use serde::Serialize;
 
 use crate::config::DnsConfig;
-use crate::host::HostName;
+use crate::model::host::HostName;
 
 /// Longest CNAME chain reported (resolvers stop well before this).
 const MAX_CHAIN: usize = 16;

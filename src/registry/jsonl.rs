@@ -9,10 +9,10 @@
 use serde::Deserialize;
 
 use super::ImportRecord;
-use crate::filing::{
+use crate::model::filing::{
     now_rfc3339, Entity, Filing, HistoryEntry, IcpNumber, Kind, Product, Status, Website,
 };
-use crate::host::HostName;
+use crate::model::host::HostName;
 
 #[derive(Debug, thiserror::Error)]
 #[error("line {line}: {message}")]

@@ -27,8 +27,8 @@ use super::{
     Change, FilingType, ImportRecord, ListFilter, Lookup, Outbox, OutboxEvent, Registry,
     RegistryError, Submitted,
 };
-use crate::filing::{now_rfc3339, Action, Filing, Kind, Status, Submission};
-use crate::host::RegistrableDomain;
+use crate::model::filing::{now_rfc3339, Action, Filing, Kind, Status, Submission};
+use crate::model::host::RegistrableDomain;
 
 const SCHEMA: &str = "
 SELECT pg_advisory_xact_lock(7253019);
@@ -489,7 +489,7 @@ async fn enqueue(tx: &Transaction<'_>, filing: &Filing) -> Result<(), RegistryEr
         )
         .await?
         .try_get(0)?;
-    let payload = crate::notify::payload(id, filing).to_string();
+    let payload = super::outbox_payload(id, filing).to_string();
     tx.execute(
         "UPDATE icpgate_outbox SET payload = $1 WHERE id = $2",
         &[&payload, &id],

@@ -22,8 +22,8 @@ use super::{
     Change, FilingType, ImportRecord, ListFilter, Lookup, Outbox, OutboxEvent, Registry,
     RegistryError, Submitted,
 };
-use crate::filing::{now_rfc3339, Action, Filing, Kind, Status, Submission};
-use crate::host::RegistrableDomain;
+use crate::model::filing::{now_rfc3339, Action, Filing, Kind, Status, Submission};
+use crate::model::host::RegistrableDomain;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS filings (
@@ -452,7 +452,7 @@ fn enqueue(tx: &Transaction<'_>, filing: &Filing) -> Result<(), RegistryError> {
         params![filing.id, now],
     )?;
     let id = tx.last_insert_rowid();
-    let payload = crate::notify::payload(id, filing).to_string();
+    let payload = super::outbox_payload(id, filing).to_string();
     tx.execute(
         "UPDATE outbox SET payload = ?1 WHERE id = ?2",
         params![payload, id],
@@ -558,7 +558,7 @@ fn import_one(tx: &Transaction<'_>, record: ImportRecord) -> Result<(), Registry
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::filing::{Entity, Kind, Product, Submission, Website};
+    use crate::model::filing::{Entity, Kind, Product, Submission, Website};
 
     fn submission(domain: &str) -> Submission {
         Submission {

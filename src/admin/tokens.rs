@@ -1,0 +1,373 @@
+//! Named admin tokens (`admin.tokens_file`): one bearer token per person or system,
+//! so the filing history records who made each change instead of what a shared
+//! token's holder chose to claim in `X-Icpgate-Actor`.
+//!
+//! The file holds one `NAME SHA256` pair per line: the name recorded as the actor,
+//! and the lowercase hex SHA-256 of that caller's token (the token itself is never
+//! stored; make one with `printf %s "$TOKEN" | sha256sum`). `#` starts a comment;
+//! blank lines are ignored. A name is 1–64 of `A-Z a-z 0-9 . _ @ -`; names and
+//! tokens are unique. Any bad line refuses the whole file, naming its line.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use sha2::{Digest, Sha256};
+
+use crate::config::AdminConfig;
+
+/// Why a tokens file was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TokensFileError {
+    /// The shared token's file (`admin.token_file`) cannot be read.
+    #[error("admin.token_file {path}: {message}")]
+    TokenFile { path: PathBuf, message: String },
+    #[error("admin.tokens_file {path}: {message}")]
+    Unreadable { path: PathBuf, message: String },
+    #[error("admin.tokens_file {path}:{line}: {message}")]
+    Line {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+}
+
+/// One caller: the actor name and the SHA-256 of its token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct NamedToken {
+    name: String,
+    sha256: [u8; 32],
+}
+
+/// Who called a write endpoint of the admin API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// The shared token (`admin.token_env` / `admin.token_file`): the actor is what
+    /// the caller says in `X-Icpgate-Actor`, else "admin".
+    Shared,
+    /// A named token: the actor is its name, whatever the request claims.
+    Named(String),
+}
+
+/// The named tokens in force.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NamedTokens {
+    tokens: Vec<NamedToken>,
+}
+
+impl NamedTokens {
+    /// Read and check `path`.
+    pub fn load(path: &Path) -> Result<NamedTokens, TokensFileError> {
+        let text = std::fs::read_to_string(path).map_err(|e| TokensFileError::Unreadable {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        NamedTokens::parse(&text).map_err(|(line, message)| TokensFileError::Line {
+            path: path.to_path_buf(),
+            line,
+            message,
+        })
+    }
+
+    /// Parse a file's text; an error is its 1-based line and what is wrong.
+    pub fn parse(text: &str) -> Result<NamedTokens, (usize, String)> {
+        let mut tokens: Vec<NamedToken> = Vec::new();
+        for (index, raw) in text.lines().enumerate() {
+            let line = index + 1;
+            let content = raw.split('#').next().unwrap_or_default().trim();
+            if content.is_empty() {
+                continue;
+            }
+            let fields: Vec<&str> = content.split_whitespace().collect();
+            let [name, hash] = fields[..] else {
+                return Err((
+                    line,
+                    format!("expected `NAME SHA256`, found {} field(s)", fields.len()),
+                ));
+            };
+            check_name(name).map_err(|message| (line, message))?;
+            let sha256 = parse_sha256(hash).map_err(|message| (line, message))?;
+            if let Some(first) = tokens.iter().position(|t| t.name == name) {
+                return Err((
+                    line,
+                    format!("name {name:?} is already used (entry {})", first + 1),
+                ));
+            }
+            if tokens.iter().any(|t| t.sha256 == sha256) {
+                return Err((
+                    line,
+                    "this token hash is already given to another name".into(),
+                ));
+            }
+            tokens.push(NamedToken {
+                name: name.to_string(),
+                sha256,
+            });
+        }
+        Ok(NamedTokens { tokens })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.tokens.len()
+    }
+
+    /// The name whose token `presented` is. Every entry is compared in full, so the
+    /// time taken does not tell which entry (or how much of one) matched.
+    pub fn name_of(&self, presented: &str) -> Option<&str> {
+        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        let mut found = None;
+        for token in &self.tokens {
+            if constant_time_eq(&digest, &token.sha256) {
+                found = Some(token.name.as_str());
+            }
+        }
+        found
+    }
+}
+
+fn check_name(name: &str) -> Result<(), String> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '@' | '-');
+    if name.len() > 64 {
+        return Err(format!("name {name:?} is longer than 64 characters"));
+    }
+    if let Some(bad) = name.chars().find(|c| !allowed(*c)) {
+        return Err(format!(
+            "name {name:?} contains {bad:?}; use A-Z a-z 0-9 . _ @ -"
+        ));
+    }
+    Ok(())
+}
+
+fn parse_sha256(hex: &str) -> Result<[u8; 32], String> {
+    let valid = hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit());
+    if !valid {
+        return Err(format!(
+            "{hex:?} is not a SHA-256 in hex (64 characters; printf %s \"$TOKEN\" | sha256sum)"
+        ));
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)
+            .map_err(|_| format!("{hex:?} is not hex"))?;
+    }
+    Ok(out)
+}
+
+/// Who may write through the admin API. The shared bearer token comes from
+/// `admin.token_file` when set, else from the environment variable
+/// `admin.token_env`; named tokens from `admin.tokens_file`. A reload re-reads both
+/// files, so tokens kept in files (mounted secrets) rotate without a restart.
+pub struct AdminToken {
+    token: ArcSwap<Option<String>>,
+    named: ArcSwap<NamedTokens>,
+    /// Where the token comes from, for the 403 that says how to set one.
+    source: ArcSwap<String>,
+}
+
+impl AdminToken {
+    pub fn load(config: &AdminConfig) -> Result<AdminToken, TokensFileError> {
+        let token = read_token(config)?;
+        let named = read_named_tokens(config)?;
+        warn_if_missing(&token, &named, config);
+        Ok(AdminToken {
+            token: ArcSwap::from_pointee(token),
+            named: ArcSwap::from_pointee(named),
+            source: ArcSwap::from_pointee(token_source(config)),
+        })
+    }
+
+    /// Whether any token is configured; without one, admin writes are refused.
+    pub fn is_configured(&self) -> bool {
+        self.token.load().is_some() || !self.named.load().is_empty()
+    }
+
+    /// Who presented `bearer`, if anyone may.
+    pub fn caller(&self, bearer: &str) -> Option<Caller> {
+        let named = self.named.load();
+        let name = named.name_of(bearer).map(str::to_string);
+        let shared = self
+            .token
+            .load()
+            .as_deref()
+            .is_some_and(|token| constant_time_eq(bearer.as_bytes(), token.as_bytes()));
+        match (name, shared) {
+            (Some(name), _) => Some(Caller::Named(name)),
+            (None, true) => Some(Caller::Shared),
+            (None, false) => None,
+        }
+    }
+
+    /// How an operator sets the token, for error messages.
+    pub fn source(&self) -> Arc<String> {
+        self.source.load_full()
+    }
+
+    /// Re-read the tokens; an unreadable or invalid file keeps the tokens in force.
+    pub fn reload(&self, config: &AdminConfig) -> Result<(), TokensFileError> {
+        let token = read_token(config)?;
+        let named = read_named_tokens(config)?;
+        warn_if_missing(&token, &named, config);
+        self.token.store(Arc::new(token));
+        self.named.store(Arc::new(named));
+        self.source.store(Arc::new(token_source(config)));
+        Ok(())
+    }
+}
+
+fn read_named_tokens(config: &AdminConfig) -> Result<NamedTokens, TokensFileError> {
+    let Some(path) = &config.tokens_file else {
+        return Ok(NamedTokens::default());
+    };
+    let named = NamedTokens::load(path)?;
+    tracing::info!(file = %path.display(), names = named.len(), "named admin tokens loaded");
+    Ok(named)
+}
+
+fn token_source(config: &AdminConfig) -> String {
+    match &config.token_file {
+        Some(file) => format!(
+            "write it to {} (admin.token_file) and reload",
+            file.display()
+        ),
+        None => format!(
+            "set the environment variable {} and restart",
+            config.token_env
+        ),
+    }
+}
+
+fn warn_if_missing(token: &Option<String>, named: &NamedTokens, config: &AdminConfig) {
+    if token.is_none() && named.is_empty() {
+        tracing::warn!(how = %token_source(config), "no admin token configured: admin writes will be refused");
+    }
+}
+
+fn read_token(config: &AdminConfig) -> Result<Option<String>, TokensFileError> {
+    let text = match &config.token_file {
+        Some(path) => std::fs::read_to_string(path).map_err(|e| TokensFileError::TokenFile {
+            path: path.clone(),
+            message: e.to_string(),
+        })?,
+        None => std::env::var(&config.token_env).unwrap_or_default(),
+    };
+    let token = text.trim();
+    Ok((!token.is_empty()).then(|| token.to_string()))
+}
+
+/// Compare without an early exit, so timing does not reveal a prefix of the token.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for (i, byte) in a.iter().enumerate() {
+        diff |= usize::from(byte ^ b.get(i % b.len().max(1)).copied().unwrap_or(0));
+    }
+    diff == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hash(token: &str) -> String {
+        Sha256::digest(token.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    #[test]
+    fn files_parse_or_name_their_bad_line() {
+        let alice = hash("alice-secret");
+        let bot = hash("bot-secret");
+        /// How many names the file holds, or the bad line and part of its message.
+        type Expected = Result<usize, (usize, &'static str)>;
+        let cases: Vec<(String, Expected)> = vec![
+            // two callers, a comment and a blank line
+            (
+                format!("# staff\nalice {alice}\n\nbot@ci {bot}  # the portal\n"),
+                Ok(2),
+            ),
+            // an empty file: no named tokens
+            (String::new(), Ok(0)),
+            // upper-case hex is accepted
+            (format!("alice {}", alice.to_uppercase()), Ok(1)),
+            // a token instead of its hash
+            ("alice alice-secret".into(), Err((1, "is not a SHA-256"))),
+            // a missing hash
+            (format!("alice {alice}\nbob\n"), Err((2, "found 1 field"))),
+            // a space in the name shifts the fields
+            (format!("alice smith {alice}"), Err((1, "found 3 field"))),
+            // a name with characters outside the set
+            (format!("al/ice {alice}"), Err((1, "contains '/'"))),
+            // the same name twice
+            (
+                format!("alice {alice}\nalice {bot}"),
+                Err((2, "already used")),
+            ),
+            // the same token for two names
+            (
+                format!("alice {alice}\nbob {alice}"),
+                Err((2, "another name")),
+            ),
+            // a hash one character short
+            (format!("alice {}", &alice[1..]), Err((1, "64 characters"))),
+        ];
+        for (text, expected) in cases {
+            match (NamedTokens::parse(&text), expected) {
+                (Ok(tokens), Ok(count)) => assert_eq!(tokens.len(), count, "{text}"),
+                (Err((line, message)), Err((want_line, want))) => {
+                    assert_eq!(line, want_line, "{text}: {message}");
+                    assert!(message.contains(want), "{text}: {message}");
+                }
+                (got, want) => panic!("{text}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_presented_token_finds_its_name_and_nothing_else_does() {
+        let tokens = NamedTokens::parse(&format!(
+            "alice {}\nbot@ci {}\n",
+            hash("alice-secret"),
+            hash("bot-secret")
+        ))
+        .expect("parse");
+        assert_eq!(tokens.name_of("alice-secret"), Some("alice"));
+        assert_eq!(tokens.name_of("bot-secret"), Some("bot@ci"));
+        assert_eq!(tokens.name_of("alice-secreT"), None);
+        assert_eq!(tokens.name_of(""), None);
+        assert_eq!(
+            tokens.name_of(&hash("alice-secret")),
+            None,
+            "a hash is not its token"
+        );
+    }
+
+    #[test]
+    fn an_unreadable_file_names_the_file() {
+        let error = NamedTokens::load(Path::new("/nonexistent/tokens")).expect_err("missing");
+        assert!(error.to_string().contains("/nonexistent/tokens"), "{error}");
+    }
+
+    #[test]
+    fn a_bad_file_names_file_and_line() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("tokens");
+        std::fs::write(&path, format!("alice {}\nbob nothex\n", hash("a"))).expect("write");
+        let error = NamedTokens::load(&path).expect_err("bad line");
+        let text = error.to_string();
+        assert!(text.contains(&format!("{}:2:", path.display())), "{text}");
+    }
+
+    #[test]
+    fn token_comparison() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secre", b"secret"));
+        assert!(!constant_time_eq(b"", b"secret"));
+    }
+}

@@ -1,0 +1,425 @@
+//! Builds the running gate from a config — registry, cache, upstreams, TLS,
+//! listeners, admin — and owns its life: SIGHUP reloads (config and certificates),
+//! SIGTERM drains (up to `limits.drain_timeout`) and exits 0, SIGINT exits at once.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder;
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::sync::watch;
+
+use crate::admin::tokens::{AdminToken, TokensFileError};
+use crate::admin::Admin;
+use crate::config::{Config, ConfigError};
+use crate::edge::listener::{Connections, Listener, PlainHandshake};
+use crate::edge::proxy::{Gate, Runtime};
+use crate::edge::tls::{CertError, CertStore, TlsHandshake};
+use crate::gate::decision_cache::{CacheSettings, DecisionCache};
+use crate::gate::filed_domains::FiledDomains;
+use crate::gate::GateState;
+use crate::notify::{Backoff, Notifier};
+use crate::observe::metrics::{Metrics, MetricsError};
+use crate::registry::{self, OpenError, Registry, RegistryError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("registry: {0}")]
+    Registry(#[from] RegistryError),
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    #[error("cannot listen on {addr} ({key}): {source}")]
+    Bind {
+        key: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+    #[error(transparent)]
+    TokensFile(#[from] TokensFileError),
+    #[error("tls.certs_dir: {0}")]
+    Certificates(#[from] CertError),
+    #[error("TLS: {0}")]
+    Tls(#[from] rustls::Error),
+    #[error("upstreams.{pool}: {source}")]
+    UpstreamTls {
+        pool: &'static str,
+        source: crate::edge::tls::client::ClientTlsError,
+    },
+}
+
+/// Start delivering the outbox to `[notify] url`, if set; returns the notifier's
+/// waker. A notifier that cannot start leaves the events pending in the outbox.
+fn start_notifier(
+    config: &Config,
+    registry: &dyn Registry,
+    stop: watch::Receiver<bool>,
+) -> Option<Arc<tokio::sync::Notify>> {
+    let url = config.notify.url.as_deref()?;
+    let outbox = registry.outbox()?;
+    let secret = config.notify.secret.clone();
+    let ca_file = config.notify.ca_file.as_deref();
+    match Notifier::new(outbox, url, secret, ca_file, Backoff::default()) {
+        Ok(notifier) => {
+            let waker = notifier.waker();
+            tokio::spawn(notifier.run(stop));
+            Some(waker)
+        }
+        Err(error) => {
+            tracing::error!(%error, "webhook notifications are not delivered");
+            None
+        }
+    }
+}
+
+fn cache_settings(config: &Config) -> CacheSettings {
+    CacheSettings {
+        ttl: config.cache.ttl,
+        negative_ttl: config.cache.negative_ttl,
+        stale_if_error: config.cache.stale_if_error,
+        max_entries: config.cache.max_entries,
+    }
+}
+
+/// How often the certificate directory is checked for changes.
+const CERTS_POLL: Duration = Duration::from_secs(2);
+
+/// How long a stop waits for cut connections to close their sockets; cutting is
+/// only dropping futures, so this bounds a stuck task, not normal work.
+const CUT_BOUND: Duration = Duration::from_secs(1);
+
+/// Refuse to start when a TLS upstream pool's trust roots cannot be loaded.
+fn check_upstream_tls(config: &Config) -> Result<(), AppError> {
+    use crate::config::PoolName;
+    for name in [PoolName::Storefront, PoolName::CorporateSite] {
+        let pool = config.upstreams.pool(name);
+        if pool.tls {
+            crate::edge::tls::client::client_config(pool.ca_file.as_deref()).map_err(|source| {
+                AppError::UpstreamTls {
+                    pool: name.as_str(),
+                    source,
+                }
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// Bind with SO_REUSEADDR and SO_REUSEPORT, so a new process can bind the same
+/// address while the old one drains (rolling restart; see docs/operations.md).
+async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, AppError> {
+    let error = |source| AppError::Bind { key, addr, source };
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .map_err(error)?;
+    socket.set_reuseaddr(true).map_err(error)?;
+    socket.set_reuseport(true).map_err(error)?;
+    socket.bind(addr).map_err(error)?;
+    socket.listen(LISTEN_BACKLOG).map_err(error)
+}
+
+/// Pending connections the kernel queues per listener.
+const LISTEN_BACKLOG: u32 = 1024;
+
+/// A started gate: its bound addresses and the handles to reload or stop it.
+pub struct Running {
+    pub http: Option<SocketAddr>,
+    pub https: Option<SocketAddr>,
+    pub admin: Option<SocketAddr>,
+    pub gate: Arc<Gate>,
+    pub registry: Arc<dyn Registry>,
+    /// The admin bearer token; a reload re-reads it.
+    pub admin_token: Arc<AdminToken>,
+    /// The https listener's certificates, reloaded on SIGHUP and on file changes.
+    pub certs: Option<Arc<CertStore>>,
+    config_path: PathBuf,
+    stop: watch::Sender<bool>,
+    connections: Arc<Connections>,
+    /// Accept loops; awaited at shutdown so no connection starts during a drain.
+    listeners: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Open the registry (seeding it when empty), bind every listener and start serving.
+pub async fn start(config: Config) -> Result<Running, AppError> {
+    crate::edge::tls::install_crypto_provider();
+    check_upstream_tls(&config)?;
+    let config = Arc::new(config);
+    let registry = registry::open_seeded(&config.registry, config.notify.url.is_some()).await?;
+    let metrics = Arc::new(Metrics::new()?);
+    crate::gate::gauges::refresh_filing_gauges(registry.as_ref(), &metrics).await;
+    let cache = Arc::new(DecisionCache::new(
+        Arc::clone(&registry),
+        Arc::clone(&metrics),
+        cache_settings(&config),
+    ));
+    let filed = Arc::new(FiledDomains::new(registry.filed_domains().await?));
+    tracing::info!(domains = filed.len(), "filed-domain index loaded");
+    let state = Arc::new(GateState::new(cache, filed, Arc::clone(&metrics)));
+    let gate = Arc::new(Gate::new(
+        Arc::clone(&state),
+        Runtime::new(Arc::clone(&config)),
+    ));
+    let admin_token = Arc::new(AdminToken::load(&config.admin)?);
+    let (stop, stop_rx) = watch::channel(false);
+    let notifier = start_notifier(&config, registry.as_ref(), stop_rx.clone());
+    let admin = Arc::new(Admin {
+        registry: Arc::clone(&registry),
+        gate: Arc::clone(&gate),
+        token: Arc::clone(&admin_token),
+        notifier,
+    });
+
+    let mut running = Running {
+        http: None,
+        https: None,
+        admin: None,
+        gate: Arc::clone(&gate),
+        registry: Arc::clone(&registry),
+        admin_token,
+        certs: None,
+        config_path: config.source.clone(),
+        stop,
+        connections: Arc::default(),
+        listeners: Vec::new(),
+    };
+    if let Some(addr) = config.listen.http {
+        let tcp = bind("listen.http", addr).await?;
+        running.http = tcp.local_addr().ok();
+        let listener = Listener {
+            tcp,
+            gate: Arc::clone(&gate),
+            handshake: Arc::new(PlainHandshake),
+            shutdown: stop_rx.clone(),
+            connections: Arc::clone(&running.connections),
+        };
+        tracing::info!(addr = ?running.http, "listening (http)");
+        running.listeners.push(tokio::spawn(listener.run()));
+    }
+    if let (Some(addr), Some(dir)) = (config.listen.https, &config.tls.certs_dir) {
+        start_https(&mut running, addr, dir, &gate, &stop_rx).await?;
+    }
+    if let Some(addr) = config.listen.admin {
+        let tcp = bind("listen.admin", addr).await?;
+        running.admin = tcp.local_addr().ok();
+        tracing::info!(addr = ?running.admin, "listening (admin)");
+        tokio::spawn(serve_admin(tcp, Arc::clone(&admin), stop_rx.clone()));
+    }
+    let revision = registry.revision().await?;
+    tokio::spawn(crate::gate::change_feed::follow(
+        Arc::clone(&registry),
+        Arc::clone(&gate.state),
+        Arc::clone(&metrics),
+        revision,
+        stop_rx.clone(),
+    ));
+    tokio::spawn(refresh_gauges_forever(
+        Arc::clone(&registry),
+        Arc::clone(&metrics),
+        stop_rx,
+    ));
+    Ok(running)
+}
+
+/// Load the certificates, bind `listen.https` and watch `certs_dir` for changes.
+async fn start_https(
+    running: &mut Running,
+    addr: SocketAddr,
+    dir: &Path,
+    gate: &Arc<Gate>,
+    stop_rx: &watch::Receiver<bool>,
+) -> Result<(), AppError> {
+    let certs = Arc::new(CertStore::open(dir)?);
+    let tcp = bind("listen.https", addr).await?;
+    running.https = tcp.local_addr().ok();
+    let listener = Listener {
+        tcp,
+        gate: Arc::clone(gate),
+        handshake: Arc::new(TlsHandshake::new(Arc::clone(gate), Arc::clone(&certs))?),
+        shutdown: stop_rx.clone(),
+        connections: Arc::clone(&running.connections),
+    };
+    tracing::info!(addr = ?running.https, "listening (https)");
+    running.listeners.push(tokio::spawn(listener.run()));
+    tokio::spawn(Arc::clone(&certs).watch(CERTS_POLL, stop_rx.clone()));
+    running.certs = Some(certs);
+    Ok(())
+}
+
+impl Running {
+    /// Re-read the config file and the certificates and swap them in (see `reload`).
+    /// A broken certificate file is logged; the previous certificates stay.
+    pub fn reload(&self) -> Result<(), AppError> {
+        reload(self)?;
+        if let Some(certs) = &self.certs {
+            let _ = certs.reload();
+        }
+        Ok(())
+    }
+
+    /// Stop accepting; with `drain`, wait up to `limits.drain_timeout` for in-flight
+    /// requests to finish. Whatever is still open then is cut before this returns.
+    pub async fn shutdown(self, drain: bool) {
+        let _ = self.stop.send(true);
+        for listener in self.listeners {
+            let _ = listener.await;
+        }
+        if drain {
+            let timeout = self.gate.current().config.limits.drain_timeout;
+            tracing::info!(?timeout, open = self.connections.open(), "draining");
+            if !self.connections.drain(timeout).await {
+                tracing::warn!("drain timeout reached; closing the remaining connections");
+            }
+        }
+        self.connections.cut_all(CUT_BOUND).await;
+    }
+}
+
+/// Run `icpgate serve` until SIGTERM (drain, exit 0) or SIGINT (exit at once).
+/// The handlers are installed before any listener binds, so a SIGHUP sent as soon
+/// as the gate is reachable reloads it instead of killing it.
+pub async fn serve(config_path: &Path) -> Result<(), AppError> {
+    let mut signals = Signals::install()?;
+    let running = start(Config::load(config_path)?).await?;
+    let exit = signals.wait(&running).await;
+    running.shutdown(exit == Exit::Drain).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Exit {
+    Drain,
+    Fast,
+}
+
+/// The signal policy: SIGHUP reloads, SIGTERM drains, SIGINT exits at once.
+struct Signals {
+    hangup: Signal,
+    terminate: Signal,
+    interrupt: Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Signals, AppError> {
+        let install = |kind| signal(kind).map_err(AppError::Signals);
+        Ok(Signals {
+            hangup: install(SignalKind::hangup())?,
+            terminate: install(SignalKind::terminate())?,
+            interrupt: install(SignalKind::interrupt())?,
+        })
+    }
+
+    async fn wait(&mut self, running: &Running) -> Exit {
+        loop {
+            tokio::select! {
+                _ = self.hangup.recv() => {
+                    let _ = running.reload();
+                }
+                _ = self.terminate.recv() => {
+                    tracing::info!("SIGTERM: draining, then exiting");
+                    return Exit::Drain;
+                }
+                _ = self.interrupt.recv() => {
+                    tracing::info!("SIGINT: exiting now");
+                    return Exit::Fast;
+                }
+            }
+        }
+    }
+}
+
+/// Swap in a changed config: policy, upstreams, limits and PROXY settings through
+/// the gate's runtime, a rebuilt decision cache when `[cache]` changed, and the admin
+/// token. A config that fails validation is refused (logged, returned) and the running
+/// one keeps serving. Requests in flight finish on the runtime they started with.
+fn reload(running: &Running) -> Result<(), AppError> {
+    let path = &running.config_path;
+    let new = match Config::load(path) {
+        Ok(config) => config,
+        Err(error) => {
+            tracing::error!(%error, "reload refused: the running configuration stays in force");
+            return Err(error.into());
+        }
+    };
+    if let Err(error) = check_upstream_tls(&new) {
+        tracing::error!(%error, "reload refused: the running configuration stays in force");
+        return Err(error);
+    }
+    // Last of the checks that can refuse the reload: nothing has changed yet, and
+    // from here on nothing fails.
+    if let Err(error) = running.admin_token.reload(&new.admin) {
+        tracing::error!(%error, "reload refused: the running configuration stays in force");
+        return Err(error.into());
+    }
+    let gate = &running.gate;
+    let current = gate.current();
+    let needs_restart = current.config.restart_required_changes(&new);
+    if !needs_restart.is_empty() {
+        tracing::warn!(keys = ?needs_restart, "these changes take effect only after a restart");
+    }
+    if current.config.cache != new.cache {
+        gate.state.replace_cache(Arc::new(DecisionCache::new(
+            Arc::clone(&running.registry),
+            Arc::clone(&gate.state.metrics),
+            cache_settings(&new),
+        )));
+        tracing::info!("decision cache rebuilt with the new [cache] settings");
+    }
+    gate.runtime.store(Arc::new(Runtime::new(Arc::new(new))));
+    tracing::info!(config = %path.display(), "configuration reloaded");
+    Ok(())
+}
+
+async fn refresh_gauges_forever(
+    registry: Arc<dyn Registry>,
+    metrics: Arc<Metrics>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut every = tokio::time::interval(Duration::from_secs(15));
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = every.tick() => crate::gate::gauges::refresh_filing_gauges(registry.as_ref(), &metrics).await,
+        }
+    }
+}
+
+async fn serve_admin(tcp: TcpListener, admin: Arc<Admin>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = shutdown.changed() => return,
+            accepted = tcp.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(error) => {
+                    tracing::warn!(%error, "admin accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let admin = Arc::clone(&admin);
+        tokio::spawn(async move {
+            let service = service_fn(move |request| Arc::clone(&admin).serve(request));
+            let builder = Builder::new(TokioExecutor::new());
+            if let Err(error) = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                tracing::debug!(%error, "admin connection ended with an error");
+            }
+        });
+    }
+}

@@ -1,0 +1,323 @@
+//! Turning a client request into the upstream request and the upstream response back:
+//! hop-by-hop headers out (RFC 9110 §7.6.1, including every header the Connection
+//! header names), `X-Forwarded-For/-Proto/-Host`, `Forwarded` (RFC 7239) and `Via` in,
+//! exactly one `Host`. The one protocol switch forwarded is WebSocket: every other
+//! `Upgrade` token (`h2c`, anything else) and `HTTP2-Settings` are dropped, because a
+//! switched connection is a raw tunnel the gate can no longer read, and a later
+//! request on it would reach the origin ungated.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, Uri, Version};
+
+use crate::edge::proxy_body::ProxyBody;
+
+/// Headers that describe one connection, never the message.
+const HOP_BY_HOP: [&str; 10] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    // Connection-specific to an h2c upgrade (RFC 7540 §3.2.1).
+    "http2-settings",
+];
+
+/// The protocol token of the one switch the gate forwards (RFC 6455 §4.1).
+const WEBSOCKET: &str = "websocket";
+
+/// What the forwarded headers say about the client side.
+pub struct ForwardContext<'a> {
+    pub client_ip: IpAddr,
+    /// The client address is a trusted proxy: keep its X-Forwarded-For chain.
+    pub keep_forwarded_for: bool,
+    pub proto: &'static str,
+    /// The authority as the client sent it (validated already).
+    pub host: &'a str,
+    pub request_id: &'a str,
+}
+
+/// Whether a header's comma-separated values hold `token` (case-insensitive).
+fn lists_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|listed| listed.trim().eq_ignore_ascii_case(token))
+}
+
+/// Whether a message switches (request) or agreed to switch (101 response) to
+/// WebSocket, the only protocol switch the gate forwards: `Connection` lists
+/// `upgrade` and `Upgrade` lists `websocket`. Other tokens beside it are ignored.
+pub fn websocket_upgrade(headers: &HeaderMap) -> bool {
+    lists_token(headers, header::CONNECTION, "upgrade")
+        && lists_token(headers, header::UPGRADE, WEBSOCKET)
+}
+
+/// Remove hop-by-hop headers, and every header the Connection header names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+fn forwarded_for_value(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("\"[{v6}]\""),
+    }
+}
+
+fn append(headers: &mut HeaderMap, name: &'static str, value: String) {
+    if let Ok(value) = HeaderValue::from_str(&value) {
+        headers.append(name, value);
+    }
+}
+
+fn set(headers: &mut HeaderMap, name: &'static str, value: String) {
+    if let Ok(value) = HeaderValue::from_str(&value) {
+        headers.insert(name, value);
+    }
+}
+
+/// Add the proxy's own headers to an upstream request.
+fn add_forwarding_headers(headers: &mut HeaderMap, version: Version, ctx: &ForwardContext<'_>) {
+    let client = ctx.client_ip.to_string();
+    let chain = headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+        .filter(|_| ctx.keep_forwarded_for)
+        .map(|prior| format!("{prior}, {client}"))
+        .unwrap_or(client);
+    set(headers, "x-forwarded-for", chain);
+    set(headers, "x-forwarded-proto", ctx.proto.to_string());
+    set(headers, "x-forwarded-host", ctx.host.to_string());
+    if !ctx.keep_forwarded_for {
+        headers.remove("forwarded");
+    }
+    let host = ctx.host.replace('"', "");
+    let forwarded = format!(
+        "for={};host=\"{host}\";proto={}",
+        forwarded_for_value(ctx.client_ip),
+        ctx.proto
+    );
+    append(headers, "forwarded", forwarded);
+    append(headers, "via", format!("{} icpgate", via_version(version)));
+    set(headers, "x-request-id", ctx.request_id.to_string());
+}
+
+fn via_version(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_09 => "0.9",
+        Version::HTTP_10 => "1.0",
+        Version::HTTP_2 => "2",
+        Version::HTTP_3 => "3",
+        _ => "1.1",
+    }
+}
+
+/// The upstream request for `parts`: origin `uri` of the pool, the client's method,
+/// path, query and body, one Host, forwarding headers.
+pub fn upstream_request(
+    parts: http::request::Parts,
+    body: ProxyBody,
+    uri: Uri,
+    ctx: &ForwardContext<'_>,
+) -> Request<ProxyBody> {
+    let websocket = websocket_upgrade(&parts.headers);
+    let client_version = parts.version;
+    let mut request = Request::from_parts(parts, body);
+    *request.uri_mut() = uri;
+    *request.version_mut() = Version::HTTP_11;
+    let headers = request.headers_mut();
+    strip_hop_by_hop(headers);
+    headers.remove(header::HOST);
+    set(headers, "host", ctx.host.to_string());
+    if websocket {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, HeaderValue::from_static(WEBSOCKET));
+    }
+    add_forwarding_headers(headers, client_version, ctx);
+    request
+}
+
+/// The response to send downstream: hop-by-hop headers removed (kept on a 101, whose
+/// Upgrade/Connection headers belong to the switch itself; the caller lets a 101
+/// through only for a WebSocket switch it forwarded).
+pub fn downstream_response<B>(
+    response: Response<B>,
+    request_id: &str,
+    boxed: impl FnOnce(B) -> ProxyBody,
+) -> Response<ProxyBody> {
+    let (mut parts, body) = response.into_parts();
+    if parts.status != http::StatusCode::SWITCHING_PROTOCOLS {
+        strip_hop_by_hop(&mut parts.headers);
+    }
+    append(&mut parts.headers, "via", "1.1 icpgate".to_string());
+    if !parts.headers.contains_key("x-request-id") {
+        set(&mut parts.headers, "x-request-id", request_id.to_string());
+    }
+    Response::from_parts(parts, boxed(body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::edge::proxy_body::full;
+
+    fn ctx(keep: bool) -> ForwardContext<'static> {
+        ForwardContext {
+            client_ip: "203.0.113.7".parse().unwrap_or(IpAddr::from([0, 0, 0, 0])),
+            keep_forwarded_for: keep,
+            proto: "https",
+            host: "shop.example.com",
+            request_id: "rid-1",
+        }
+    }
+
+    fn client_request(headers: &[(&str, &str)]) -> http::request::Parts {
+        let mut builder = Request::builder().uri("/a?b=1").version(Version::HTTP_2);
+        for (k, v) in headers {
+            builder = builder.header(*k, *v);
+        }
+        builder
+            .body(())
+            .map(|r| r.into_parts().0)
+            .unwrap_or_else(|_| Request::new(()).into_parts().0)
+    }
+
+    #[test]
+    fn strips_hop_by_hop_and_named_headers() {
+        let parts = client_request(&[
+            ("connection", "x-secret, keep-alive"),
+            ("x-secret", "1"),
+            ("te", "gzip"),
+            ("x-keep", "1"),
+        ]);
+        let out = upstream_request(
+            parts,
+            full(""),
+            Uri::from_static("http://storefront.upstream/a?b=1"),
+            &ctx(false),
+        );
+        let h = out.headers();
+        assert!(
+            h.get("x-secret").is_none() && h.get("te").is_none() && h.get("connection").is_none()
+        );
+        assert_eq!(h.get("x-keep").map(|v| v.as_bytes()), Some(&b"1"[..]));
+        assert_eq!(h.get_all("host").iter().count(), 1);
+        assert_eq!(out.version(), Version::HTTP_11);
+    }
+
+    #[test]
+    fn x_forwarded_for_is_replaced_unless_the_peer_is_trusted() {
+        let spoofed = || client_request(&[("x-forwarded-for", "10.9.9.9")]);
+        let uri = || Uri::from_static("http://storefront.upstream/");
+        let replaced = upstream_request(spoofed(), full(""), uri(), &ctx(false));
+        assert_eq!(replaced.headers()["x-forwarded-for"], "203.0.113.7");
+        let kept = upstream_request(spoofed(), full(""), uri(), &ctx(true));
+        assert_eq!(kept.headers()["x-forwarded-for"], "10.9.9.9, 203.0.113.7");
+        assert_eq!(kept.headers()["x-forwarded-proto"], "https");
+        assert_eq!(kept.headers()["x-forwarded-host"], "shop.example.com");
+        assert_eq!(kept.headers()["via"], "2 icpgate");
+    }
+
+    #[test]
+    fn websocket_upgrade_headers_survive() {
+        let parts = client_request(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
+        let out = upstream_request(
+            parts,
+            full(""),
+            Uri::from_static("http://storefront.upstream/ws"),
+            &ctx(false),
+        );
+        assert_eq!(out.headers()["upgrade"], "websocket");
+        assert_eq!(out.headers()["connection"], "upgrade");
+    }
+
+    #[test]
+    fn only_a_websocket_switch_is_forwarded() {
+        // (client headers, the Upgrade the origin sees)
+        type Case<'a> = (&'a [(&'a str, &'a str)], Option<&'a str>);
+        let table: [Case<'_>; 7] = [
+            // h2c with its settings: dropped whole.
+            (
+                &[
+                    ("connection", "Upgrade, HTTP2-Settings"),
+                    ("upgrade", "h2c"),
+                    ("http2-settings", "AAMAAABkAAQAoAAAAAIAAAAA"),
+                ],
+                None,
+            ),
+            // h2c whose Connection does not name HTTP2-Settings: still dropped.
+            (
+                &[
+                    ("connection", "upgrade"),
+                    ("upgrade", "h2c"),
+                    ("http2-settings", "AAMAAABkAAQAoAAAAAIAAAAA"),
+                ],
+                None,
+            ),
+            // An arbitrary token.
+            (&[("connection", "upgrade"), ("upgrade", "foo/1")], None),
+            // Upgrade without Connection: upgrade is no switch.
+            (&[("upgrade", "websocket")], None),
+            // WebSocket beside another token: only websocket goes on.
+            (
+                &[
+                    ("connection", "keep-alive, Upgrade"),
+                    ("upgrade", "h2c, WebSocket"),
+                ],
+                Some("websocket"),
+            ),
+            // WebSocket in a second Upgrade line.
+            (
+                &[
+                    ("connection", "upgrade"),
+                    ("upgrade", "foo"),
+                    ("upgrade", "websocket"),
+                ],
+                Some("websocket"),
+            ),
+            // Plain WebSocket.
+            (
+                &[("connection", "Upgrade"), ("upgrade", "websocket")],
+                Some("websocket"),
+            ),
+        ];
+        for (headers, want) in table {
+            let out = upstream_request(
+                client_request(headers),
+                full(""),
+                Uri::from_static("http://storefront.upstream/"),
+                &ctx(false),
+            );
+            let h = out.headers();
+            let upgrade: Vec<_> = h.get_all("upgrade").iter().collect();
+            assert_eq!(
+                upgrade.first().and_then(|v| v.to_str().ok()),
+                want,
+                "{headers:?}"
+            );
+            assert!(upgrade.len() <= 1, "{headers:?}");
+            assert!(h.get("http2-settings").is_none(), "{headers:?}");
+            assert_eq!(h.get("connection").is_some(), want.is_some(), "{headers:?}");
+        }
+    }
+}

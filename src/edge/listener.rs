@@ -1,0 +1,432 @@
+//! Accept loops: one per data-plane listener. Each connection is counted against
+//! `limits.max_connections` (over the limit it is closed at once), served by
+//! hyper-util's auto builder (HTTP/1.1, and HTTP/2 by prior knowledge or ALPN), and
+//! followed by `Connections`: SIGTERM drains every connection, and what a stop does
+//! not drain is cut (`Connections::cut_all`) while the runtime is still whole.
+//!
+//! With `listen.proxy_protocol = true` every connection must open with a PROXY v1 or
+//! v2 header (read within `limits.header_read_timeout`, before TLS or HTTP); the
+//! address it carries becomes the client (`ConnInfo.client`: X-Forwarded-For, logs).
+//! A connection without one is answered 400 and closed; with
+//! `listen.proxy_protocol_from` set, a connection from any other peer is closed
+//! before a byte is read.
+//!
+//! Slow and idle clients: `client_deadlines::ClientDeadlines` bounds each request head by
+//! `limits.header_read_timeout`, and cuts a client that takes no response bytes for
+//! `limits.idle_timeout`. A connection with no request in flight for
+//! `limits.idle_timeout` is closed gracefully (HTTP/1 at once, HTTP/2 with a
+//! GOAWAY); HTTP/2 connections are also pinged every `limits.idle_timeout` and
+//! closed when a ping goes unanswered.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Notify};
+
+use crate::edge::client_deadlines::{ClientDeadlines, ExchangeBody, Exchanges};
+use crate::edge::proxy::{ConnInfo, Gate};
+use crate::edge::proxy_protocol::{read_proxy_header, ProxyProtocolError};
+use crate::observe::metrics::Metrics;
+
+/// How far a stop has gone; every connection follows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Stop {
+    Serving,
+    /// Finish what is in flight, take no new request (HTTP/2: GOAWAY), then close.
+    Drain,
+    /// Close now.
+    Cut,
+}
+
+/// Every data-plane connection of the process: counted against
+/// `limits.max_connections` (and the `icpgate_connections_active` gauge), drained
+/// together on SIGTERM and cut together when a stop does not wait (SIGINT) or the
+/// drain runs out of time.
+///
+/// Cutting them ourselves, before the runtime goes away, is what makes a stop
+/// predictable: the runtime drops its tasks in no set order, so an upstream
+/// connection dropped before the client's would let a request in flight answer 502
+/// instead of the client seeing its connection close.
+pub struct Connections {
+    active: AtomicUsize,
+    stop: watch::Sender<Stop>,
+    all_closed: Notify,
+}
+
+impl Default for Connections {
+    fn default() -> Self {
+        Connections {
+            active: AtomicUsize::new(0),
+            stop: watch::Sender::new(Stop::Serving),
+            all_closed: Notify::new(),
+        }
+    }
+}
+
+impl Connections {
+    /// Open connections right now.
+    pub fn open(&self) -> usize {
+        self.active.load(Ordering::Acquire)
+    }
+
+    /// Ask every connection to finish its requests in flight and close; true once
+    /// all are closed, false when `within` runs out first.
+    pub async fn drain(&self, within: Duration) -> bool {
+        self.advance(Stop::Drain);
+        self.all_closed_within(within).await
+    }
+
+    /// Close every connection (and refuse the ones still handshaking); returns once
+    /// they are all closed, or after `bound`.
+    pub async fn cut_all(&self, bound: Duration) {
+        self.advance(Stop::Cut);
+        self.all_closed_within(bound).await;
+    }
+
+    fn advance(&self, to: Stop) {
+        self.stop.send_if_modified(|stop| {
+            let later = to > *stop;
+            if later {
+                *stop = to;
+            }
+            later
+        });
+    }
+
+    async fn all_closed_within(&self, within: Duration) -> bool {
+        tokio::time::timeout(within, async {
+            loop {
+                // Registered before the count is read, so a close in between still wakes us.
+                let closed = self.all_closed.notified();
+                if self.open() == 0 {
+                    return;
+                }
+                closed.await;
+            }
+        })
+        .await
+        .is_ok()
+    }
+
+    /// Serve `connection` (which follows `Stop::Drain` itself) until it ends or every
+    /// connection is cut; `slot` is released only after its sockets are closed.
+    async fn serve_until_cut(&self, connection: impl Future<Output = ()>, slot: ConnectionSlot) {
+        let mut stop = self.stop.subscribe();
+        tokio::select! {
+            _ = connection => {}
+            _ = stop.wait_for(|stop| *stop == Stop::Cut) => {}
+        }
+        drop(slot);
+    }
+}
+
+/// One open connection's place in `Connections`.
+struct ConnectionSlot {
+    connections: Arc<Connections>,
+    metrics: Arc<Metrics>,
+}
+
+impl ConnectionSlot {
+    fn acquire(
+        connections: &Arc<Connections>,
+        limit: usize,
+        metrics: &Arc<Metrics>,
+    ) -> Option<ConnectionSlot> {
+        let previous = connections.active.fetch_add(1, Ordering::AcqRel);
+        if previous >= limit {
+            connections.active.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        metrics.connections_active.inc();
+        Some(ConnectionSlot {
+            connections: Arc::clone(connections),
+            metrics: Arc::clone(metrics),
+        })
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        if self.connections.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.connections.all_closed.notify_waiters();
+        }
+        self.metrics.connections_active.dec();
+    }
+}
+
+/// A prepared connection and what it revealed about the client, or None to drop it.
+pub type Handshaken<Io> = Pin<Box<dyn Future<Output = Option<(Io, ConnInfo)>> + Send>>;
+
+/// Prepares an accepted stream before HTTP (the TLS handshake). `peer` is the client:
+/// the PROXY header, when required, has already been read from `stream`.
+pub trait Handshake: Send + Sync + 'static {
+    type Io: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    fn handshake(&self, stream: TcpStream, peer: SocketAddr) -> Handshaken<Self::Io>;
+}
+
+/// One data-plane listener.
+pub struct Listener<H: Handshake> {
+    pub tcp: TcpListener,
+    pub gate: Arc<Gate>,
+    pub handshake: Arc<H>,
+    pub shutdown: watch::Receiver<bool>,
+    /// Shared by every listener so the limit is per process.
+    pub connections: Arc<Connections>,
+}
+
+impl<H: Handshake> Listener<H> {
+    /// Accept until shutdown; accept errors (e.g. out of file descriptors) back off.
+    pub async fn run(mut self) {
+        let mut backoff = Duration::from_millis(10);
+        loop {
+            let accepted = tokio::select! {
+                _ = self.shutdown.changed() => break,
+                accepted = self.tcp.accept() => accepted,
+            };
+            let (stream, peer) = match accepted {
+                Ok(pair) => pair,
+                Err(error) => {
+                    tracing::warn!(%error, "accept failed; backing off");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    continue;
+                }
+            };
+            backoff = Duration::from_millis(10);
+            let runtime = self.gate.current();
+            let limit = runtime.config.limits.max_connections;
+            let Some(slot) =
+                ConnectionSlot::acquire(&self.connections, limit, &self.gate.state.metrics)
+            else {
+                tracing::warn!(%peer, limit, "connection limit reached; closing");
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let task = serve(
+                stream,
+                peer,
+                Arc::clone(&self.gate),
+                Arc::clone(&self.handshake),
+                self.connections.stop.subscribe(),
+            );
+            let connections = Arc::clone(&self.connections);
+            tokio::spawn(async move { connections.serve_until_cut(task, slot).await });
+        }
+    }
+}
+
+/// The client behind `stream`: the TCP peer, or the PROXY header's source when the
+/// header is required. None: the connection must be closed.
+async fn client_address(
+    stream: &mut TcpStream,
+    peer: SocketAddr,
+    listen: &crate::config::Listen,
+    timeout: Duration,
+) -> Option<SocketAddr> {
+    if !listen.proxy_protocol {
+        return Some(peer);
+    }
+    let allowed = &listen.proxy_protocol_from;
+    if !allowed.is_empty() && !allowed.iter().any(|net| net.contains(&peer.ip())) {
+        // Whatever it would send, it may not tell us who the client is.
+        tracing::warn!(%peer, "connection from a peer outside listen.proxy_protocol_from; closing");
+        return None;
+    }
+    match read_proxy_header(stream, timeout).await {
+        Ok(client) => Some(client.unwrap_or(peer)),
+        Err(error) => {
+            tracing::info!(%peer, %error, "PROXY protocol header required; closing");
+            if matches!(error, ProxyProtocolError::Missing) {
+                refuse_bare_connection(stream).await;
+            }
+            None
+        }
+    }
+}
+
+/// A client that skipped the load balancer gets a plain answer saying why, and a
+/// clean close: FIN, then its unread bytes drained briefly, so it does not see a
+/// reset instead of the answer.
+async fn refuse_bare_connection(stream: &mut TcpStream) {
+    const ANSWER: &[u8] = b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 53\r\nX-Icpgate-Reason: proxy_protocol_required\r\n\r\nthis listener requires a PROXY protocol header first\n";
+    let _ = tokio::time::timeout(Duration::from_millis(500), async {
+        stream.write_all(ANSWER).await?;
+        stream.shutdown().await?;
+        let mut sink = [0u8; 4096];
+        while stream.read(&mut sink).await? > 0 {}
+        Ok::<(), io::Error>(())
+    })
+    .await;
+}
+
+async fn serve<H: Handshake>(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    gate: Arc<Gate>,
+    handshake: Arc<H>,
+    mut stop: watch::Receiver<Stop>,
+) {
+    let runtime = gate.current();
+    let limits = runtime.config.limits.clone();
+    let client = client_address(
+        &mut stream,
+        peer,
+        &runtime.config.listen,
+        limits.header_read_timeout,
+    )
+    .await;
+    drop(runtime);
+    let Some(client) = client else {
+        return;
+    };
+    let Some((io, info)) = handshake.handshake(stream, client).await else {
+        return;
+    };
+    let info = Arc::new(info);
+    let exchanges = Exchanges::new();
+    let io = ClientDeadlines::new(
+        io,
+        Arc::clone(&exchanges),
+        limits.header_read_timeout,
+        limits.idle_timeout,
+    );
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        // ClientDeadlines bounds heads: hyper's timer would also close idle keep-alives.
+        .header_read_timeout(None)
+        .max_buf_size(limits.max_header_bytes.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(limits.idle_timeout))
+        .keep_alive_timeout(Duration::from_secs(20))
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+    let idle = Arc::clone(&exchanges);
+    let service = service_fn(move |request| {
+        let exchange = exchanges.begin();
+        let served = Arc::clone(&gate).serve(request, Arc::clone(&info));
+        async move {
+            let response = served.await?;
+            if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+                exchange.connection().unbound();
+            }
+            Ok::<_, Infallible>(response.map(|body| ExchangeBody::new(body, exchange)))
+        }
+    });
+    let connection = builder
+        .serve_connection_with_upgrades(TokioIo::new(io), service)
+        .into_owned();
+    tokio::pin!(connection);
+    let idle_too_long = idle.idle_for(limits.idle_timeout);
+    tokio::pin!(idle_too_long);
+    // A graceful shutdown lets requests in flight finish and takes no new one: an
+    // idle HTTP/1 connection closes at once, HTTP/2 gets a GOAWAY.
+    let mut closing = false;
+    let ended = loop {
+        tokio::select! {
+            ended = connection.as_mut() => break ended,
+            _ = stop.wait_for(|stop| *stop >= Stop::Drain), if !closing => {
+                connection.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            () = &mut idle_too_long, if !closing => {
+                connection.as_mut().graceful_shutdown();
+                closing = true;
+            }
+        }
+    };
+    if let Err(error) = ended {
+        tracing::debug!(%peer, error = %error, "connection ended with an error");
+    }
+}
+
+/// Plain TCP: the peer address is the client.
+pub struct PlainHandshake;
+
+impl Handshake for PlainHandshake {
+    type Io = TcpStream;
+    fn handshake(&self, stream: TcpStream, peer: SocketAddr) -> Handshaken<TcpStream> {
+        Box::pin(async move {
+            Some((
+                stream,
+                ConnInfo {
+                    client: peer,
+                    tls: None,
+                },
+            ))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metrics() -> Arc<Metrics> {
+        Arc::new(Metrics::new().expect("metrics"))
+    }
+
+    #[tokio::test]
+    async fn cut_all_closes_a_connection_that_would_never_end() {
+        let connections = Arc::new(Connections::default());
+        let metrics = metrics();
+        let slot = ConnectionSlot::acquire(&connections, 10, &metrics).expect("slot");
+        let (dropped_tx, dropped_rx) = tokio::sync::oneshot::channel::<()>();
+        let forever = async move {
+            let _dropped_when_cut = dropped_tx;
+            std::future::pending::<()>().await
+        };
+        let task = tokio::spawn({
+            let connections = Arc::clone(&connections);
+            async move { connections.serve_until_cut(forever, slot).await }
+        });
+        tokio::task::yield_now().await;
+        assert_eq!(connections.open(), 1);
+        connections.cut_all(Duration::from_secs(5)).await;
+        assert_eq!(connections.open(), 0, "cut_all returns once all are closed");
+        assert!(
+            dropped_rx.await.is_err(),
+            "the connection's future was dropped"
+        );
+        task.await.expect("task ends");
+        assert_eq!(metrics.connections_active.get(), 0);
+    }
+
+    #[tokio::test]
+    async fn connections_accepted_after_a_cut_are_closed_at_once() {
+        let connections = Arc::new(Connections::default());
+        let metrics = metrics();
+        connections.cut_all(Duration::from_secs(1)).await;
+        let slot = ConnectionSlot::acquire(&connections, 10, &metrics).expect("slot");
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            connections.serve_until_cut(std::future::pending::<()>(), slot),
+        )
+        .await
+        .expect("a late connection does not outlive the cut");
+        assert_eq!(connections.open(), 0);
+    }
+
+    #[tokio::test]
+    async fn the_limit_refuses_a_slot_and_gives_it_back() {
+        let connections = Arc::new(Connections::default());
+        let metrics = metrics();
+        let first = ConnectionSlot::acquire(&connections, 1, &metrics).expect("first");
+        assert!(ConnectionSlot::acquire(&connections, 1, &metrics).is_none());
+        assert_eq!(connections.open(), 1, "a refused slot is not counted");
+        drop(first);
+        assert!(ConnectionSlot::acquire(&connections, 1, &metrics).is_some());
+    }
+}

@@ -1,0 +1,316 @@
+//! TLS termination for `listen.https`, gated by SNI: no way around the gate
+//! through TLS.
+//!
+//! Contract of [`TlsHandshake`]:
+//! - The ClientHello is read first (tokio-rustls `LazyConfigAcceptor`), then the SNI
+//!   is decided with the same async decision cache as plain HTTP
+//!   ([`Gate::verdict`]), so an approval or a revocation changes handshakes exactly as
+//!   fast as it changes requests.
+//! - A certificate is offered only when a certificate in `tls.certs_dir` covers the
+//!   SNI (checked first: names without one never reach the registry) AND the SNI's
+//!   registrable domain is admitted (an approved filing; or what
+//!   `policy.mode = "report-only"` / `on_registry_error = "allow"` let through on
+//!   plain HTTP too). Otherwise the handshake goes on with a config that has no
+//!   certificate, so rustls ends it with a fatal `access_denied` alert.
+//! - No SNI (e.g. a client connecting to an IP address) is refused.
+//! - The whole handshake is bounded by `limits.header_read_timeout`.
+//! - Every handshake is counted once in `icpgate_tls_handshakes_total{result}`
+//!   (`ok`, `refused_unfiled`, `refused_no_sni`, `refused_no_cert`, `error`).
+//! - TLS 1.2 and 1.3 only, ALPN `h2` and `http/1.1`; rustls with the `ring` provider.
+//! - Sessions resume (tickets, and TLS 1.2 session IDs) across certificate reloads;
+//!   see [`Resumption`].
+//!
+//! Per request, `proxy` still compares each request's host with the SNI (421
+//! `sni_mismatch`), since HTTP/2 connections may be reused for other hosts.
+
+pub mod certs;
+pub mod client;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use rustls::crypto::CryptoProvider;
+use rustls::server::{
+    Acceptor, ClientHello, ProducesTickets, ResolvesServerCert, ServerConfig,
+    ServerSessionMemoryCache, StoresServerSessions,
+};
+use rustls::sign::CertifiedKey;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::LazyConfigAcceptor;
+
+use crate::config::Policy;
+use crate::edge::listener::{Handshake, Handshaken};
+use crate::edge::proxy::{ConnInfo, Gate, TlsInfo};
+use crate::model::host::HostName;
+use crate::model::reason::Reason;
+
+pub use certs::{CertError, CertStore};
+
+/// ALPN protocols offered to clients, in preference order.
+const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
+
+/// The crypto provider every rustls config of the crate uses.
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Install the process-wide default provider (for any rustls user that does not
+/// name one). Idempotent: a second call is a no-op.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// TLS 1.2 sessions kept for clients that resume by session ID (ticket-less).
+const SESSION_CACHE_ENTRIES: usize = 4096;
+
+/// Session resumption shared by every certificate's config and kept across
+/// certificate reloads, so a reload (or a renewal) does not cost every client a full
+/// handshake. Sharing is safe here: rustls resumes a session only for the SNI it was
+/// made for, one SNI is always served by one certificate, and no config asks for
+/// client certificates. A resumption is still gated: the SNI is decided from the
+/// ClientHello before any config, and so any session, is chosen.
+///
+/// Tickets (TLS 1.3, and TLS 1.2 clients that ask) are stateless, encrypted with
+/// keys that rotate every 6 hours and live 12; the keys are per process, so in a
+/// fleet a client resumes only on the node that issued its ticket.
+#[derive(Clone)]
+pub(crate) struct Resumption {
+    storage: Arc<dyn StoresServerSessions>,
+    ticketer: Arc<dyn ProducesTickets>,
+}
+
+impl Resumption {
+    pub(crate) fn new() -> Result<Resumption, rustls::Error> {
+        Ok(Resumption {
+            storage: ServerSessionMemoryCache::new(SESSION_CACHE_ENTRIES),
+            ticketer: rustls::crypto::ring::Ticketer::new()?,
+        })
+    }
+}
+
+impl std::fmt::Debug for Resumption {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Resumption").finish_non_exhaustive()
+    }
+}
+
+/// A server config answering with `resolver`: TLS 1.2/1.3, ALPN h2 and http/1.1,
+/// resuming sessions through `resumption` when given.
+fn config_with(
+    resolver: Arc<dyn ResolvesServerCert>,
+    resumption: Option<&Resumption>,
+) -> Result<Arc<ServerConfig>, rustls::Error> {
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_no_client_auth()
+        .with_cert_resolver(resolver);
+    config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
+    if let Some(resumption) = resumption {
+        config.session_storage = Arc::clone(&resumption.storage);
+        config.ticketer = Arc::clone(&resumption.ticketer);
+    }
+    Ok(Arc::new(config))
+}
+
+/// The config that offers exactly `key` (chosen before the handshake goes on).
+pub(crate) fn server_config(
+    key: Arc<CertifiedKey>,
+    resumption: &Resumption,
+) -> Result<Arc<ServerConfig>, rustls::Error> {
+    config_with(Arc::new(Fixed(Some(key))), Some(resumption))
+}
+
+/// Answers every ClientHello with one certificate, or with none (refusal).
+#[derive(Debug)]
+struct Fixed(Option<Arc<CertifiedKey>>);
+
+impl ResolvesServerCert for Fixed {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.0.clone()
+    }
+}
+
+/// Why a handshake did not produce a connection; each maps to one metric label.
+#[derive(Debug, thiserror::Error)]
+pub enum HandshakeError {
+    #[error("client sent no SNI")]
+    NoSni,
+    #[error("SNI {sni:?} is refused: {reason}", reason = reason.as_str())]
+    Refused { sni: String, reason: Reason },
+    #[error("no certificate covers SNI {sni:?}")]
+    NoCertificate { sni: String },
+    #[error("handshake did not finish within {0:?}")]
+    Timeout(std::time::Duration),
+    #[error("handshake failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl HandshakeError {
+    /// The `result` label of `icpgate_tls_handshakes_total`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            HandshakeError::NoSni => "refused_no_sni",
+            HandshakeError::Refused { .. } => "refused_unfiled",
+            HandshakeError::NoCertificate { .. } => "refused_no_cert",
+            HandshakeError::Timeout(_) | HandshakeError::Io(_) => "error",
+        }
+    }
+}
+
+/// Whether the gate lets a host with this reason through at all (the same rule as
+/// for plain-HTTP requests).
+fn admits(reason: Reason, policy: &Policy) -> bool {
+    crate::gate::decision::disposition(reason, policy.mode, policy.on_registry_error).forwards()
+}
+
+/// The `listen.https` handshake: SNI gating, then TLS.
+#[derive(Clone)]
+pub struct TlsHandshake {
+    gate: Arc<Gate>,
+    certs: Arc<CertStore>,
+    /// Offers no certificate: a refused handshake ends with an alert.
+    refuse: Arc<ServerConfig>,
+}
+
+impl TlsHandshake {
+    pub fn new(gate: Arc<Gate>, certs: Arc<CertStore>) -> Result<TlsHandshake, rustls::Error> {
+        Ok(TlsHandshake {
+            gate,
+            certs,
+            refuse: config_with(Arc::new(Fixed(None)), None)?,
+        })
+    }
+
+    /// Run the gated handshake on any stream (e.g. after a PROXY header), counting
+    /// the result; None when the connection is to be dropped.
+    pub async fn accept<IO>(&self, io: IO, client: SocketAddr) -> Option<(TlsStream<IO>, ConnInfo)>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin,
+    {
+        let within = self.gate.current().config.limits.header_read_timeout;
+        let result = match tokio::time::timeout(within, self.negotiate(io)).await {
+            Ok(result) => result,
+            Err(_) => Err(HandshakeError::Timeout(within)),
+        };
+        let label = result.as_ref().map_or_else(HandshakeError::label, |_| "ok");
+        self.gate
+            .state
+            .metrics
+            .tls_handshakes
+            .with_label_values(&[label])
+            .inc();
+        match result {
+            Ok((stream, tls)) => Some((
+                stream,
+                ConnInfo {
+                    client,
+                    tls: Some(tls),
+                },
+            )),
+            Err(error) => {
+                tracing::debug!(%client, %error, "TLS handshake refused or failed");
+                None
+            }
+        }
+    }
+
+    async fn negotiate<IO>(&self, io: IO) -> Result<(TlsStream<IO>, TlsInfo), HandshakeError>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin,
+    {
+        let start = LazyConfigAcceptor::new(Acceptor::default(), io).await?;
+        let sni = start.client_hello().server_name().map(str::to_owned);
+        let decided = match sni {
+            None => Err(HandshakeError::NoSni),
+            Some(sni) => self.decide(sni).await,
+        };
+        match decided {
+            Ok((config, tls)) => Ok((start.into_stream(config).await?, tls)),
+            Err(refusal) => {
+                // Finish with a certificate-less config: rustls sends the alert.
+                let _ = start.into_stream(Arc::clone(&self.refuse)).await;
+                Err(refusal)
+            }
+        }
+    }
+
+    /// The config to continue with for this SNI, or the refusal. The certificate is
+    /// looked up first, so names we serve no certificate for (scanners, random
+    /// names) never reach the registry.
+    async fn decide(&self, sni: String) -> Result<(Arc<ServerConfig>, TlsInfo), HandshakeError> {
+        let Ok(host) = HostName::parse(&sni) else {
+            return Err(HandshakeError::Refused {
+                sni,
+                reason: Reason::InvalidHost,
+            });
+        };
+        let Some(served) = self.certs.find(&host) else {
+            return Err(HandshakeError::NoCertificate { sni });
+        };
+        let domain = host.registrable_domain();
+        let runtime = self.gate.current();
+        let verdict = self
+            .gate
+            .state
+            .verdict(domain.as_ref(), runtime.rule_policy())
+            .await;
+        if !admits(verdict.reason, &runtime.config.policy) {
+            return Err(HandshakeError::Refused {
+                sni,
+                reason: verdict.reason,
+            });
+        }
+        if verdict.reason != Reason::Filed {
+            tracing::info!(target: "icpgate::report_only", reason = verdict.reason.as_str(), sni = %host.as_str(), "TLS handshake admitted without a filing");
+        }
+        let tls = TlsInfo {
+            sni: host,
+            sni_domain: domain,
+        };
+        Ok((Arc::clone(&served.config), tls))
+    }
+}
+
+impl Handshake for TlsHandshake {
+    type Io = TlsStream<TcpStream>;
+
+    fn handshake(&self, stream: TcpStream, peer: SocketAddr) -> Handshaken<Self::Io> {
+        let this = self.clone();
+        Box::pin(async move { this.accept(stream, peer).await })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Mode, OnRegistryError};
+
+    #[test]
+    fn handshakes_are_admitted_by_the_same_rule_as_requests() {
+        let enforce = Policy::default();
+        let report_only = Policy {
+            mode: Mode::ReportOnly,
+            ..Policy::default()
+        };
+        let fail_open = Policy {
+            on_registry_error: OnRegistryError::Allow,
+            ..Policy::default()
+        };
+        // reason, policy, admitted
+        let cases = [
+            (Reason::Filed, &enforce, true),
+            (Reason::NotFiled, &enforce, false),
+            (Reason::PendingReview, &enforce, false),
+            (Reason::Cancelled, &enforce, false),
+            (Reason::RegistryUnavailable, &enforce, false),
+            (Reason::RegistryUnavailable, &fail_open, true),
+            (Reason::NotFiled, &fail_open, false),
+            (Reason::NotFiled, &report_only, true),
+        ];
+        for (reason, policy, admitted) in cases {
+            assert_eq!(admits(reason, policy), admitted, "{}", reason.as_str());
+        }
+    }
+}

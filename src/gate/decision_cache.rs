@@ -1,0 +1,454 @@
+//! The decision cache in front of the registry (moka).
+//!
+//! Contract:
+//! - an answer lives `cache.ttl` when its filing serves traffic and `cache.negative_ttl`
+//!   otherwise (a domain being filed should open soon after approval even on another
+//!   node; an approved one changes rarely);
+//! - at most one registry lookup is in flight per domain: concurrent misses wait for it
+//!   and are counted as `coalesced`;
+//! - `invalidate` after a registry write makes this process enforce the write at once,
+//!   even against a lookup that was in flight during the write: an answer read at an
+//!   older revision than the last write to its domain is never served;
+//! - when the registry fails, the last good answer for the domain is served for up to
+//!   `cache.stale_if_error` (counted `stale`); with nothing cached the lookup fails and
+//!   `policy.on_registry_error` decides.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use moka::future::Cache;
+use moka::Expiry;
+
+use crate::gate::decision::FilingFacts;
+use crate::model::filing::Status;
+use crate::model::host::RegistrableDomain;
+use crate::observe::metrics::Metrics;
+use crate::registry::{Registry, RegistryError};
+
+/// What the registry said about a domain, as cached.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub filing: Option<Arc<FilingFacts>>,
+    /// The registry revision this answer was read at.
+    pub revision: i64,
+    /// Served from the stale store because the registry failed.
+    pub stale: bool,
+}
+
+/// The lifetimes the cache applies; swapped on reload.
+#[derive(Debug, Clone, Copy)]
+pub struct CacheSettings {
+    pub ttl: Duration,
+    pub negative_ttl: Duration,
+    pub stale_if_error: Duration,
+    pub max_entries: u64,
+}
+
+struct AnswerExpiry {
+    settings: CacheSettings,
+}
+
+impl Expiry<RegistrableDomain, Answer> for AnswerExpiry {
+    fn expire_after_create(
+        &self,
+        _key: &RegistrableDomain,
+        answer: &Answer,
+        _at: Instant,
+    ) -> Option<Duration> {
+        let serves = answer
+            .filing
+            .as_ref()
+            .is_some_and(|f| matches!(f.status, Status::Approved | Status::AuthorityReview));
+        Some(if serves && !answer.stale {
+            self.settings.ttl
+        } else {
+            self.settings.negative_ttl
+        })
+    }
+}
+
+pub struct DecisionCache {
+    registry: Arc<dyn Registry>,
+    metrics: Arc<Metrics>,
+    answers: Cache<RegistrableDomain, Answer>,
+    /// Last good answer per domain, kept `stale_if_error` for registry outages.
+    last_good: Cache<RegistrableDomain, Answer>,
+    /// Revision of the most recent write to each domain, kept as long as an answer
+    /// can live, so an answer read before that write is recognised and dropped.
+    recent_writes: Cache<RegistrableDomain, i64>,
+}
+
+impl DecisionCache {
+    pub fn new(
+        registry: Arc<dyn Registry>,
+        metrics: Arc<Metrics>,
+        settings: CacheSettings,
+    ) -> DecisionCache {
+        let longest = settings
+            .ttl
+            .max(settings.negative_ttl)
+            .max(Duration::from_secs(1));
+        DecisionCache {
+            registry,
+            metrics,
+            answers: Cache::builder()
+                .max_capacity(settings.max_entries)
+                .expire_after(AnswerExpiry { settings })
+                .build(),
+            last_good: Cache::builder()
+                .max_capacity(settings.max_entries)
+                .time_to_live(settings.stale_if_error.max(Duration::from_millis(1)))
+                .build(),
+            recent_writes: Cache::builder()
+                .max_capacity(settings.max_entries)
+                .time_to_live(longest * 2)
+                .build(),
+        }
+    }
+
+    /// The registry's answer for `domain`, from the cache when fresh.
+    pub async fn lookup(&self, domain: &RegistrableDomain) -> Result<Answer, Arc<RegistryError>> {
+        if let Some(answer) = self.answers.get(domain).await {
+            if self.is_current(domain, &answer).await {
+                self.metrics
+                    .cache_lookups
+                    .with_label_values(&[if answer.stale { "stale" } else { "hit" }])
+                    .inc();
+                return Ok(answer);
+            }
+            self.answers.invalidate(domain).await;
+        }
+        let loaded_here = AtomicBool::new(false);
+        let result = self
+            .answers
+            .try_get_with(domain.clone(), async {
+                loaded_here.store(true, Ordering::Relaxed);
+                self.load(domain).await
+            })
+            .await;
+        let result_label = match (&result, loaded_here.load(Ordering::Relaxed)) {
+            (Ok(answer), _) if answer.stale => "stale",
+            (_, true) => "miss",
+            (_, false) => "coalesced",
+        };
+        self.metrics
+            .cache_lookups
+            .with_label_values(&[result_label])
+            .inc();
+        result
+    }
+
+    async fn is_current(&self, domain: &RegistrableDomain, answer: &Answer) -> bool {
+        match self.recent_writes.get(domain).await {
+            Some(write_revision) => answer.revision >= write_revision,
+            None => true,
+        }
+    }
+
+    async fn load(&self, domain: &RegistrableDomain) -> Result<Answer, RegistryError> {
+        let started = Instant::now();
+        let result = self.registry.lookup(domain).await;
+        self.metrics
+            .registry_lookup_duration
+            .observe(started.elapsed().as_secs_f64());
+        match result {
+            Ok(lookup) => {
+                let answer = Answer {
+                    filing: lookup.filing.as_ref().map(|f| Arc::new(FilingFacts::of(f))),
+                    revision: lookup.revision,
+                    stale: false,
+                };
+                self.metrics
+                    .registry_revision
+                    .set(self.metrics.registry_revision.get().max(lookup.revision));
+                self.last_good.insert(domain.clone(), answer.clone()).await;
+                Ok(answer)
+            }
+            Err(error) => {
+                self.metrics.registry_errors.inc();
+                tracing::warn!(%error, "registry lookup failed");
+                match self.last_good.get(domain).await {
+                    Some(good) => Ok(Answer {
+                        stale: true,
+                        ..good
+                    }),
+                    None => Err(error),
+                }
+            }
+        }
+    }
+
+    /// Forget `domain` after a write at `revision`, so the next request reads the
+    /// registry (and nothing read before the write is served again).
+    pub async fn invalidate(&self, domain: &RegistrableDomain, revision: i64) {
+        self.recent_writes.insert(domain.clone(), revision).await;
+        self.answers.invalidate(domain).await;
+        self.last_good.invalidate(domain).await;
+    }
+
+    /// Forget everything (after a reconnect to a shared registry).
+    pub fn invalidate_all(&self) {
+        self.answers.invalidate_all();
+        self.last_good.invalidate_all();
+    }
+
+    pub fn entry_count(&self) -> u64 {
+        self.answers.entry_count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize};
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::model::filing::Submission;
+    use crate::model::filing::{Action, Filing};
+    use crate::registry::{ImportRecord, ListFilter, Lookup, Submitted};
+
+    /// A registry that answers every lookup with one filing in `status`, slowly,
+    /// counting lookups; it can be told to fail.
+    struct FakeRegistry {
+        lookups: AtomicUsize,
+        failing: AtomicBool,
+        revision: AtomicI64,
+        approved: AtomicBool,
+        delay: Duration,
+    }
+
+    impl FakeRegistry {
+        fn new(delay: Duration) -> Arc<FakeRegistry> {
+            Arc::new(FakeRegistry {
+                lookups: AtomicUsize::new(0),
+                failing: AtomicBool::new(false),
+                revision: AtomicI64::new(1),
+                approved: AtomicBool::new(true),
+                delay,
+            })
+        }
+
+        fn filing(&self) -> Filing {
+            let status = if self.approved.load(Ordering::SeqCst) {
+                Status::Approved
+            } else {
+                Status::Abandoned
+            };
+            let doc = serde_json::json!({
+                "id": 1, "kind": "new", "product": "storefront", "status": status,
+                "domains": ["example.com"], "icp_number": "浙ICP备12345678号-1",
+                "entity": {"name": "示例"}, "website": {"name": "示例"}, "history": [],
+                "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z"
+            });
+            serde_json::from_value(doc).unwrap_or_else(|e| panic!("fake filing: {e}"))
+        }
+    }
+
+    fn unavailable() -> RegistryError {
+        RegistryError::Task("registry is down (test)".into())
+    }
+
+    #[async_trait]
+    impl Registry for FakeRegistry {
+        async fn lookup(&self, _domain: &RegistrableDomain) -> Result<Lookup, RegistryError> {
+            self.lookups.fetch_add(1, Ordering::SeqCst);
+            // Read the state first and answer late, like a read transaction that
+            // began before a concurrent write committed.
+            let answer = Lookup {
+                filing: Some(self.filing()),
+                revision: self.revision.load(Ordering::SeqCst),
+            };
+            let failing = self.failing.load(Ordering::SeqCst);
+            tokio::time::sleep(self.delay).await;
+            if failing {
+                return Err(unavailable());
+            }
+            Ok(answer)
+        }
+        async fn get(&self, _id: i64) -> Result<Option<Filing>, RegistryError> {
+            Ok(None)
+        }
+        async fn list(&self, _filter: &ListFilter) -> Result<Vec<Filing>, RegistryError> {
+            Ok(Vec::new())
+        }
+        async fn submit(
+            &self,
+            _submission: Submission,
+            _actor: &str,
+        ) -> Result<Submitted, RegistryError> {
+            Err(unavailable())
+        }
+        async fn transition(
+            &self,
+            _id: i64,
+            _action: Action,
+            _actor: &str,
+        ) -> Result<Filing, RegistryError> {
+            Err(unavailable())
+        }
+        async fn import(&self, _records: Vec<ImportRecord>) -> Result<usize, RegistryError> {
+            Err(unavailable())
+        }
+        async fn export(&self) -> Result<Vec<Filing>, RegistryError> {
+            Ok(Vec::new())
+        }
+        async fn counts_by_status(&self) -> Result<BTreeMap<Status, u64>, RegistryError> {
+            Ok(BTreeMap::new())
+        }
+        async fn revision(&self) -> Result<i64, RegistryError> {
+            Ok(self.revision.load(Ordering::SeqCst))
+        }
+        async fn is_empty(&self) -> Result<bool, RegistryError> {
+            Ok(false)
+        }
+        async fn filed_domains(&self) -> Result<Vec<String>, RegistryError> {
+            Ok(vec!["example.com".to_string()])
+        }
+        async fn changes_since(
+            &self,
+            _revision: i64,
+        ) -> Result<Vec<crate::registry::Change>, RegistryError> {
+            Ok(Vec::new())
+        }
+    }
+
+    fn cache(
+        registry: Arc<FakeRegistry>,
+        ttl: Duration,
+        stale_if_error: Duration,
+    ) -> (DecisionCache, Arc<Metrics>) {
+        let metrics = Arc::new(Metrics::new().unwrap_or_else(|e| panic!("{e}")));
+        let settings = CacheSettings {
+            ttl,
+            negative_ttl: ttl,
+            stale_if_error,
+            max_entries: 1000,
+        };
+        (
+            DecisionCache::new(registry, Arc::clone(&metrics), settings),
+            metrics,
+        )
+    }
+
+    fn domain() -> RegistrableDomain {
+        crate::model::host::HostName::parse("example.com")
+            .ok()
+            .and_then(|h| h.registrable_domain())
+            .unwrap_or_else(|| panic!("example.com has a registrable domain"))
+    }
+
+    fn lookups_labelled(metrics: &Metrics, result: &str) -> u64 {
+        metrics.cache_lookups.with_label_values(&[result]).get()
+    }
+
+    #[tokio::test]
+    async fn concurrent_misses_share_one_registry_lookup() {
+        let registry = FakeRegistry::new(Duration::from_millis(100));
+        let (cache, metrics) = cache(
+            Arc::clone(&registry),
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+        );
+        let cache = Arc::new(cache);
+        let tasks: Vec<_> = (0..50)
+            .map(|_| {
+                let cache = Arc::clone(&cache);
+                tokio::spawn(async move { cache.lookup(&domain()).await.is_ok() })
+            })
+            .collect();
+        for task in tasks {
+            assert!(task.await.unwrap_or(false));
+        }
+        assert_eq!(registry.lookups.load(Ordering::SeqCst), 1);
+        assert_eq!(lookups_labelled(&metrics, "miss"), 1);
+        assert_eq!(lookups_labelled(&metrics, "coalesced"), 49);
+        assert!(cache.lookup(&domain()).await.is_ok());
+        assert_eq!(lookups_labelled(&metrics, "hit"), 1);
+        assert_eq!(
+            registry.lookups.load(Ordering::SeqCst),
+            1,
+            "a hit never reads the registry"
+        );
+    }
+
+    #[tokio::test]
+    async fn answers_expire_after_their_ttl() {
+        let registry = FakeRegistry::new(Duration::ZERO);
+        let (cache, _) = cache(
+            Arc::clone(&registry),
+            Duration::from_millis(50),
+            Duration::from_secs(60),
+        );
+        assert!(cache.lookup(&domain()).await.is_ok());
+        assert!(cache.lookup(&domain()).await.is_ok());
+        assert_eq!(registry.lookups.load(Ordering::SeqCst), 1);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(cache.lookup(&domain()).await.is_ok());
+        assert_eq!(
+            registry.lookups.load(Ordering::SeqCst),
+            2,
+            "an expired answer is read again"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_registry_outage_serves_the_last_good_answer_then_fails() {
+        let registry = FakeRegistry::new(Duration::ZERO);
+        let (cache, metrics) = cache(
+            Arc::clone(&registry),
+            Duration::from_millis(30),
+            Duration::from_millis(400),
+        );
+        assert!(cache.lookup(&domain()).await.is_ok());
+        registry.failing.store(true, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        let stale = cache.lookup(&domain()).await.map(|a| a.stale);
+        assert_eq!(
+            stale.ok(),
+            Some(true),
+            "stale-if-error serves the last good answer"
+        );
+        assert!(lookups_labelled(&metrics, "stale") >= 1);
+        assert!(metrics.registry_errors.get() >= 1);
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert!(
+            cache.lookup(&domain()).await.is_err(),
+            "past stale_if_error the outage shows"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_answer_read_before_a_write_is_never_served_after_it() {
+        let registry = FakeRegistry::new(Duration::from_millis(100));
+        let (cache, _) = cache(
+            Arc::clone(&registry),
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+        );
+        let cache = Arc::new(cache);
+        // A lookup starts and reads the old state (approved, revision 1)...
+        let in_flight = {
+            let cache = Arc::clone(&cache);
+            tokio::spawn(async move { cache.lookup(&domain()).await.ok() })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        // ...while a write revokes the filing at revision 2 and invalidates.
+        registry.approved.store(false, Ordering::SeqCst);
+        registry.revision.store(2, Ordering::SeqCst);
+        cache.invalidate(&domain(), 2).await;
+        let _ = in_flight.await;
+        let after = cache
+            .lookup(&domain())
+            .await
+            .ok()
+            .and_then(|a| a.filing.map(|f| f.status));
+        assert_eq!(
+            after,
+            Some(Status::Abandoned),
+            "the pre-write answer must not be served"
+        );
+    }
+}

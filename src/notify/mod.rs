@@ -1,0 +1,272 @@
+//! Filing-change notifications (`[notify] url, secret`): the seed announces review
+//! results to the owner by SMS and e-mail; icpgate posts each change to a webhook
+//! that such a sender can subscribe to.
+//!
+//! Contract:
+//! - every submission and transition is written to the registry's durable outbox in
+//!   the same transaction as the change (`registry::Outbox`), so an acknowledged
+//!   change always has its notification, across crashes and restarts;
+//! - [`Notifier::run`] delivers pending events oldest first, as
+//!   `POST <url>` with a JSON body ([`crate::registry::outbox_payload`]: ids, domains, from, to, actor,
+//!   reason, at, icp_number — never personal data), `X-Icpgate-Event: <id>`, and,
+//!   with a secret, `X-Icpgate-Signature: sha256=<hex HMAC-SHA256 of the body>`;
+//! - a 2xx answer marks the event delivered; anything else (error, timeout, non-2xx)
+//!   schedules a retry after an exponential backoff (1 s, 2 s, 4 s, … capped at
+//!   5 min). Delivery runs on its own task: a failing webhook never blocks a change.
+//! - Delivery is at least once: a receiver deduplicates by `event_id`.
+//!
+//! `http://` and `https://` URLs are delivered; an `https://` receiver is verified
+//! for the URL's host against the web PKI roots (webpki-roots) plus `notify.ca_file`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use hmac::{Hmac, Mac};
+use http::{header, Request, Uri};
+use http_body_util::Full;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+use crate::edge::upstream::FailoverConnector;
+use sha2::Sha256;
+use tokio::sync::{watch, Notify};
+
+use crate::registry::sqlite::now_ms;
+use crate::registry::{Outbox, OutboxEvent};
+
+/// Events fetched per round.
+const BATCH: usize = 32;
+/// How long one delivery may take.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait between two looks at the outbox when nothing wakes the notifier.
+const IDLE_POLL: Duration = Duration::from_secs(30);
+/// Delivered events are kept this long (for inspection), then deleted.
+const KEEP_DELIVERED: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How often delivered events past `KEEP_DELIVERED` are deleted.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+#[derive(Debug, thiserror::Error)]
+pub enum NotifyError {
+    #[error("notify.url {0:?} is not a valid URL")]
+    InvalidUrl(String),
+    #[error("notify.url: cannot set up TLS: {0}")]
+    Tls(String),
+    #[error("webhook request failed: {0}")]
+    Request(#[from] hyper_util::client::legacy::Error),
+    #[error("webhook did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("webhook answered {0}")]
+    Status(http::StatusCode),
+    #[error("cannot build the webhook request: {0}")]
+    Build(#[from] http::Error),
+}
+
+/// Exponential backoff between attempts: `base · 2^(attempts-1)`, at most `cap`.
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    pub base: Duration,
+    pub cap: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Backoff {
+        Backoff {
+            base: Duration::from_secs(1),
+            cap: Duration::from_secs(300),
+        }
+    }
+}
+
+impl Backoff {
+    /// The wait after the `attempts`-th failed attempt (1-based).
+    pub fn after(&self, attempts: u32) -> Duration {
+        let factor = 2u32.saturating_pow(attempts.saturating_sub(1).min(20));
+        self.base.saturating_mul(factor).min(self.cap)
+    }
+}
+
+/// `sha256=<hex>`: the HMAC-SHA256 of `body` under `secret`.
+pub fn signature(secret: &str, body: &[u8]) -> String {
+    // HMAC accepts keys of any length, so this cannot fail.
+    let mut mac = match Hmac::<Sha256>::new_from_slice(secret.as_bytes()) {
+        Ok(mac) => mac,
+        Err(_) => return String::new(),
+    };
+    mac.update(body);
+    let digest = mac.finalize().into_bytes();
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256={hex}")
+}
+
+/// Delivers the outbox to the webhook.
+pub struct Notifier {
+    outbox: Arc<dyn Outbox>,
+    url: Uri,
+    secret: Option<String>,
+    backoff: Backoff,
+    client: Client<FailoverConnector, Full<Bytes>>,
+    /// Woken after every write so new events go out at once.
+    wake: Arc<Notify>,
+}
+
+impl Notifier {
+    pub fn new(
+        outbox: Arc<dyn Outbox>,
+        url: &str,
+        secret: Option<String>,
+        ca_file: Option<&std::path::Path>,
+        backoff: Backoff,
+    ) -> Result<Notifier, NotifyError> {
+        let uri: Uri = url
+            .parse()
+            .map_err(|_| NotifyError::InvalidUrl(url.to_string()))?;
+        let (tls, default_port) = match uri.scheme_str() {
+            Some("http") => (false, 80),
+            Some("https") => (true, 443),
+            _ => return Err(NotifyError::InvalidUrl(url.to_string())),
+        };
+        let host = uri
+            .host()
+            .ok_or_else(|| NotifyError::InvalidUrl(url.to_string()))?;
+        let server = format!("{host}:{}", uri.port_u16().unwrap_or(default_port));
+        let connector = FailoverConnector::single(server, tls, ca_file, ATTEMPT_TIMEOUT)
+            .map_err(|e| NotifyError::Tls(e.to_string()))?;
+        Ok(Notifier {
+            outbox,
+            url: uri,
+            secret: secret.filter(|s| !s.is_empty()),
+            backoff,
+            client: Client::builder(TokioExecutor::new()).build(connector),
+            wake: Arc::new(Notify::new()),
+        })
+    }
+
+    /// The handle that wakes the notifier (call `notify_one` after a write).
+    pub fn waker(&self) -> Arc<Notify> {
+        Arc::clone(&self.wake)
+    }
+
+    /// Deliver until `stop` turns true.
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        let mut last_prune: Option<std::time::Instant> = None;
+        loop {
+            if last_prune.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
+                self.prune().await;
+                last_prune = Some(std::time::Instant::now());
+            }
+            self.deliver_due(&stop).await;
+            let wait = self.until_next_due().await;
+            tokio::select! {
+                _ = stop.changed() => return,
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// Delete events delivered more than `KEEP_DELIVERED` ago, so the outbox does not
+    /// grow without bound.
+    async fn prune(&self) {
+        let keep = i64::try_from(KEEP_DELIVERED.as_millis()).unwrap_or(i64::MAX);
+        match self
+            .outbox
+            .prune_delivered(now_ms().saturating_sub(keep))
+            .await
+        {
+            Ok(0) => {}
+            Ok(count) => tracing::info!(count, "pruned delivered notifications"),
+            Err(error) => tracing::warn!(%error, "cannot prune the notification outbox"),
+        }
+    }
+
+    /// How long until the next pending event is due (at most `IDLE_POLL`).
+    async fn until_next_due(&self) -> Duration {
+        match self.outbox.next_due().await {
+            Ok(Some(at)) => {
+                let ms = u64::try_from(at.saturating_sub(now_ms())).unwrap_or(0);
+                Duration::from_millis(ms).min(IDLE_POLL)
+            }
+            Ok(None) => IDLE_POLL,
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the notification outbox");
+                Duration::from_secs(1)
+            }
+        }
+    }
+
+    /// One round: every due event, oldest first, until `stop` turns true.
+    async fn deliver_due(&self, stop: &watch::Receiver<bool>) {
+        let events = match self.outbox.due(now_ms(), BATCH).await {
+            Ok(events) => events,
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the notification outbox");
+                return;
+            }
+        };
+        for event in events {
+            if *stop.borrow() {
+                return;
+            }
+            self.attempt(event).await;
+        }
+    }
+
+    async fn attempt(&self, event: OutboxEvent) {
+        let result = match tokio::time::timeout(ATTEMPT_TIMEOUT, self.post(&event)).await {
+            Ok(result) => result,
+            Err(_) => Err(NotifyError::Timeout(ATTEMPT_TIMEOUT)),
+        };
+        let recorded = match result {
+            Ok(()) => self.outbox.delivered(event.id, now_ms()).await,
+            Err(error) => {
+                let wait = self.backoff.after(event.attempts.saturating_add(1));
+                tracing::warn!(event_id = event.id, attempts = event.attempts + 1, retry_in = ?wait, %error, "webhook delivery failed");
+                let next = now_ms().saturating_add(i64::try_from(wait.as_millis()).unwrap_or(0));
+                self.outbox.failed(event.id, next, &error.to_string()).await
+            }
+        };
+        if let Err(error) = recorded {
+            tracing::warn!(event_id = event.id, %error, "cannot record a delivery attempt");
+        }
+    }
+
+    async fn post(&self, event: &OutboxEvent) -> Result<(), NotifyError> {
+        let body = Bytes::from(event.payload.clone());
+        let mut request = Request::post(self.url.clone())
+            .header(header::CONTENT_TYPE, "application/json")
+            .header("x-icpgate-event", event.id.to_string());
+        if let Some(secret) = &self.secret {
+            request = request.header("x-icpgate-signature", signature(secret, &body));
+        }
+        let response = self.client.request(request.body(Full::new(body))?).await?;
+        if response.status().is_success() {
+            Ok(())
+        } else {
+            Err(NotifyError::Status(response.status()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        let b = Backoff::default();
+        let cases = [(1, 1), (2, 2), (3, 4), (9, 256), (10, 300), (1000, 300)];
+        for (attempts, secs) in cases {
+            assert_eq!(b.after(attempts), Duration::from_secs(secs), "{attempts}");
+        }
+    }
+
+    #[test]
+    fn signature_matches_rfc_4231_case_2() {
+        // RFC 4231 test case 2: key "Jefe", data "what do ya want for nothing?".
+        assert_eq!(
+            signature("Jefe", b"what do ya want for nothing?"),
+            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+}

@@ -1,0 +1,265 @@
+//! Typed metric handles, registered once. Labels are bounded enumerations (decision,
+//! reason, result, pool, kind, status): no label ever holds a host name, so a flood of
+//! random hosts cannot grow the series count. The standard `process_*` metrics come
+//! from `process` (read from `/proc/self` at scrape time).
+
+mod process;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::model::filing::Status;
+use crate::model::reason::Reason;
+
+/// Request duration buckets: 100 µs to 10 s.
+const DURATION_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+pub const DECISIONS: [&str; 3] = ["allow", "block", "would_block"];
+/// `unfiled`: answered from the filed-domain index, without the cache or registry.
+pub const CACHE_RESULTS: [&str; 5] = ["hit", "miss", "coalesced", "stale", "unfiled"];
+pub const POOLS: [&str; 2] = ["storefront", "corporate_site"];
+pub const UPSTREAM_ERROR_KINDS: [&str; 5] = [
+    "connect",
+    "timeout",
+    "reset",
+    "status_5xx",
+    "unasked_switch",
+];
+pub const TLS_RESULTS: [&str; 5] = [
+    "ok",
+    "refused_unfiled",
+    "refused_no_sni",
+    "refused_no_cert",
+    "error",
+];
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: IntCounterVec,
+    pub request_duration: Histogram,
+    pub cache_lookups: IntCounterVec,
+    pub cache_entries: IntGauge,
+    pub filed_domains: IntGauge,
+    pub registry_errors: IntCounter,
+    pub registry_lookup_duration: Histogram,
+    pub upstream_errors: IntCounterVec,
+    pub upstream_duration: HistogramVec,
+    /// Servers each pool passes over after a failed connect (set at scrape time).
+    pub upstream_servers_down: IntGaugeVec,
+    pub tls_handshakes: IntCounterVec,
+    pub filings: IntGaugeVec,
+    pub connections_active: IntGauge,
+    pub registry_revision: IntGauge,
+    pub build_info: IntGaugeVec,
+    /// Filings in `initial_review` for more than one working day (see `working_days`).
+    pub filings_overdue_initial_review: IntGauge,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("metric registration failed: {0}")]
+pub struct MetricsError(#[from] prometheus::Error);
+
+impl Metrics {
+    pub fn new() -> Result<Metrics, MetricsError> {
+        let registry = Registry::new();
+        let metrics = Metrics {
+            requests: IntCounterVec::new(
+                Opts::new(
+                    "icpgate_requests_total",
+                    "Requests by gate decision and reason.",
+                ),
+                &["decision", "reason"],
+            )?,
+            request_duration: Histogram::with_opts(
+                HistogramOpts::new(
+                    "icpgate_request_duration_seconds",
+                    "Time from request head to response head.",
+                )
+                .buckets(DURATION_BUCKETS.to_vec()),
+            )?,
+            cache_lookups: IntCounterVec::new(
+                Opts::new(
+                    "icpgate_cache_lookups_total",
+                    "Decision cache lookups by result.",
+                ),
+                &["result"],
+            )?,
+            cache_entries: IntGauge::new(
+                "icpgate_cache_entries",
+                "Entries in the decision cache.",
+            )?,
+            filed_domains: IntGauge::new(
+                "icpgate_filed_domains",
+                "Registrable domains in this node's filed-domain index (any status).",
+            )?,
+            registry_errors: IntCounter::new(
+                "icpgate_registry_errors_total",
+                "Failed registry lookups.",
+            )?,
+            registry_lookup_duration: Histogram::with_opts(
+                HistogramOpts::new(
+                    "icpgate_registry_lookup_duration_seconds",
+                    "Registry lookups on cache misses.",
+                )
+                .buckets(DURATION_BUCKETS.to_vec()),
+            )?,
+            upstream_errors: IntCounterVec::new(
+                Opts::new(
+                    "icpgate_upstream_errors_total",
+                    "Upstream failures by pool and kind.",
+                ),
+                &["pool", "kind"],
+            )?,
+            upstream_duration: HistogramVec::new(
+                HistogramOpts::new(
+                    "icpgate_upstream_duration_seconds",
+                    "Upstream response time by pool.",
+                )
+                .buckets(DURATION_BUCKETS.to_vec()),
+                &["pool"],
+            )?,
+            upstream_servers_down: IntGaugeVec::new(
+                Opts::new(
+                    "icpgate_upstream_servers_down",
+                    "Upstream servers passed over after a failed connect, by pool.",
+                ),
+                &["pool"],
+            )?,
+            tls_handshakes: IntCounterVec::new(
+                Opts::new("icpgate_tls_handshakes_total", "TLS handshakes by result."),
+                &["result"],
+            )?,
+            filings: IntGaugeVec::new(
+                Opts::new("icpgate_filings", "Filings by status."),
+                &["status"],
+            )?,
+            connections_active: IntGauge::new(
+                "icpgate_connections_active",
+                "Open client connections.",
+            )?,
+            registry_revision: IntGauge::new(
+                "icpgate_registry_revision",
+                "Registry revision this node has seen.",
+            )?,
+            build_info: IntGaugeVec::new(
+                Opts::new("icpgate_build_info", "Build information; always 1."),
+                &["version"],
+            )?,
+            filings_overdue_initial_review: IntGauge::new(
+                "icpgate_filings_overdue_initial_review",
+                "Filings waiting in initial review for more than one working day (Mon-Fri, China time).",
+            )?,
+            registry,
+        };
+        metrics.register_all()?;
+        metrics.touch_label_sets();
+        Ok(metrics)
+    }
+
+    fn register_all(&self) -> Result<(), prometheus::Error> {
+        let r = &self.registry;
+        r.register(Box::new(self.requests.clone()))?;
+        r.register(Box::new(self.request_duration.clone()))?;
+        r.register(Box::new(self.cache_lookups.clone()))?;
+        r.register(Box::new(self.cache_entries.clone()))?;
+        r.register(Box::new(self.filed_domains.clone()))?;
+        r.register(Box::new(self.registry_errors.clone()))?;
+        r.register(Box::new(self.registry_lookup_duration.clone()))?;
+        r.register(Box::new(self.upstream_errors.clone()))?;
+        r.register(Box::new(self.upstream_duration.clone()))?;
+        r.register(Box::new(self.upstream_servers_down.clone()))?;
+        r.register(Box::new(self.tls_handshakes.clone()))?;
+        r.register(Box::new(self.filings.clone()))?;
+        r.register(Box::new(self.connections_active.clone()))?;
+        r.register(Box::new(self.registry_revision.clone()))?;
+        r.register(Box::new(self.build_info.clone()))?;
+        r.register(Box::new(self.filings_overdue_initial_review.clone()))?;
+        r.register(Box::new(process::ProcessCollector::new()?))?;
+        Ok(())
+    }
+
+    /// Create every bounded label set at zero, so dashboards see series (and `rate()`
+    /// works) before the first event of each kind.
+    fn touch_label_sets(&self) {
+        for reason in Reason::ALL {
+            let decisions: &[&str] = match reason {
+                Reason::Filed => &["allow"],
+                Reason::RegistryUnavailable => &["allow", "block", "would_block"],
+                _ => &["block", "would_block"],
+            };
+            for decision in decisions {
+                self.requests
+                    .with_label_values(&[decision, reason.as_str()]);
+            }
+        }
+        for result in CACHE_RESULTS {
+            self.cache_lookups.with_label_values(&[result]);
+        }
+        for pool in POOLS {
+            self.upstream_duration.with_label_values(&[pool]);
+            self.upstream_servers_down.with_label_values(&[pool]);
+            for kind in UPSTREAM_ERROR_KINDS {
+                self.upstream_errors.with_label_values(&[pool, kind]);
+            }
+        }
+        for result in TLS_RESULTS {
+            self.tls_handshakes.with_label_values(&[result]);
+        }
+        for status in Status::ALL {
+            self.filings.with_label_values(&[status.as_str()]);
+        }
+        self.build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+    }
+
+    /// Count one request by its outcome.
+    pub fn count_request(&self, decision: &str, reason: Reason) {
+        self.requests
+            .with_label_values(&[decision, reason.as_str()])
+            .inc();
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        // Encoding into a Vec only fails on invalid metric families, which we never build.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_spec_metric_is_exported_before_any_traffic() {
+        let text = Metrics::new().map(|m| m.render()).unwrap_or_default();
+        for name in [
+            "icpgate_requests_total",
+            "icpgate_request_duration_seconds",
+            "icpgate_cache_lookups_total",
+            "icpgate_registry_errors_total",
+            "icpgate_upstream_errors_total",
+            "icpgate_upstream_servers_down",
+            "icpgate_tls_handshakes_total",
+            "icpgate_filings",
+            "icpgate_connections_active",
+            "icpgate_registry_revision",
+            "icpgate_filings_overdue_initial_review",
+            "icpgate_build_info",
+            "process_resident_memory_bytes",
+            "process_cpu_seconds_total",
+            "process_open_fds",
+            "process_start_time_seconds",
+        ] {
+            assert!(text.contains(&format!("\n{name}")), "{name} missing");
+        }
+    }
+}

@@ -1,0 +1,262 @@
+//! The filing registry: one `Registry` trait that the gate, the admin API and the CLI
+//! use, whatever stores the filings (embedded SQLite by default; PostgreSQL for fleets).
+//!
+//! Contract every backend keeps:
+//! - a registrable domain belongs to at most one *live* filing (`Status::is_live`);
+//! - every write is one transaction, applied through `Filing::apply`, and bumps the
+//!   registry revision, which only ever grows;
+//! - `lookup` answers with the revision it read at, so a cache can tell an answer
+//!   older than a write it already saw;
+//! - a backend with an [`Outbox`] records every submission and transition as a
+//!   notification in the same transaction as the change itself, so a change is never
+//!   acknowledged without its notification (see `notify`).
+
+pub mod jsonl;
+mod open;
+pub mod postgres;
+pub mod sqlite;
+
+pub use open::{import_file, open, open_seeded, OpenError};
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tokio::sync::Notify;
+
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::model::filing::{Action, Filing, Status, Submission, TransitionError};
+use crate::model::host::RegistrableDomain;
+
+/// The seed's "filing type" (备案类型), reported for each submission.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FilingType {
+    /// 首次备案: the entity holds no ICP number yet.
+    FirstFiling,
+    /// 新增网站: the entity already holds an ICP number (another filing of it is
+    /// `approved` or `disconnected`), matched by certificate number, else by name.
+    NewWebsite,
+    /// 接入已有备案: the website is filed with another provider.
+    AccessExisting,
+}
+
+impl FilingType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FilingType::FirstFiling => "first_filing",
+            FilingType::NewWebsite => "new_website",
+            FilingType::AccessExisting => "access_existing",
+        }
+    }
+}
+
+/// A stored submission and the filing type it was classified as.
+#[derive(Debug, Clone)]
+pub struct Submitted {
+    pub filing: Filing,
+    pub filing_type: FilingType,
+}
+
+/// One pending notification of the durable outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEvent {
+    pub id: i64,
+    /// The JSON document to deliver (no personal data).
+    pub payload: String,
+    /// Delivery attempts made so far.
+    pub attempts: u32,
+}
+
+/// The notification for the filing's latest history entry. No personal data: only
+/// ids, kind, product, domains, the step and the ICP number.
+pub fn outbox_payload(event_id: i64, filing: &Filing) -> Value {
+    let step = filing.history.last();
+    json!({
+        "event_id": event_id,
+        "filing_id": filing.id,
+        "kind": filing.kind.as_str(),
+        "product": filing.product.as_str(),
+        "domains": filing.domains,
+        "from": step.and_then(|s| s.from).map(|s| s.as_str()),
+        "to": filing.status.as_str(),
+        "actor": step.map(|s| s.actor.as_str()),
+        "reason": step.and_then(|s| s.reason.as_deref()),
+        "at": step.map_or(filing.updated_at.as_str(), |s| s.at.as_str()),
+        "icp_number": filing.icp_number.as_ref().map(|n| n.as_str()),
+    })
+}
+
+/// The durable outbox of filing-change notifications: rows are written in the same
+/// transaction as the change (`Registry::submit`, `Registry::transition`) and
+/// delivered by `notify::Notifier`.
+#[async_trait]
+pub trait Outbox: Send + Sync + 'static {
+    /// Undelivered events whose next attempt is due at `now_ms` (Unix milliseconds),
+    /// oldest first.
+    async fn due(&self, now_ms: i64, limit: usize) -> Result<Vec<OutboxEvent>, RegistryError>;
+    /// When the next undelivered event is due, if any.
+    async fn next_due(&self) -> Result<Option<i64>, RegistryError>;
+    async fn delivered(&self, id: i64, now_ms: i64) -> Result<(), RegistryError>;
+    /// Record a failed attempt and when to try again.
+    async fn failed(&self, id: i64, next_at_ms: i64, error: &str) -> Result<(), RegistryError>;
+    /// How many events are not yet delivered.
+    async fn pending(&self) -> Result<u64, RegistryError>;
+    /// Delete events delivered before `before_ms`; returns how many went. Pending
+    /// events are never deleted.
+    async fn prune_delivered(&self, before_ms: i64) -> Result<u64, RegistryError>;
+}
+
+/// The filing a domain resolves to, with the revision the registry was at when read.
+#[derive(Debug, Clone)]
+pub struct Lookup {
+    /// The live filing of the domain, else its most recently changed one, else none.
+    pub filing: Option<Filing>,
+    pub revision: i64,
+}
+
+/// A write seen by the change feed: the revision it was made at and the domains of
+/// the filing it touched (their cached answers are stale from that revision on).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub revision: i64,
+    pub domains: Vec<String>,
+}
+
+/// Filters of `GET /v1/filings?domain=&status=`.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub domain: Option<RegistrableDomain>,
+    pub status: Option<Status>,
+    pub limit: Option<usize>,
+}
+
+/// One record of an import, with the line it came from so errors can name it.
+#[derive(Debug, Clone)]
+pub struct ImportRecord {
+    pub line: usize,
+    /// Kept when given (a round trip keeps ids); assigned otherwise.
+    pub id: Option<i64>,
+    pub filing: Filing,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("registry storage error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("registry storage error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("stored filing {id} is unreadable: {source}")]
+    Corrupt { id: i64, source: serde_json::Error },
+    #[error("registry task failed: {0}")]
+    Task(String),
+    #[error("postgres registry: {0}")]
+    Postgres(String),
+    #[error("filing {0} not found")]
+    NotFound(i64),
+    #[error("domain {domain} already belongs to live filing {filing_id}")]
+    DomainTaken { domain: String, filing_id: i64 },
+    #[error("filing id {0} already exists")]
+    IdTaken(i64),
+    #[error(transparent)]
+    Transition(#[from] TransitionError),
+    #[error("line {line}: {source}")]
+    AtLine {
+        line: usize,
+        source: Box<RegistryError>,
+    },
+}
+
+impl RegistryError {
+    /// This error, as the failure of an import's line `line`.
+    pub fn at_line(line: usize) -> impl Fn(RegistryError) -> RegistryError + Copy {
+        move |source| RegistryError::AtLine {
+            line,
+            source: Box::new(source),
+        }
+    }
+
+    /// Whether the store itself failed (as opposed to the request being refused).
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            RegistryError::Sqlite(_)
+            | RegistryError::Io(_)
+            | RegistryError::Corrupt { .. }
+            | RegistryError::Task(_)
+            | RegistryError::Postgres(_) => true,
+            RegistryError::AtLine { source, .. } => source.is_unavailable(),
+            RegistryError::NotFound(_)
+            | RegistryError::DomainTaken { .. }
+            | RegistryError::IdTaken(_)
+            | RegistryError::Transition(_) => false,
+        }
+    }
+}
+
+/// How the seed's filing type recognises a known entity: by its certificate number
+/// (trimmed, upper-case) when the submission gives one, else by its trimmed name.
+pub fn entity_identity(entity: &crate::model::filing::Entity) -> (Option<String>, String) {
+    let certificate = entity
+        .certificate_number
+        .as_deref()
+        .map(|c| c.trim().to_uppercase())
+        .filter(|c| !c.is_empty());
+    (certificate, entity.name.trim().to_string())
+}
+
+/// Where filings live. Implementations are cheap to share (`Arc<dyn Registry>`).
+#[async_trait]
+pub trait Registry: Send + Sync + 'static {
+    /// The filing that decides traffic for `domain` (a registrable domain).
+    async fn lookup(&self, domain: &RegistrableDomain) -> Result<Lookup, RegistryError>;
+    async fn get(&self, id: i64) -> Result<Option<Filing>, RegistryError>;
+    async fn list(&self, filter: &ListFilter) -> Result<Vec<Filing>, RegistryError>;
+    /// Validate (`Filing::submit`) and store a submission in `initial_review`;
+    /// `submission.domains` are registrable domains, normalised by the caller.
+    async fn submit(&self, submission: Submission, actor: &str)
+        -> Result<Submitted, RegistryError>;
+    /// Apply one workflow step; the filing is unchanged when it is refused.
+    async fn transition(
+        &self,
+        id: i64,
+        action: Action,
+        actor: &str,
+    ) -> Result<Filing, RegistryError>;
+    /// Store every record or none.
+    async fn import(&self, records: Vec<ImportRecord>) -> Result<usize, RegistryError>;
+    /// Every filing, by id.
+    async fn export(&self) -> Result<Vec<Filing>, RegistryError>;
+    /// How many filings are in each status (every status present, zeros included).
+    async fn counts_by_status(&self) -> Result<BTreeMap<Status, u64>, RegistryError>;
+    /// The current revision: grows with every write.
+    async fn revision(&self) -> Result<i64, RegistryError>;
+    /// Whether the store holds no filing at all (for `registry.seed`).
+    async fn is_empty(&self) -> Result<bool, RegistryError>;
+    /// Every registrable domain that has a filing, in any status.
+    async fn filed_domains(&self) -> Result<Vec<String>, RegistryError>;
+    /// Writes after `revision`, oldest first (at most a bounded batch per call).
+    async fn changes_since(&self, revision: i64) -> Result<Vec<Change>, RegistryError>;
+    /// Woken when another process may have written (PostgreSQL NOTIFY); backends
+    /// without one are polled.
+    fn change_signal(&self) -> Option<Arc<Notify>> {
+        None
+    }
+    /// The durable outbox, when this backend records notifications.
+    fn outbox(&self) -> Option<Arc<dyn Outbox>> {
+        None
+    }
+}
+
+impl From<tokio_postgres::Error> for RegistryError {
+    fn from(error: tokio_postgres::Error) -> RegistryError {
+        RegistryError::Postgres(error.to_string())
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for RegistryError {
+    fn from(error: deadpool_postgres::PoolError) -> RegistryError {
+        RegistryError::Postgres(error.to_string())
+    }
+}

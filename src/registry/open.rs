@@ -1,0 +1,68 @@
+//! Opening the registry a config names, and seeding an empty one: the one path
+//! `serve`, `check` and the tests take, so each sees the registry the same way.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::config::{Backend, RegistryConfig};
+use crate::registry::postgres::PostgresRegistry;
+use crate::registry::sqlite::SqliteRegistry;
+use crate::registry::{jsonl, Registry, RegistryError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("registry: {0}")]
+    Registry(#[from] RegistryError),
+    #[error("registry.backend = \"postgres\" needs registry.url")]
+    PostgresUrlMissing,
+    #[error("{path}: {message}")]
+    Seed { path: PathBuf, message: String },
+}
+
+/// Open the registry a config names; with `outbox`, every change also records its
+/// notification.
+pub async fn open(config: &RegistryConfig, outbox: bool) -> Result<Arc<dyn Registry>, OpenError> {
+    match config.backend {
+        Backend::Sqlite => Ok(Arc::new(
+            SqliteRegistry::open(&config.path)?.with_outbox(outbox),
+        )),
+        Backend::Postgres => {
+            let url = config.url.as_deref().ok_or(OpenError::PostgresUrlMissing)?;
+            Ok(Arc::new(
+                PostgresRegistry::connect(url).await?.with_outbox(outbox),
+            ))
+        }
+    }
+}
+
+/// Open the registry and import `registry.seed` into it when it is empty, so a
+/// fresh install serves (and `check` answers) the example filings.
+pub async fn open_seeded(
+    config: &RegistryConfig,
+    outbox: bool,
+) -> Result<Arc<dyn Registry>, OpenError> {
+    let registry = open(config, outbox).await?;
+    if let Some(seed) = &config.seed {
+        if registry.is_empty().await? {
+            let count = import_file(registry.as_ref(), seed).await?;
+            tracing::info!(count, seed = %seed.display(), "seeded an empty registry");
+        }
+    }
+    Ok(registry)
+}
+
+/// Import `path` (JSON Lines) into `registry`, all or nothing.
+pub async fn import_file(registry: &dyn Registry, path: &Path) -> Result<usize, OpenError> {
+    let text = std::fs::read_to_string(path).map_err(|e| OpenError::Seed {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    let records = jsonl::parse(&text).map_err(|e| OpenError::Seed {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    registry.import(records).await.map_err(|e| OpenError::Seed {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
