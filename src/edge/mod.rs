@@ -1,6 +1,7 @@
 //! The data plane: listeners and connections, PROXY protocol, client deadlines, TLS
 //! gated by SNI, the hyper service, forwarding, upstream pools and block pages.
 
+mod block_page;
 pub mod client_deadlines;
 pub mod forward;
 pub mod listener;
