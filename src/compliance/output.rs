@@ -5,8 +5,9 @@
 //! CSV cells that a spreadsheet would run as a formula (starting `=`, `+`, `-`, `@`)
 //! get a leading `'`; only invalid inputs can start so.
 
-use std::io::{IsTerminal, Write};
-use std::time::{Duration, Instant};
+use std::borrow::Cow;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::Report;
 
@@ -86,31 +87,26 @@ fn header(with_dns: bool) -> Vec<&'static str> {
 }
 
 fn csv(reports: &[Report], with_dns: bool) -> String {
-    let mut out = header(with_dns).join(",");
-    out.push_str("\r\n");
+    let mut writer = csv::WriterBuilder::new()
+        .terminator(csv::Terminator::CRLF)
+        .from_writer(Vec::new());
+    // Writing to memory cannot fail; a failed row would only shorten the output.
+    let _ = writer.write_record(header(with_dns));
     for report in reports {
-        let row: Vec<String> = cells(report, with_dns)
-            .iter()
-            .map(|c| csv_cell(c))
-            .collect();
-        out.push_str(&row.join(","));
-        out.push_str("\r\n");
+        let row = cells(report, with_dns);
+        let _ = writer.write_record(row.iter().map(|c| defuse(c).into_owned()));
     }
-    out
+    let bytes = writer.into_inner().unwrap_or_default();
+    String::from_utf8_lossy(&bytes).into_owned()
 }
 
-/// Quote a cell when it holds a comma, quote, CR or LF (quotes doubled); defuse
-/// spreadsheet formulas.
-pub fn csv_cell(cell: &str) -> String {
-    let cell = if cell.starts_with(['=', '+', '-', '@']) {
-        format!("'{cell}")
+/// A cell a spreadsheet would run as a formula gets a leading `'` (OWASP's CSV
+/// injection advice); the csv writer then quotes what needs quoting.
+fn defuse(cell: &str) -> Cow<'_, str> {
+    if cell.starts_with(['=', '+', '-', '@']) {
+        Cow::Owned(format!("'{cell}"))
     } else {
-        cell.to_string()
-    };
-    if cell.contains([',', '"', '\r', '\n']) {
-        format!("\"{}\"", cell.replace('"', "\"\""))
-    } else {
-        cell
+        Cow::Borrowed(cell)
     }
 }
 
@@ -188,10 +184,9 @@ fn width(text: &str) -> usize {
 }
 
 /// A progress bar on stderr, drawn only when stderr is a terminal and the list is
-/// long enough to wait for; redrawn at most every 100 ms.
+/// long enough to wait for (indicatif hides it on a pipe or a file).
 pub struct Progress {
-    enabled: bool,
-    last: Option<Instant>,
+    bar: ProgressBar,
 }
 
 /// Lists shorter than this finish before a bar would help.
@@ -199,36 +194,22 @@ const PROGRESS_MIN: usize = 50;
 
 impl Progress {
     pub fn new(total: usize) -> Progress {
-        Progress {
-            enabled: total >= PROGRESS_MIN && std::io::stderr().is_terminal(),
-            last: None,
+        let bar = if total >= PROGRESS_MIN {
+            ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr())
+        } else {
+            ProgressBar::hidden()
+        };
+        if let Ok(style) = ProgressStyle::with_template("checking [{bar:30}] {pos}/{len}") {
+            bar.set_style(style.progress_chars("=> "));
         }
+        Progress { bar }
     }
 
     pub fn update(&mut self, done: usize, total: usize) {
-        if !self.enabled {
-            return;
-        }
-        let due = self
-            .last
-            .is_none_or(|at| at.elapsed() >= Duration::from_millis(100));
-        if !due && done < total {
-            return;
-        }
-        self.last = Some(Instant::now());
-        const BAR: usize = 30;
-        let filled = done * BAR / total.max(1);
-        let mut err = std::io::stderr().lock();
-        let _ = write!(
-            err,
-            "\rchecking [{}{}] {done}/{total}",
-            "=".repeat(filled),
-            " ".repeat(BAR - filled)
-        );
+        self.bar.set_position(done as u64);
         if done >= total {
-            let _ = writeln!(err);
+            self.bar.finish();
         }
-        let _ = err.flush();
     }
 }
 
@@ -249,11 +230,20 @@ mod tests {
             ("a\nb", "\"a\nb\""),
             // a formula is defused
             ("=cmd()", "'=cmd()"),
+            // a defused formula that also needs quoting
+            ("=1,2", "\"'=1,2\""),
             // Unicode passes through
             ("浙ICP备12345678号-1", "浙ICP备12345678号-1"),
         ];
         for (cell, want) in cases {
-            assert_eq!(csv_cell(cell), want, "{cell:?}");
+            let mut writer = csv::WriterBuilder::new()
+                .terminator(csv::Terminator::CRLF)
+                .from_writer(Vec::new());
+            writer
+                .write_record([defuse(cell).as_bytes()])
+                .expect("in memory");
+            let out = String::from_utf8(writer.into_inner().expect("flush")).expect("utf-8");
+            assert_eq!(out, format!("{want}\r\n"), "{cell:?}");
         }
     }
 
