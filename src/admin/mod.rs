@@ -45,7 +45,6 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::admin::tokens::Caller;
-use crate::config::PoolName;
 use crate::edge::proxy::Gate;
 use crate::edge::proxy_body::{full, ProxyBody};
 use crate::edge::rejection;
@@ -358,7 +357,7 @@ impl Admin {
             .filed_domains
             .set(i64::try_from(self.gate.state.filed.len()).unwrap_or(i64::MAX));
         let runtime = self.gate.current();
-        for name in [PoolName::Storefront, PoolName::CorporateSite] {
+        for name in [Product::Storefront, Product::CorporateSite] {
             let pool = runtime.upstreams.pool(name);
             metrics
                 .upstream_servers_down
@@ -431,8 +430,7 @@ impl Admin {
         };
         let policy = &runtime.config.policy;
         let decision = disposition(verdict.reason, policy.mode, policy.on_registry_error);
-        let block_status = http::StatusCode::from_u16(policy.block_status)
-            .unwrap_or(StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS);
+        let block_status = rejection::block_status(policy);
         let status = match decision {
             Disposition::Block => rejection::status_for(verdict.reason, block_status).as_u16(),
             Disposition::Allow | Disposition::WouldBlock => 200,

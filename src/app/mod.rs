@@ -100,8 +100,8 @@ const CUT_BOUND: Duration = Duration::from_secs(1);
 
 /// Refuse to start when a TLS upstream pool's trust roots cannot be loaded.
 fn check_upstream_tls(config: &Config) -> Result<(), AppError> {
-    use crate::config::PoolName;
-    for name in [PoolName::Storefront, PoolName::CorporateSite] {
+    use crate::model::filing::Product;
+    for name in [Product::Storefront, Product::CorporateSite] {
         let pool = config.upstreams.pool(name);
         if pool.tls {
             crate::edge::tls::client::client_config(pool.ca_file.as_deref()).map_err(|source| {

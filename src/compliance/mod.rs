@@ -133,11 +133,7 @@ impl Checker {
         let dns = with_dns.then(|| DnsProbe::new(&config.dns)).transpose()?;
         Ok(Checker {
             registry,
-            policy: RulePolicy {
-                access_existing_after_initial_review: config
-                    .policy
-                    .access_existing_after_initial_review,
-            },
+            policy: RulePolicy::of(&config.policy),
             dns,
         })
     }

@@ -241,6 +241,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::model::filing::Product;
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::from_toml_str(text, Path::new("config/icpgate.toml"))
@@ -376,9 +377,9 @@ secret = "s3cret"
         assert_eq!(c.cache.stale_if_error, Duration::from_secs(3600));
         assert_eq!(c.policy.mode, Mode::ReportOnly);
         assert_eq!(c.policy.on_registry_error, OnRegistryError::Allow);
-        assert_eq!(c.policy.default_pool, PoolName::CorporateSite);
-        assert_eq!(c.upstreams.pool(PoolName::Storefront).servers.len(), 3);
-        assert!(c.upstreams.pool(PoolName::CorporateSite).tls);
+        assert_eq!(c.policy.default_pool, Product::CorporateSite);
+        assert_eq!(c.upstreams.pool(Product::Storefront).servers.len(), 3);
+        assert!(c.upstreams.pool(Product::CorporateSite).tls);
         assert_eq!(c.tls.certs_dir, Some(PathBuf::from("certs")));
         assert_eq!(c.admin.token_env, "GATE_TOKEN");
         assert_eq!(c.dns.nameservers[0], "1.1.1.1:53".parse().unwrap());

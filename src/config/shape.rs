@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+use crate::model::filing::Product;
+
 /// `[listen]`: where the gate accepts connections.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -129,7 +131,7 @@ pub struct Policy {
     pub block_status: u16,
     pub access_existing_after_initial_review: bool,
     /// Pool for hosts whose filing names none.
-    pub default_pool: PoolName,
+    pub default_pool: Product,
     /// Who blocks, for the `Link: rel="blocked-by"` header and the page.
     pub operator: String,
     /// The `Link` target.
@@ -146,30 +148,9 @@ impl Default for Policy {
             on_registry_error: OnRegistryError::Deny,
             block_status: 451,
             access_existing_after_initial_review: false,
-            default_pool: PoolName::Storefront,
+            default_pool: Product::Storefront,
             operator: "icpgate".to_owned(),
             operator_url: "https://beian.miit.gov.cn/".to_owned(),
-        }
-    }
-}
-
-/// The upstream pools, one per product.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PoolName {
-    #[default]
-    Storefront,
-    CorporateSite,
-}
-
-impl PoolName {
-    pub const ALL: [PoolName; 2] = [PoolName::Storefront, PoolName::CorporateSite];
-
-    /// The name as written in the config and in the `pool` metric label.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PoolName::Storefront => "storefront",
-            PoolName::CorporateSite => "corporate_site",
         }
     }
 }
@@ -183,10 +164,10 @@ pub struct Upstreams {
 }
 
 impl Upstreams {
-    pub fn pool(&self, name: PoolName) -> &Pool {
+    pub fn pool(&self, name: Product) -> &Pool {
         match name {
-            PoolName::Storefront => &self.storefront,
-            PoolName::CorporateSite => &self.corporate_site,
+            Product::Storefront => &self.storefront,
+            Product::CorporateSite => &self.corporate_site,
         }
     }
 }

@@ -2,7 +2,8 @@
 //! each other, ranges, URLs, server addresses). Returns the first problem, by key;
 //! `Config::from_toml_str` ties it to the file and line.
 
-use super::{Backend, Config, Pool, PoolName, BLOCK_STATUSES, MIN_HEADER_BYTES};
+use super::{Backend, Config, Pool, BLOCK_STATUSES, MIN_HEADER_BYTES};
+use crate::model::filing::Product;
 
 /// A validation failure before it is tied to a file.
 #[derive(Debug)]
@@ -24,7 +25,7 @@ impl Config {
         self.validate_listen()?;
         self.validate_registry()?;
         self.validate_policy()?;
-        for name in PoolName::ALL {
+        for name in Product::ALL {
             validate_pool(name, self.upstreams.pool(name))?;
         }
         self.validate_limits()?;
@@ -146,7 +147,7 @@ impl Config {
     }
 }
 
-fn validate_pool(name: PoolName, pool: &Pool) -> Result<(), Problem> {
+fn validate_pool(name: Product, pool: &Pool) -> Result<(), Problem> {
     let key = |field: &str| format!("upstreams.{}.{field}", name.as_str());
     for server in &pool.servers {
         check_server(server).map_err(|m| problem(key("servers"), m))?;

@@ -18,14 +18,15 @@ use http::{Request, Response, StatusCode};
 use http_body_util::Limited;
 use hyper::body::Incoming;
 
-use crate::config::{Config, IpNet, PoolName};
+use crate::config::{Config, IpNet};
 use crate::edge::forward::{self, ForwardContext};
 use crate::edge::proxy_body::{boxed, ProxyBody};
 use crate::edge::rejection::{self, BlockContext};
 use crate::edge::request_id::RequestIds;
-use crate::edge::upstream::{pool_label, pool_of, Upstreams};
+use crate::edge::upstream::Upstreams;
 use crate::gate::decision::{disposition, Disposition, FilingFacts, Reason, RulePolicy};
 use crate::gate::{GateState, Verdict};
+use crate::model::filing::Product;
 use crate::model::host::{Authority, HostName, RegistrableDomain};
 
 /// Everything the data plane reads per request that a reload may replace.
@@ -41,12 +42,7 @@ impl Runtime {
     }
 
     pub fn rule_policy(&self) -> RulePolicy {
-        RulePolicy {
-            access_existing_after_initial_review: self
-                .config
-                .policy
-                .access_existing_after_initial_review,
-        }
+        RulePolicy::of(&self.config.policy)
     }
 
     fn trusts(&self, ip: &std::net::IpAddr) -> bool {
@@ -233,7 +229,7 @@ impl Gate {
             );
             return (reply, outcome);
         };
-        outcome.upstream = Some(pool_label(pool));
+        outcome.upstream = Some(pool.as_str());
         let reply = self
             .forward(request, pool, &raw_authority, conn, runtime, request_id)
             .await;
@@ -258,7 +254,7 @@ impl Gate {
         outcome.host = Some(raw.clone());
         match self.route(&verdict, runtime, &mut outcome) {
             Some(pool) => {
-                outcome.upstream = Some(pool_label(pool));
+                outcome.upstream = Some(pool.as_str());
                 (
                     self.forward(request, pool, &raw, conn, runtime, request_id)
                         .await,
@@ -286,14 +282,14 @@ impl Gate {
         verdict: &Verdict,
         runtime: &Runtime,
         outcome: &mut Outcome,
-    ) -> Option<PoolName> {
+    ) -> Option<Product> {
         let policy = &runtime.config.policy;
         let disposition = disposition(verdict.reason, policy.mode, policy.on_registry_error);
         outcome.decision = disposition.as_str();
         if disposition == Disposition::WouldBlock {
             tracing::info!(target: "icpgate::report_only", reason = verdict.reason.as_str(), host = outcome.host.as_deref().unwrap_or("-"), "would block");
         }
-        let filed_pool = verdict.filing.as_ref().map(|f| pool_of(f.product));
+        let filed_pool = verdict.filing.as_ref().map(|f| f.product);
         disposition
             .forwards()
             .then(|| filed_pool.unwrap_or(policy.default_pool))
@@ -337,8 +333,7 @@ impl Gate {
         request_id: &str,
     ) -> Reply {
         let policy = &runtime.config.policy;
-        let block_status = StatusCode::from_u16(policy.block_status)
-            .unwrap_or(StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS);
+        let block_status = rejection::block_status(policy);
         let context = BlockContext {
             host,
             registrable_domain: domain.map(|d| d.as_str()),
@@ -355,7 +350,7 @@ impl Gate {
     async fn forward(
         &self,
         mut request: Request<Incoming>,
-        pool_name: PoolName,
+        pool_name: Product,
         host: &str,
         conn: &ConnInfo,
         runtime: &Runtime,

@@ -24,6 +24,7 @@
 
 pub use super::block_page::escape_html;
 use super::block_page::{block_html, block_json, error_html, error_messages};
+use crate::config::Policy;
 use crate::model::reason::Reason;
 use bytes::Bytes;
 use http::header::{
@@ -84,6 +85,12 @@ pub fn status_for(reason: Reason, block_status: StatusCode) -> StatusCode {
         | Reason::Disconnected
         | Reason::IpLiteral => block_status,
     }
+}
+
+/// `policy.block_status` as a status; validation allows only 451, 403 and 404, so
+/// the 451 fallback is never taken for a loaded config.
+pub fn block_status(policy: &Policy) -> StatusCode {
+    StatusCode::from_u16(policy.block_status).unwrap_or(StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS)
 }
 
 /// Build the full block response. `wants_json` when the client's Accept prefers

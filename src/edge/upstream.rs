@@ -34,7 +34,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use crate::config::{Pool as PoolConfig, PoolName, Upstreams as UpstreamsConfig};
+use crate::config::{Pool as PoolConfig, Upstreams as UpstreamsConfig};
 use crate::edge::proxy_body::ProxyBody;
 use crate::model::filing::Product;
 
@@ -98,7 +98,7 @@ enum Transport {
 }
 
 impl Transport {
-    fn for_pool(name: PoolName, config: &PoolConfig) -> Transport {
+    fn for_pool(name: Product, config: &PoolConfig) -> Transport {
         if !config.tls {
             return Transport::Plain;
         }
@@ -329,7 +329,7 @@ pub struct Pool {
 }
 
 impl Pool {
-    fn new(name: PoolName, config: &PoolConfig, connect_timeout: Duration) -> Pool {
+    fn new(name: Product, config: &PoolConfig, connect_timeout: Duration) -> Pool {
         let servers = Arc::new(Servers::new(config.servers.iter().cloned()));
         let connector = FailoverConnector {
             servers: Arc::clone(&servers),
@@ -342,8 +342,8 @@ impl Pool {
             .pool_max_idle_per_host(256)
             .build(connector);
         Pool {
-            name: pool_label(name),
-            base: format!("http://{}.upstream", pool_label(name)),
+            name: name.as_str(),
+            base: format!("http://{}.upstream", name.as_str()),
             tls: config.tls,
             servers,
             client,
@@ -392,20 +392,6 @@ impl Pool {
     }
 }
 
-pub fn pool_label(name: PoolName) -> &'static str {
-    match name {
-        PoolName::Storefront => "storefront",
-        PoolName::CorporateSite => "corporate_site",
-    }
-}
-
-pub fn pool_of(product: Product) -> PoolName {
-    match product {
-        Product::Storefront => PoolName::Storefront,
-        Product::CorporateSite => PoolName::CorporateSite,
-    }
-}
-
 /// Both pools, built from `[upstreams]`; replaced whole on reload.
 pub struct Upstreams {
     storefront: Pool,
@@ -415,19 +401,19 @@ pub struct Upstreams {
 impl Upstreams {
     pub fn new(config: &UpstreamsConfig, connect_timeout: Duration) -> Upstreams {
         Upstreams {
-            storefront: Pool::new(PoolName::Storefront, &config.storefront, connect_timeout),
+            storefront: Pool::new(Product::Storefront, &config.storefront, connect_timeout),
             corporate_site: Pool::new(
-                PoolName::CorporateSite,
+                Product::CorporateSite,
                 &config.corporate_site,
                 connect_timeout,
             ),
         }
     }
 
-    pub fn pool(&self, name: PoolName) -> &Pool {
+    pub fn pool(&self, name: Product) -> &Pool {
         match name {
-            PoolName::Storefront => &self.storefront,
-            PoolName::CorporateSite => &self.corporate_site,
+            Product::Storefront => &self.storefront,
+            Product::CorporateSite => &self.corporate_site,
         }
     }
 }

@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use crate::config::{Mode, OnRegistryError};
+use crate::config::{Mode, OnRegistryError, Policy};
 use crate::model::filing::{Filing, Kind, Product, Status};
 pub use crate::model::reason::Reason;
 
@@ -35,6 +35,15 @@ impl FilingFacts {
 pub struct RulePolicy {
     /// Serve an access-existing filing once its initial review passed (SPEC §2).
     pub access_existing_after_initial_review: bool,
+}
+
+impl RulePolicy {
+    /// The rule's switches as `[policy]` sets them.
+    pub fn of(policy: &Policy) -> RulePolicy {
+        RulePolicy {
+            access_existing_after_initial_review: policy.access_existing_after_initial_review,
+        }
+    }
 }
 
 /// The gate rule for a registrable domain: allow (`Reason::Filed`) only for an

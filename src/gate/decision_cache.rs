@@ -187,12 +187,6 @@ impl DecisionCache {
         self.last_good.invalidate(domain).await;
     }
 
-    /// Forget everything (after a reconnect to a shared registry).
-    pub fn invalidate_all(&self) {
-        self.answers.invalidate_all();
-        self.last_good.invalidate_all();
-    }
-
     pub fn entry_count(&self) -> u64 {
         self.answers.entry_count()
     }

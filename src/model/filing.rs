@@ -401,19 +401,6 @@ impl Filing {
         allowed_in(self.status).to_vec()
     }
 
-    /// Whether the gate may serve this filing's domains: when approved, or — with
-    /// `policy.access_existing_after_initial_review` on — when an access-existing
-    /// filing has passed initial review.
-    pub fn serves(&self, access_existing_after_initial_review: bool) -> bool {
-        match self.status {
-            Status::Approved => true,
-            Status::AuthorityReview => {
-                access_existing_after_initial_review && self.kind == Kind::AccessExisting
-            }
-            _ => false,
-        }
-    }
-
     /// A copy with personal data masked, for list views.
     pub fn masked(&self) -> Filing {
         Filing {

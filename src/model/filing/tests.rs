@@ -454,19 +454,6 @@ fn authority_approval_settles_the_number() {
 }
 
 #[test]
-fn serves_only_approved_unless_policy_switch() {
-    for kind in [Kind::New, Kind::AccessExisting] {
-        for status in Status::ALL {
-            let f = filing_in(kind, status);
-            let approved = status == Status::Approved;
-            let early = kind == Kind::AccessExisting && status == Status::AuthorityReview;
-            assert_eq!(f.serves(false), approved, "{kind:?} {status} off");
-            assert_eq!(f.serves(true), approved || early, "{kind:?} {status} on");
-        }
-    }
-}
-
-#[test]
 fn status_and_product_names() {
     let live: Vec<_> = Status::ALL.into_iter().filter(|s| s.is_live()).collect();
     assert_eq!(
