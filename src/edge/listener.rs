@@ -21,7 +21,6 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -35,7 +34,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify};
 
 use crate::edge::client_deadlines::{ClientDeadlines, ExchangeBody, Exchanges};
-use crate::edge::proxy::{ConnInfo, Gate};
+use crate::edge::conn::{ClientAddr, ConnInfo, PeerAddr};
+use crate::edge::proxy::Gate;
 use crate::edge::proxy_protocol::{read_proxy_header, ProxyProtocolError};
 use crate::observe::metrics::Metrics;
 
@@ -168,11 +168,11 @@ impl Drop for ConnectionSlot {
 /// A prepared connection and what it revealed about the client, or None to drop it.
 pub type Handshaken<Io> = Pin<Box<dyn Future<Output = Option<(Io, ConnInfo)>> + Send>>;
 
-/// Prepares an accepted stream before HTTP (the TLS handshake). `peer` is the client:
-/// the PROXY header, when required, has already been read from `stream`.
+/// Prepares an accepted stream before HTTP (the TLS handshake) for `client`: the
+/// PROXY header, when required, has already been read from `stream`.
 pub trait Handshake: Send + Sync + 'static {
     type Io: AsyncRead + AsyncWrite + Unpin + Send + 'static;
-    fn handshake(&self, stream: TcpStream, peer: SocketAddr) -> Handshaken<Self::Io>;
+    fn handshake(&self, stream: TcpStream, client: ClientAddr) -> Handshaken<Self::Io>;
 }
 
 /// One data-plane listener.
@@ -195,7 +195,7 @@ impl<H: Handshake> Listener<H> {
                 accepted = self.tcp.accept() => accepted,
             };
             let (stream, peer) = match accepted {
-                Ok(pair) => pair,
+                Ok((stream, peer)) => (stream, PeerAddr(peer)),
                 Err(error) => {
                     tracing::warn!(%error, "accept failed; backing off");
                     tokio::time::sleep(backoff).await;
@@ -230,12 +230,12 @@ impl<H: Handshake> Listener<H> {
 /// header is required. None: the connection must be closed.
 async fn client_address(
     stream: &mut TcpStream,
-    peer: SocketAddr,
+    peer: PeerAddr,
     listen: &crate::config::Listen,
     timeout: Duration,
-) -> Option<SocketAddr> {
+) -> Option<ClientAddr> {
     if !listen.proxy_protocol {
-        return Some(peer);
+        return Some(peer.as_client());
     }
     let allowed = &listen.proxy_protocol_from;
     if !allowed.is_empty() && !allowed.iter().any(|net| net.contains(&peer.ip())) {
@@ -244,7 +244,7 @@ async fn client_address(
         return None;
     }
     match read_proxy_header(stream, timeout).await {
-        Ok(client) => Some(client.unwrap_or(peer)),
+        Ok(client) => Some(client.map_or(peer.as_client(), ClientAddr)),
         Err(error) => {
             tracing::info!(%peer, %error, "PROXY protocol header required; closing");
             if matches!(error, ProxyProtocolError::Missing) {
@@ -272,7 +272,7 @@ async fn refuse_bare_connection(stream: &mut TcpStream) {
 
 async fn serve<H: Handshake>(
     mut stream: TcpStream,
-    peer: SocketAddr,
+    peer: PeerAddr,
     gate: Arc<Gate>,
     handshake: Arc<H>,
     mut stop: watch::Receiver<Stop>,
@@ -357,16 +357,8 @@ pub struct PlainHandshake;
 
 impl Handshake for PlainHandshake {
     type Io = TcpStream;
-    fn handshake(&self, stream: TcpStream, peer: SocketAddr) -> Handshaken<TcpStream> {
-        Box::pin(async move {
-            Some((
-                stream,
-                ConnInfo {
-                    client: peer,
-                    tls: None,
-                },
-            ))
-        })
+    fn handshake(&self, stream: TcpStream, client: ClientAddr) -> Handshaken<TcpStream> {
+        Box::pin(async move { Some((stream, ConnInfo { client, tls: None })) })
     }
 }
 

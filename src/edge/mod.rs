@@ -3,6 +3,7 @@
 
 mod block_page;
 pub mod client_deadlines;
+pub mod conn;
 pub mod forward;
 pub mod listener;
 pub mod proxy;

@@ -8,7 +8,6 @@
 //! → decision cache → `decide` → block page, or the product's upstream pool.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -19,6 +18,7 @@ use http_body_util::Limited;
 use hyper::body::Incoming;
 
 use crate::config::{Config, IpNet};
+use crate::edge::conn::ConnInfo;
 use crate::edge::forward::{self, ForwardContext};
 use crate::edge::proxy_body::{boxed, ProxyBody};
 use crate::edge::rejection::{self, BlockContext};
@@ -27,7 +27,7 @@ use crate::edge::upstream::Upstreams;
 use crate::gate::decision::{disposition, Disposition, FilingFacts, Reason, RulePolicy};
 use crate::gate::{GateState, Verdict};
 use crate::model::filing::Product;
-use crate::model::host::{Authority, HostName, RegistrableDomain};
+use crate::model::host::{Authority, RegistrableDomain};
 
 /// Everything the data plane reads per request that a reload may replace.
 pub struct Runtime {
@@ -51,31 +51,6 @@ impl Runtime {
             .trusted_proxies
             .iter()
             .any(|net: &IpNet| net.contains(ip))
-    }
-}
-
-/// What one connection knows about its client, fixed for the connection's life.
-#[derive(Debug, Clone)]
-pub struct ConnInfo {
-    /// The client's address (from the PROXY header when one was required).
-    pub client: SocketAddr,
-    /// The SNI of a TLS connection, and its registrable domain.
-    pub tls: Option<TlsInfo>,
-}
-
-#[derive(Debug, Clone)]
-pub struct TlsInfo {
-    pub sni: HostName,
-    pub sni_domain: Option<RegistrableDomain>,
-}
-
-impl ConnInfo {
-    fn proto(&self) -> &'static str {
-        if self.tls.is_some() {
-            "https"
-        } else {
-            "http"
-        }
     }
 }
 

@@ -26,7 +26,6 @@
 pub mod certs;
 pub mod client;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use rustls::crypto::CryptoProvider;
@@ -41,8 +40,9 @@ use tokio_rustls::server::TlsStream;
 use tokio_rustls::LazyConfigAcceptor;
 
 use crate::config::Policy;
+use crate::edge::conn::{ClientAddr, ConnInfo, TlsInfo};
 use crate::edge::listener::{Handshake, Handshaken};
-use crate::edge::proxy::{ConnInfo, Gate, TlsInfo};
+use crate::edge::proxy::Gate;
 use crate::model::host::HostName;
 use crate::model::reason::Reason;
 
@@ -185,7 +185,7 @@ impl TlsHandshake {
 
     /// Run the gated handshake on any stream (e.g. after a PROXY header), counting
     /// the result; None when the connection is to be dropped.
-    pub async fn accept<IO>(&self, io: IO, client: SocketAddr) -> Option<(TlsStream<IO>, ConnInfo)>
+    pub async fn accept<IO>(&self, io: IO, client: ClientAddr) -> Option<(TlsStream<IO>, ConnInfo)>
     where
         IO: AsyncRead + AsyncWrite + Unpin,
     {
@@ -276,9 +276,9 @@ impl TlsHandshake {
 impl Handshake for TlsHandshake {
     type Io = TlsStream<TcpStream>;
 
-    fn handshake(&self, stream: TcpStream, peer: SocketAddr) -> Handshaken<Self::Io> {
+    fn handshake(&self, stream: TcpStream, client: ClientAddr) -> Handshaken<Self::Io> {
         let this = self.clone();
-        Box::pin(async move { this.accept(stream, peer).await })
+        Box::pin(async move { this.accept(stream, client).await })
     }
 }
 
