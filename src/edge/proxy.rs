@@ -498,13 +498,19 @@ pub fn authority_of<B>(request: &Request<B>) -> Result<String, Reason> {
         return Err(Reason::InvalidHost);
     }
     if let Some(authority) = request.uri().authority() {
+        // An authority-form target (`GET example.com:80`) is for CONNECT only
+        // (RFC 9112 §3.2.3): without a scheme it is no absolute-form URI.
+        if request.uri().scheme().is_none() {
+            return Err(Reason::InvalidHost);
+        }
         return Ok(authority.as_str().to_string());
     }
     let mut hosts = request.headers().get_all(header::HOST).iter();
     let Some(first) = hosts.next() else {
         return Err(Reason::MissingHost);
     };
-    if hosts.any(|other| other != first) {
+    // Two Host lines are a 400 even when identical (RFC 9112 §3.2).
+    if hosts.next().is_some() {
         return Err(Reason::InvalidHost);
     }
     let value = first.to_str().map_err(|_| Reason::InvalidHost)?.trim();

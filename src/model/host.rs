@@ -42,7 +42,7 @@ pub enum HostError {
     HyphenAtLabelEdge,
     #[error("host's last label is numeric but the host is not a valid IPv4 address")]
     NumericFinalLabel,
-    #[error("port must be 1 to 5 digits and at most 65535")]
+    #[error("port must be 1 to 65535, written without leading zeros")]
     InvalidPort,
     #[error("host must not contain userinfo ('@')")]
     Userinfo,
@@ -200,9 +200,13 @@ fn split_port(input: &str) -> Result<&str, HostError> {
     }
 }
 
-/// A port is 1–5 ASCII digits forming a valid `u16`. An empty port is invalid.
+/// A port is 1–5 ASCII digits without a leading zero, naming 1..=65535. An empty
+/// port, port 0 and spellings like `080` are invalid: two spellings of one port
+/// would be two cache keys and two log values for the same site.
 fn check_port(port: &str) -> Result<(), HostError> {
-    let digits_ok = (1..=5).contains(&port.len()) && port.bytes().all(|b| b.is_ascii_digit());
+    let digits_ok = (1..=5).contains(&port.len())
+        && port.bytes().all(|b| b.is_ascii_digit())
+        && !port.starts_with('0');
     if digits_ok && port.parse::<u16>().is_ok() {
         Ok(())
     } else {
@@ -479,6 +483,17 @@ mod tests {
             ("host:000080", E(HostError::InvalidPort)),
             // non-numeric port
             ("host:abc", E(HostError::InvalidPort)),
+            // port 0
+            ("host:0", E(HostError::InvalidPort)),
+            // a leading zero
+            ("host:080", E(HostError::InvalidPort)),
+            // just past the largest port
+            ("host:65536", E(HostError::InvalidPort)),
+            // the largest port is fine
+            (
+                "host.example:65535",
+                Name("host.example", Some("host.example")),
+            ),
         ];
         let mut failures = Vec::new();
         for (input, want) in &cases {
