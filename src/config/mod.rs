@@ -76,6 +76,8 @@
 //! upstream_timeout = "30s"
 //! upstream_connect_timeout = "5s"
 //! drain_timeout = "30s"          # graceful shutdown budget
+//! h2_max_concurrent_streams = 128  # HTTP/2 streams open at once per connection
+//! h2_max_resets_per_second = 100 # streams a client may cancel per second; more: GOAWAY
 //!
 //! [notify]                       # webhook on filing changes, off by default
 //! # url = "https://..."

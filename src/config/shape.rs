@@ -273,6 +273,12 @@ pub struct Limits {
     pub drain_timeout: Duration,
     #[serde(deserialize_with = "de_duration")]
     pub upstream_connect_timeout: Duration,
+    /// HTTP/2 streams one client connection may have open at once (advertised in
+    /// SETTINGS; a stream beyond it is refused).
+    pub h2_max_concurrent_streams: u32,
+    /// Requests (HTTP/2 streams) one connection may cancel before their answer in
+    /// one second; one more closes it with a GOAWAY (rapid reset, CVE-2023-44487).
+    pub h2_max_resets_per_second: u32,
 }
 
 /// Smallest accepted `limits.max_header_bytes`.
@@ -289,6 +295,8 @@ impl Default for Limits {
             upstream_timeout: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(30),
             upstream_connect_timeout: Duration::from_secs(5),
+            h2_max_concurrent_streams: 128,
+            h2_max_resets_per_second: 100,
         }
     }
 }

@@ -99,6 +99,14 @@ impl Config {
             ),
             ("limits.max_connections", l.max_connections == 0),
             ("limits.max_body_bytes", l.max_body_bytes == 0),
+            (
+                "limits.h2_max_concurrent_streams",
+                l.h2_max_concurrent_streams == 0,
+            ),
+            (
+                "limits.h2_max_resets_per_second",
+                l.h2_max_resets_per_second == 0,
+            ),
         ];
         if let Some((key, _)) = positive.into_iter().find(|(_, zero)| *zero) {
             return Err(problem(key, "must be greater than zero"));

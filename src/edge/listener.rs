@@ -37,6 +37,7 @@ use crate::edge::client_deadlines::{ClientDeadlines, ExchangeBody, Exchanges};
 use crate::edge::conn::{ClientAddr, ConnInfo, PeerAddr};
 use crate::edge::proxy::Gate;
 use crate::edge::proxy_protocol::{read_proxy_header, ProxyProtocolError};
+use crate::edge::reset_rate::ResetRate;
 use crate::observe::metrics::Metrics;
 
 /// How far a stop has gone; every connection follows it.
@@ -312,13 +313,19 @@ async fn serve<H: Handshake>(
         .timer(TokioTimer::new())
         .keep_alive_interval(Some(limits.idle_timeout))
         .keep_alive_timeout(Duration::from_secs(20))
-        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(limits.h2_max_concurrent_streams)
+        .max_pending_accept_reset_streams(limits.h2_max_resets_per_second as usize);
     let idle = Arc::clone(&exchanges);
+    let resets = ResetRate::new(limits.h2_max_resets_per_second);
+    let cancels = Arc::clone(&resets);
     let service = service_fn(move |request| {
         let exchange = exchanges.begin();
+        let cancel = cancels.guard();
         let served = Arc::clone(&gate).serve(request, Arc::clone(&info));
         async move {
             let response = served.await?;
+            cancel.answered();
             if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
                 exchange.connection().unbound();
             }
@@ -342,6 +349,11 @@ async fn serve<H: Handshake>(
                 closing = true;
             }
             () = &mut idle_too_long, if !closing => {
+                connection.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            () = resets.exceeded(), if !closing => {
+                tracing::warn!(%peer, limit = limits.h2_max_resets_per_second, "client cancels requests too fast (rapid reset); closing");
                 connection.as_mut().graceful_shutdown();
                 closing = true;
             }

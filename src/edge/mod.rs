@@ -11,6 +11,7 @@ pub mod proxy_body;
 pub mod proxy_protocol;
 pub mod rejection;
 pub mod request_id;
+pub mod reset_rate;
 pub mod tls;
 pub mod tunnel;
 pub mod upstream;

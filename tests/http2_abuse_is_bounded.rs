@@ -1,0 +1,153 @@
+//! The contract these tests pin: an HTTP/2 client cannot exhaust the gate through
+//! the protocol's own machinery. `limits.h2_max_concurrent_streams` is advertised in
+//! SETTINGS; a client that opens and cancels streams in a loop (rapid reset,
+//! CVE-2023-44487) faster than `limits.h2_max_resets_per_second` is sent a GOAWAY
+//! and loses its connection; a header list over `limits.max_header_bytes` never reaches
+//! the gate. Each offender loses only its own connection: the gate keeps serving.
+//! The client is the `h2` crate driven by hand, so it can misbehave.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use h2::client::SendRequest;
+use h2::Reason as H2Reason;
+use http::Request;
+use tokio::net::TcpStream;
+
+const STEP: Duration = Duration::from_secs(10);
+
+async fn gate_with_limits(limits: &str) -> TestGate {
+    let origin = start_origin("storefront").await;
+    let extra = format!("[limits]\n{limits}\n");
+    TestGate::start(&standard_seed(), Some(origin), None, &extra).await
+}
+
+/// A raw h2 connection; the driver task reports how the connection ended.
+async fn h2_client(
+    gate: &TestGate,
+) -> (
+    SendRequest<Bytes>,
+    tokio::task::JoinHandle<Result<(), h2::Error>>,
+) {
+    let tcp = TcpStream::connect(gate.http).await.expect("connect");
+    let (sender, connection) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    (sender, tokio::spawn(connection))
+}
+
+fn get(authority: &str, path: &str) -> Request<()> {
+    Request::get(format!("http://{authority}{path}"))
+        .body(())
+        .expect("request")
+}
+
+/// One complete request on `sender`; its status.
+async fn status_of(sender: &mut SendRequest<Bytes>, request: Request<()>) -> u16 {
+    let ready = sender.clone().ready().await.expect("ready");
+    *sender = ready;
+    let (response, _) = sender.send_request(request, true).expect("send");
+    let response = tokio::time::timeout(STEP, response)
+        .await
+        .expect("answer in time")
+        .expect("response");
+    response.status().as_u16()
+}
+
+/// The gate still answers a well-behaved client on a new connection.
+async fn still_serving(gate: &TestGate) {
+    let reply = http2(gate.http, "example.com", "/").await;
+    assert_eq!(reply.status, 200, "the gate stopped serving others");
+}
+
+#[tokio::test]
+async fn the_stream_limit_is_advertised_in_settings() {
+    let gate = gate_with_limits("h2_max_concurrent_streams = 3").await;
+    let (mut sender, _driver) = h2_client(&gate).await;
+    // The server's SETTINGS have arrived once a first exchange completed.
+    assert_eq!(status_of(&mut sender, get("example.com", "/")).await, 200);
+    assert_eq!(sender.current_max_send_streams(), 3);
+}
+
+#[tokio::test]
+async fn rapid_reset_ends_in_a_goaway_and_others_are_served() {
+    let gate = gate_with_limits("h2_max_resets_per_second = 5").await;
+    let (mut sender, driver) = h2_client(&gate).await;
+    let mut cancelled = 0u32;
+    let ended = tokio::time::timeout(STEP, async {
+        for _ in 0..20_000 {
+            let Ok(ready) = sender.clone().ready().await else {
+                return true;
+            };
+            sender = ready;
+            let Ok((_, mut stream)) = sender.send_request(get("example.com", "/sleep/1"), false)
+            else {
+                return true;
+            };
+            stream.send_reset(H2Reason::CANCEL);
+            cancelled += 1;
+            // Let the connection task write the frames, as a real attacker's would.
+            tokio::task::yield_now().await;
+        }
+        false
+    })
+    .await
+    .unwrap_or(false);
+    assert!(
+        ended,
+        "20 000 opened-and-cancelled streams were all accepted"
+    );
+    // The gate sent a GOAWAY and closed the connection: the driver ends, cleanly
+    // (NO_ERROR after the drain) or with the GOAWAY's error.
+    let closed = tokio::time::timeout(STEP, driver)
+        .await
+        .expect("the connection closes")
+        .expect("driver task");
+    if let Err(error) = closed {
+        assert!(error.is_go_away() || error.is_io(), "{error:?}");
+    }
+    assert!(cancelled > 5, "only {cancelled} streams before the GOAWAY");
+    assert!(cancelled < 20_000, "the connection was never closed");
+    still_serving(&gate).await;
+}
+
+#[tokio::test]
+async fn a_header_list_over_the_limit_never_reaches_the_gate() {
+    let gate = gate_with_limits("max_header_bytes = 4096").await;
+    let origin_count_before = gate.metrics().await;
+    let (mut sender, _driver) = h2_client(&gate).await;
+    // About 64 KiB of headers, 16 times the limit, in many fields (HPACK and
+    // CONTINUATION frames carry them).
+    let mut builder = Request::get("http://example.com/");
+    for i in 0..256 {
+        builder = builder.header(format!("x-filler-{i}"), "v".repeat(250));
+    }
+    let request = builder.body(()).expect("request");
+    let ready = sender.clone().ready().await.expect("ready");
+    sender = ready;
+    let outcome = match sender.send_request(request, true) {
+        Ok((response, _)) => tokio::time::timeout(STEP, response)
+            .await
+            .expect("an answer or a reset in time")
+            .map(|r| r.status().as_u16()),
+        Err(error) => Err(error),
+    };
+    match outcome {
+        // Refused by HTTP (431) or by the protocol (stream reset / GOAWAY).
+        Ok(status) => assert_eq!(status, 431),
+        Err(error) => assert!(error.is_reset() || error.is_go_away(), "{error:?}"),
+    }
+    let forwarded = sample(
+        &gate.metrics().await,
+        "icpgate_requests_total",
+        &[("decision", "allow")],
+    );
+    let before = sample(
+        &origin_count_before,
+        "icpgate_requests_total",
+        &[("decision", "allow")],
+    );
+    assert_eq!(forwarded, before, "the oversized request was forwarded");
+    still_serving(&gate).await;
+}
