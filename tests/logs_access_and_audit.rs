@@ -145,11 +145,15 @@ fn field<'a>(line: &'a Map<String, Value>, key: &str) -> &'a Value {
 }
 
 async fn get(binary: &Binary, host: &str, request_id: Option<&str>) -> Reply {
+    get_path(binary, host, "/", request_id).await
+}
+
+async fn get_path(binary: &Binary, host: &str, path: &str, request_id: Option<&str>) -> Reply {
     let mut headers = vec![("host", host)];
     if let Some(id) = request_id {
         headers.push(("x-request-id", id));
     }
-    http1(binary.http, "GET", "/", &headers, b"").await
+    http1(binary.http, "GET", path, &headers, b"").await
 }
 
 const ACCESS_FIELDS: [&str; 11] = [
@@ -172,13 +176,24 @@ async fn json_access_lines_are_flat_complete_and_one_per_request() {
     // RUST_LOG wins over the configured level (warn would hide the access log).
     let binary = Binary::start(origin, "format = \"json\"\nlevel = \"warn\"", Some("info"));
 
+    let sent = std::time::Instant::now();
     let blocked = get(&binary, "www.unfiled-logcheck.cn", Some("req-blocked-1")).await;
+    let blocked_took = sent.elapsed().as_secs_f64() * 1000.0;
     assert_eq!(blocked.reason(), Some("not_filed"));
     assert!(
         blocked.text().contains("req-blocked-1"),
         "the block page shows the id"
     );
-    let allowed = get(&binary, "shop.example.com", Some("req-allowed-1")).await;
+    // The origin sleeps 250 ms on /sleep/0.25: the access line's duration covers it.
+    let sent = std::time::Instant::now();
+    let allowed = get_path(
+        &binary,
+        "shop.example.com",
+        "/sleep/0.25",
+        Some("req-allowed-1"),
+    )
+    .await;
+    let allowed_took = sent.elapsed().as_secs_f64() * 1000.0;
     assert_eq!(allowed.status, 200);
     assert_eq!(allowed.json()["headers"]["x-request-id"], "req-allowed-1");
     assert_eq!(allowed.headers["x-request-id"], "req-allowed-1");
@@ -199,9 +214,11 @@ async fn json_access_lines_are_flat_complete_and_one_per_request() {
     assert_eq!(field(line, "reason"), "not_filed");
     assert_eq!(field(line, "status"), 451);
     assert_eq!(field(line, "upstream"), "-");
-    assert!(field(line, "duration_ms")
-        .as_f64()
-        .is_some_and(|d| d >= 0.0));
+    let duration = field(line, "duration_ms").as_f64();
+    assert!(
+        duration.is_some_and(|d| (0.0..=blocked_took).contains(&d)),
+        "duration_ms {duration:?} within the {blocked_took} ms the client waited"
+    );
 
     let lines = binary
         .wait_lines("icpgate::access", by_id("req-allowed-1"))
@@ -212,6 +229,11 @@ async fn json_access_lines_are_flat_complete_and_one_per_request() {
     assert_eq!(field(&lines[0], "status"), 200);
     assert_eq!(field(&lines[0], "upstream"), "storefront");
     assert_eq!(field(&lines[0], "registrable_domain"), "example.com");
+    let duration = field(&lines[0], "duration_ms").as_f64();
+    assert!(
+        duration.is_some_and(|d| (250.0..=allowed_took).contains(&d)),
+        "duration_ms {duration:?}: the origin's 250 ms, within the client's {allowed_took} ms"
+    );
 
     // No id sent: the generated one is on the response, the block page and the log.
     let anonymous = get(&binary, "pending.cn", None).await;

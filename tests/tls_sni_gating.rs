@@ -50,12 +50,11 @@ async fn fixture() -> Fixture {
 }
 
 fn handshakes(metrics: &str, result: &str) -> f64 {
-    sample(
+    sample_required(
         metrics,
         "icpgate_tls_handshakes_total",
         &[("result", result)],
     )
-    .unwrap_or(0.0)
 }
 
 #[tokio::test]
@@ -72,7 +71,11 @@ async fn filed_sni_is_served_over_h2_with_forwarded_proto_https() {
     let seen = reply.json();
     assert_eq!(seen["headers"]["x-forwarded-proto"], "https");
     assert_eq!(seen["host_count"], 1);
-    assert!(handshakes(&f.gate.metrics().await, "ok") >= 1.0);
+    assert_eq!(
+        handshakes(&f.gate.metrics().await, "ok"),
+        1.0,
+        "one handshake"
+    );
 }
 
 #[tokio::test]
