@@ -412,8 +412,43 @@ impl TestGate {
     }
 }
 
+/// Whether this is a CI run (`CI` set, as CI services and `.ci/run` do): there a
+/// test whose tool, file or service is missing fails instead of skipping.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
+
+/// A test cannot run here because `what` is missing. Under CI that is a failure;
+/// locally the test prints "skipped …" and the caller returns.
+pub fn skip_or_fail(test: &str, what: &str) {
+    if in_ci() {
+        panic!("{test}: {what}, and under CI nothing may be skipped (.ci/run provides it)");
+    }
+    println!("skipped {test}: {what} (.ci/run provides it)");
+}
+
+/// Whether the command `tool` runs (`tool --version` or `tool version`); when it
+/// does not, see [`skip_or_fail`].
+pub fn require_tool(tool: &str) -> bool {
+    let runs = |arg: &str| {
+        std::process::Command::new(tool)
+            .arg(arg)
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    let found = runs("--version") || runs("version");
+    if !found {
+        skip_or_fail(
+            std::thread::current().name().unwrap_or("test"),
+            &format!("`{tool}` is not installed"),
+        );
+    }
+    found
+}
+
 /// A throwaway PostgreSQL database for one test, dropped when this is dropped.
-/// None (and a "skipped" line) when `ICPGATE_TEST_PG_URL` is not set.
+/// None when `ICPGATE_TEST_PG_URL` is not set (see [`skip_or_fail`]: a failure under
+/// CI, a "skipped" line locally).
 pub struct PgDatabase {
     pub url: String,
     admin_url: String,
@@ -423,7 +458,7 @@ pub struct PgDatabase {
 impl PgDatabase {
     pub async fn create(test: &str) -> Option<PgDatabase> {
         let Ok(admin_url) = std::env::var("ICPGATE_TEST_PG_URL") else {
-            println!("skipped {test}: ICPGATE_TEST_PG_URL is not set (CI sets it; see .ci/run)");
+            skip_or_fail(test, "ICPGATE_TEST_PG_URL is not set");
             return None;
         };
         let name = format!("icpgate_test_{}_{}", std::process::id(), rand_suffix());
