@@ -289,14 +289,9 @@ async fn the_document_is_served_and_strays_are_refused() {
 #[tokio::test]
 async fn a_token_file_rotates_on_reload_without_a_restart() {
     let mut g = gate().await;
-    let file = g.dir.path().join("admin-token");
+    let file = g.dir.path().join("rotating-token");
     std::fs::write(&file, "first-token\n").expect("write token");
-    let text = std::fs::read_to_string(&g.config_path).expect("read config");
-    let text = text.replace(
-        &format!("token_env = \"{}\"", common::TOKEN_ENV),
-        &format!("token_file = \"{}\"", file.display()),
-    );
-    std::fs::write(&g.config_path, text).expect("write config");
+    g.set_token_source(&format!("token_file = \"{}\"", file.display()));
     g.restart().await;
     let body = submission(&["rotate.cn"], "new", None);
     let (status, _) = g

@@ -19,8 +19,18 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+/// The variable spawned `icpgate` processes get the token in (`Command::env` only:
+/// tests never change this process's environment, which parallel tests share).
 pub const TOKEN_ENV: &str = "ICPGATE_TEST_ADMIN_TOKEN";
+/// The shared admin token every test gate accepts.
 pub const TOKEN: &str = "test-admin-token-5f3c";
+
+/// Write [`TOKEN`] to `dir/admin-token`; the `[admin]` line that reads it.
+pub fn admin_token_file(dir: &std::path::Path) -> String {
+    let path = dir.join("admin-token");
+    std::fs::write(&path, TOKEN).expect("write admin token");
+    format!("token_file = \"{}\"", path.display())
+}
 
 /// An origin that answers every request with JSON describing what it received.
 pub async fn start_origin(name: &'static str) -> SocketAddr {
@@ -200,14 +210,13 @@ impl TestGate {
     /// A gate on `seed` whose `[admin]` table also holds `admin_lines`.
     pub async fn start_with_admin(seed: &[String], admin_lines: &str) -> TestGate {
         let dir = tempfile::tempdir().expect("tempdir");
-        let shared = format!("[admin]\ntoken_env = \"{TOKEN_ENV}\"\n");
+        let shared = format!("[admin]\n{}\n", admin_token_file(dir.path()));
         let text = config_text(dir.path(), seed, &[], &[], "", "")
             .replace(&shared, &format!("{shared}{admin_lines}\n"));
         TestGate::launch(dir, &text).await
     }
 
     pub async fn launch(dir: tempfile::TempDir, text: &str) -> TestGate {
-        std::env::set_var(TOKEN_ENV, TOKEN);
         let config_path = dir.path().join("icpgate.toml");
         std::fs::write(&config_path, text).expect("write config");
         let config = Config::load(&config_path).expect("valid test config");
@@ -404,11 +413,13 @@ impl TestGate {
     /// Start on a registry section of the caller's (e.g. PostgreSQL), no seed.
     pub async fn start_with_registry(registry: &str, storefront: Option<SocketAddr>) -> TestGate {
         let servers = storefront.map(|a| format!("\"{a}\"")).unwrap_or_default();
+        let dir = tempfile::tempdir().expect("tempdir");
         let text = format!(
             "[listen]\nhttp = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\n[registry]\n{registry}\n\n\
-             [admin]\ntoken_env = \"{TOKEN_ENV}\"\n\n[upstreams.storefront]\nservers = [{servers}]\n"
+             [admin]\n{token}\n\n[upstreams.storefront]\nservers = [{servers}]\n",
+            token = admin_token_file(dir.path()),
         );
-        TestGate::launch(tempfile::tempdir().expect("tempdir"), &text).await
+        TestGate::launch(dir, &text).await
     }
 }
 
@@ -568,15 +579,21 @@ impl TestGate {
         self.running = Some(running);
     }
 
-    /// Rewrite `[admin] token_env` in the config to `env` (e.g. an unset variable)
-    /// and restart.
-    pub async fn restart_with_token_env(&mut self, env: &str) {
+    /// Replace the config's shared-token line (`token_file = ...`) with `line`
+    /// (e.g. `token_env = "UNSET"` or another `token_file`); takes effect on the next
+    /// start or reload.
+    pub fn set_token_source(&self, line: &str) {
         let text = std::fs::read_to_string(&self.config_path).expect("read config");
-        let text = text.replace(
-            &format!("token_env = \"{TOKEN_ENV}\""),
-            &format!("token_env = \"{env}\""),
-        );
-        std::fs::write(&self.config_path, text).expect("write config");
+        let old = admin_token_file(self.dir.path());
+        assert!(text.contains(&old), "the config reads {old}");
+        std::fs::write(&self.config_path, text.replace(&old, line)).expect("write config");
+    }
+
+    /// Take the shared token from the environment variable `env` instead (never set
+    /// by the tests: the gate then has no shared token) and restart.
+    pub async fn restart_with_token_env(&mut self, env: &str) {
+        assert!(std::env::var_os(env).is_none(), "{env} must be unset");
+        self.set_token_source(&format!("token_env = \"{env}\""));
         self.restart().await;
     }
 }
@@ -603,8 +620,9 @@ pub fn config_text(
     format!(
         "[listen]\nhttp = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n{listen_keys}\n\n\
          [registry]\nbackend = \"sqlite\"\npath = \"{db}\"\nseed = \"{seed}\"\n\n\
-         [admin]\ntoken_env = \"{TOKEN_ENV}\"\n\n\
+         [admin]\n{token}\n\n\
          [upstreams.storefront]\nservers = [{sf}]\n\n[upstreams.corporate_site]\nservers = [{corp}]\n\n{extra}\n",
+        token = admin_token_file(dir),
         db = dir.join("registry.db").display(),
         seed = seed_path.display(),
         sf = servers(storefront),
