@@ -345,19 +345,10 @@ fn sha256_hex(token: &str) -> String {
 
 /// POST `path` with `token` and an `X-Icpgate-Actor` claim; the status and body.
 async fn post_as(g: &TestGate, path: &str, token: &str, claim: &str, body: Value) -> (u16, Value) {
-    let auth = format!("Bearer {token}");
-    let data = body.to_string();
-    let headers = [
-        ("host", "127.0.0.1"),
-        ("content-type", "application/json"),
-        ("authorization", auth.as_str()),
-        ("x-icpgate-actor", claim),
-    ];
-    let reply = common::http1(g.admin, "POST", path, &headers, data.as_bytes()).await;
-    (
-        reply.status.as_u16(),
-        serde_json::from_slice(&reply.body).unwrap_or(Value::Null),
-    )
+    let actor = [("x-icpgate-actor", claim)];
+    let reply =
+        common::admin_request(g.admin, "POST", path, Some(token), &actor, Some(&body)).await;
+    (reply.status.as_u16(), reply.json())
 }
 
 fn actors(filing: &Value) -> Vec<String> {

@@ -306,11 +306,8 @@ fn own_cpu_seconds() -> f64 {
 }
 
 async fn wait_for(gate: &TestGate, name: &str, value: f64) -> bool {
-    for _ in 0..50 {
-        if sample(&gate.metrics().await, name, &[]) == Some(value) {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(40)).await;
-    }
-    false
+    eventually(Duration::from_secs(2), || async {
+        sample_required(&gate.metrics().await, name, &[]) == value
+    })
+    .await
 }

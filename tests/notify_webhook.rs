@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{submission, TestGate};
+use common::{eventually, submission, wait_until, TestGate};
 use hmac::{Hmac, Mac};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -124,23 +124,20 @@ fn notify_config(addr: SocketAddr) -> String {
 
 /// Wait (up to 30 s) until `n` distinct events were delivered; their bodies by event id.
 async fn delivered(seen: &Arc<Mutex<Seen>>, n: usize) -> Vec<(String, String, Value)> {
-    for _ in 0..300 {
-        {
-            let seen = seen.lock().expect("lock");
-            let mut out: Vec<(String, String, Value)> = Vec::new();
-            for (event, signature, body) in &seen.delivered {
-                if !out.iter().any(|(e, _, _)| e == event) {
-                    let value = serde_json::from_slice(body).unwrap_or(Value::Null);
-                    out.push((event.clone(), signature.clone(), value));
-                }
-            }
-            if out.len() >= n {
-                return out;
+    let distinct = || {
+        let seen = seen.lock().expect("lock");
+        let mut out: Vec<(String, String, Value)> = Vec::new();
+        for (event, signature, body) in &seen.delivered {
+            if !out.iter().any(|(e, _, _)| e == event) {
+                let value = serde_json::from_slice(body).unwrap_or(Value::Null);
+                out.push((event.clone(), signature.clone(), value));
             }
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("{n} events were not delivered in time");
+        std::future::ready((out.len() >= n).then_some(out))
+    };
+    wait_until(Duration::from_secs(30), distinct)
+        .await
+        .unwrap_or_else(|| panic!("{n} events were not delivered in time"))
 }
 
 fn hmac_hex(body: &[u8]) -> String {
@@ -245,12 +242,11 @@ async fn pending_events_are_delivered_after_a_restart() {
     assert_eq!(s, 409, "an abandoned filing cannot be abandoned again: {b}");
     assert_eq!(b["error"], "conflict", "{b}");
     // Let at least one attempt fail, then stop with the events pending.
-    for _ in 0..50 {
-        if seen.lock().expect("lock").attempts > 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let attempted = eventually(Duration::from_secs(3), || {
+        std::future::ready(seen.lock().expect("lock").attempts > 0)
+    })
+    .await;
+    assert!(attempted, "the notifier made no attempt");
     g.stop().await;
     // The stopped notifier finishes an attempt in flight (failing) and then ends.
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -165,17 +165,6 @@ async fn a_reused_h2_connection_is_checked_per_request() {
     }
 }
 
-async fn eventually(what: impl AsyncFn() -> bool, within: Duration) -> bool {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if what().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
-}
-
 #[tokio::test]
 async fn an_approval_opens_the_handshake_and_a_cancellation_closes_it() {
     let f = fixture().await;
@@ -186,10 +175,9 @@ async fn an_approval_opens_the_handshake_and_a_cancellation_closes_it() {
         .approve_new_filing("late.cn", "浙ICP备20239999号-1")
         .await;
     assert!(
-        eventually(
-            async || handshake_ok(&f.ca, addr, "late.cn").await,
-            Duration::from_secs(2)
-        )
+        eventually(Duration::from_secs(2), || handshake_ok(
+            &f.ca, addr, "late.cn"
+        ))
         .await,
         "approval did not open the handshake"
     );
@@ -203,10 +191,9 @@ async fn an_approval_opens_the_handshake_and_a_cancellation_closes_it() {
         .await;
     assert_eq!(status, 200, "{body}");
     assert!(
-        eventually(
-            async || !handshake_ok(&f.ca, addr, "late.cn").await,
-            Duration::from_secs(2)
-        )
+        eventually(Duration::from_secs(2), || async {
+            !handshake_ok(&f.ca, addr, "late.cn").await
+        })
         .await,
         "cancellation did not close the handshake"
     );
