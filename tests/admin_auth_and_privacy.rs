@@ -289,14 +289,9 @@ async fn the_document_is_served_and_strays_are_refused() {
 #[tokio::test]
 async fn a_token_file_rotates_on_reload_without_a_restart() {
     let mut g = gate().await;
-    let file = g.dir.path().join("admin-token");
+    let file = g.dir.path().join("rotating-token");
     std::fs::write(&file, "first-token\n").expect("write token");
-    let text = std::fs::read_to_string(&g.config_path).expect("read config");
-    let text = text.replace(
-        &format!("token_env = \"{}\"", common::TOKEN_ENV),
-        &format!("token_file = \"{}\"", file.display()),
-    );
-    std::fs::write(&g.config_path, text).expect("write config");
+    g.set_token_source(&format!("token_file = \"{}\"", file.display()));
     g.restart().await;
     let body = submission(&["rotate.cn"], "new", None);
     let (status, _) = g
@@ -350,19 +345,10 @@ fn sha256_hex(token: &str) -> String {
 
 /// POST `path` with `token` and an `X-Icpgate-Actor` claim; the status and body.
 async fn post_as(g: &TestGate, path: &str, token: &str, claim: &str, body: Value) -> (u16, Value) {
-    let auth = format!("Bearer {token}");
-    let data = body.to_string();
-    let headers = [
-        ("host", "127.0.0.1"),
-        ("content-type", "application/json"),
-        ("authorization", auth.as_str()),
-        ("x-icpgate-actor", claim),
-    ];
-    let reply = common::http1(g.admin, "POST", path, &headers, data.as_bytes()).await;
-    (
-        reply.status.as_u16(),
-        serde_json::from_slice(&reply.body).unwrap_or(Value::Null),
-    )
+    let actor = [("x-icpgate-actor", claim)];
+    let reply =
+        common::admin_request(g.admin, "POST", path, Some(token), &actor, Some(&body)).await;
+    (reply.status.as_u16(), reply.json())
 }
 
 fn actors(filing: &Value) -> Vec<String> {

@@ -336,13 +336,13 @@ fn a_terminal_sees_a_progress_bar_and_a_pipe_does_not() {
         fixture.config.display(),
         list
     );
-    let Ok(on_terminal) = Command::new("script")
+    if !common::require_tool("script") {
+        return;
+    }
+    let on_terminal = Command::new("script")
         .args(["--quiet", "--return", "--command", &command, "/dev/null"])
         .output()
-    else {
-        eprintln!("skipped: `script` (util-linux) is not installed");
-        return;
-    };
+        .expect("run script");
     let shown = String::from_utf8_lossy(&on_terminal.stdout);
     assert_eq!(on_terminal.status.code(), Some(0), "{shown}");
     assert!(

@@ -15,12 +15,7 @@ fn spawn_in_flight(
     path: &'static str,
 ) -> tokio::task::JoinHandle<Option<u16>> {
     tokio::spawn(async move {
-        let stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                .await
-                .ok()?;
-        tokio::spawn(conn);
+        let mut sender = http1_connect(addr).await;
         let request = http::Request::get(path)
             .header("host", "example.com")
             .body(http_body_util::Full::new(bytes::Bytes::new()))
@@ -68,6 +63,7 @@ async fn sigterm_drains_in_flight_requests_then_exits_zero() {
     );
     let status = gate
         .wait_exit(Duration::from_secs(10))
+        .await
         .expect("process exits");
     assert!(status.success(), "exit 0 after a drain: {status:?}");
     assert!(gate.logged("draining"));
@@ -87,6 +83,7 @@ async fn the_drain_is_bounded_by_drain_timeout() {
     gate.signal("TERM");
     let status = gate
         .wait_exit(Duration::from_secs(10))
+        .await
         .expect("process exits");
     assert!(status.success(), "{status:?}");
     let took = signalled.elapsed();
@@ -112,6 +109,7 @@ async fn sigint_exits_at_once() {
     gate.signal("INT");
     let status = gate
         .wait_exit(Duration::from_secs(5))
+        .await
         .expect("process exits");
     assert!(
         signalled.elapsed() < Duration::from_secs(2),
@@ -155,6 +153,7 @@ async fn sigterm_drains_an_http2_connection_with_a_goaway() {
     );
     let status = gate
         .wait_exit(Duration::from_secs(10))
+        .await
         .expect("process exits");
     assert!(status.success(), "exit 0 after a drain: {status:?}");
 }

@@ -224,9 +224,8 @@ async fn a_blocked_request_never_touches_an_upstream() {
 #[tokio::test]
 async fn a_random_name_flood_never_reaches_the_registry() {
     let (gate, _, _) = gate().await;
-    let lookups = |text: &str| {
-        sample(text, "icpgate_registry_lookup_duration_seconds_count", &[]).unwrap_or(0.0)
-    };
+    let lookups =
+        |text: &str| sample_required(text, "icpgate_registry_lookup_duration_seconds_count", &[]);
     let before = gate.metrics().await;
     for i in 0..300 {
         let reply = gate.get(&format!("scan-{i:04}-{}.cn", i * 7919), "/").await;
@@ -238,21 +237,14 @@ async fn a_random_name_flood_never_reaches_the_registry() {
         0.0,
         "the flood reached the registry"
     );
-    assert_eq!(
-        sample(
-            &after,
+    let unfiled = |text: &str| {
+        sample_required(
+            text,
             "icpgate_cache_lookups_total",
-            &[("result", "unfiled")]
+            &[("result", "unfiled")],
         )
-        .unwrap_or(0.0)
-            - sample(
-                &before,
-                "icpgate_cache_lookups_total",
-                &[("result", "unfiled")]
-            )
-            .unwrap_or(0.0),
-        300.0
-    );
+    };
+    assert_eq!(unfiled(&after) - unfiled(&before), 300.0);
 
     let (status, _) = gate
         .api(

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{http1, submission, TestGate, TOKEN, TOKEN_ENV};
+use common::{admin_request, eventually, http1, submission, TestGate, TOKEN, TOKEN_ENV};
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -46,12 +46,15 @@ async fn spawn_gate(config: &Path) -> (Child, SocketAddr) {
     let common::Served {
         mut child, admin, ..
     } = common::serve(config);
-    for _ in 0..200 {
-        let reply = http1(admin, "GET", "/readyz", &[("host", "x")], b"").await;
-        if reply.status == StatusCode::OK {
-            return (child, admin);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    let ready = eventually(Duration::from_secs(10), || async {
+        http1(admin, "GET", "/readyz", &[("host", "x")], b"")
+            .await
+            .status
+            == StatusCode::OK
+    })
+    .await;
+    if ready {
+        return (child, admin);
     }
     let _ = child.kill();
     let _ = child.wait();
@@ -59,10 +62,7 @@ async fn spawn_gate(config: &Path) -> (Child, SocketAddr) {
 }
 
 async fn admin_post(admin: SocketAddr, path: &str, body: Value) -> (u16, Value) {
-    let auth = format!("Bearer {TOKEN}");
-    let data = body.to_string();
-    let headers = [("host", "x"), ("authorization", auth.as_str())];
-    let reply = http1(admin, "POST", path, &headers, data.as_bytes()).await;
+    let reply = admin_request(admin, "POST", path, Some(TOKEN), &[], Some(&body)).await;
     (reply.status.as_u16(), reply.json())
 }
 
@@ -136,12 +136,10 @@ async fn acknowledged_changes_survive_kill_9() {
     assert_eq!(filing["status"], "authority_review", "{filing}");
     assert_eq!(filing["history"].as_array().map(Vec::len), Some(2));
     // Both changes' notifications outlived the kill.
-    for _ in 0..150 {
-        if count.load(Ordering::SeqCst) >= 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(Duration::from_secs(15), || {
+        std::future::ready(count.load(Ordering::SeqCst) >= 2)
+    })
+    .await;
     let _ = child.kill();
     let _ = child.wait();
     assert_eq!(count.load(Ordering::SeqCst), 2);

@@ -115,7 +115,8 @@ async fn oversized_headers_get_431_and_are_not_forwarded() {
         String::from_utf8_lossy(&reply[..reply.len().min(60)])
     );
     let after = gate.metrics().await;
-    let forwarded = |m: &str| sample(m, "icpgate_requests_total", &[("decision", "allow")]);
+    let forwarded =
+        |m: &str| sample_required(m, "icpgate_requests_total", &[("decision", "allow")]);
     assert_eq!(
         forwarded(&before),
         forwarded(&after),

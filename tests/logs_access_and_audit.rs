@@ -10,9 +10,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -44,30 +43,15 @@ impl Binary {
             seed = seed.display(),
         );
         std::fs::write(&config, text).expect("config");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_icpgate"));
-        command
-            .args(["serve", "--config"])
-            .arg(&config)
-            .env(TOKEN_ENV, TOKEN)
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        if let Some(filter) = rust_log {
-            command.env("RUST_LOG", filter);
-        }
-        let mut child = command.spawn().expect("spawn icpgate");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let stderr = child.stderr.take().expect("stderr piped");
-        let sink = Arc::clone(&lines);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().expect("lines").push(line);
-            }
-        });
-        let (http, admin) = wait_for_listeners(&lines);
+        let Served {
+            child,
+            http,
+            admin,
+            log,
+        } = serve_with_log(&config, rust_log);
         Binary {
             child,
-            lines,
+            lines: log,
             http,
             admin,
             _dir: dir,
@@ -90,24 +74,34 @@ impl Binary {
             .collect()
     }
 
-    /// Lines of `target` matching `pred`, waiting a little for them to be written.
-    async fn wait_lines(
+    /// Lines of `target` matching `pred` so far.
+    fn matching(
         &self,
         target: &str,
         pred: impl Fn(&Map<String, Value>) -> bool,
     ) -> Vec<Map<String, Value>> {
-        for _ in 0..50 {
-            let found: Vec<_> = self
-                .json_lines()
-                .into_iter()
-                .filter(|l| l.get("target").and_then(Value::as_str) == Some(target) && pred(l))
-                .collect();
-            if !found.is_empty() {
-                return found;
-            }
-            tokio::time::sleep(Duration::from_millis(40)).await;
+        self.json_lines()
+            .into_iter()
+            .filter(|l| l.get("target").and_then(Value::as_str) == Some(target) && pred(l))
+            .collect()
+    }
+
+    /// Lines of `target` matching `pred`, waiting up to 2 s for at least `n`; what
+    /// there is then.
+    async fn wait_lines(
+        &self,
+        target: &str,
+        n: usize,
+        pred: impl Fn(&Map<String, Value>) -> bool,
+    ) -> Vec<Map<String, Value>> {
+        let enough = || {
+            let found = self.matching(target, &pred);
+            std::future::ready((found.len() >= n).then_some(found))
+        };
+        match wait_until(Duration::from_secs(2), enough).await {
+            Some(found) => found,
+            None => self.matching(target, &pred),
         }
-        Vec::new()
     }
 }
 
@@ -118,38 +112,20 @@ impl Drop for Binary {
     }
 }
 
-/// The bound addresses, from the binary's own "listening" lines (JSON or text).
-fn wait_for_listeners(lines: &Mutex<Vec<String>>) -> (SocketAddr, SocketAddr) {
-    let find = |lines: &[String], kind: &str| {
-        lines.iter().filter(|l| l.contains(kind)).find_map(|l| {
-            let start = l.find("Some(")? + 5;
-            let end = start + l[start..].find(')')?;
-            l[start..end].parse().ok()
-        })
-    };
-    for _ in 0..250 {
-        let snapshot = lines.lock().expect("lines").clone();
-        if let (Some(http), Some(admin)) = (
-            find(&snapshot, "listening (http)"),
-            find(&snapshot, "listening (admin)"),
-        ) {
-            return (http, admin);
-        }
-        std::thread::sleep(Duration::from_millis(40));
-    }
-    panic!("icpgate did not report its listeners: {:?}", lines.lock());
-}
-
 fn field<'a>(line: &'a Map<String, Value>, key: &str) -> &'a Value {
     line.get(key).unwrap_or(&Value::Null)
 }
 
 async fn get(binary: &Binary, host: &str, request_id: Option<&str>) -> Reply {
+    get_path(binary, host, "/", request_id).await
+}
+
+async fn get_path(binary: &Binary, host: &str, path: &str, request_id: Option<&str>) -> Reply {
     let mut headers = vec![("host", host)];
     if let Some(id) = request_id {
         headers.push(("x-request-id", id));
     }
-    http1(binary.http, "GET", "/", &headers, b"").await
+    http1(binary.http, "GET", path, &headers, b"").await
 }
 
 const ACCESS_FIELDS: [&str; 11] = [
@@ -172,20 +148,31 @@ async fn json_access_lines_are_flat_complete_and_one_per_request() {
     // RUST_LOG wins over the configured level (warn would hide the access log).
     let binary = Binary::start(origin, "format = \"json\"\nlevel = \"warn\"", Some("info"));
 
+    let sent = std::time::Instant::now();
     let blocked = get(&binary, "www.unfiled-logcheck.cn", Some("req-blocked-1")).await;
+    let blocked_took = sent.elapsed().as_secs_f64() * 1000.0;
     assert_eq!(blocked.reason(), Some("not_filed"));
     assert!(
         blocked.text().contains("req-blocked-1"),
         "the block page shows the id"
     );
-    let allowed = get(&binary, "shop.example.com", Some("req-allowed-1")).await;
+    // The origin sleeps 250 ms on /sleep/0.25: the access line's duration covers it.
+    let sent = std::time::Instant::now();
+    let allowed = get_path(
+        &binary,
+        "shop.example.com",
+        "/sleep/0.25",
+        Some("req-allowed-1"),
+    )
+    .await;
+    let allowed_took = sent.elapsed().as_secs_f64() * 1000.0;
     assert_eq!(allowed.status, 200);
     assert_eq!(allowed.json()["headers"]["x-request-id"], "req-allowed-1");
     assert_eq!(allowed.headers["x-request-id"], "req-allowed-1");
 
     let by_id = |id: &'static str| move |l: &Map<String, Value>| field(l, "request_id") == id;
     let lines = binary
-        .wait_lines("icpgate::access", by_id("req-blocked-1"))
+        .wait_lines("icpgate::access", 1, by_id("req-blocked-1"))
         .await;
     assert_eq!(lines.len(), 1, "one access line per request: {lines:?}");
     let line = &lines[0];
@@ -199,12 +186,14 @@ async fn json_access_lines_are_flat_complete_and_one_per_request() {
     assert_eq!(field(line, "reason"), "not_filed");
     assert_eq!(field(line, "status"), 451);
     assert_eq!(field(line, "upstream"), "-");
-    assert!(field(line, "duration_ms")
-        .as_f64()
-        .is_some_and(|d| d >= 0.0));
+    let duration = field(line, "duration_ms").as_f64();
+    assert!(
+        duration.is_some_and(|d| (0.0..=blocked_took).contains(&d)),
+        "duration_ms {duration:?} within the {blocked_took} ms the client waited"
+    );
 
     let lines = binary
-        .wait_lines("icpgate::access", by_id("req-allowed-1"))
+        .wait_lines("icpgate::access", 1, by_id("req-allowed-1"))
         .await;
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert_eq!(field(&lines[0], "decision"), "allow");
@@ -212,6 +201,11 @@ async fn json_access_lines_are_flat_complete_and_one_per_request() {
     assert_eq!(field(&lines[0], "status"), 200);
     assert_eq!(field(&lines[0], "upstream"), "storefront");
     assert_eq!(field(&lines[0], "registrable_domain"), "example.com");
+    let duration = field(&lines[0], "duration_ms").as_f64();
+    assert!(
+        duration.is_some_and(|d| (250.0..=allowed_took).contains(&d)),
+        "duration_ms {duration:?}: the origin's 250 ms, within the client's {allowed_took} ms"
+    );
 
     // No id sent: the generated one is on the response, the block page and the log.
     let anonymous = get(&binary, "pending.cn", None).await;
@@ -221,7 +215,7 @@ async fn json_access_lines_are_flat_complete_and_one_per_request() {
         .to_string();
     assert!(!generated.is_empty() && anonymous.text().contains(&generated));
     let lines = binary
-        .wait_lines("icpgate::access", |l| {
+        .wait_lines("icpgate::access", 1, |l| {
             field(l, "request_id") == generated.as_str()
         })
         .await;
@@ -248,19 +242,17 @@ async fn filing_writes_are_audited_and_personal_data_is_never_logged() {
         "entity": {"name": "示例", "type": "individual", "certificate_number": certificate},
         "website": {"name": "x", "owner": {"name": "张三", "phone": phone, "email": email}},
     });
-    let auth = format!("Bearer {TOKEN}");
-    let write = |path: String, body: Value| {
-        let auth = auth.clone();
-        async move {
-            let headers = [
-                ("host", "127.0.0.1"),
-                ("authorization", auth.as_str()),
-                ("content-type", "application/json"),
-                ("x-icpgate-actor", "reviewer-7"),
-            ];
-            let body = body.to_string();
-            http1(binary.admin, "POST", &path, &headers, body.as_bytes()).await
-        }
+    let write = |path: String, body: Value| async move {
+        let actor = [("x-icpgate-actor", "reviewer-7")];
+        admin_request(
+            binary.admin,
+            "POST",
+            &path,
+            Some(TOKEN),
+            &actor,
+            Some(&body),
+        )
+        .await
     };
     let reply = write("/v1/filings".to_string(), submission).await;
     assert_eq!(reply.status, 201, "{}", reply.text());
@@ -276,14 +268,7 @@ async fn filing_writes_are_audited_and_personal_data_is_never_logged() {
     get(&binary, "pii-shop.cn", None).await;
 
     let of_filing = |l: &Map<String, Value>| field(l, "filing_id") == id;
-    let mut audit = Vec::new();
-    for _ in 0..50 {
-        audit = binary.wait_lines("icpgate::audit", of_filing).await;
-        if audit.len() >= 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(40)).await;
-    }
+    let audit = binary.wait_lines("icpgate::audit", 2, of_filing).await;
     assert_eq!(audit.len(), 2, "one audit event per write: {audit:?}");
     let steps: Vec<_> = audit
         .iter()
@@ -329,17 +314,15 @@ async fn text_format_writes_readable_lines() {
     let origin = start_origin("storefront").await;
     let binary = Binary::start(origin, "format = \"text\"\nlevel = \"info\"", None);
     get(&binary, "unfiled-text.cn", Some("req-text-1")).await;
-    let mut found = None;
-    for _ in 0..50 {
-        found = binary
-            .lines()
-            .into_iter()
-            .find(|l| l.contains("req-text-1"));
-        if found.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(40)).await;
-    }
+    let found = wait_until(Duration::from_secs(2), || {
+        std::future::ready(
+            binary
+                .lines()
+                .into_iter()
+                .find(|l| l.contains("req-text-1")),
+        )
+    })
+    .await;
     let line = found.expect("an access line for the request");
     assert!(
         serde_json::from_str::<Value>(&line).is_err(),

@@ -10,9 +10,10 @@ use std::time::Duration;
 use common::*;
 use serde_json::json;
 
+/// How far a series moved. Every label set these tests read is created at zero when
+/// the gate starts, so the series must be there before the traffic too.
 fn delta(before: &str, after: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    let after = sample(after, name, labels).unwrap_or_else(|| panic!("{name} {labels:?} missing"));
-    after - sample(before, name, labels).unwrap_or(0.0)
+    sample_required(after, name, labels) - sample_required(before, name, labels)
 }
 
 #[tokio::test]
@@ -260,27 +261,53 @@ async fn active_connections_and_process_metrics_are_exported() {
         "a closed connection stops counting"
     );
 
+    // The gate runs in this test process: its process metrics describe this process,
+    // so each is checked against what this process can see of itself.
+    let cpu_before = own_cpu_seconds();
     let text = gate.metrics().await;
-    for name in [
-        "process_resident_memory_bytes",
-        "process_cpu_seconds_total",
-        "process_open_fds",
-        "process_start_time_seconds",
-    ] {
-        let value = sample(&text, name, &[]).unwrap_or_else(|| panic!("{name} missing"));
-        assert!(value >= 0.0, "{name} = {value}");
-    }
-    assert!(sample(&text, "process_resident_memory_bytes", &[]).unwrap_or(0.0) > 0.0);
+    let cpu_after = own_cpu_seconds();
+    let value = |name| sample_required(&text, name, &[]);
+
+    let rss = value("process_resident_memory_bytes");
+    assert!(
+        (1_048_576.0..17_179_869_184.0).contains(&rss),
+        "resident memory in bytes (not pages or KiB): {rss}"
+    );
+    let cpu = value("process_cpu_seconds_total");
+    assert!(
+        cpu_before - 0.01 <= cpu && cpu <= cpu_after + 0.01,
+        "CPU seconds {cpu} outside this process's own [{cpu_before}, {cpu_after}]"
+    );
+    // stdin, stdout, stderr, the http and admin listeners and the registry file.
+    let fds = value("process_open_fds");
+    assert!((6.0..=1_048_576.0).contains(&fds), "open fds: {fds}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs_f64();
+    let started = value("process_start_time_seconds");
+    assert!(
+        now - 3600.0 < started && started <= now + 1.0,
+        "start time in Unix seconds, within the last hour: {started} (now {now})"
+    );
     let version = [("version", env!("CARGO_PKG_VERSION"))];
     assert_eq!(sample(&text, "icpgate_build_info", &version), Some(1.0));
 }
 
+/// This process's user + system CPU time from /proc/self/stat, in seconds (Linux
+/// clock ticks are 1/100 s).
+fn own_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("read /proc/self/stat");
+    // Fields after the command name (which may hold spaces) start at "state", field 3.
+    let after_name = &stat[stat.rfind(')').expect("comm field") + 2..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks = |i: usize| fields[i - 3].parse::<f64>().expect("tick count");
+    (ticks(14) + ticks(15)) / 100.0
+}
+
 async fn wait_for(gate: &TestGate, name: &str, value: f64) -> bool {
-    for _ in 0..50 {
-        if sample(&gate.metrics().await, name, &[]) == Some(value) {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(40)).await;
-    }
-    false
+    eventually(Duration::from_secs(2), || async {
+        sample_required(&gate.metrics().await, name, &[]) == value
+    })
+    .await
 }

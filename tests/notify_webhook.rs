@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{submission, TestGate};
+use common::{eventually, submission, wait_until, TestGate};
 use hmac::{Hmac, Mac};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -124,23 +124,20 @@ fn notify_config(addr: SocketAddr) -> String {
 
 /// Wait (up to 30 s) until `n` distinct events were delivered; their bodies by event id.
 async fn delivered(seen: &Arc<Mutex<Seen>>, n: usize) -> Vec<(String, String, Value)> {
-    for _ in 0..300 {
-        {
-            let seen = seen.lock().expect("lock");
-            let mut out: Vec<(String, String, Value)> = Vec::new();
-            for (event, signature, body) in &seen.delivered {
-                if !out.iter().any(|(e, _, _)| e == event) {
-                    let value = serde_json::from_slice(body).unwrap_or(Value::Null);
-                    out.push((event.clone(), signature.clone(), value));
-                }
-            }
-            if out.len() >= n {
-                return out;
+    let distinct = || {
+        let seen = seen.lock().expect("lock");
+        let mut out: Vec<(String, String, Value)> = Vec::new();
+        for (event, signature, body) in &seen.delivered {
+            if !out.iter().any(|(e, _, _)| e == event) {
+                let value = serde_json::from_slice(body).unwrap_or(Value::Null);
+                out.push((event.clone(), signature.clone(), value));
             }
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("{n} events were not delivered in time");
+        std::future::ready((out.len() >= n).then_some(out))
+    };
+    wait_until(Duration::from_secs(30), distinct)
+        .await
+        .unwrap_or_else(|| panic!("{n} events were not delivered in time"))
 }
 
 fn hmac_hex(body: &[u8]) -> String {
@@ -233,24 +230,23 @@ async fn pending_events_are_delivered_after_a_restart() {
         .await;
     assert_eq!(s, 201);
     let id = b["id"].as_i64().expect("id");
-    for reason in ["one", "two"] {
-        let (s, _) = g
-            .api(
-                "POST",
-                &format!("/v1/filings/{id}/abandon"),
-                Some(json!({"reason": reason})),
-            )
-            .await;
-        // The first abandons, the second is refused: only real changes are events.
-        assert!(s == 200 || s == 409, "{s}");
-    }
+    // The first abandons, the second is refused: only real changes are events.
+    let abandon = format!("/v1/filings/{id}/abandon");
+    let (s, b) = g
+        .api("POST", &abandon, Some(json!({"reason": "one"})))
+        .await;
+    assert_eq!(s, 200, "the first abandon is a change: {b}");
+    let (s, b) = g
+        .api("POST", &abandon, Some(json!({"reason": "two"})))
+        .await;
+    assert_eq!(s, 409, "an abandoned filing cannot be abandoned again: {b}");
+    assert_eq!(b["error"], "conflict", "{b}");
     // Let at least one attempt fail, then stop with the events pending.
-    for _ in 0..50 {
-        if seen.lock().expect("lock").attempts > 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let attempted = eventually(Duration::from_secs(3), || {
+        std::future::ready(seen.lock().expect("lock").attempts > 0)
+    })
+    .await;
+    assert!(attempted, "the notifier made no attempt");
     g.stop().await;
     // The stopped notifier finishes an attempt in flight (failing) and then ends.
     tokio::time::sleep(Duration::from_millis(300)).await;

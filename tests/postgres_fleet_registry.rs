@@ -167,14 +167,16 @@ async fn postgres_backend_keeps_the_registry_contract() {
     assert_eq!(registry.export().await.expect("export").len(), 3);
 }
 
-async fn until(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    for _ in 0..100 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{what} did not happen within 5 s");
+/// Wait up to 5 s for `check`; fail naming `what` otherwise.
+async fn until<F, Fut>(what: &str, check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    assert!(
+        eventually(Duration::from_secs(5), check).await,
+        "{what} did not happen within 5 s"
+    );
 }
 
 #[tokio::test]
@@ -199,7 +201,7 @@ async fn a_change_through_one_node_reaches_the_other_nodes_gate() {
     let (status, filing) = node_a.api("POST", "/v1/filings", Some(body)).await;
     assert_eq!(status, 201, "{filing}");
     let id = filing["id"].as_i64().expect("id");
-    until("node B sees pending_review", async || {
+    until("node B sees pending_review", || async {
         node_b.get("www.fleet.cn", "/").await.reason() == Some("pending_review")
     })
     .await;
@@ -219,7 +221,7 @@ async fn a_change_through_one_node_reaches_the_other_nodes_gate() {
         )
         .await;
     assert_eq!(status, 200);
-    until("node B serves the approved domain", async || {
+    until("node B serves the approved domain", || async {
         node_b.get("www.fleet.cn", "/").await.status == 200
     })
     .await;
@@ -232,13 +234,15 @@ async fn a_change_through_one_node_reaches_the_other_nodes_gate() {
         )
         .await;
     assert_eq!(status, 200);
-    until("node B blocks the cancelled domain", async || {
+    until("node B blocks the cancelled domain", || async {
         node_b.get("www.fleet.cn", "/").await.reason() == Some("cancelled")
     })
     .await;
+    // Four writes on a fresh database: submit, two reviews, cancel.
     let metrics = node_b.metrics().await;
-    assert!(
-        sample(&metrics, "icpgate_registry_revision", &[]).unwrap_or(0.0) >= 4.0,
+    assert_eq!(
+        sample_required(&metrics, "icpgate_registry_revision", &[]),
+        4.0,
         "node B's revision follows the writes"
     );
 }

@@ -3,17 +3,13 @@
 //! punycode, with one documented exception: icpgate uses only the list's ICANN
 //! section, so the PRIVATE rule `uk.com` does not count — `example.uk.com` and its
 //! subdomains have the registrable domain `uk.com`, and `uk.com` itself is
-//! registrable (see `../shared/testdata/psl/README.md`).
-//!
-//! The local copy also differs from upstream `publicsuffix/list` `tests/test_psl.txt`
-//! on the `!city.kobe.jp` exception rule: it expects `kobe.jp` for `city.kobe.jp` and
-//! `www.city.kobe.jp`, where upstream (and the PSL algorithm: an exception rule's
-//! suffix drops its leftmost label, so the suffix is `kobe.jp` and the registrable
-//! domain is `city.kobe.jp`) expects `city.kobe.jp`. Those two lines are checked
-//! against the upstream value; see [`ERRATA`].
+//! registrable (see `../shared/testdata/psl/README.md`). Every other line is
+//! checked as written.
 //!
 //! Inputs that `HostName::parse` refuses (e.g. a leading dot) must have `null` as
 //! their expected value.
+
+mod common;
 
 use icpgate::model::host::HostName;
 
@@ -21,14 +17,6 @@ const VECTORS: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../shared/testdata/psl/test_psl.txt"
 );
-
-/// `(input, expected as written locally, upstream expected)`: lines of the local
-/// copy that contradict upstream `test_psl.txt` and the PSL algorithm. Matched on
-/// the exact pair, so a corrected file is checked as written.
-const ERRATA: [(&str, &str, &str); 2] = [
-    ("city.kobe.jp", "kobe.jp", "city.kobe.jp"),
-    ("www.city.kobe.jp", "kobe.jp", "city.kobe.jp"),
-];
 
 /// One `checkPublicSuffix(INPUT, EXPECTED)` line; `None` stands for `null`.
 struct Case {
@@ -40,7 +28,10 @@ struct Case {
 #[test]
 fn registrable_domains_match_psl_test_vectors() {
     let Ok(text) = std::fs::read_to_string(VECTORS) else {
-        println!("skipped: ../shared/testdata/psl/test_psl.txt not found");
+        common::skip_or_fail(
+            "registrable_domains_match_psl_test_vectors",
+            "../shared/testdata/psl/test_psl.txt not found",
+        );
         return;
     };
     let cases = parse_vectors(&text);
@@ -91,18 +82,11 @@ fn parse_arg(arg: &str) -> Option<String> {
 }
 
 /// The value to check against: the ICANN-only exception from the README (the four
-/// `uk.com` cases), then the upstream value for the [`ERRATA`] lines.
+/// `uk.com` cases), else the file's own.
 fn adjusted_expected(input: &str, expected: Option<String>) -> Option<String> {
     let lower = input.to_ascii_lowercase();
     if lower == "uk.com" || lower.ends_with(".uk.com") {
         return Some("uk.com".to_owned());
-    }
-    let erratum = ERRATA
-        .iter()
-        .find(|(i, local, _)| *i == lower && expected.as_deref() == Some(*local));
-    if let Some((_, local, upstream)) = erratum {
-        println!("erratum: {input} expects {local} locally, {upstream} upstream; using upstream");
-        return Some((*upstream).to_owned());
     }
     expected
 }

@@ -10,7 +10,7 @@
 //!   cancelled filing refuses the client that still holds a ticket for it.
 //!
 //! curl and openssl must be on PATH (`.ci/run` installs them); without them these
-//! tests say so and pass.
+//! tests fail under CI (`CI` set) and say they were skipped elsewhere.
 
 mod common;
 
@@ -21,22 +21,6 @@ use std::time::Duration;
 use common::tls::*;
 use common::*;
 use tokio::process::Command;
-
-/// Whether `tool` can be run; when not, the test says it was skipped.
-fn available(tool: &str) -> bool {
-    let found = std::process::Command::new(tool)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-        || std::process::Command::new(tool)
-            .arg("version")
-            .output()
-            .is_ok_and(|o| o.status.success());
-    if !found {
-        eprintln!("skipped: `{tool}` is not installed (.ci/run installs it)");
-    }
-    found
-}
 
 struct Fixture {
     gate: TestGate,
@@ -203,7 +187,7 @@ fn resumed(output: &str) -> bool {
 
 #[tokio::test]
 async fn curl_over_http1_gets_the_origin_for_a_filed_host_and_the_block_page_otherwise() {
-    if !available("curl") {
+    if !require_tool("curl") {
         return;
     }
     let f = Fixture::start().await;
@@ -240,7 +224,7 @@ async fn curl_over_http1_gets_the_origin_for_a_filed_host_and_the_block_page_oth
 
 #[tokio::test]
 async fn curl_with_http2_prior_knowledge_is_served_and_blocked_alike() {
-    if !available("curl") {
+    if !require_tool("curl") {
         return;
     }
     let f = Fixture::start().await;
@@ -278,7 +262,7 @@ async fn curl_with_http2_prior_knowledge_is_served_and_blocked_alike() {
 
 #[tokio::test]
 async fn curl_over_https_negotiates_h2_for_a_filed_sni_and_fails_the_handshake_otherwise() {
-    if !available("curl") {
+    if !require_tool("curl") {
         return;
     }
     let f = Fixture::start().await;
@@ -298,7 +282,7 @@ async fn curl_over_https_negotiates_h2_for_a_filed_sni_and_fails_the_handshake_o
 
 #[tokio::test]
 async fn openssl_is_refused_with_access_denied_without_a_filing_or_without_sni() {
-    if !available("openssl") {
+    if !require_tool("openssl") {
         return;
     }
     let f = Fixture::start().await;
@@ -313,7 +297,7 @@ async fn openssl_is_refused_with_access_denied_without_a_filing_or_without_sni()
 
 #[tokio::test]
 async fn sessions_resume_over_tls13_and_tls12() {
-    if !available("openssl") {
+    if !require_tool("openssl") {
         return;
     }
     let f = Fixture::start().await;
@@ -328,7 +312,7 @@ async fn sessions_resume_over_tls13_and_tls12() {
 
 #[tokio::test]
 async fn sessions_keep_resuming_across_a_certificate_reload() {
-    if !available("openssl") {
+    if !require_tool("openssl") {
         return;
     }
     let f = Fixture::start().await;
@@ -360,7 +344,7 @@ async fn sessions_keep_resuming_across_a_certificate_reload() {
 
 #[tokio::test]
 async fn a_ticket_does_not_outlive_the_filing_it_was_issued_under() {
-    if !available("openssl") {
+    if !require_tool("openssl") {
         return;
     }
     let f = Fixture::start().await;

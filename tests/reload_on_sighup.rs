@@ -13,8 +13,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::*;
 use http_body_util::Full;
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 
 async fn status_of(addr: SocketAddr, host: &str) -> u16 {
     http1(addr, "GET", "/", &[("host", host)], b"")
@@ -25,16 +23,6 @@ async fn status_of(addr: SocketAddr, host: &str) -> u16 {
 
 fn rewrite(gate: &GateProcess, original: &str, extra: &str) {
     std::fs::write(&gate.config_path, format!("{original}\n{extra}\n")).expect("rewrite config");
-}
-
-/// A kept-alive HTTP/1.1 connection to the gate.
-async fn keep_alive(addr: SocketAddr) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
-    let stream = TcpStream::connect(addr).await.expect("connect");
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .expect("handshake");
-    tokio::spawn(conn);
-    sender
 }
 
 async fn send(
@@ -58,7 +46,7 @@ async fn sighup_applies_a_new_config_without_dropping_requests_or_connections() 
     let gate = GateProcess::spawn(&standard_seed(), origin, "");
     let original = std::fs::read_to_string(&gate.config_path).expect("config");
     assert_eq!(status_of(gate.http, "unfiled.cn").await, 451);
-    let mut kept = keep_alive(gate.http).await;
+    let mut kept = http1_connect(gate.http).await;
     assert_eq!(send(&mut kept, "example.com").await, 200);
 
     let http = gate.http;

@@ -132,12 +132,7 @@ async fn setup_with(extra: &str) -> (TestGate, mpsc::Sender<Bytes>, mpsc::Receiv
 }
 
 async fn client(addr: SocketAddr) -> hyper::client::conn::http1::SendRequest<Chunks> {
-    let stream = TcpStream::connect(addr).await.expect("connect");
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .expect("handshake");
-    tokio::spawn(conn);
-    sender
+    http1_connect(addr).await
 }
 
 const STEP: Duration = Duration::from_secs(5);

@@ -50,12 +50,11 @@ async fn fixture() -> Fixture {
 }
 
 fn handshakes(metrics: &str, result: &str) -> f64 {
-    sample(
+    sample_required(
         metrics,
         "icpgate_tls_handshakes_total",
         &[("result", result)],
     )
-    .unwrap_or(0.0)
 }
 
 #[tokio::test]
@@ -72,7 +71,11 @@ async fn filed_sni_is_served_over_h2_with_forwarded_proto_https() {
     let seen = reply.json();
     assert_eq!(seen["headers"]["x-forwarded-proto"], "https");
     assert_eq!(seen["host_count"], 1);
-    assert!(handshakes(&f.gate.metrics().await, "ok") >= 1.0);
+    assert_eq!(
+        handshakes(&f.gate.metrics().await, "ok"),
+        1.0,
+        "one handshake"
+    );
 }
 
 #[tokio::test]
@@ -162,17 +165,6 @@ async fn a_reused_h2_connection_is_checked_per_request() {
     }
 }
 
-async fn eventually(what: impl AsyncFn() -> bool, within: Duration) -> bool {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if what().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
-}
-
 #[tokio::test]
 async fn an_approval_opens_the_handshake_and_a_cancellation_closes_it() {
     let f = fixture().await;
@@ -183,10 +175,9 @@ async fn an_approval_opens_the_handshake_and_a_cancellation_closes_it() {
         .approve_new_filing("late.cn", "浙ICP备20239999号-1")
         .await;
     assert!(
-        eventually(
-            async || handshake_ok(&f.ca, addr, "late.cn").await,
-            Duration::from_secs(2)
-        )
+        eventually(Duration::from_secs(2), || handshake_ok(
+            &f.ca, addr, "late.cn"
+        ))
         .await,
         "approval did not open the handshake"
     );
@@ -200,10 +191,9 @@ async fn an_approval_opens_the_handshake_and_a_cancellation_closes_it() {
         .await;
     assert_eq!(status, 200, "{body}");
     assert!(
-        eventually(
-            async || !handshake_ok(&f.ca, addr, "late.cn").await,
-            Duration::from_secs(2)
-        )
+        eventually(Duration::from_secs(2), || async {
+            !handshake_ok(&f.ca, addr, "late.cn").await
+        })
         .await,
         "cancellation did not close the handshake"
     );

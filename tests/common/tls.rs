@@ -8,7 +8,6 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, RootCertStore};
@@ -16,7 +15,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
-use super::{collect, Reply};
+use super::client::{collect, http1_over, http2_over, Reply};
 
 /// A CA for one test.
 pub struct TestCa {
@@ -131,10 +130,7 @@ pub fn alpn(stream: &TlsStream<TcpStream>) -> Option<Vec<u8>> {
 
 /// One HTTP/1.1 GET over an established TLS stream, with `Host: host`.
 pub async fn get_h1(stream: TlsStream<TcpStream>, host: &str, path: &str) -> Reply {
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .expect("h1 handshake");
-    tokio::spawn(conn);
+    let mut sender = http1_over(stream).await;
     let request = Request::builder()
         .uri(path)
         .header("host", host)
@@ -147,12 +143,7 @@ pub async fn get_h1(stream: TlsStream<TcpStream>, host: &str, path: &str) -> Rep
 pub async fn h2_sender(
     stream: TlsStream<TcpStream>,
 ) -> hyper::client::conn::http2::SendRequest<Full<Bytes>> {
-    let (sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .expect("h2 handshake");
-    tokio::spawn(conn);
-    sender
+    http2_over(stream).await.0
 }
 
 /// One HTTP/2 GET with `:authority` = `authority`.
