@@ -138,12 +138,12 @@ async fn a_header_list_over_the_limit_never_reaches_the_gate() {
         Ok(status) => assert_eq!(status, 431),
         Err(error) => assert!(error.is_reset() || error.is_go_away(), "{error:?}"),
     }
-    let forwarded = sample(
+    let forwarded = sample_required(
         &gate.metrics().await,
         "icpgate_requests_total",
         &[("decision", "allow")],
     );
-    let before = sample(
+    let before = sample_required(
         &origin_count_before,
         "icpgate_requests_total",
         &[("decision", "allow")],

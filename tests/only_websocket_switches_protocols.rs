@@ -139,12 +139,12 @@ async fn refused_switch_then_unfiled(upgrade_headers: &str) {
         assert!(!lower.contains(never), "origin saw {never:?}: {origin_saw}");
     }
     let metrics = gate.metrics().await;
-    let refused = sample(
+    let refused = sample_required(
         &metrics,
         "icpgate_upstream_errors_total",
         &[("pool", "storefront"), ("kind", "unasked_switch")],
     );
-    assert_eq!(refused, Some(1.0), "{metrics}");
+    assert_eq!(refused, 1.0, "{metrics}");
 }
 
 #[tokio::test]
