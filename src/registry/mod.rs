@@ -24,7 +24,7 @@ pub mod sqlite;
 mod workflow;
 
 pub use error::{RegistryError, StorageError};
-pub use open::{import_file, open, open_seeded, OpenError};
+pub use open::{import_file, open, open_seeded, OpenError, SeedError};
 pub use workflow::{now_ms, outbox_payload};
 
 use std::collections::BTreeMap;
