@@ -194,123 +194,29 @@ impl DecisionCache {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-    use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize};
-
-    use async_trait::async_trait;
-
     use super::*;
-    use crate::model::filing::Submission;
-    use crate::model::filing::{Action, Filing};
-    use crate::registry::{ImportRecord, ListFilter, Lookup, Submitted};
+    use crate::model::filing::Action;
+    use crate::registry::jsonl;
+    use crate::registry::memory::MemoryRegistry;
 
-    /// A registry that answers every lookup with one filing in `status`, slowly,
-    /// counting lookups; it can be told to fail.
-    struct FakeRegistry {
-        lookups: AtomicUsize,
-        failing: AtomicBool,
-        revision: AtomicI64,
-        approved: AtomicBool,
-        delay: Duration,
-    }
-
-    impl FakeRegistry {
-        fn new(delay: Duration) -> Arc<FakeRegistry> {
-            Arc::new(FakeRegistry {
-                lookups: AtomicUsize::new(0),
-                failing: AtomicBool::new(false),
-                revision: AtomicI64::new(1),
-                approved: AtomicBool::new(true),
-                delay,
-            })
-        }
-
-        fn filing(&self) -> Filing {
-            let status = if self.approved.load(Ordering::SeqCst) {
-                Status::Approved
-            } else {
-                Status::Abandoned
-            };
-            let doc = serde_json::json!({
-                "id": 1, "kind": "new", "product": "storefront", "status": status,
-                "domains": ["example.com"], "icp_number": "浙ICP备12345678号-1",
-                "entity": {"name": "示例"}, "website": {"name": "示例"}, "history": [],
-                "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z"
-            });
-            serde_json::from_value(doc).unwrap_or_else(|e| panic!("fake filing: {e}"))
-        }
-    }
-
-    fn unavailable() -> RegistryError {
-        RegistryError::Task("registry is down (test)".into())
-    }
-
-    #[async_trait]
-    impl Registry for FakeRegistry {
-        async fn lookup(&self, _domain: &RegistrableDomain) -> Result<Lookup, RegistryError> {
-            self.lookups.fetch_add(1, Ordering::SeqCst);
-            // Read the state first and answer late, like a read transaction that
-            // began before a concurrent write committed.
-            let answer = Lookup {
-                filing: Some(self.filing()),
-                revision: self.revision.load(Ordering::SeqCst),
-            };
-            let failing = self.failing.load(Ordering::SeqCst);
-            tokio::time::sleep(self.delay).await;
-            if failing {
-                return Err(unavailable());
-            }
-            Ok(answer)
-        }
-        async fn get(&self, _id: i64) -> Result<Option<Filing>, RegistryError> {
-            Ok(None)
-        }
-        async fn list(&self, _filter: &ListFilter) -> Result<Vec<Filing>, RegistryError> {
-            Ok(Vec::new())
-        }
-        async fn submit(
-            &self,
-            _submission: Submission,
-            _actor: &str,
-        ) -> Result<Submitted, RegistryError> {
-            Err(unavailable())
-        }
-        async fn transition(
-            &self,
-            _id: i64,
-            _action: Action,
-            _actor: &str,
-        ) -> Result<Filing, RegistryError> {
-            Err(unavailable())
-        }
-        async fn import(&self, _records: Vec<ImportRecord>) -> Result<usize, RegistryError> {
-            Err(unavailable())
-        }
-        async fn export(&self) -> Result<Vec<Filing>, RegistryError> {
-            Ok(Vec::new())
-        }
-        async fn counts_by_status(&self) -> Result<BTreeMap<Status, u64>, RegistryError> {
-            Ok(BTreeMap::new())
-        }
-        async fn revision(&self) -> Result<i64, RegistryError> {
-            Ok(self.revision.load(Ordering::SeqCst))
-        }
-        async fn is_empty(&self) -> Result<bool, RegistryError> {
-            Ok(false)
-        }
-        async fn filed_domains(&self) -> Result<Vec<String>, RegistryError> {
-            Ok(vec!["example.com".to_string()])
-        }
-        async fn changes_since(
-            &self,
-            _revision: i64,
-        ) -> Result<Vec<crate::registry::Change>, RegistryError> {
-            Ok(Vec::new())
-        }
+    /// A registry holding one approved filing for example.com, whose lookups take
+    /// `delay` after they read it.
+    async fn registry(delay: Duration) -> Arc<MemoryRegistry> {
+        let registry = Arc::new(MemoryRegistry::new());
+        let records = jsonl::parse(
+            r#"{"id":1,"product":"storefront","status":"approved","domains":["example.com"],"icp_number":"浙ICP备12345678号-1"}"#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        registry
+            .import(records)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        registry.set_lookup_delay(delay);
+        registry
     }
 
     fn cache(
-        registry: Arc<FakeRegistry>,
+        registry: Arc<MemoryRegistry>,
         ttl: Duration,
         stale_if_error: Duration,
     ) -> (DecisionCache, Arc<Metrics>) {
@@ -340,7 +246,7 @@ mod tests {
 
     #[tokio::test]
     async fn concurrent_misses_share_one_registry_lookup() {
-        let registry = FakeRegistry::new(Duration::from_millis(100));
+        let registry = registry(Duration::from_millis(100)).await;
         let (cache, metrics) = cache(
             Arc::clone(&registry),
             Duration::from_secs(60),
@@ -356,21 +262,17 @@ mod tests {
         for task in tasks {
             assert!(task.await.unwrap_or(false));
         }
-        assert_eq!(registry.lookups.load(Ordering::SeqCst), 1);
+        assert_eq!(registry.lookups(), 1);
         assert_eq!(lookups_labelled(&metrics, "miss"), 1);
         assert_eq!(lookups_labelled(&metrics, "coalesced"), 49);
         assert!(cache.lookup(&domain()).await.is_ok());
         assert_eq!(lookups_labelled(&metrics, "hit"), 1);
-        assert_eq!(
-            registry.lookups.load(Ordering::SeqCst),
-            1,
-            "a hit never reads the registry"
-        );
+        assert_eq!(registry.lookups(), 1, "a hit never reads the registry");
     }
 
     #[tokio::test]
     async fn answers_expire_after_their_ttl() {
-        let registry = FakeRegistry::new(Duration::ZERO);
+        let registry = registry(Duration::ZERO).await;
         let (cache, _) = cache(
             Arc::clone(&registry),
             Duration::from_millis(50),
@@ -378,26 +280,22 @@ mod tests {
         );
         assert!(cache.lookup(&domain()).await.is_ok());
         assert!(cache.lookup(&domain()).await.is_ok());
-        assert_eq!(registry.lookups.load(Ordering::SeqCst), 1);
+        assert_eq!(registry.lookups(), 1);
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert!(cache.lookup(&domain()).await.is_ok());
-        assert_eq!(
-            registry.lookups.load(Ordering::SeqCst),
-            2,
-            "an expired answer is read again"
-        );
+        assert_eq!(registry.lookups(), 2, "an expired answer is read again");
     }
 
     #[tokio::test]
     async fn a_registry_outage_serves_the_last_good_answer_then_fails() {
-        let registry = FakeRegistry::new(Duration::ZERO);
+        let registry = registry(Duration::ZERO).await;
         let (cache, metrics) = cache(
             Arc::clone(&registry),
             Duration::from_millis(30),
             Duration::from_millis(400),
         );
         assert!(cache.lookup(&domain()).await.is_ok());
-        registry.failing.store(true, Ordering::SeqCst);
+        registry.set_down(true);
         tokio::time::sleep(Duration::from_millis(60)).await;
         let stale = cache.lookup(&domain()).await.map(|a| a.stale);
         assert_eq!(
@@ -416,23 +314,27 @@ mod tests {
 
     #[tokio::test]
     async fn an_answer_read_before_a_write_is_never_served_after_it() {
-        let registry = FakeRegistry::new(Duration::from_millis(100));
+        let registry = registry(Duration::from_millis(100)).await;
         let (cache, _) = cache(
             Arc::clone(&registry),
             Duration::from_secs(60),
             Duration::from_secs(60),
         );
         let cache = Arc::new(cache);
-        // A lookup starts and reads the old state (approved, revision 1)...
+        // A lookup starts and reads the old state (approved)...
         let in_flight = {
             let cache = Arc::clone(&cache);
             tokio::spawn(async move { cache.lookup(&domain()).await.ok() })
         };
         tokio::time::sleep(Duration::from_millis(20)).await;
-        // ...while a write revokes the filing at revision 2 and invalidates.
-        registry.approved.store(false, Ordering::SeqCst);
-        registry.revision.store(2, Ordering::SeqCst);
-        cache.invalidate(&domain(), 2).await;
+        // ...while a write revokes the filing and invalidates at its revision.
+        let abandon = Action::Abandon { reason: None };
+        registry
+            .transition(1, abandon, "tester")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let revision = registry.revision().await.unwrap_or_else(|e| panic!("{e}"));
+        cache.invalidate(&domain(), revision).await;
         let _ = in_flight.await;
         let after = cache
             .lookup(&domain())

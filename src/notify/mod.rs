@@ -32,7 +32,7 @@ use crate::edge::upstream::FailoverConnector;
 use sha2::Sha256;
 use tokio::sync::{watch, Notify};
 
-use crate::registry::sqlite::now_ms;
+use crate::registry::now_ms;
 use crate::registry::{Outbox, OutboxEvent};
 
 /// Events fetched per round.

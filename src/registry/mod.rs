@@ -1,5 +1,6 @@
 //! The filing registry: one `Registry` trait that the gate, the admin API and the CLI
-//! use, whatever stores the filings (embedded SQLite by default; PostgreSQL for fleets).
+//! use, whatever stores the filings (embedded SQLite by default; PostgreSQL for fleets;
+//! memory for tests).
 //!
 //! Contract every backend keeps:
 //! - a registrable domain belongs to at most one *live* filing (`Status::is_live`);
@@ -10,13 +11,21 @@
 //! - a backend with an [`Outbox`] records every submission and transition as a
 //!   notification in the same transaction as the change itself, so a change is never
 //!   acknowledged without its notification (see `notify`).
+//!
+//! The writes (submit, transition, import) are written once, in `workflow`, over the
+//! storage operations each backend supplies; backends differ only in their queries.
 
+mod error;
 pub mod jsonl;
+pub mod memory;
 mod open;
 pub mod postgres;
 pub mod sqlite;
+mod workflow;
 
-pub use open::{import_file, open, open_seeded, OpenError};
+pub use error::{RegistryError, StorageError};
+pub use open::{import_file, open, open_seeded, OpenError, SeedError};
+pub use workflow::{now_ms, outbox_payload};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -25,9 +34,8 @@ use async_trait::async_trait;
 use tokio::sync::Notify;
 
 use serde::Serialize;
-use serde_json::{json, Value};
 
-use crate::model::filing::{Action, Filing, Status, Submission, TransitionError};
+use crate::model::filing::{Action, Filing, Status, Submission};
 use crate::model::host::RegistrableDomain;
 
 /// The seed's "filing type" (备案类型), reported for each submission.
@@ -68,25 +76,6 @@ pub struct OutboxEvent {
     pub payload: String,
     /// Delivery attempts made so far.
     pub attempts: u32,
-}
-
-/// The notification for the filing's latest history entry. No personal data: only
-/// ids, kind, product, domains, the step and the ICP number.
-pub fn outbox_payload(event_id: i64, filing: &Filing) -> Value {
-    let step = filing.history.last();
-    json!({
-        "event_id": event_id,
-        "filing_id": filing.id,
-        "kind": filing.kind.as_str(),
-        "product": filing.product.as_str(),
-        "domains": filing.domains,
-        "from": step.and_then(|s| s.from).map(|s| s.as_str()),
-        "to": filing.status.as_str(),
-        "actor": step.map(|s| s.actor.as_str()),
-        "reason": step.and_then(|s| s.reason.as_deref()),
-        "at": step.map_or(filing.updated_at.as_str(), |s| s.at.as_str()),
-        "icp_number": filing.icp_number.as_ref().map(|n| n.as_str()),
-    })
 }
 
 /// The durable outbox of filing-change notifications: rows are written in the same
@@ -142,70 +131,6 @@ pub struct ImportRecord {
     pub filing: Filing,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum RegistryError {
-    #[error("registry storage error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
-    #[error("registry storage error: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("stored filing {id} is unreadable: {source}")]
-    Corrupt { id: i64, source: serde_json::Error },
-    #[error("registry task failed: {0}")]
-    Task(String),
-    #[error("postgres registry: {0}")]
-    Postgres(String),
-    #[error("filing {0} not found")]
-    NotFound(i64),
-    #[error("domain {domain} already belongs to live filing {filing_id}")]
-    DomainTaken { domain: String, filing_id: i64 },
-    #[error("filing id {0} already exists")]
-    IdTaken(i64),
-    #[error(transparent)]
-    Transition(#[from] TransitionError),
-    #[error("line {line}: {source}")]
-    AtLine {
-        line: usize,
-        source: Box<RegistryError>,
-    },
-}
-
-impl RegistryError {
-    /// This error, as the failure of an import's line `line`.
-    pub fn at_line(line: usize) -> impl Fn(RegistryError) -> RegistryError + Copy {
-        move |source| RegistryError::AtLine {
-            line,
-            source: Box::new(source),
-        }
-    }
-
-    /// Whether the store itself failed (as opposed to the request being refused).
-    pub fn is_unavailable(&self) -> bool {
-        match self {
-            RegistryError::Sqlite(_)
-            | RegistryError::Io(_)
-            | RegistryError::Corrupt { .. }
-            | RegistryError::Task(_)
-            | RegistryError::Postgres(_) => true,
-            RegistryError::AtLine { source, .. } => source.is_unavailable(),
-            RegistryError::NotFound(_)
-            | RegistryError::DomainTaken { .. }
-            | RegistryError::IdTaken(_)
-            | RegistryError::Transition(_) => false,
-        }
-    }
-}
-
-/// How the seed's filing type recognises a known entity: by its certificate number
-/// (trimmed, upper-case) when the submission gives one, else by its trimmed name.
-pub fn entity_identity(entity: &crate::model::filing::Entity) -> (Option<String>, String) {
-    let certificate = entity
-        .certificate_number
-        .as_deref()
-        .map(|c| c.trim().to_uppercase())
-        .filter(|c| !c.is_empty());
-    (certificate, entity.name.trim().to_string())
-}
-
 /// Where filings live. Implementations are cheap to share (`Arc<dyn Registry>`).
 #[async_trait]
 pub trait Registry: Send + Sync + 'static {
@@ -249,14 +174,19 @@ pub trait Registry: Send + Sync + 'static {
     }
 }
 
-impl From<tokio_postgres::Error> for RegistryError {
-    fn from(error: tokio_postgres::Error) -> RegistryError {
-        RegistryError::Postgres(error.to_string())
-    }
-}
+/// At most this many changes per `changes_since` call.
+pub(crate) const CHANGES_BATCH: i64 = 10_000;
 
-impl From<deadpool_postgres::PoolError> for RegistryError {
-    fn from(error: deadpool_postgres::PoolError) -> RegistryError {
-        RegistryError::Postgres(error.to_string())
+/// `counts_by_status` from a backend's `(status, count)` rows: every status present,
+/// zeros included; a status the model does not know is left out.
+pub(crate) fn status_counts(
+    rows: impl IntoIterator<Item = (String, i64)>,
+) -> BTreeMap<Status, u64> {
+    let mut counts: BTreeMap<Status, u64> = Status::ALL.iter().map(|s| (*s, 0)).collect();
+    for (status, n) in rows {
+        if let Some(status) = Status::parse(&status) {
+            counts.insert(status, u64::try_from(n).unwrap_or(0));
+        }
     }
+    counts
 }

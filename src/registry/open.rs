@@ -15,8 +15,22 @@ pub enum OpenError {
     Registry(#[from] RegistryError),
     #[error("registry.backend = \"postgres\" needs registry.url")]
     PostgresUrlMissing,
-    #[error("{path}: {message}")]
-    Seed { path: PathBuf, message: String },
+    #[error("{path}: {source}")]
+    Seed {
+        path: PathBuf,
+        source: Box<SeedError>,
+    },
+}
+
+/// Why a JSON Lines file (`registry.seed`, `registry import`) was not imported.
+#[derive(Debug, thiserror::Error)]
+pub enum SeedError {
+    #[error("{0}")]
+    Read(#[from] std::io::Error),
+    #[error("{0}")]
+    Parse(#[from] jsonl::JsonlError),
+    #[error("{0}")]
+    Store(#[from] RegistryError),
 }
 
 /// Open the registry a config names; with `outbox`, every change also records its
@@ -53,16 +67,14 @@ pub async fn open_seeded(
 
 /// Import `path` (JSON Lines) into `registry`, all or nothing.
 pub async fn import_file(registry: &dyn Registry, path: &Path) -> Result<usize, OpenError> {
-    let text = std::fs::read_to_string(path).map_err(|e| OpenError::Seed {
+    let seed_error = |source: SeedError| OpenError::Seed {
         path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
-    let records = jsonl::parse(&text).map_err(|e| OpenError::Seed {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
-    registry.import(records).await.map_err(|e| OpenError::Seed {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })
+        source: Box::new(source),
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| seed_error(e.into()))?;
+    let records = jsonl::parse(&text).map_err(|e| seed_error(e.into()))?;
+    registry
+        .import(records)
+        .await
+        .map_err(|e| seed_error(e.into()))
 }

@@ -1,10 +1,11 @@
 //! The fleet registry: every node points at one PostgreSQL database.
 //!
-//! Same contract as the SQLite backend (see `registry.rs`): filings are JSONB
+//! Same contract as the SQLite backend (see `registry/mod.rs`): filings are JSONB
 //! documents beside a domain index whose partial unique index keeps one live filing
-//! per registrable domain; each write is one transaction that takes the next
-//! revision from `icpgate_meta` (the row lock orders writers, so revisions become
-//! visible in order). After each commit the writer sends `NOTIFY icpgate_registry`;
+//! per registrable domain; each write is `workflow`'s, in one transaction over the
+//! storage operations below, and takes the next revision from `icpgate_meta` (the
+//! row lock orders writers, so revisions become visible in order). Each write
+//! transaction sends `NOTIFY icpgate_registry`, delivered on commit;
 //! a dedicated LISTEN connection per node turns that into a wake-up for the change
 //! feed, which then catches up by revision — a lost notification only delays the
 //! catch-up to the next poll, it never loses a change.
@@ -18,16 +19,15 @@ use deadpool_postgres::{
     GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod, Transaction,
 };
 use tokio::sync::Notify;
-use tokio_postgres::error::SqlState;
 use tokio_postgres::types::Json;
 use tokio_postgres::{AsyncMessage, NoTls};
 
-use super::sqlite::now_ms;
+use super::workflow::{self, decode, WriteTx};
 use super::{
-    Change, FilingType, ImportRecord, ListFilter, Lookup, Outbox, OutboxEvent, Registry,
-    RegistryError, Submitted,
+    status_counts, Change, ImportRecord, ListFilter, Lookup, Outbox, OutboxEvent, Registry,
+    RegistryError, Submitted, CHANGES_BATCH,
 };
-use crate::model::filing::{now_rfc3339, Action, Filing, Kind, Status, Submission};
+use crate::model::filing::{Action, Filing, Status, Submission};
 use crate::model::host::RegistrableDomain;
 
 const SCHEMA: &str = "
@@ -96,8 +96,7 @@ impl PostgresRegistry {
             .wait_timeout(Some(Duration::from_secs(5)))
             .create_timeout(Some(Duration::from_secs(5)))
             .runtime(deadpool_postgres::Runtime::Tokio1)
-            .build()
-            .map_err(|e| RegistryError::Postgres(e.to_string()))?;
+            .build()?;
         let mut client = pool.get().await?;
         let tx = client.transaction().await?;
         tx.batch_execute(SCHEMA).await?;
@@ -116,6 +115,13 @@ impl PostgresRegistry {
         self.outbox = on;
         self
     }
+}
+
+/// Commit a write transaction, telling every node's change feed about it.
+async fn commit(tx: Transaction<'_>) -> Result<(), RegistryError> {
+    tx.execute(&format!("NOTIFY {CHANNEL}"), &[]).await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 /// Keep one LISTEN connection open (reconnecting with backoff) and wake `changed`
@@ -163,14 +169,11 @@ async fn listen_once(
     driver.await.unwrap_or(Ok(()))
 }
 
-/// The filing in column `doc` of `row`, under `id`; an unreadable document is an
-/// error naming the filing, never a panic.
+/// The filing in column `doc` (a `doc::text`) of `row`, under `id`; an unreadable
+/// document is `Corrupt`, never a panic.
 fn filing_at(row: &tokio_postgres::Row, id: i64, doc: usize) -> Result<Filing, RegistryError> {
-    let Json(mut filing): Json<Filing> = row
-        .try_get(doc)
-        .map_err(|e| RegistryError::Postgres(format!("stored filing {id} is unreadable: {e}")))?;
-    filing.id = id;
-    Ok(filing)
+    let doc: String = row.try_get(doc)?;
+    decode(id, &doc)
 }
 
 async fn load<C: GenericClient>(
@@ -179,118 +182,12 @@ async fn load<C: GenericClient>(
     lock: bool,
 ) -> Result<Option<Filing>, RegistryError> {
     let sql = if lock {
-        "SELECT doc FROM icpgate_filings WHERE id = $1 FOR UPDATE"
+        "SELECT doc::text FROM icpgate_filings WHERE id = $1 FOR UPDATE"
     } else {
-        "SELECT doc FROM icpgate_filings WHERE id = $1"
+        "SELECT doc::text FROM icpgate_filings WHERE id = $1"
     };
     let row = client.query_opt(sql, &[&id]).await?;
     row.map(|row| filing_at(&row, id, 0)).transpose()
-}
-
-async fn bump_revision(tx: &Transaction<'_>) -> Result<i64, RegistryError> {
-    let row = tx
-        .query_one(
-            "UPDATE icpgate_meta SET value = value + 1 WHERE key = 'revision' RETURNING value",
-            &[],
-        )
-        .await?;
-    Ok(row.try_get(0)?)
-}
-
-/// Insert or replace `filing` with its domain index; one live filing per domain.
-async fn store(
-    tx: &Transaction<'_>,
-    filing: &mut Filing,
-    id: Option<i64>,
-) -> Result<i64, RegistryError> {
-    let live = filing.status.is_live();
-    if live {
-        for domain in &filing.domains {
-            let owner = tx
-                .query_opt(
-                    "SELECT filing_id FROM icpgate_filing_domains WHERE domain = $1 AND live AND filing_id <> $2",
-                    &[domain, &id.unwrap_or(0)],
-                )
-                .await?;
-            if let Some(owner) = owner {
-                return Err(RegistryError::DomainTaken {
-                    domain: domain.clone(),
-                    filing_id: owner.try_get(0)?,
-                });
-            }
-        }
-    }
-    let revision = bump_revision(tx).await?;
-    let id = match id {
-        Some(id) => id,
-        None => tx
-            .query_one(
-                "INSERT INTO icpgate_filings (status, doc, revision) VALUES ($1, '{}', $2) RETURNING id",
-                &[&filing.status.as_str(), &revision],
-            )
-            .await?
-            .try_get(0)?,
-    };
-    filing.id = id;
-    tx.execute(
-        "INSERT INTO icpgate_filings (id, status, doc, revision) VALUES ($1, $2, $3, $4)
-         ON CONFLICT (id) DO UPDATE SET status = excluded.status, doc = excluded.doc, revision = excluded.revision",
-        &[&id, &filing.status.as_str(), &Json(&*filing), &revision],
-    )
-    .await?;
-    tx.execute(
-        "DELETE FROM icpgate_filing_domains WHERE filing_id = $1",
-        &[&id],
-    )
-    .await?;
-    for domain in &filing.domains {
-        tx.execute(
-            "INSERT INTO icpgate_filing_domains (domain, filing_id, live) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-            &[domain, &id, &live],
-        )
-        .await
-        .map_err(|e| domain_conflict(e, domain))?;
-    }
-    tx.execute(&format!("NOTIFY {CHANNEL}"), &[]).await?;
-    Ok(id)
-}
-
-/// The seed's filing type, by the same rule as the SQLite backend: access of an
-/// existing filing by its kind; otherwise a new website when the entity already
-/// holds an ICP number (matched by certificate number when given, else by name).
-async fn classify(
-    tx: &Transaction<'_>,
-    submission: &Submission,
-) -> Result<FilingType, RegistryError> {
-    if submission.kind == Kind::AccessExisting {
-        return Ok(FilingType::AccessExisting);
-    }
-    let (certificate, name) = super::entity_identity(&submission.entity);
-    let known = tx
-        .query_opt(
-            "SELECT id FROM icpgate_filings WHERE status IN ('approved', 'disconnected') AND (
-                 ($1::TEXT IS NOT NULL AND upper(trim(doc->'entity'->>'certificate_number')) = $1)
-              OR ($1::TEXT IS NULL AND trim(doc->'entity'->>'name') = $2))
-             LIMIT 1",
-            &[&certificate, &name],
-        )
-        .await?;
-    Ok(if known.is_some() {
-        FilingType::NewWebsite
-    } else {
-        FilingType::FirstFiling
-    })
-}
-
-/// Two nodes racing to make the same domain live: the index refuses the second.
-fn domain_conflict(error: tokio_postgres::Error, domain: &str) -> RegistryError {
-    if error.code() == Some(&SqlState::UNIQUE_VIOLATION) {
-        return RegistryError::DomainTaken {
-            domain: domain.to_string(),
-            filing_id: 0,
-        };
-    }
-    RegistryError::from(error)
 }
 
 #[async_trait]
@@ -302,7 +199,7 @@ impl Registry for PostgresRegistry {
                 "SELECT (SELECT value FROM icpgate_meta WHERE key = 'revision'),
                         (SELECT f.id FROM icpgate_filing_domains d JOIN icpgate_filings f ON f.id = d.filing_id
                           WHERE d.domain = $1 ORDER BY d.live DESC, f.revision DESC LIMIT 1),
-                        (SELECT f.doc FROM icpgate_filing_domains d JOIN icpgate_filings f ON f.id = d.filing_id
+                        (SELECT f.doc::text FROM icpgate_filing_domains d JOIN icpgate_filings f ON f.id = d.filing_id
                           WHERE d.domain = $1 ORDER BY d.live DESC, f.revision DESC LIMIT 1)",
                 &[&domain.as_str()],
             )
@@ -325,7 +222,7 @@ impl Registry for PostgresRegistry {
         let limit = filter.limit.map(|l| i64::try_from(l).unwrap_or(i64::MAX));
         let rows = client
             .query(
-                "SELECT id, doc FROM icpgate_filings f
+                "SELECT id, doc::text FROM icpgate_filings f
                  WHERE ($1::TEXT IS NULL OR f.status = $1)
                    AND ($2::TEXT IS NULL OR f.id IN (SELECT filing_id FROM icpgate_filing_domains WHERE domain = $2))
                  ORDER BY f.id LIMIT $3",
@@ -343,18 +240,10 @@ impl Registry for PostgresRegistry {
         actor: &str,
     ) -> Result<Submitted, RegistryError> {
         let mut client = self.pool.get().await?;
-        let tx = client.transaction().await?;
-        let filing_type = classify(&tx, &submission).await?;
-        let mut filing = Filing::submit(0, submission, actor, &now_rfc3339())?;
-        store(&tx, &mut filing, None).await?;
-        if self.outbox {
-            enqueue(&tx, &filing).await?;
-        }
-        tx.commit().await?;
-        Ok(Submitted {
-            filing,
-            filing_type,
-        })
+        let mut tx = client.transaction().await?;
+        let submitted = workflow::submit(&mut tx, submission, actor, self.outbox).await?;
+        commit(tx).await?;
+        Ok(submitted)
     }
 
     async fn transition(
@@ -364,41 +253,17 @@ impl Registry for PostgresRegistry {
         actor: &str,
     ) -> Result<Filing, RegistryError> {
         let mut client = self.pool.get().await?;
-        let tx = client.transaction().await?;
-        let mut filing = load(&tx, id, true)
-            .await?
-            .ok_or(RegistryError::NotFound(id))?;
-        filing.apply(action, actor, &now_rfc3339())?;
-        store(&tx, &mut filing, Some(id)).await?;
-        if self.outbox {
-            enqueue(&tx, &filing).await?;
-        }
-        tx.commit().await?;
+        let mut tx = client.transaction().await?;
+        let filing = workflow::transition(&mut tx, id, action, actor, self.outbox).await?;
+        commit(tx).await?;
         Ok(filing)
     }
 
     async fn import(&self, records: Vec<ImportRecord>) -> Result<usize, RegistryError> {
         let mut client = self.pool.get().await?;
-        let tx = client.transaction().await?;
-        let count = records.len();
-        for record in records {
-            let line = record.line;
-            let at_line = RegistryError::at_line(line);
-            let mut filing = record.filing;
-            if let Some(id) = record.id {
-                if load(&tx, id, false).await.map_err(at_line)?.is_some() {
-                    return Err(at_line(RegistryError::IdTaken(id)));
-                }
-            }
-            store(&tx, &mut filing, record.id).await.map_err(at_line)?;
-        }
-        // Explicit ids must not collide with the ids the sequence hands out later.
-        tx.execute(
-            "SELECT setval(pg_get_serial_sequence('icpgate_filings', 'id'), GREATEST((SELECT MAX(id) FROM icpgate_filings), 1))",
-            &[],
-        )
-        .await?;
-        tx.commit().await?;
+        let mut tx = client.transaction().await?;
+        let count = workflow::import(&mut tx, records).await?;
+        commit(tx).await?;
         Ok(count)
     }
 
@@ -408,21 +273,17 @@ impl Registry for PostgresRegistry {
 
     async fn counts_by_status(&self) -> Result<BTreeMap<Status, u64>, RegistryError> {
         let client = self.pool.get().await?;
-        let mut counts: BTreeMap<Status, u64> = Status::ALL.iter().map(|s| (*s, 0)).collect();
-        for row in client
+        let rows = client
             .query(
                 "SELECT status, COUNT(*) FROM icpgate_filings GROUP BY status",
                 &[],
             )
-            .await?
-        {
-            let status: String = row.try_get(0)?;
-            let count: i64 = row.try_get(1)?;
-            if let Some(status) = Status::parse(&status) {
-                counts.insert(status, u64::try_from(count).unwrap_or(0));
-            }
-        }
-        Ok(counts)
+            .await?;
+        let rows = rows
+            .iter()
+            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+            .collect::<Result<Vec<_>, RegistryError>>()?;
+        Ok(status_counts(rows))
     }
 
     async fn revision(&self) -> Result<i64, RegistryError> {
@@ -453,16 +314,16 @@ impl Registry for PostgresRegistry {
         let client = self.pool.get().await?;
         let rows = client
             .query(
-                "SELECT revision, doc FROM icpgate_filings WHERE revision > $1 ORDER BY revision LIMIT 10000",
-                &[&revision],
+                "SELECT id, revision, doc::text FROM icpgate_filings
+                 WHERE revision > $1 ORDER BY revision LIMIT $2",
+                &[&revision, &CHANGES_BATCH],
             )
             .await?;
         rows.iter()
             .map(|row| {
-                let revision: i64 = row.try_get(0)?;
                 Ok(Change {
-                    revision,
-                    domains: filing_at(row, 0, 1)?.domains,
+                    revision: row.try_get(1)?,
+                    domains: filing_at(row, row.try_get(0)?, 2)?.domains,
                 })
             })
             .collect()
@@ -478,24 +339,141 @@ impl Registry for PostgresRegistry {
     }
 }
 
-/// Record the filing's latest step as a notification, in the caller's transaction.
-async fn enqueue(tx: &Transaction<'_>, filing: &Filing) -> Result<(), RegistryError> {
-    let now = now_ms();
-    let id: i64 = tx
-        .query_one(
-            "INSERT INTO icpgate_outbox (filing_id, payload, created_at_ms, next_attempt_at_ms)
-             VALUES ($1, '', $2, $2) RETURNING id",
-            &[&filing.id, &now],
+/// The storage operations of the shared write path, in one transaction.
+impl WriteTx for Transaction<'_> {
+    async fn load(&mut self, id: i64) -> Result<Option<Filing>, RegistryError> {
+        load(self, id, true).await
+    }
+
+    async fn live_holder(
+        &mut self,
+        domain: &str,
+        except: i64,
+    ) -> Result<Option<i64>, RegistryError> {
+        let row = self
+            .query_opt(
+                "SELECT filing_id FROM icpgate_filing_domains
+                 WHERE domain = $1 AND live AND filing_id <> $2",
+                &[&domain, &except],
+            )
+            .await?;
+        Ok(row.map(|row| row.try_get(0)).transpose()?)
+    }
+
+    async fn entity_holds_number(
+        &mut self,
+        certificate: Option<&str>,
+        name: &str,
+    ) -> Result<bool, RegistryError> {
+        let known = self
+            .query_opt(
+                "SELECT id FROM icpgate_filings WHERE status IN ('approved', 'disconnected') AND (
+                     ($1::TEXT IS NOT NULL AND upper(trim(doc->'entity'->>'certificate_number')) = $1)
+                  OR ($1::TEXT IS NULL AND trim(doc->'entity'->>'name') = $2))
+                 LIMIT 1",
+                &[&certificate, &name],
+            )
+            .await?;
+        Ok(known.is_some())
+    }
+
+    async fn bump_revision(&mut self) -> Result<i64, RegistryError> {
+        let row = self
+            .query_one(
+                "UPDATE icpgate_meta SET value = value + 1 WHERE key = 'revision' RETURNING value",
+                &[],
+            )
+            .await?;
+        Ok(row.try_get(0)?)
+    }
+
+    async fn insert_filing(&mut self, status: Status, revision: i64) -> Result<i64, RegistryError> {
+        let row = self
+            .query_one(
+                "INSERT INTO icpgate_filings (status, doc, revision) VALUES ($1, '{}', $2)
+                 RETURNING id",
+                &[&status.as_str(), &revision],
+            )
+            .await?;
+        Ok(row.try_get(0)?)
+    }
+
+    async fn put_filing(&mut self, filing: &Filing, revision: i64) -> Result<(), RegistryError> {
+        self.execute(
+            "INSERT INTO icpgate_filings (id, status, doc, revision) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (id) DO UPDATE SET status = excluded.status, doc = excluded.doc,
+             revision = excluded.revision",
+            &[
+                &filing.id,
+                &filing.status.as_str(),
+                &Json(filing),
+                &revision,
+            ],
         )
-        .await?
-        .try_get(0)?;
-    let payload = super::outbox_payload(id, filing).to_string();
-    tx.execute(
-        "UPDATE icpgate_outbox SET payload = $1 WHERE id = $2",
-        &[&payload, &id],
-    )
-    .await?;
-    Ok(())
+        .await?;
+        Ok(())
+    }
+
+    /// `ON CONFLICT DO NOTHING` leaves a domain another live filing holds (a node
+    /// that won a race after the workflow's check) unclaimed, and the transaction
+    /// usable to name that holder.
+    async fn replace_domains(
+        &mut self,
+        id: i64,
+        domains: &[String],
+        live: bool,
+    ) -> Result<Option<String>, RegistryError> {
+        self.execute(
+            "DELETE FROM icpgate_filing_domains WHERE filing_id = $1",
+            &[&id],
+        )
+        .await?;
+        let insert = self
+            .prepare_cached(
+                "INSERT INTO icpgate_filing_domains (domain, filing_id, live) VALUES ($1, $2, $3)
+                 ON CONFLICT DO NOTHING",
+            )
+            .await?;
+        for domain in domains {
+            if self.execute(&insert, &[domain, &id, &live]).await? == 0 {
+                return Ok(Some(domain.clone()));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn enqueue(
+        &mut self,
+        filing_id: i64,
+        now_ms: i64,
+        payload: impl FnOnce(i64) -> String,
+    ) -> Result<(), RegistryError> {
+        let id: i64 = self
+            .query_one(
+                "INSERT INTO icpgate_outbox (filing_id, payload, created_at_ms, next_attempt_at_ms)
+                 VALUES ($1, '', $2, $2) RETURNING id",
+                &[&filing_id, &now_ms],
+            )
+            .await?
+            .try_get(0)?;
+        self.execute(
+            "UPDATE icpgate_outbox SET payload = $1 WHERE id = $2",
+            &[&payload(id), &id],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Explicit ids must not collide with the ids the sequence hands out later.
+    async fn ids_imported(&mut self) -> Result<(), RegistryError> {
+        self.execute(
+            "SELECT setval(pg_get_serial_sequence('icpgate_filings', 'id'),
+                    GREATEST((SELECT MAX(id) FROM icpgate_filings), 1))",
+            &[],
+        )
+        .await?;
+        Ok(())
+    }
 }
 
 /// Every node of a fleet runs a notifier: `due` claims events (pushing their next

@@ -7,9 +7,9 @@
 //! database itself, not only in code. One connection writes and one reads; SQLite
 //! calls run on tokio's blocking pool so they never stall the data plane.
 //!
-//! With the outbox on (`with_outbox(true)`, when `[notify] url` is set), every
-//! submission and transition also writes its notification to `outbox` inside the
-//! same IMMEDIATE transaction: the change and its notification commit together.
+//! The writes are `workflow`'s, run inside one IMMEDIATE transaction over the
+//! storage operations below (`WriteTx`); with the outbox on (`with_outbox(true)`,
+//! when `[notify] url` is set) the change and its notification commit together.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -18,11 +18,12 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
+use super::workflow::{self, decode, encode, run_ready, WriteTx};
 use super::{
-    Change, FilingType, ImportRecord, ListFilter, Lookup, Outbox, OutboxEvent, Registry,
-    RegistryError, Submitted,
+    status_counts, Change, ImportRecord, ListFilter, Lookup, Outbox, OutboxEvent, Registry,
+    RegistryError, Submitted, CHANGES_BATCH,
 };
-use crate::model::filing::{now_rfc3339, Action, Filing, Kind, Status, Submission};
+use crate::model::filing::{Action, Filing, Status, Submission};
 use crate::model::host::RegistrableDomain;
 
 const SCHEMA: &str = "
@@ -102,8 +103,7 @@ impl SqliteRegistry {
             let mut guard = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             f(&mut guard)
         })
-        .await
-        .map_err(|e| RegistryError::Task(e.to_string()))?
+        .await?
     }
 
     async fn read<T, F>(&self, f: F) -> Result<T, RegistryError>
@@ -117,11 +117,11 @@ impl SqliteRegistry {
     async fn write<T, F>(&self, f: F) -> Result<T, RegistryError>
     where
         T: Send + 'static,
-        F: FnOnce(&Transaction<'_>) -> Result<T, RegistryError> + Send + 'static,
+        F: FnOnce(&mut Transaction<'_>) -> Result<T, RegistryError> + Send + 'static,
     {
         Self::with_conn(&self.writer, move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let out = f(&tx)?;
+            let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let out = f(&mut tx)?;
             tx.commit()?;
             Ok(out)
         })
@@ -136,18 +136,6 @@ fn open_connection(path: &Path) -> Result<Connection, RegistryError> {
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     Ok(conn)
-}
-
-fn decode(id: i64, doc: &str) -> Result<Filing, RegistryError> {
-    let mut filing: Filing =
-        serde_json::from_str(doc).map_err(|source| RegistryError::Corrupt { id, source })?;
-    filing.id = id;
-    Ok(filing)
-}
-
-fn encode(filing: &Filing) -> String {
-    // Serialising plain data (strings, enums, vectors) cannot fail.
-    serde_json::to_string(filing).unwrap_or_default()
 }
 
 fn load(conn: &Connection, id: i64) -> Result<Option<Filing>, RegistryError> {
@@ -165,71 +153,6 @@ fn current_revision(conn: &Connection) -> Result<i64, RegistryError> {
             row.get(0)
         })?,
     )
-}
-
-fn bump_revision(tx: &Transaction<'_>) -> Result<i64, RegistryError> {
-    Ok(tx.query_row(
-        "UPDATE meta SET value = value + 1 WHERE key = 'revision' RETURNING value",
-        [],
-        |row| row.get(0),
-    )?)
-}
-
-/// The live filing already holding one of `domains`, other than `except`.
-fn live_owner(
-    tx: &Transaction<'_>,
-    domains: &[String],
-    except: i64,
-) -> Result<Option<(String, i64)>, RegistryError> {
-    let mut stmt = tx.prepare_cached(
-        "SELECT filing_id FROM filing_domains WHERE domain = ?1 AND live = 1 AND filing_id != ?2",
-    )?;
-    for domain in domains {
-        if let Some(owner) = stmt
-            .query_row(params![domain, except], |row| row.get(0))
-            .optional()?
-        {
-            return Ok(Some((domain.clone(), owner)));
-        }
-    }
-    Ok(None)
-}
-
-/// Write `filing` (insert or replace) with its domain index, enforcing one live
-/// filing per domain. Returns the id it was stored under.
-fn store(tx: &Transaction<'_>, filing: &mut Filing, id: Option<i64>) -> Result<i64, RegistryError> {
-    let live = filing.status.is_live();
-    if live {
-        if let Some((domain, filing_id)) = live_owner(tx, &filing.domains, id.unwrap_or(0))? {
-            return Err(RegistryError::DomainTaken { domain, filing_id });
-        }
-    }
-    let revision = bump_revision(tx)?;
-    let id = match id {
-        Some(id) => id,
-        None => {
-            tx.execute(
-                "INSERT INTO filings (status, doc, revision) VALUES (?1, '{}', ?2)",
-                params![filing.status.as_str(), revision],
-            )?;
-            tx.last_insert_rowid()
-        }
-    };
-    filing.id = id;
-    tx.execute(
-        "INSERT INTO filings (id, status, doc, revision) VALUES (?1, ?2, ?3, ?4)
-         ON CONFLICT(id) DO UPDATE SET status = excluded.status, doc = excluded.doc,
-         revision = excluded.revision",
-        params![id, filing.status.as_str(), encode(filing), revision],
-    )?;
-    tx.execute("DELETE FROM filing_domains WHERE filing_id = ?1", [id])?;
-    let mut stmt = tx.prepare_cached(
-        "INSERT OR IGNORE INTO filing_domains (domain, filing_id, live) VALUES (?1, ?2, ?3)",
-    )?;
-    for domain in &filing.domains {
-        stmt.execute(params![domain, id, live])?;
-    }
-    Ok(id)
 }
 
 fn lookup_in(conn: &Connection, domain: &str) -> Result<Option<Filing>, RegistryError> {
@@ -296,19 +219,8 @@ impl Registry for SqliteRegistry {
     ) -> Result<Submitted, RegistryError> {
         let actor = actor.to_string();
         let outbox = self.outbox;
-        self.write(move |tx| {
-            let filing_type = classify(tx, &submission)?;
-            let mut filing = Filing::submit(0, submission, &actor, &now_rfc3339())?;
-            store(tx, &mut filing, None)?;
-            if outbox {
-                enqueue(tx, &filing)?;
-            }
-            Ok(Submitted {
-                filing,
-                filing_type,
-            })
-        })
-        .await
+        self.write(move |tx| run_ready(workflow::submit(tx, submission, &actor, outbox)))
+            .await
     }
 
     async fn transition(
@@ -319,27 +231,13 @@ impl Registry for SqliteRegistry {
     ) -> Result<Filing, RegistryError> {
         let actor = actor.to_string();
         let outbox = self.outbox;
-        self.write(move |tx| {
-            let mut filing = load(tx, id)?.ok_or(RegistryError::NotFound(id))?;
-            filing.apply(action, &actor, &now_rfc3339())?;
-            store(tx, &mut filing, Some(id))?;
-            if outbox {
-                enqueue(tx, &filing)?;
-            }
-            Ok(filing)
-        })
-        .await
+        self.write(move |tx| run_ready(workflow::transition(tx, id, action, &actor, outbox)))
+            .await
     }
 
     async fn import(&self, records: Vec<ImportRecord>) -> Result<usize, RegistryError> {
-        self.write(move |tx| {
-            let count = records.len();
-            for record in records {
-                import_one(tx, record)?;
-            }
-            Ok(count)
-        })
-        .await
+        self.write(move |tx| run_ready(workflow::import(tx, records)))
+            .await
     }
 
     async fn export(&self) -> Result<Vec<Filing>, RegistryError> {
@@ -349,19 +247,10 @@ impl Registry for SqliteRegistry {
 
     async fn counts_by_status(&self) -> Result<BTreeMap<Status, u64>, RegistryError> {
         self.read(|conn| {
-            let mut counts: BTreeMap<Status, u64> = Status::ALL.iter().map(|s| (*s, 0)).collect();
             let mut stmt =
                 conn.prepare_cached("SELECT status, COUNT(*) FROM filings GROUP BY status")?;
-            let rows = stmt.query_map([], |row| {
-                Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
-            })?;
-            for row in rows {
-                let (status, n) = row?;
-                if let Some(status) = Status::parse(&status) {
-                    counts.insert(status, u64::try_from(n).unwrap_or(0));
-                }
-            }
-            Ok(counts)
+            let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+            Ok(status_counts(rows.collect::<Result<Vec<_>, _>>()?))
         })
         .await
     }
@@ -382,9 +271,9 @@ impl Registry for SqliteRegistry {
     async fn changes_since(&self, revision: i64) -> Result<Vec<Change>, RegistryError> {
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT id, revision, doc FROM filings WHERE revision > ?1 ORDER BY revision LIMIT 10000",
+                "SELECT id, revision, doc FROM filings WHERE revision > ?1 ORDER BY revision LIMIT ?2",
             )?;
-            let rows = stmt.query_map([revision], |row| {
+            let rows = stmt.query_map([revision, CHANGES_BATCH], |row| {
                 Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?, row.get::<_, String>(2)?))
             })?;
             let mut changes = Vec::new();
@@ -411,53 +300,111 @@ impl Registry for SqliteRegistry {
     }
 }
 
-/// The seed's filing type: access of an existing filing by its kind; otherwise a new
-/// website when the entity already holds an ICP number (another filing of it is
-/// approved or disconnected), matched by certificate number when the submission
-/// gives one, else by entity name.
-fn classify(tx: &Transaction<'_>, submission: &Submission) -> Result<FilingType, RegistryError> {
-    if submission.kind == Kind::AccessExisting {
-        return Ok(FilingType::AccessExisting);
+/// The storage operations of the shared write path, in one IMMEDIATE transaction.
+impl WriteTx for Transaction<'_> {
+    async fn load(&mut self, id: i64) -> Result<Option<Filing>, RegistryError> {
+        load(self, id)
     }
-    let (certificate, name) = super::entity_identity(&submission.entity);
-    let known: Option<i64> = tx
-        .query_row(
-            "SELECT id FROM filings WHERE status IN ('approved', 'disconnected') AND (
-                 (?1 IS NOT NULL AND upper(trim(json_extract(doc, '$.entity.certificate_number'))) = ?1)
-              OR (?1 IS NULL AND trim(json_extract(doc, '$.entity.name')) = ?2))
-             LIMIT 1",
-            params![certificate, name],
+
+    async fn live_holder(
+        &mut self,
+        domain: &str,
+        except: i64,
+    ) -> Result<Option<i64>, RegistryError> {
+        Ok(self
+            .prepare_cached(
+                "SELECT filing_id FROM filing_domains
+                 WHERE domain = ?1 AND live = 1 AND filing_id != ?2",
+            )?
+            .query_row(params![domain, except], |row| row.get(0))
+            .optional()?)
+    }
+
+    async fn entity_holds_number(
+        &mut self,
+        certificate: Option<&str>,
+        name: &str,
+    ) -> Result<bool, RegistryError> {
+        let known: Option<i64> = self
+            .query_row(
+                "SELECT id FROM filings WHERE status IN ('approved', 'disconnected') AND (
+                     (?1 IS NOT NULL AND upper(trim(json_extract(doc, '$.entity.certificate_number'))) = ?1)
+                  OR (?1 IS NULL AND trim(json_extract(doc, '$.entity.name')) = ?2))
+                 LIMIT 1",
+                params![certificate, name],
+                |row| row.get(0),
+            )
+            .optional()?;
+        Ok(known.is_some())
+    }
+
+    async fn bump_revision(&mut self) -> Result<i64, RegistryError> {
+        Ok(self.query_row(
+            "UPDATE meta SET value = value + 1 WHERE key = 'revision' RETURNING value",
+            [],
             |row| row.get(0),
-        )
-        .optional()?;
-    Ok(match known {
-        Some(_) => FilingType::NewWebsite,
-        None => FilingType::FirstFiling,
-    })
-}
+        )?)
+    }
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
+    async fn insert_filing(&mut self, status: Status, revision: i64) -> Result<i64, RegistryError> {
+        self.execute(
+            "INSERT INTO filings (status, doc, revision) VALUES (?1, '{}', ?2)",
+            params![status.as_str(), revision],
+        )?;
+        Ok(self.last_insert_rowid())
+    }
 
-/// Record the filing's latest step as a notification, in the caller's transaction.
-fn enqueue(tx: &Transaction<'_>, filing: &Filing) -> Result<(), RegistryError> {
-    let now = now_ms();
-    tx.execute(
-        "INSERT INTO outbox (filing_id, payload, created_at_ms, next_attempt_at_ms)
-         VALUES (?1, '', ?2, ?2)",
-        params![filing.id, now],
-    )?;
-    let id = tx.last_insert_rowid();
-    let payload = super::outbox_payload(id, filing).to_string();
-    tx.execute(
-        "UPDATE outbox SET payload = ?1 WHERE id = ?2",
-        params![payload, id],
-    )?;
-    Ok(())
+    async fn put_filing(&mut self, filing: &Filing, revision: i64) -> Result<(), RegistryError> {
+        self.execute(
+            "INSERT INTO filings (id, status, doc, revision) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(id) DO UPDATE SET status = excluded.status, doc = excluded.doc,
+             revision = excluded.revision",
+            params![filing.id, filing.status.as_str(), encode(filing), revision],
+        )?;
+        Ok(())
+    }
+
+    async fn replace_domains(
+        &mut self,
+        id: i64,
+        domains: &[String],
+        live: bool,
+    ) -> Result<Option<String>, RegistryError> {
+        self.execute("DELETE FROM filing_domains WHERE filing_id = ?1", [id])?;
+        let mut stmt = self.prepare_cached(
+            "INSERT OR IGNORE INTO filing_domains (domain, filing_id, live) VALUES (?1, ?2, ?3)",
+        )?;
+        for domain in domains {
+            if stmt.execute(params![domain, id, live])? == 0 {
+                return Ok(Some(domain.clone()));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn enqueue(
+        &mut self,
+        filing_id: i64,
+        now_ms: i64,
+        payload: impl FnOnce(i64) -> String,
+    ) -> Result<(), RegistryError> {
+        self.execute(
+            "INSERT INTO outbox (filing_id, payload, created_at_ms, next_attempt_at_ms)
+             VALUES (?1, '', ?2, ?2)",
+            params![filing_id, now_ms],
+        )?;
+        let id = self.last_insert_rowid();
+        self.execute(
+            "UPDATE outbox SET payload = ?1 WHERE id = ?2",
+            params![payload(id), id],
+        )?;
+        Ok(())
+    }
+
+    /// AUTOINCREMENT already hands out ids above every explicit one.
+    async fn ids_imported(&mut self) -> Result<(), RegistryError> {
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -539,70 +486,5 @@ impl Outbox for SqliteRegistry {
             Ok(u64::try_from(n).unwrap_or(0))
         })
         .await
-    }
-}
-
-fn import_one(tx: &Transaction<'_>, record: ImportRecord) -> Result<(), RegistryError> {
-    let line = record.line;
-    let at_line = RegistryError::at_line(line);
-    let mut filing = record.filing;
-    if let Some(id) = record.id {
-        if load(tx, id).map_err(at_line)?.is_some() {
-            return Err(at_line(RegistryError::IdTaken(id)));
-        }
-    }
-    store(tx, &mut filing, record.id).map_err(at_line)?;
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::model::filing::{Entity, Kind, Product, Submission, Website};
-
-    fn submission(domain: &str) -> Submission {
-        Submission {
-            kind: Kind::New,
-            product: Product::Storefront,
-            domains: vec![domain.to_string()],
-            icp_number: None,
-            entity: Entity {
-                name: "示例科技有限公司".into(),
-                ..Entity::default()
-            },
-            website: Website {
-                name: "示例".into(),
-                ..Website::default()
-            },
-        }
-    }
-
-    #[tokio::test]
-    async fn pruning_deletes_only_delivered_events_older_than_the_cut() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let registry = SqliteRegistry::open(&dir.path().join("r.db"))
-            .unwrap_or_else(|e| panic!("{e}"))
-            .with_outbox(true);
-        let submit = |d: &'static str| registry.submit(submission(d), "tester");
-        submit("delivered.cn")
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        let due = registry
-            .due(now_ms(), 10)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(due.len(), 1);
-        registry
-            .delivered(due[0].id, 1_000)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        submit("pending.cn").await.unwrap_or_else(|e| panic!("{e}"));
-
-        // Delivered at t=1000: kept by a cut at 1000, deleted by one after it.
-        assert_eq!(registry.prune_delivered(1_000).await.ok(), Some(0));
-        assert_eq!(registry.prune_delivered(1_001).await.ok(), Some(1));
-        // The undelivered event is never pruned, however late the cut.
-        assert_eq!(registry.prune_delivered(i64::MAX).await.ok(), Some(0));
-        assert_eq!(registry.pending().await.ok(), Some(1));
     }
 }

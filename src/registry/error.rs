@@ -1,0 +1,94 @@
+//! The registry's one error type, the same for every backend: what a caller can act
+//! on (not found, a taken domain with its holder, an illegal step, a bad import line)
+//! is a variant of its own; a failing store is `Unavailable` with its typed cause.
+
+use crate::model::filing::TransitionError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("filing {0} not found")]
+    NotFound(i64),
+    #[error("domain {domain} already belongs to live filing {filing_id}")]
+    DomainTaken { domain: String, filing_id: i64 },
+    #[error("filing id {0} already exists")]
+    IdTaken(i64),
+    #[error(transparent)]
+    Transition(#[from] TransitionError),
+    #[error("line {line}: {source}")]
+    AtLine {
+        line: usize,
+        source: Box<RegistryError>,
+    },
+    #[error("stored filing {id} is unreadable: {source}")]
+    Corrupt { id: i64, source: serde_json::Error },
+    #[error("registry storage error: {0}")]
+    Unavailable(#[from] StorageError),
+}
+
+/// Why the store itself failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("postgres: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error("postgres pool: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    #[error("postgres pool: {0}")]
+    PoolBuild(#[from] deadpool_postgres::BuildError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("registry task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+    /// Another writer took and released `domain` between this write's two looks at
+    /// it; nothing was stored, the write may be retried.
+    #[error("domain {domain} changed hands during this write; retry")]
+    LostRace { domain: String },
+    /// A synchronous backend's operation did not complete at once (a bug).
+    #[error("a synchronous registry operation did not complete")]
+    Stalled,
+    /// The in-memory registry was told to fail (tests of outage handling).
+    #[error("the in-memory registry is down (test fault)")]
+    Down,
+}
+
+impl RegistryError {
+    /// This error, as the failure of an import's line `line`.
+    pub fn at_line(line: usize) -> impl Fn(RegistryError) -> RegistryError + Copy {
+        move |source| RegistryError::AtLine {
+            line,
+            source: Box::new(source),
+        }
+    }
+
+    /// Whether the store itself failed (as opposed to the request being refused).
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            RegistryError::Unavailable(_) | RegistryError::Corrupt { .. } => true,
+            RegistryError::AtLine { source, .. } => source.is_unavailable(),
+            RegistryError::NotFound(_)
+            | RegistryError::DomainTaken { .. }
+            | RegistryError::IdTaken(_)
+            | RegistryError::Transition(_) => false,
+        }
+    }
+}
+
+macro_rules! unavailable_from {
+    ($($source:ty),* $(,)?) => {$(
+        impl From<$source> for RegistryError {
+            fn from(error: $source) -> RegistryError {
+                RegistryError::Unavailable(StorageError::from(error))
+            }
+        }
+    )*};
+}
+
+unavailable_from!(
+    rusqlite::Error,
+    tokio_postgres::Error,
+    deadpool_postgres::PoolError,
+    deadpool_postgres::BuildError,
+    std::io::Error,
+    tokio::task::JoinError,
+);

@@ -1,0 +1,253 @@
+//! The one write path of the registry: submit, transition and import, written once
+//! over the small set of storage operations ([`WriteTx`]) each backend supplies.
+//!
+//! Contract (every backend gets it from here, none re-implements it):
+//! - a submission is classified (the seed's filing type) and stored in
+//!   `initial_review`; a transition goes through `Filing::apply` and leaves the
+//!   filing untouched when refused;
+//! - a registrable domain belongs to at most one live filing: a write that would
+//!   make a second one live is refused with `DomainTaken` naming the real holder;
+//! - every stored filing bumps the registry revision, which only grows;
+//! - with the outbox on, the notification of each submission and transition is
+//!   enqueued in the same transaction as the change;
+//! - an import stores every record or none, and names the line of the one refused.
+//!
+//! The caller opens the transaction, runs one of [`submit`], [`transition`],
+//! [`import`] in it, and commits only on `Ok`. Synchronous backends (SQLite, memory)
+//! run these futures with [`run_ready`]: their operations never wait.
+
+use std::future::Future;
+
+use futures_util::FutureExt;
+use serde_json::{json, Value};
+
+use super::{FilingType, ImportRecord, RegistryError, StorageError, Submitted};
+use crate::model::filing::{now_rfc3339, Action, Entity, Filing, Kind, Status, Submission};
+
+/// The storage operations of one write transaction. Every operation runs inside the
+/// transaction the backend opened; nothing is visible to others before its commit.
+pub(crate) trait WriteTx {
+    /// The stored filing `id`, held against concurrent writers until commit.
+    async fn load(&mut self, id: i64) -> Result<Option<Filing>, RegistryError>;
+    /// The live filing, other than `except`, that holds `domain`.
+    async fn live_holder(
+        &mut self,
+        domain: &str,
+        except: i64,
+    ) -> Result<Option<i64>, RegistryError>;
+    /// Whether an `approved` or `disconnected` filing exists whose entity has this
+    /// certificate number (trimmed, upper-case) when given, else this trimmed name.
+    async fn entity_holds_number(
+        &mut self,
+        certificate: Option<&str>,
+        name: &str,
+    ) -> Result<bool, RegistryError>;
+    /// Advance the registry revision; returns the new one.
+    async fn bump_revision(&mut self) -> Result<i64, RegistryError>;
+    /// Reserve a fresh id for a new filing in `status` at `revision`.
+    async fn insert_filing(&mut self, status: Status, revision: i64) -> Result<i64, RegistryError>;
+    /// Write `filing` under `filing.id` (insert or replace) at `revision`.
+    async fn put_filing(&mut self, filing: &Filing, revision: i64) -> Result<(), RegistryError>;
+    /// Replace the domain rows of filing `id`. When `live`, a domain another live
+    /// filing holds is not claimed and is returned (the database's own
+    /// one-live-filing-per-domain index refusing it).
+    async fn replace_domains(
+        &mut self,
+        id: i64,
+        domains: &[String],
+        live: bool,
+    ) -> Result<Option<String>, RegistryError>;
+    /// Append an outbox event for `filing_id` created at `now_ms`, due at once;
+    /// `payload` makes its document from the event's id.
+    async fn enqueue(
+        &mut self,
+        filing_id: i64,
+        now_ms: i64,
+        payload: impl FnOnce(i64) -> String,
+    ) -> Result<(), RegistryError>;
+    /// After an import stored explicit ids: ids handed out later must not collide.
+    async fn ids_imported(&mut self) -> Result<(), RegistryError>;
+}
+
+/// Validate and store a submission in `initial_review`, with its filing type.
+pub(crate) async fn submit<T: WriteTx>(
+    tx: &mut T,
+    submission: Submission,
+    actor: &str,
+    outbox: bool,
+) -> Result<Submitted, RegistryError> {
+    let filing_type = classify(tx, &submission).await?;
+    let mut filing = Filing::submit(0, submission, actor, &now_rfc3339())?;
+    store(tx, &mut filing, None).await?;
+    if outbox {
+        enqueue(tx, &filing).await?;
+    }
+    Ok(Submitted {
+        filing,
+        filing_type,
+    })
+}
+
+/// Apply one workflow step to filing `id`.
+pub(crate) async fn transition<T: WriteTx>(
+    tx: &mut T,
+    id: i64,
+    action: Action,
+    actor: &str,
+    outbox: bool,
+) -> Result<Filing, RegistryError> {
+    let mut filing = tx.load(id).await?.ok_or(RegistryError::NotFound(id))?;
+    filing.apply(action, actor, &now_rfc3339())?;
+    store(tx, &mut filing, Some(id)).await?;
+    if outbox {
+        enqueue(tx, &filing).await?;
+    }
+    Ok(filing)
+}
+
+/// Store every record (the caller commits only on `Ok`); an error names its line.
+pub(crate) async fn import<T: WriteTx>(
+    tx: &mut T,
+    records: Vec<ImportRecord>,
+) -> Result<usize, RegistryError> {
+    let count = records.len();
+    for record in records {
+        let at_line = RegistryError::at_line(record.line);
+        let mut filing = record.filing;
+        if let Some(id) = record.id {
+            if tx.load(id).await.map_err(at_line)?.is_some() {
+                return Err(at_line(RegistryError::IdTaken(id)));
+            }
+        }
+        store(tx, &mut filing, record.id).await.map_err(at_line)?;
+    }
+    tx.ids_imported().await?;
+    Ok(count)
+}
+
+/// Write `filing` (a new one when `id` is `None`) with its domain rows at the next
+/// revision, keeping one live filing per domain.
+async fn store<T: WriteTx>(
+    tx: &mut T,
+    filing: &mut Filing,
+    id: Option<i64>,
+) -> Result<(), RegistryError> {
+    let live = filing.status.is_live();
+    let except = id.unwrap_or(0);
+    if live {
+        for domain in &filing.domains {
+            if let Some(filing_id) = tx.live_holder(domain, except).await? {
+                let domain = domain.clone();
+                return Err(RegistryError::DomainTaken { domain, filing_id });
+            }
+        }
+    }
+    let revision = tx.bump_revision().await?;
+    filing.id = match id {
+        Some(id) => id,
+        None => tx.insert_filing(filing.status, revision).await?,
+    };
+    tx.put_filing(filing, revision).await?;
+    if let Some(domain) = tx.replace_domains(filing.id, &filing.domains, live).await? {
+        // Another writer made it live after the check above: name that holder.
+        return match tx.live_holder(&domain, filing.id).await? {
+            Some(filing_id) => Err(RegistryError::DomainTaken { domain, filing_id }),
+            None => Err(StorageError::LostRace { domain }.into()),
+        };
+    }
+    Ok(())
+}
+
+/// The seed's filing type: access of an existing filing by its kind; otherwise a new
+/// website when the entity already holds an ICP number (another filing of it is
+/// approved or disconnected), matched by certificate number when the submission
+/// gives one, else by entity name.
+async fn classify<T: WriteTx>(
+    tx: &mut T,
+    submission: &Submission,
+) -> Result<FilingType, RegistryError> {
+    if submission.kind == Kind::AccessExisting {
+        return Ok(FilingType::AccessExisting);
+    }
+    let (certificate, name) = entity_identity(&submission.entity);
+    Ok(
+        if tx
+            .entity_holds_number(certificate.as_deref(), &name)
+            .await?
+        {
+            FilingType::NewWebsite
+        } else {
+            FilingType::FirstFiling
+        },
+    )
+}
+
+/// How the seed's filing type recognises a known entity: by its certificate number
+/// (trimmed, upper-case) when the submission gives one, else by its trimmed name.
+pub(crate) fn entity_identity(entity: &Entity) -> (Option<String>, String) {
+    let certificate = entity
+        .certificate_number
+        .as_deref()
+        .map(|c| c.trim().to_uppercase())
+        .filter(|c| !c.is_empty());
+    (certificate, entity.name.trim().to_string())
+}
+
+/// Record the filing's latest step as a notification, in the caller's transaction.
+async fn enqueue<T: WriteTx>(tx: &mut T, filing: &Filing) -> Result<(), RegistryError> {
+    tx.enqueue(filing.id, now_ms(), |event_id| {
+        outbox_payload(event_id, filing).to_string()
+    })
+    .await
+}
+
+/// The notification for the filing's latest history entry. No personal data: only
+/// ids, kind, product, domains, the step and the ICP number.
+pub fn outbox_payload(event_id: i64, filing: &Filing) -> Value {
+    let step = filing.history.last();
+    json!({
+        "event_id": event_id,
+        "filing_id": filing.id,
+        "kind": filing.kind.as_str(),
+        "product": filing.product.as_str(),
+        "domains": filing.domains,
+        "from": step.and_then(|s| s.from).map(|s| s.as_str()),
+        "to": filing.status.as_str(),
+        "actor": step.map(|s| s.actor.as_str()),
+        "reason": step.and_then(|s| s.reason.as_deref()),
+        "at": step.map_or(filing.updated_at.as_str(), |s| s.at.as_str()),
+        "icp_number": filing.icp_number.as_ref().map(|n| n.as_str()),
+    })
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The stored document of `filing`.
+pub(crate) fn encode(filing: &Filing) -> String {
+    // Serialising plain data (strings, enums, vectors) cannot fail.
+    serde_json::to_string(filing).unwrap_or_default()
+}
+
+/// The filing stored as `doc` under `id`; an unreadable document is `Corrupt`,
+/// naming the filing, never a panic.
+pub(crate) fn decode(id: i64, doc: &str) -> Result<Filing, RegistryError> {
+    let mut filing: Filing =
+        serde_json::from_str(doc).map_err(|source| RegistryError::Corrupt { id, source })?;
+    filing.id = id;
+    Ok(filing)
+}
+
+/// Run a write of a synchronous backend to completion: its storage operations never
+/// wait, so the future finishes in its first poll.
+pub(crate) fn run_ready<T>(
+    write: impl Future<Output = Result<T, RegistryError>>,
+) -> Result<T, RegistryError> {
+    write
+        .now_or_never()
+        .unwrap_or(Err(StorageError::Stalled.into()))
+}

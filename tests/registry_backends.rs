@@ -1,0 +1,865 @@
+//! The contract these tests pin: every registry backend — embedded SQLite (a temp
+//! file), PostgreSQL (a database of its own per test) and the in-memory registry the
+//! unit tests use — keeps the same registry contract, case for case:
+//!
+//! - a submission is stored in `initial_review`, classified by the seed's filing type;
+//! - every legal transition does what the state machine says; an illegal one (a
+//!   409-class `Transition(Illegal)`) or a bad one (400-class) changes nothing;
+//! - a registrable domain belongs to at most one live filing, and a refusal names
+//!   the real id of the filing holding it — also when writers race for it;
+//! - an import stores every record or none, and names the line it refused;
+//! - every write bumps the revision, and `changes_since` replays writes in order;
+//! - with the outbox on, each submission and transition enqueues one notification;
+//!   delivered events are acknowledged and pruned, pending ones never;
+//! - counts by status, list filters and lookups agree across backends;
+//! - an unreadable stored document is `Corrupt` naming the filing, never a panic.
+//!
+//! Each case is one async fn taking a [`Backend`]; `backend_cases!` runs it against
+//! each backend. Without `ICPGATE_TEST_PG_URL` the PostgreSQL cases print that they
+//! were skipped — except under `CI=true`, where they fail instead.
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use common::PgDatabase;
+use icpgate::model::filing::{
+    Action, Entity, Filing, IcpNumber, Kind, Product, Status, Submission, TransitionError, Website,
+};
+use icpgate::model::host::{HostName, RegistrableDomain};
+use icpgate::registry::memory::MemoryRegistry;
+use icpgate::registry::postgres::PostgresRegistry;
+use icpgate::registry::sqlite::SqliteRegistry;
+use icpgate::registry::{jsonl, now_ms, FilingType, ListFilter, Outbox, Registry, RegistryError};
+use serde_json::Value;
+
+/// One backend under test, with its outbox on, and what keeps its store alive.
+struct Backend {
+    registry: Arc<dyn Registry>,
+    store: Store,
+}
+
+enum Store {
+    Memory(MemoryRegistry),
+    Sqlite {
+        path: PathBuf,
+        _dir: tempfile::TempDir,
+    },
+    Postgres(PgDatabase),
+}
+
+impl Backend {
+    fn memory() -> Backend {
+        let registry = MemoryRegistry::new().with_outbox(true);
+        Backend {
+            registry: Arc::new(registry.clone()),
+            store: Store::Memory(registry),
+        }
+    }
+
+    fn sqlite() -> Backend {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("registry.db");
+        let registry = SqliteRegistry::open(&path)
+            .expect("open sqlite")
+            .with_outbox(true);
+        Backend {
+            registry: Arc::new(registry),
+            store: Store::Sqlite { path, _dir: dir },
+        }
+    }
+
+    /// None when PostgreSQL is not configured (a failure instead under `CI=true`).
+    async fn postgres(test: &str) -> Option<Backend> {
+        let Some(db) = PgDatabase::create(test).await else {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "{test}: CI=true but ICPGATE_TEST_PG_URL is not set: the PostgreSQL backend \
+                 must be tested in CI"
+            );
+            return None;
+        };
+        let registry = PostgresRegistry::connect(&db.url)
+            .await
+            .expect("connect postgres")
+            .with_outbox(true);
+        Some(Backend {
+            registry: Arc::new(registry),
+            store: Store::Postgres(db),
+        })
+    }
+
+    fn outbox(&self) -> Arc<dyn Outbox> {
+        self.registry.outbox().expect("the outbox is on")
+    }
+
+    /// Overwrite the stored document of filing `id` with something that is not a
+    /// filing, behind the registry's back.
+    async fn corrupt(&self, id: i64) {
+        match &self.store {
+            Store::Memory(registry) => {
+                assert!(registry.replace_document(id, "{\"id\": \"not a filing\""));
+            }
+            Store::Sqlite { path, .. } => {
+                let conn = rusqlite::Connection::open(path).expect("open sqlite");
+                let n = conn
+                    .execute("UPDATE filings SET doc = 'not json' WHERE id = ?1", [id])
+                    .expect("corrupt sqlite");
+                assert_eq!(n, 1);
+            }
+            Store::Postgres(db) => {
+                let (client, connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+                    .await
+                    .expect("connect postgres");
+                tokio::spawn(connection);
+                let n = client
+                    .execute(
+                        "UPDATE icpgate_filings SET doc = '{\"id\": \"not a filing\"}' WHERE id = $1",
+                        &[&id],
+                    )
+                    .await
+                    .expect("corrupt postgres");
+                assert_eq!(n, 1);
+            }
+        }
+    }
+}
+
+/// Run each case against every backend: `memory::case`, `sqlite::case`,
+/// `postgres::case`.
+macro_rules! backend_cases {
+    ($($case:ident),* $(,)?) => {
+        mod memory {
+            $(#[tokio::test]
+            async fn $case() {
+                super::$case(super::Backend::memory()).await;
+            })*
+        }
+        mod sqlite {
+            $(#[tokio::test]
+            async fn $case() {
+                super::$case(super::Backend::sqlite()).await;
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test]
+            async fn $case() {
+                let test = concat!("registry_backends::postgres::", stringify!($case));
+                if let Some(backend) = super::Backend::postgres(test).await {
+                    super::$case(backend).await;
+                }
+            })*
+        }
+    };
+}
+
+backend_cases!(
+    submit_stores_initial_review_and_classifies_the_filing_type,
+    every_legal_transition_moves_the_filing,
+    illegal_and_bad_transitions_change_nothing,
+    one_live_filing_per_domain_names_the_holder,
+    racing_submissions_for_one_domain_leave_one_live_filing,
+    import_is_all_or_nothing_and_names_the_line,
+    every_write_bumps_the_revision_and_is_replayed_in_order,
+    the_outbox_enqueues_each_change_and_acks_deliveries,
+    counts_cover_every_status,
+    list_filters_by_status_and_domain_in_id_order,
+    a_corrupt_document_is_reported_not_panicked,
+);
+
+// ---- fixtures ----
+
+fn domain(name: &str) -> RegistrableDomain {
+    HostName::parse(name)
+        .ok()
+        .and_then(|h| h.registrable_domain())
+        .expect("registrable domain")
+}
+
+fn entity(name: &str, certificate: Option<&str>) -> Entity {
+    Entity {
+        name: name.into(),
+        certificate_number: certificate.map(Into::into),
+        ..Entity::default()
+    }
+}
+
+fn submission(domains: &[&str]) -> Submission {
+    Submission {
+        kind: Kind::New,
+        product: Product::Storefront,
+        domains: domains.iter().map(|d| d.to_string()).collect(),
+        icp_number: None,
+        entity: entity("示例科技有限公司", None),
+        website: Website {
+            name: "示例".into(),
+            ..Website::default()
+        },
+    }
+}
+
+fn icp(number: &str) -> IcpNumber {
+    IcpNumber::parse(number).expect("icp number")
+}
+
+fn initial(approve: bool) -> Action {
+    Action::InitialReview {
+        approve,
+        reason: (!approve).then(|| "材料不全".to_string()),
+    }
+}
+
+fn authority_pass(number: &str) -> Action {
+    Action::AuthorityReview {
+        approve: true,
+        icp_number: Some(icp(number)),
+        reason: None,
+    }
+}
+
+fn resubmit() -> Action {
+    Action::Resubmit {
+        entity: None,
+        website: None,
+        product: None,
+    }
+}
+
+async fn submit(backend: &Backend, domains: &[&str]) -> Filing {
+    backend
+        .registry
+        .submit(submission(domains), "tester")
+        .await
+        .expect("submit")
+        .filing
+}
+
+async fn step(backend: &Backend, id: i64, action: Action) -> Filing {
+    backend
+        .registry
+        .transition(id, action, "reviewer")
+        .await
+        .expect("transition")
+}
+
+/// Submit for `domains` and take the filing to `approved`.
+async fn approved(backend: &Backend, domains: &[&str], number: &str) -> Filing {
+    let filing = submit(backend, domains).await;
+    step(backend, filing.id, initial(true)).await;
+    step(backend, filing.id, authority_pass(number)).await
+}
+
+async fn revision(backend: &Backend) -> i64 {
+    backend.registry.revision().await.expect("revision")
+}
+
+async fn get(backend: &Backend, id: i64) -> Filing {
+    backend
+        .registry
+        .get(id)
+        .await
+        .expect("get")
+        .expect("filing exists")
+}
+
+// ---- cases ----
+
+async fn submit_stores_initial_review_and_classifies_the_filing_type(backend: Backend) {
+    let registry = &backend.registry;
+    assert!(registry.is_empty().await.expect("is_empty"));
+    let first = registry
+        .submit(submission(&["example.cn", "example.com.cn"]), "tester")
+        .await
+        .expect("submit");
+    assert_eq!(first.filing_type, FilingType::FirstFiling);
+    let filing = first.filing;
+    assert!(filing.id > 0);
+    assert_eq!(filing.status, Status::InitialReview);
+    assert_eq!(filing.domains, vec!["example.cn", "example.com.cn"]);
+    assert_eq!(filing.history.len(), 1);
+    assert_eq!(filing.history[0].actor, "tester");
+    assert_eq!(filing.history[0].from, None);
+    assert_eq!(get(&backend, filing.id).await, filing, "stored as answered");
+    assert!(!registry.is_empty().await.expect("is_empty"));
+
+    // A submission the model refuses is a Transition error, and stores nothing.
+    let mut bad = submission(&["bad.cn"]);
+    bad.icp_number = Some(icp("浙ICP备12345678号-1"));
+    let refused = registry.submit(bad, "tester").await;
+    assert!(
+        matches!(
+            refused,
+            Err(RegistryError::Transition(
+                TransitionError::IcpNumberOnNewFiling
+            ))
+        ),
+        "{refused:?}"
+    );
+    let blank_actor = registry.submit(submission(&["actor.cn"]), " ").await;
+    assert!(
+        matches!(
+            blank_actor,
+            Err(RegistryError::Transition(TransitionError::ActorRequired))
+        ),
+        "{blank_actor:?}"
+    );
+
+    // Once the entity holds an ICP number, its next website is a new website:
+    // matched by name when no certificate number is given...
+    step(&backend, filing.id, initial(true)).await;
+    step(&backend, filing.id, authority_pass("浙ICP备12345678号-1")).await;
+    let by_name = registry
+        .submit(submission(&["second.cn"]), "tester")
+        .await
+        .expect("submit");
+    assert_eq!(by_name.filing_type, FilingType::NewWebsite);
+    // ...and by certificate number (in any case) when one is given.
+    let mut certified = submission(&["third.cn"]);
+    certified.entity = entity("另一家公司", Some("91330100MA27XXXX1X"));
+    let certified = registry.submit(certified, "tester").await.expect("submit");
+    assert_eq!(certified.filing_type, FilingType::FirstFiling);
+    step(&backend, certified.filing.id, initial(true)).await;
+    step(
+        &backend,
+        certified.filing.id,
+        authority_pass("浙ICP备87654321号-1"),
+    )
+    .await;
+    let mut same_certificate = submission(&["fourth.cn"]);
+    same_certificate.entity = entity("改名后的公司", Some("91330100ma27xxxx1x"));
+    let same_certificate = registry
+        .submit(same_certificate, "tester")
+        .await
+        .expect("submit");
+    assert_eq!(same_certificate.filing_type, FilingType::NewWebsite);
+
+    let mut access = submission(&["moved.cn"]);
+    access.kind = Kind::AccessExisting;
+    access.icp_number = Some(icp("京ICP备10101010号-3"));
+    let access = registry.submit(access, "tester").await.expect("submit");
+    assert_eq!(access.filing_type, FilingType::AccessExisting);
+    assert_eq!(access.filing.status, Status::InitialReview);
+}
+
+async fn every_legal_transition_moves_the_filing(backend: Backend) {
+    // submit -> initial pass -> authority pass -> change -> cancel
+    let a = submit(&backend, &["a.cn"]).await;
+    let a1 = step(&backend, a.id, initial(true)).await;
+    assert_eq!(a1.status, Status::AuthorityReview);
+    let a2 = step(&backend, a.id, authority_pass("浙ICP备20231234号-1")).await;
+    assert_eq!(a2.status, Status::Approved);
+    assert_eq!(a2.icp_number, Some(icp("浙ICP备20231234号-1")));
+    let changed = Action::ChangeDetails {
+        entity: None,
+        website: Some(Website {
+            name: "新名字".into(),
+            ..Website::default()
+        }),
+    };
+    let a3 = step(&backend, a.id, changed).await;
+    assert_eq!(a3.status, Status::Approved, "a change keeps the status");
+    assert_eq!(a3.website.name, "新名字");
+    let a4 = step(&backend, a.id, Action::Cancel { reason: None }).await;
+    assert_eq!(a4.status, Status::Cancelled);
+    let steps: Vec<_> = a4.history.iter().map(|h| (h.from, h.to)).collect();
+    assert_eq!(
+        steps,
+        vec![
+            (None, Status::InitialReview),
+            (Some(Status::InitialReview), Status::AuthorityReview),
+            (Some(Status::AuthorityReview), Status::Approved),
+            (Some(Status::Approved), Status::Approved),
+            (Some(Status::Approved), Status::Cancelled),
+        ]
+    );
+    assert_eq!(get(&backend, a.id).await, a4, "stored as answered");
+
+    // initial fail -> resubmit -> authority fail -> abandon
+    let b = submit(&backend, &["b.cn"]).await;
+    let b1 = step(&backend, b.id, initial(false)).await;
+    assert_eq!(b1.status, Status::Rejected);
+    assert_eq!(b1.history[1].reason.as_deref(), Some("材料不全"));
+    assert_eq!(
+        step(&backend, b.id, resubmit()).await.status,
+        Status::InitialReview
+    );
+    step(&backend, b.id, initial(true)).await;
+    let fail = Action::AuthorityReview {
+        approve: false,
+        icp_number: None,
+        reason: Some("网站名称不符".into()),
+    };
+    assert_eq!(step(&backend, b.id, fail).await.status, Status::Rejected);
+    let abandon = Action::Abandon {
+        reason: Some("change domain".into()),
+    };
+    assert_eq!(
+        step(&backend, b.id, abandon).await.status,
+        Status::Abandoned
+    );
+
+    // approved -> disconnect; approved -> abandon
+    let c = approved(&backend, &["c.cn"], "浙ICP备20231234号-2").await;
+    let disconnect = Action::Disconnect { reason: None };
+    assert_eq!(
+        step(&backend, c.id, disconnect).await.status,
+        Status::Disconnected
+    );
+    let d = approved(&backend, &["d.cn"], "浙ICP备20231234号-3").await;
+    let abandon = Action::Abandon { reason: None };
+    assert_eq!(
+        step(&backend, d.id, abandon).await.status,
+        Status::Abandoned
+    );
+}
+
+async fn illegal_and_bad_transitions_change_nothing(backend: Backend) {
+    let registry = &backend.registry;
+    let filing = submit(&backend, &["strict.cn"]).await;
+    let before = revision(&backend).await;
+
+    // 409-class: the state machine has no such edge.
+    let early = registry
+        .transition(filing.id, authority_pass("浙ICP备20231234号-1"), "x")
+        .await;
+    assert!(
+        matches!(
+            early,
+            Err(RegistryError::Transition(TransitionError::Illegal {
+                action: "authority-review",
+                from: Status::InitialReview,
+                ..
+            }))
+        ),
+        "{early:?}"
+    );
+    // 400-class: a legal edge asked for badly.
+    let no_reason = Action::InitialReview {
+        approve: false,
+        reason: None,
+    };
+    let no_reason = registry.transition(filing.id, no_reason, "x").await;
+    assert!(
+        matches!(
+            no_reason,
+            Err(RegistryError::Transition(TransitionError::ReasonRequired))
+        ),
+        "{no_reason:?}"
+    );
+    step(&backend, filing.id, initial(true)).await;
+    let before_approval = get(&backend, filing.id).await;
+    let mid = revision(&backend).await;
+    let no_number = Action::AuthorityReview {
+        approve: true,
+        icp_number: None,
+        reason: None,
+    };
+    let no_number = registry.transition(filing.id, no_number, "x").await;
+    assert!(
+        matches!(
+            no_number,
+            Err(RegistryError::Transition(
+                TransitionError::IcpNumberRequired
+            ))
+        ),
+        "{no_number:?}"
+    );
+    assert_eq!(get(&backend, filing.id).await, before_approval);
+    assert_eq!(revision(&backend).await, mid, "a refusal writes nothing");
+    assert!(mid > before);
+
+    // Terminal statuses accept nothing.
+    step(&backend, filing.id, Action::Abandon { reason: None }).await;
+    let after = get(&backend, filing.id).await;
+    for action in [
+        initial(true),
+        resubmit(),
+        Action::Abandon { reason: None },
+        Action::Cancel { reason: None },
+        Action::Disconnect { reason: None },
+    ] {
+        let name = action.name();
+        let refused = registry.transition(filing.id, action, "x").await;
+        assert!(
+            matches!(
+                refused,
+                Err(RegistryError::Transition(TransitionError::Illegal {
+                    from: Status::Abandoned,
+                    ..
+                }))
+            ),
+            "{name}: {refused:?}"
+        );
+    }
+    assert_eq!(get(&backend, filing.id).await, after);
+
+    // A filing that does not exist.
+    let missing = registry.transition(999_999, initial(true), "x").await;
+    assert!(
+        matches!(missing, Err(RegistryError::NotFound(999_999))),
+        "{missing:?}"
+    );
+    assert!(registry.get(999_999).await.expect("get").is_none());
+    for error in [early, no_reason, no_number, missing] {
+        assert!(!error.expect_err("refused").is_unavailable());
+    }
+}
+
+async fn one_live_filing_per_domain_names_the_holder(backend: Backend) {
+    let registry = &backend.registry;
+    let holder = submit(&backend, &["taken.cn"]).await;
+    submit(&backend, &["other.cn"]).await;
+    let counts = registry.counts_by_status().await.expect("counts");
+    let before = revision(&backend).await;
+
+    let second = registry
+        .submit(submission(&["free.cn", "taken.cn"]), "tester")
+        .await;
+    match second {
+        Err(RegistryError::DomainTaken { domain, filing_id }) => {
+            assert_eq!(domain, "taken.cn");
+            assert_eq!(filing_id, holder.id, "the real holder is named");
+        }
+        other => panic!("want DomainTaken, got {other:?}"),
+    }
+    assert_eq!(revision(&backend).await, before, "nothing was written");
+    assert_eq!(registry.counts_by_status().await.expect("counts"), counts);
+    let free = ListFilter {
+        domain: Some(domain("free.cn")),
+        ..ListFilter::default()
+    };
+    assert!(registry.list(&free).await.expect("list").is_empty());
+
+    // Rejected is still live: it keeps the domain.
+    step(&backend, holder.id, initial(false)).await;
+    let again = registry.submit(submission(&["taken.cn"]), "tester").await;
+    assert!(
+        matches!(again, Err(RegistryError::DomainTaken { filing_id, .. }) if filing_id == holder.id),
+        "{again:?}"
+    );
+    // An import naming a held domain is refused the same way, on its line.
+    let line = r#"{"domains":["taken.cn"],"product":"storefront","status":"initial_review"}"#;
+    let imported = registry.import(jsonl::parse(line).expect("parse")).await;
+    match imported {
+        Err(RegistryError::AtLine { line: 1, source }) => assert!(
+            matches!(*source, RegistryError::DomainTaken { filing_id, .. } if filing_id == holder.id),
+            "{source:?}"
+        ),
+        other => panic!("want AtLine(DomainTaken), got {other:?}"),
+    }
+
+    // Once abandoned, the domain is free; the lookup then answers the live filing.
+    step(&backend, holder.id, Action::Abandon { reason: None }).await;
+    let abandoned = registry.lookup(&domain("taken.cn")).await.expect("lookup");
+    assert_eq!(abandoned.filing.map(|f| f.id), Some(holder.id));
+    let successor = submit(&backend, &["taken.cn"]).await;
+    let lookup = registry.lookup(&domain("taken.cn")).await.expect("lookup");
+    assert_eq!(lookup.filing.map(|f| f.id), Some(successor.id));
+    assert_eq!(lookup.revision, revision(&backend).await);
+    let unknown = registry.lookup(&domain("nobody.cn")).await.expect("lookup");
+    assert!(unknown.filing.is_none());
+}
+
+async fn racing_submissions_for_one_domain_leave_one_live_filing(backend: Backend) {
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let registry = Arc::clone(&backend.registry);
+            tokio::spawn(async move { registry.submit(submission(&["race.cn"]), "racer").await })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    let mut holders = Vec::new();
+    for task in tasks {
+        match task.await.expect("task") {
+            Ok(submitted) => winners.push(submitted.filing.id),
+            Err(RegistryError::DomainTaken { domain, filing_id }) => {
+                assert_eq!(domain, "race.cn");
+                holders.push(filing_id);
+            }
+            Err(other) => panic!("want DomainTaken, got {other:?}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one submission wins: {winners:?}");
+    assert!(
+        holders.iter().all(|id| *id == winners[0]),
+        "every refusal names the winner {}: {holders:?}",
+        winners[0]
+    );
+    let listed = backend
+        .registry
+        .list(&ListFilter {
+            domain: Some(domain("race.cn")),
+            ..ListFilter::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(listed.len(), 1, "no filing without its domain row");
+    let all = backend.registry.export().await.expect("export");
+    assert_eq!(all.len(), 1, "the refused submissions stored nothing");
+}
+
+async fn import_is_all_or_nothing_and_names_the_line(backend: Backend) {
+    let registry = &backend.registry;
+    let before = revision(&backend).await;
+    let good = r#"{"id":40,"domains":["imported.cn"],"product":"storefront","status":"approved","icp_number":"京ICP备87654321号-2"}"#;
+    let done = r#"{"id":41,"domains":["imported.cn"],"product":"storefront","status":"abandoned"}"#;
+    let clash = r#"{"domains":["imported.cn"],"product":"storefront","status":"initial_review"}"#;
+
+    // Line 4 (after a blank line) clashes with line 1: nothing is stored.
+    let text = format!("{good}\n{done}\n\n{clash}\n");
+    let result = registry.import(jsonl::parse(&text).expect("parse")).await;
+    match result {
+        Err(RegistryError::AtLine { line: 4, source }) => assert!(
+            matches!(*source, RegistryError::DomainTaken { filing_id: 40, .. }),
+            "{source:?}"
+        ),
+        other => panic!("want line 4 DomainTaken, got {other:?}"),
+    }
+    assert!(registry.is_empty().await.expect("is_empty"));
+    assert_eq!(revision(&backend).await, before);
+    assert!(registry.filed_domains().await.expect("domains").is_empty());
+
+    // Without the clash it all goes in, ids kept.
+    let text = format!("{good}\n{done}\n");
+    let count = registry.import(jsonl::parse(&text).expect("parse")).await;
+    assert_eq!(count.expect("import"), 2);
+    assert_eq!(get(&backend, 40).await.status, Status::Approved);
+    assert_eq!(get(&backend, 41).await.status, Status::Abandoned);
+    assert_eq!(
+        revision(&backend).await,
+        before + 2,
+        "one revision per filing"
+    );
+
+    // An id already stored is refused on its line.
+    let again = registry
+        .import(jsonl::parse(&format!("\n{done}")).expect("parse"))
+        .await;
+    match again {
+        Err(RegistryError::AtLine { line: 2, source }) => {
+            assert!(matches!(*source, RegistryError::IdTaken(41)), "{source:?}")
+        }
+        other => panic!("want line 2 IdTaken, got {other:?}"),
+    }
+
+    // Later submissions get ids past the imported ones.
+    let next = submit(&backend, &["fresh.cn"]).await;
+    assert!(next.id > 41, "fresh id {} after imported ids", next.id);
+
+    // Export answers what was stored, in id order.
+    let exported = registry.export().await.expect("export");
+    let ids: Vec<i64> = exported.iter().map(|f| f.id).collect();
+    assert_eq!(ids, vec![40, 41, next.id]);
+}
+
+async fn every_write_bumps_the_revision_and_is_replayed_in_order(backend: Backend) {
+    let registry = &backend.registry;
+    let start = revision(&backend).await;
+    let a = submit(&backend, &["a.cn"]).await;
+    let r1 = revision(&backend).await;
+    let b = submit(&backend, &["b.cn", "b.com.cn"]).await;
+    let r2 = revision(&backend).await;
+    step(&backend, a.id, initial(true)).await;
+    let r3 = revision(&backend).await;
+    assert!(start < r1 && r1 < r2 && r2 < r3, "{start} {r1} {r2} {r3}");
+    let _ = registry.transition(a.id, resubmit(), "x").await;
+    assert_eq!(
+        revision(&backend).await,
+        r3,
+        "a refused write bumps nothing"
+    );
+
+    // One change per filing, at its latest revision, oldest first.
+    let changes = registry.changes_since(start).await.expect("changes");
+    let seen: Vec<(i64, Vec<String>)> = changes
+        .into_iter()
+        .map(|c| (c.revision, c.domains))
+        .collect();
+    assert_eq!(seen, vec![(r2, b.domains.clone()), (r3, a.domains.clone())]);
+    let since_r2 = registry.changes_since(r2).await.expect("changes");
+    assert_eq!(since_r2.len(), 1);
+    assert_eq!(since_r2[0].revision, r3);
+    assert!(registry
+        .changes_since(r3)
+        .await
+        .expect("changes")
+        .is_empty());
+    let _ = r1;
+}
+
+async fn the_outbox_enqueues_each_change_and_acks_deliveries(backend: Backend) {
+    let outbox = backend.outbox();
+    assert_eq!(outbox.pending().await.expect("pending"), 0);
+    assert_eq!(outbox.next_due().await.expect("next_due"), None);
+    let filing = submit(&backend, &["notify.cn"]).await;
+    step(&backend, filing.id, initial(true)).await;
+    // Refusals enqueue nothing.
+    let _ = backend
+        .registry
+        .transition(filing.id, resubmit(), "x")
+        .await;
+    let _ = backend
+        .registry
+        .submit(submission(&["notify.cn"]), "tester")
+        .await;
+    assert_eq!(outbox.pending().await.expect("pending"), 2);
+
+    let due = outbox.due(now_ms(), 10).await.expect("due");
+    assert_eq!(due.len(), 2, "{due:?}");
+    assert!(due[0].id < due[1].id, "oldest first");
+    assert!(due.iter().all(|e| e.attempts == 0));
+    let payloads: Vec<Value> = due
+        .iter()
+        .map(|e| serde_json::from_str(&e.payload).expect("payload is JSON"))
+        .collect();
+    for (event, payload) in due.iter().zip(&payloads) {
+        assert_eq!(payload["event_id"], event.id);
+        assert_eq!(payload["filing_id"], filing.id);
+        assert_eq!(payload["domains"], serde_json::json!(["notify.cn"]));
+        assert!(
+            !event.payload.contains("示例"),
+            "no personal data: {}",
+            event.payload
+        );
+    }
+    assert_eq!(payloads[0]["to"], "initial_review");
+    assert_eq!(payloads[0]["from"], Value::Null);
+    assert_eq!(payloads[1]["from"], "initial_review");
+    assert_eq!(payloads[1]["to"], "authority_review");
+    assert_eq!(payloads[1]["actor"], "reviewer");
+
+    let later = now_ms() + 3_600_000;
+    outbox.delivered(due[0].id, 1_000).await.expect("ack");
+    outbox
+        .failed(due[1].id, later, "connection refused")
+        .await
+        .expect("failed");
+    assert_eq!(outbox.pending().await.expect("pending"), 1);
+    assert_eq!(outbox.next_due().await.expect("next_due"), Some(later));
+    assert!(outbox.due(now_ms(), 10).await.expect("due").is_empty());
+    let retried = outbox.due(later, 10).await.expect("due");
+    assert_eq!(retried.len(), 1);
+    assert_eq!(retried[0].attempts, 1);
+
+    // Delivered at t=1000: kept by a cut at 1000, pruned by one after it; the
+    // pending event is never pruned, however late the cut.
+    assert_eq!(outbox.prune_delivered(1_000).await.expect("prune"), 0);
+    assert_eq!(outbox.prune_delivered(1_001).await.expect("prune"), 1);
+    assert_eq!(outbox.prune_delivered(i64::MAX).await.expect("prune"), 0);
+    assert_eq!(outbox.pending().await.expect("pending"), 1);
+}
+
+async fn counts_cover_every_status(backend: Backend) {
+    let registry = &backend.registry;
+    let empty = registry.counts_by_status().await.expect("counts");
+    assert_eq!(empty.len(), Status::ALL.len());
+    assert!(empty.values().all(|n| *n == 0));
+
+    submit(&backend, &["one.cn"]).await;
+    submit(&backend, &["two.cn"]).await;
+    let approved = approved(&backend, &["three.cn"], "浙ICP备20231234号-1").await;
+    let rejected = submit(&backend, &["four.cn"]).await;
+    step(&backend, rejected.id, initial(false)).await;
+    step(&backend, approved.id, Action::Disconnect { reason: None }).await;
+
+    let counts = registry.counts_by_status().await.expect("counts");
+    let want = [
+        (Status::InitialReview, 2),
+        (Status::AuthorityReview, 0),
+        (Status::Approved, 0),
+        (Status::Rejected, 1),
+        (Status::Abandoned, 0),
+        (Status::Cancelled, 0),
+        (Status::Disconnected, 1),
+    ];
+    for (status, n) in want {
+        assert_eq!(counts.get(&status), Some(&n), "{status}");
+    }
+}
+
+async fn list_filters_by_status_and_domain_in_id_order(backend: Backend) {
+    let registry = &backend.registry;
+    let a = submit(&backend, &["a.cn", "shared.cn"]).await;
+    let b = submit(&backend, &["b.cn"]).await;
+    let c = submit(&backend, &["c.cn"]).await;
+    step(&backend, b.id, initial(true)).await;
+    step(&backend, a.id, Action::Abandon { reason: None }).await;
+    let d = submit(&backend, &["shared.cn"]).await;
+
+    let ids = |filings: Vec<Filing>| filings.into_iter().map(|f| f.id).collect::<Vec<_>>();
+    let all = registry.list(&ListFilter::default()).await.expect("list");
+    assert_eq!(ids(all), vec![a.id, b.id, c.id, d.id]);
+    let pending = ListFilter {
+        status: Some(Status::InitialReview),
+        ..ListFilter::default()
+    };
+    assert_eq!(
+        ids(registry.list(&pending).await.expect("list")),
+        vec![c.id, d.id]
+    );
+    // A domain lists every filing that ever named it, live or not.
+    let shared = ListFilter {
+        domain: Some(domain("www.shared.cn")),
+        ..ListFilter::default()
+    };
+    assert_eq!(
+        ids(registry.list(&shared).await.expect("list")),
+        vec![a.id, d.id]
+    );
+    let both = ListFilter {
+        domain: Some(domain("shared.cn")),
+        status: Some(Status::Abandoned),
+        limit: None,
+    };
+    assert_eq!(ids(registry.list(&both).await.expect("list")), vec![a.id]);
+    let first_two = ListFilter {
+        limit: Some(2),
+        ..ListFilter::default()
+    };
+    assert_eq!(
+        ids(registry.list(&first_two).await.expect("list")),
+        vec![a.id, b.id]
+    );
+
+    let mut domains = registry.filed_domains().await.expect("domains");
+    domains.sort();
+    assert_eq!(domains, vec!["a.cn", "b.cn", "c.cn", "shared.cn"]);
+}
+
+async fn a_corrupt_document_is_reported_not_panicked(backend: Backend) {
+    let registry = &backend.registry;
+    let broken = submit(&backend, &["broken.cn"]).await;
+    let intact = submit(&backend, &["intact.cn"]).await;
+    backend.corrupt(broken.id).await;
+
+    let is_corrupt = |result: Result<(), RegistryError>| match result {
+        Err(RegistryError::Corrupt { id, .. }) => {
+            assert_eq!(id, broken.id, "the error names the filing");
+            true
+        }
+        other => panic!("want Corrupt, got {other:?}"),
+    };
+    assert!(is_corrupt(registry.get(broken.id).await.map(drop)));
+    assert!(is_corrupt(
+        registry.lookup(&domain("broken.cn")).await.map(drop)
+    ));
+    assert!(is_corrupt(
+        registry.list(&ListFilter::default()).await.map(drop)
+    ));
+    let before = revision(&backend).await;
+    assert!(is_corrupt(
+        registry
+            .transition(broken.id, initial(true), "x")
+            .await
+            .map(drop)
+    ));
+    assert_eq!(revision(&backend).await, before, "nothing was written");
+    let error = registry.get(broken.id).await.expect_err("corrupt");
+    assert!(error.is_unavailable(), "a store failure, not a refusal");
+
+    // The other filings still read and change.
+    assert_eq!(get(&backend, intact.id).await, intact);
+    let moved = step(&backend, intact.id, initial(true)).await;
+    assert_eq!(moved.status, Status::AuthorityReview);
+}
