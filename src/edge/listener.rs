@@ -91,10 +91,9 @@ impl Serve for Gate {
 }
 
 /// Every connection of one plane of the process (one set for the data plane, one
-/// for the admin listener): counted against
-/// the plane's limit (the data plane's also in the `icpgate_connections_active`
-/// gauge), drained together on SIGTERM and cut together when a stop does not wait (SIGINT) or the
-/// drain runs out of time.
+/// for the admin listener): counted against the plane's limit (the data plane's
+/// also in the `icpgate_connections_active` gauge), drained together on SIGTERM and
+/// cut together when a stop does not wait (SIGINT) or the drain runs out of time.
 ///
 /// Cutting them ourselves, before the runtime goes away, is what makes a stop
 /// predictable: the runtime drops its tasks in no set order, so an upstream
