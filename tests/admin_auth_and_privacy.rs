@@ -260,7 +260,7 @@ async fn the_document_is_served_and_strays_are_refused() {
     let (s, doc) = g.api_with("GET", "/v1/openapi.json", None, None).await;
     assert_eq!(s, 200);
     assert!(doc["paths"]["/v1/filings/{id}/change"]["post"].is_object());
-    for route in icpgate::admin::ROUTES {
+    for route in icpgate::admin::routes() {
         assert!(
             doc["paths"][route.path][route.method.to_lowercase()].is_object(),
             "{}",

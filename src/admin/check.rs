@@ -1,34 +1,38 @@
-//! `GET /v1/check?domain=D[&dns=true]`: `icpgate check` for one domain over HTTP.
+//! `GET /v1/check?domain=D[&dns=true]`: `icpgate check` for one domain over HTTP,
+//! with the running config's policy and `[dns]`.
 
 use std::sync::Arc;
 
-use crate::admin::{json_response, query_param, Admin, AdminError};
-use crate::compliance::{CheckError, Checker};
-use crate::edge::proxy_body::ProxyBody;
+use axum::extract::State;
+use serde::Deserialize;
 
-/// `GET /v1/check?domain=D[&dns=true]`: one [`Report`], with the running config's
-/// policy and `[dns]`.
-pub async fn serve_check(
-    admin: &Admin,
-    query: Option<&str>,
-) -> Result<http::Response<ProxyBody>, AdminError> {
-    let domain = query_param(query, "domain")
+use crate::admin::error::AdminError;
+use crate::admin::extract::{de_flag, Json, Query};
+use crate::admin::Admin;
+use crate::compliance::{CheckError, Checker, Report};
+
+/// `GET /v1/check?domain=D[&dns=true]`.
+#[derive(Debug, Deserialize)]
+pub struct CheckQuery {
+    domain: Option<String>,
+    #[serde(default, deserialize_with = "de_flag")]
+    dns: bool,
+}
+
+/// `GET /v1/check`: one [`Report`].
+pub async fn check(
+    State(admin): State<Arc<Admin>>,
+    Query(query): Query<CheckQuery>,
+) -> Result<Json<Report>, AdminError> {
+    let domain = query
+        .domain
         .ok_or_else(|| AdminError::BadRequest("query parameter domain is required".into()))?;
-    let with_dns = match query_param(query, "dns").as_deref() {
-        None | Some("false" | "0" | "") => false,
-        Some("true" | "1") => true,
-        Some(other) => {
-            return Err(AdminError::BadRequest(format!(
-                "dns must be true or false, not {other:?}"
-            )))
-        }
-    };
     let runtime = admin.gate.current();
-    let checker = Checker::new(Arc::clone(&admin.registry), &runtime.config, with_dns)
+    let checker = Checker::new(Arc::clone(&admin.registry), &runtime.config, query.dns)
         .map_err(|e| AdminError::Unavailable(e.to_string()))?;
     let report = checker.check(&domain).await.map_err(|e| match e {
         CheckError::Registry(error) => AdminError::from(error),
         other => AdminError::Unavailable(other.to_string()),
     })?;
-    Ok(json_response(http::StatusCode::OK, &report))
+    Ok(Json(report))
 }

@@ -7,17 +7,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto::Builder;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::watch;
 
 use crate::admin::tokens::{AdminToken, TokensFileError};
-use crate::admin::Admin;
+use crate::admin::{Admin, AdminService};
 use crate::config::{Config, ConfigError};
-use crate::edge::listener::{Connections, Listener, PlainHandshake};
+use crate::edge::listener::{Connections, Listener, PlainHandshake, Plane};
 use crate::edge::proxy::{Gate, Runtime};
 use crate::edge::tls::{CertError, CertStore, TlsHandshake};
 use crate::gate::decision_cache::{CacheSettings, DecisionCache};
@@ -134,6 +131,10 @@ async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, AppErr
 /// Pending connections the kernel queues per listener.
 const LISTEN_BACKLOG: u32 = 1024;
 
+/// Open connections the admin listener takes at once: operators, scrapers and
+/// scripts, not the public; its own limit so neither side can starve the other.
+const ADMIN_MAX_CONNECTIONS: usize = 256;
+
 /// A started gate: its bound addresses and the handles to reload or stop it.
 pub struct Running {
     pub http: Option<SocketAddr>,
@@ -147,7 +148,10 @@ pub struct Running {
     pub certs: Option<Arc<CertStore>>,
     config_path: PathBuf,
     stop: watch::Sender<bool>,
+    /// The data plane's connections.
     connections: Arc<Connections>,
+    /// The admin listener's connections, drained and cut with the data plane's.
+    admin_connections: Arc<Connections>,
     /// Accept loops; awaited at shutdown so no connection starts during a drain.
     listeners: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -193,6 +197,7 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         config_path: config.source.clone(),
         stop,
         connections: Arc::default(),
+        admin_connections: Arc::default(),
         listeners: Vec::new(),
     };
     if let Some(addr) = config.listen.http {
@@ -202,6 +207,8 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
             tcp,
             gate: Arc::clone(&gate),
             handshake: Arc::new(PlainHandshake),
+            service: Arc::clone(&gate),
+            plane: Plane::Data,
             shutdown: stop_rx.clone(),
             connections: Arc::clone(&running.connections),
         };
@@ -212,10 +219,7 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         start_https(&mut running, addr, dir, &gate, &stop_rx).await?;
     }
     if let Some(addr) = config.listen.admin {
-        let tcp = bind("listen.admin", addr).await?;
-        running.admin = tcp.local_addr().ok();
-        tracing::info!(addr = ?running.admin, "listening (admin)");
-        tokio::spawn(serve_admin(tcp, Arc::clone(&admin), stop_rx.clone()));
+        start_admin(&mut running, addr, admin, &stop_rx).await?;
     }
     let revision = registry.revision().await?;
     tokio::spawn(crate::gate::change_feed::follow(
@@ -248,6 +252,8 @@ async fn start_https(
         tcp,
         gate: Arc::clone(gate),
         handshake: Arc::new(TlsHandshake::new(Arc::clone(gate), Arc::clone(&certs))?),
+        service: Arc::clone(gate),
+        plane: Plane::Data,
         shutdown: stop_rx.clone(),
         connections: Arc::clone(&running.connections),
     };
@@ -255,6 +261,32 @@ async fn start_https(
     running.listeners.push(tokio::spawn(listener.run()));
     tokio::spawn(Arc::clone(&certs).watch(CERTS_POLL, stop_rx.clone()));
     running.certs = Some(certs);
+    Ok(())
+}
+
+/// Bind `listen.admin` and serve the admin API through the same accept loop as the
+/// data plane, with a connection set of its own.
+async fn start_admin(
+    running: &mut Running,
+    addr: SocketAddr,
+    admin: Arc<Admin>,
+    stop_rx: &watch::Receiver<bool>,
+) -> Result<(), AppError> {
+    let tcp = bind("listen.admin", addr).await?;
+    running.admin = tcp.local_addr().ok();
+    let listener = Listener {
+        tcp,
+        gate: Arc::clone(&admin.gate),
+        handshake: Arc::new(PlainHandshake),
+        service: Arc::new(AdminService::new(admin)),
+        plane: Plane::Admin {
+            max_connections: ADMIN_MAX_CONNECTIONS,
+        },
+        shutdown: stop_rx.clone(),
+        connections: Arc::clone(&running.admin_connections),
+    };
+    tracing::info!(addr = ?running.admin, "listening (admin)");
+    running.listeners.push(tokio::spawn(listener.run()));
     Ok(())
 }
 
@@ -276,14 +308,18 @@ impl Running {
         for listener in self.listeners {
             let _ = listener.await;
         }
+        let planes = [&self.connections, &self.admin_connections];
         if drain {
             let timeout = self.gate.current().config.limits.drain_timeout;
-            tracing::info!(?timeout, open = self.connections.open(), "draining");
-            if !self.connections.drain(timeout).await {
+            let open = self.connections.open();
+            let admin = self.admin_connections.open();
+            tracing::info!(?timeout, open, admin, "draining");
+            let drained = futures_util::future::join_all(planes.map(|c| c.drain(timeout))).await;
+            if drained.contains(&false) {
                 tracing::warn!("drain timeout reached; closing the remaining connections");
             }
         }
-        self.connections.cut_all(CUT_BOUND).await;
+        futures_util::future::join_all(planes.map(|c| c.cut_all(CUT_BOUND))).await;
     }
 }
 
@@ -394,32 +430,5 @@ async fn refresh_gauges_forever(
             _ = stop.changed() => return,
             _ = every.tick() => crate::gate::gauges::refresh_filing_gauges(registry.as_ref(), &metrics).await,
         }
-    }
-}
-
-async fn serve_admin(tcp: TcpListener, admin: Arc<Admin>, mut shutdown: watch::Receiver<bool>) {
-    loop {
-        let (stream, _) = tokio::select! {
-            _ = shutdown.changed() => return,
-            accepted = tcp.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(error) => {
-                    tracing::warn!(%error, "admin accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let admin = Arc::clone(&admin);
-        tokio::spawn(async move {
-            let service = service_fn(move |request| Arc::clone(&admin).serve(request));
-            let builder = Builder::new(TokioExecutor::new());
-            if let Err(error) = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                tracing::debug!(%error, "admin connection ended with an error");
-            }
-        });
     }
 }

@@ -1,8 +1,10 @@
-//! Accept loops: one per data-plane listener. Each connection is counted against
-//! `limits.max_connections` (over the limit it is closed at once), served by
-//! hyper-util's auto builder (HTTP/1.1, and HTTP/2 by prior knowledge or ALPN), and
-//! followed by `Connections`: SIGTERM drains every connection, and what a stop does
-//! not drain is cut (`Connections::cut_all`) while the runtime is still whole.
+//! Accept loops: one per listener, data plane and admin alike (`Plane`). Each
+//! connection is counted against its plane's limit (over the limit it is closed at
+//! once), served by hyper-util's auto builder (HTTP/1.1, and HTTP/2 by prior
+//! knowledge or ALPN) with what the listener serves (`Serve`: the gate, or the admin
+//! router), and followed by `Connections`: SIGTERM drains every connection, and what
+//! a stop does not drain is cut (`Connections::cut_all`) while the runtime is still
+//! whole.
 //!
 //! With `listen.proxy_protocol = true` every connection must open with a PROXY v1 or
 //! v2 header (read within `limits.header_read_timeout`, before TLS or HTTP); the
@@ -26,6 +28,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::{Request, Response};
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
@@ -36,6 +40,7 @@ use tokio::sync::{watch, Notify};
 use crate::edge::client_deadlines::{ClientDeadlines, ExchangeBody, Exchanges};
 use crate::edge::conn::{ClientAddr, ConnInfo, PeerAddr};
 use crate::edge::proxy::Gate;
+use crate::edge::proxy_body::ProxyBody;
 use crate::edge::proxy_protocol::{read_proxy_header, ProxyProtocolError};
 use crate::edge::reset_rate::ResetRate;
 use crate::observe::metrics::Metrics;
@@ -50,10 +55,46 @@ pub enum Stop {
     Cut,
 }
 
-/// Every data-plane connection of the process: counted against
-/// `limits.max_connections` (and the `icpgate_connections_active` gauge), drained
-/// together on SIGTERM and cut together when a stop does not wait (SIGINT) or the
-/// drain runs out of time.
+/// Which side of the process a listener belongs to; the sides differ in three ways.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plane {
+    /// The data plane: its listeners share `limits.max_connections`, every connection
+    /// counts in `icpgate_connections_active`, and opens with a PROXY header when
+    /// `listen.proxy_protocol` is set.
+    Data,
+    /// The admin listener: a limit of its own, so a flood of data-plane connections
+    /// cannot lock operators out (nor the reverse); not counted in the gauge (a scrape
+    /// would count itself); reached directly, without a PROXY header.
+    Admin { max_connections: usize },
+}
+
+/// What a listener's connections are served by: the gate on the data plane, the
+/// admin router on the admin listener. Never fails: every refusal is a response.
+pub trait Serve: Send + Sync + 'static {
+    fn call(
+        self: Arc<Self>,
+        request: Request<Incoming>,
+        conn: Arc<ConnInfo>,
+    ) -> impl Future<Output = Response<ProxyBody>> + Send;
+}
+
+impl Serve for Gate {
+    async fn call(
+        self: Arc<Self>,
+        request: Request<Incoming>,
+        conn: Arc<ConnInfo>,
+    ) -> Response<ProxyBody> {
+        match self.serve(request, conn).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        }
+    }
+}
+
+/// Every connection of one plane of the process (one set for the data plane, one
+/// for the admin listener): counted against the plane's limit (the data plane's
+/// also in the `icpgate_connections_active` gauge), drained together on SIGTERM and
+/// cut together when a stop does not wait (SIGINT) or the drain runs out of time.
 ///
 /// Cutting them ourselves, before the runtime goes away, is what makes a stop
 /// predictable: the runtime drops its tasks in no set order, so an upstream
@@ -135,24 +176,27 @@ impl Connections {
 /// One open connection's place in `Connections`.
 struct ConnectionSlot {
     connections: Arc<Connections>,
-    metrics: Arc<Metrics>,
+    /// The metrics whose `connections_active` gauge counts this connection, if any.
+    gauge: Option<Arc<Metrics>>,
 }
 
 impl ConnectionSlot {
     fn acquire(
         connections: &Arc<Connections>,
         limit: usize,
-        metrics: &Arc<Metrics>,
+        gauge: Option<&Arc<Metrics>>,
     ) -> Option<ConnectionSlot> {
         let previous = connections.active.fetch_add(1, Ordering::AcqRel);
         if previous >= limit {
             connections.active.fetch_sub(1, Ordering::AcqRel);
             return None;
         }
-        metrics.connections_active.inc();
+        if let Some(metrics) = gauge {
+            metrics.connections_active.inc();
+        }
         Some(ConnectionSlot {
             connections: Arc::clone(connections),
-            metrics: Arc::clone(metrics),
+            gauge: gauge.cloned(),
         })
     }
 }
@@ -162,7 +206,9 @@ impl Drop for ConnectionSlot {
         if self.connections.active.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.connections.all_closed.notify_waiters();
         }
-        self.metrics.connections_active.dec();
+        if let Some(metrics) = &self.gauge {
+            metrics.connections_active.dec();
+        }
     }
 }
 
@@ -176,17 +222,21 @@ pub trait Handshake: Send + Sync + 'static {
     fn handshake(&self, stream: TcpStream, client: ClientAddr) -> Handshaken<Self::Io>;
 }
 
-/// One data-plane listener.
-pub struct Listener<H: Handshake> {
+/// One listener.
+pub struct Listener<H: Handshake, S: Serve = Gate> {
     pub tcp: TcpListener,
+    /// The running config (limits, PROXY protocol) and the metrics.
     pub gate: Arc<Gate>,
     pub handshake: Arc<H>,
+    /// What answers the requests: the gate itself, or the admin router.
+    pub service: Arc<S>,
+    pub plane: Plane,
     pub shutdown: watch::Receiver<bool>,
-    /// Shared by every listener so the limit is per process.
+    /// Shared by every listener of the plane, so the limit is per plane and process.
     pub connections: Arc<Connections>,
 }
 
-impl<H: Handshake> Listener<H> {
+impl<H: Handshake, S: Serve> Listener<H, S> {
     /// Accept until shutdown; accept errors (e.g. out of file descriptors) back off.
     pub async fn run(mut self) {
         let mut backoff = Duration::from_millis(10);
@@ -205,12 +255,15 @@ impl<H: Handshake> Listener<H> {
                 }
             };
             backoff = Duration::from_millis(10);
-            let runtime = self.gate.current();
-            let limit = runtime.config.limits.max_connections;
-            let Some(slot) =
-                ConnectionSlot::acquire(&self.connections, limit, &self.gate.state.metrics)
-            else {
-                tracing::warn!(%peer, limit, "connection limit reached; closing");
+            let (limit, gauge) = match self.plane {
+                Plane::Data => (
+                    self.gate.current().config.limits.max_connections,
+                    Some(&self.gate.state.metrics),
+                ),
+                Plane::Admin { max_connections } => (max_connections, None),
+            };
+            let Some(slot) = ConnectionSlot::acquire(&self.connections, limit, gauge) else {
+                tracing::warn!(%peer, limit, plane = ?self.plane, "connection limit reached; closing");
                 continue;
             };
             let _ = stream.set_nodelay(true);
@@ -219,6 +272,8 @@ impl<H: Handshake> Listener<H> {
                 peer,
                 Arc::clone(&self.gate),
                 Arc::clone(&self.handshake),
+                Arc::clone(&self.service),
+                self.plane,
                 self.connections.stop.subscribe(),
             );
             let connections = Arc::clone(&self.connections);
@@ -271,23 +326,25 @@ async fn refuse_bare_connection(stream: &mut TcpStream) {
     .await;
 }
 
-async fn serve<H: Handshake>(
+async fn serve<H: Handshake, S: Serve>(
     mut stream: TcpStream,
     peer: PeerAddr,
     gate: Arc<Gate>,
     handshake: Arc<H>,
+    service: Arc<S>,
+    plane: Plane,
     mut stop: watch::Receiver<Stop>,
 ) {
     let runtime = gate.current();
     let limits = runtime.config.limits.clone();
-    let client = client_address(
-        &mut stream,
-        peer,
-        &runtime.config.listen,
-        limits.header_read_timeout,
-    )
-    .await;
-    drop(runtime);
+    let client = match plane {
+        Plane::Data => {
+            let listen = &runtime.config.listen;
+            client_address(&mut stream, peer, listen, limits.header_read_timeout).await
+        }
+        Plane::Admin { .. } => Some(peer.as_client()),
+    };
+    drop((runtime, gate));
     let Some(client) = client else {
         return;
     };
@@ -322,9 +379,9 @@ async fn serve<H: Handshake>(
     let service = service_fn(move |request| {
         let exchange = exchanges.begin();
         let cancel = cancels.guard();
-        let served = Arc::clone(&gate).serve(request, Arc::clone(&info));
+        let served = Arc::clone(&service).call(request, Arc::clone(&info));
         async move {
-            let response = served.await?;
+            let response = served.await;
             cancel.answered();
             if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
                 exchange.connection().unbound();
@@ -386,7 +443,7 @@ mod tests {
     async fn cut_all_closes_a_connection_that_would_never_end() {
         let connections = Arc::new(Connections::default());
         let metrics = metrics();
-        let slot = ConnectionSlot::acquire(&connections, 10, &metrics).expect("slot");
+        let slot = ConnectionSlot::acquire(&connections, 10, Some(&metrics)).expect("slot");
         let (dropped_tx, dropped_rx) = tokio::sync::oneshot::channel::<()>();
         let forever = async move {
             let _dropped_when_cut = dropped_tx;
@@ -413,7 +470,7 @@ mod tests {
         let connections = Arc::new(Connections::default());
         let metrics = metrics();
         connections.cut_all(Duration::from_secs(1)).await;
-        let slot = ConnectionSlot::acquire(&connections, 10, &metrics).expect("slot");
+        let slot = ConnectionSlot::acquire(&connections, 10, Some(&metrics)).expect("slot");
         tokio::time::timeout(
             Duration::from_secs(5),
             connections.serve_until_cut(std::future::pending::<()>(), slot),
@@ -427,10 +484,10 @@ mod tests {
     async fn the_limit_refuses_a_slot_and_gives_it_back() {
         let connections = Arc::new(Connections::default());
         let metrics = metrics();
-        let first = ConnectionSlot::acquire(&connections, 1, &metrics).expect("first");
-        assert!(ConnectionSlot::acquire(&connections, 1, &metrics).is_none());
+        let first = ConnectionSlot::acquire(&connections, 1, Some(&metrics)).expect("first");
+        assert!(ConnectionSlot::acquire(&connections, 1, Some(&metrics)).is_none());
         assert_eq!(connections.open(), 1, "a refused slot is not counted");
         drop(first);
-        assert!(ConnectionSlot::acquire(&connections, 1, &metrics).is_some());
+        assert!(ConnectionSlot::acquire(&connections, 1, Some(&metrics)).is_some());
     }
 }

@@ -401,7 +401,8 @@ impl Filing {
         allowed_in(self.status).to_vec()
     }
 
-    /// A copy with personal data masked, for list views.
+    /// A copy with personal data (certificate number, owner phone and e-mail)
+    /// masked: the one masking of the admin API's lists and of reads without a token.
     pub fn masked(&self) -> Filing {
         Filing {
             entity: self.entity.masked(),

@@ -1,0 +1,456 @@
+//! The contract these tests pin, on the router itself (no listener):
+//!
+//! - the route table and `docs/openapi.json` name the same operations (method and
+//!   path), and an operation documents a bearer token exactly when its route needs one;
+//! - every response status the document gives an operation is one its route really
+//!   answers, and every status a probe below provokes is documented: each probe
+//!   checks its status, and per operation the probed set equals the documented set;
+//! - strays are refused as JSON: 404 for an unknown path, 405 (with `Allow`) for a
+//!   method a path does not take.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use axum::body::Body;
+use axum::Router;
+use http::{Request, StatusCode};
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+use super::{router, routes, tokens::AdminToken, Access, Admin, OPENAPI};
+use crate::config::Config;
+use crate::edge::proxy::{Gate, Runtime};
+use crate::gate::decision_cache::{CacheSettings, DecisionCache};
+use crate::gate::filed_domains::FiledDomains;
+use crate::gate::GateState;
+use crate::model::filing::{Action, Filing, Status, Submission};
+use crate::model::host::RegistrableDomain;
+use crate::observe::metrics::Metrics;
+use crate::registry::sqlite::SqliteRegistry;
+use crate::registry::{
+    Change, ImportRecord, ListFilter, Lookup, Registry, RegistryError, StorageError, Submitted,
+};
+
+const TOKEN: &str = "unit-test-token";
+
+/// An admin router over `registry`; `[admin]` as given.
+fn admin_router(registry: Arc<dyn Registry>, dir: &Path, admin_toml: &str) -> Router {
+    let text = format!(
+        "[registry]\nbackend = \"sqlite\"\npath = \"{}\"\n\n[admin]\n{admin_toml}\n",
+        dir.join("unused.db").display()
+    );
+    let config = Config::from_toml_str(&text, &dir.join("icpgate.toml")).expect("config");
+    let metrics = Arc::new(Metrics::new().expect("metrics"));
+    let cache = Arc::new(DecisionCache::new(
+        Arc::clone(&registry),
+        Arc::clone(&metrics),
+        CacheSettings {
+            ttl: config.cache.ttl,
+            negative_ttl: config.cache.negative_ttl,
+            stale_if_error: config.cache.stale_if_error,
+            max_entries: config.cache.max_entries,
+        },
+    ));
+    let state = GateState::new(cache, Arc::new(FiledDomains::new(Vec::new())), metrics);
+    let gate = Gate::new(Arc::new(state), Runtime::new(Arc::new(config.clone())));
+    router(Arc::new(Admin {
+        registry,
+        gate: Arc::new(gate),
+        token: Arc::new(AdminToken::load(&config.admin).expect("tokens")),
+        notifier: None,
+    }))
+}
+
+/// The routers the probes run against.
+struct Routers {
+    /// A working registry and the token `TOKEN`.
+    up: Router,
+    /// No token configured: every write is a 403.
+    tokenless: Router,
+    /// A registry that fails every call.
+    down: Router,
+    _dir: tempfile::TempDir,
+}
+
+fn routers() -> Routers {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, TOKEN).expect("token");
+    let registry: Arc<dyn Registry> =
+        Arc::new(SqliteRegistry::open(&dir.path().join("registry.db")).expect("registry"));
+    let with_token = format!("token_file = \"{}\"", token_file.display());
+    let unset = "token_env = \"ICPGATE_UNIT_TEST_UNSET_TOKEN\"";
+    Routers {
+        up: admin_router(Arc::clone(&registry), dir.path(), &with_token),
+        tokenless: admin_router(registry, dir.path(), unset),
+        down: admin_router(Arc::new(Down), dir.path(), &with_token),
+        _dir: dir,
+    }
+}
+
+/// Send one request; the status, the `Allow` header and the body as JSON (Null if not).
+async fn send(
+    router: &Router,
+    method: &str,
+    path: &str,
+    token: bool,
+    body: Option<Value>,
+) -> (StatusCode, Option<String>, Value) {
+    let mut request = Request::builder().method(method).uri(path);
+    if token {
+        request = request.header("authorization", format!("Bearer {TOKEN}"));
+    }
+    let body = body.map_or_else(Body::empty, |b| Body::from(b.to_string()));
+    let request = request.body(body).expect("request");
+    let response = router.clone().oneshot(request).await.expect("infallible");
+    let status = response.status();
+    let allow = response
+        .headers()
+        .get("allow")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 24)
+        .await
+        .expect("body");
+    let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    (status, allow, value)
+}
+
+/// The operations of the document, with their documented statuses and whether
+/// they ask for a bearer token.
+fn documented() -> BTreeMap<(String, String), (BTreeSet<u16>, bool)> {
+    let doc: Value = serde_json::from_str(OPENAPI).expect("docs/openapi.json is JSON");
+    assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")));
+    let mut operations = BTreeMap::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for (method, operation) in item.as_object().expect("path item") {
+            let statuses = operation["responses"]
+                .as_object()
+                .expect("responses")
+                .keys()
+                .map(|s| s.parse::<u16>().expect("numeric status"))
+                .collect();
+            let token = operation.get("security").is_some();
+            operations.insert((method.to_uppercase(), path.clone()), (statuses, token));
+        }
+    }
+    operations
+}
+
+#[test]
+fn the_document_names_exactly_the_routes_and_their_tokens() {
+    let documented = documented();
+    let served: BTreeSet<(String, String)> = routes()
+        .iter()
+        .map(|r| (r.method.to_string(), r.path.to_string()))
+        .collect();
+    let in_doc: BTreeSet<(String, String)> = documented.keys().cloned().collect();
+    assert_eq!(
+        served.difference(&in_doc).collect::<Vec<_>>(),
+        Vec::<&(String, String)>::new(),
+        "routes the document lacks"
+    );
+    assert_eq!(
+        in_doc.difference(&served).collect::<Vec<_>>(),
+        Vec::<&(String, String)>::new(),
+        "documented operations no route serves"
+    );
+    for route in routes() {
+        let key = (route.method.to_string(), route.path.to_string());
+        let (_, token) = &documented[&key];
+        let needed = route.access == Access::TokenNeeded;
+        assert_eq!(*token, needed, "{key:?}: documented token vs route access");
+    }
+}
+
+fn filing_body(domain: &str) -> Value {
+    json!({
+        "domains": [domain], "product": "storefront", "kind": "new",
+        "entity": {"name": "杭州示例科技有限公司", "type": "enterprise",
+                   "certificate_number": "91330100MA27XXXX1X", "province": "浙"},
+        "website": {"name": "示例旺铺",
+                    "owner": {"name": "张三", "phone": "13800000000", "email": "ops@example.cn"}},
+    })
+}
+
+/// Which router a probe goes to.
+#[derive(Debug, Clone, Copy)]
+enum Via {
+    /// The working router, with the token.
+    Token,
+    /// The working router, without a token.
+    NoToken,
+    Tokenless,
+    Down,
+}
+
+/// One request: the route pattern it exercises, the `{id}`, the query, the body,
+/// and the status it must answer.
+struct Probe {
+    method: &'static str,
+    pattern: &'static str,
+    id: i64,
+    query: &'static str,
+    via: Via,
+    body: Option<Value>,
+    want: u16,
+}
+
+fn probe(method: &'static str, pattern: &'static str, via: Via, want: u16) -> Probe {
+    Probe {
+        method,
+        pattern,
+        id: 1,
+        query: "",
+        via,
+        body: None,
+        want,
+    }
+}
+
+impl Probe {
+    fn id(self, id: i64) -> Probe {
+        Probe { id, ..self }
+    }
+    fn query(self, query: &'static str) -> Probe {
+        Probe { query, ..self }
+    }
+    fn body(self, body: Value) -> Probe {
+        Probe {
+            body: Some(body),
+            ..self
+        }
+    }
+}
+
+const STEP: &str = "/v1/filings/{id}/";
+const SUBMIT: &str = "/v1/filings";
+const ONE: &str = "/v1/filings/{id}";
+
+/// A workflow step on filing `id`, with the token.
+fn step(name: &'static str, id: i64, body: Value, want: u16) -> Probe {
+    let pattern = match name {
+        "initial-review" => "/v1/filings/{id}/initial-review",
+        "authority-review" => "/v1/filings/{id}/authority-review",
+        "resubmit" => "/v1/filings/{id}/resubmit",
+        "abandon" => "/v1/filings/{id}/abandon",
+        "cancel" => "/v1/filings/{id}/cancel",
+        "disconnect" => "/v1/filings/{id}/disconnect",
+        _ => "/v1/filings/{id}/change",
+    };
+    probe("POST", pattern, Via::Token, want).id(id).body(body)
+}
+
+/// Reads, then three filings through every step: each documented status at least once.
+fn probes() -> Vec<Probe> {
+    use Via::{Down, NoToken, Token};
+    let approve = || json!({"approve": true});
+    let number = |n: u32| json!({"approve": true, "icp_number": format!("浙ICP备2023{n:04}号-1")});
+    let empty = || json!({});
+    let rename = || json!({"website": {"name": "新名"}});
+    let mut probes = vec![
+        probe("GET", "/healthz", NoToken, 200),
+        probe("GET", "/readyz", NoToken, 200),
+        probe("GET", "/readyz", Down, 503),
+        probe("GET", "/metrics", NoToken, 200),
+        probe("GET", "/v1/openapi.json", NoToken, 200),
+        probe("GET", "/v1/decision", NoToken, 200).query("?host=www.a.cn"),
+        probe("GET", "/v1/decision", NoToken, 400),
+        probe("GET", "/v1/check", NoToken, 200).query("?domain=a.cn"),
+        probe("GET", "/v1/check", NoToken, 400).query("?domain=a.cn&dns=maybe"),
+        probe("GET", "/v1/check", Down, 503).query("?domain=a.cn"),
+        probe("GET", "/v1/blocked-hosts", NoToken, 200),
+        probe("GET", "/v1/blocked-hosts", NoToken, 400).query("?limit=0"),
+        probe("GET", "/v1/filings", NoToken, 200).query("?status=approved&limit=5"),
+        probe("GET", "/v1/filings", NoToken, 400).query("?status=lost"),
+        // filings 1, 2, 3
+        probe("POST", SUBMIT, Token, 201).body(filing_body("a.cn")),
+        probe("POST", SUBMIT, Token, 201).body(filing_body("b.cn")),
+        probe("POST", SUBMIT, Token, 201).body(filing_body("c.cn")),
+        probe("POST", SUBMIT, Token, 409).body(filing_body("a.cn")),
+        probe("POST", SUBMIT, Token, 400).body(filing_body("com.cn")),
+        probe("GET", ONE, NoToken, 200),
+        probe("GET", ONE, Token, 404).id(999),
+        // filing 1 in initial review: the steps of other statuses conflict
+        step("authority-review", 1, number(1), 409),
+        step("resubmit", 1, empty(), 409),
+        step("cancel", 1, empty(), 409),
+        step("disconnect", 1, empty(), 409),
+        step("initial-review", 1, approve(), 200),
+        step("initial-review", 1, approve(), 409),
+        step("authority-review", 1, number(1), 200),
+        step("change", 1, rename(), 200),
+        step("cancel", 1, empty(), 200),
+        step("abandon", 1, empty(), 409),
+        step("change", 1, rename(), 409),
+        // filing 2: approved, then disconnected
+        step("initial-review", 2, approve(), 200),
+        step("authority-review", 2, number(2), 200),
+        step("disconnect", 2, empty(), 200),
+        // filing 3: rejected, resubmitted, abandoned
+        step(
+            "initial-review",
+            3,
+            json!({"approve": false, "reason": "不一致"}),
+            200,
+        ),
+        step("resubmit", 3, empty(), 200),
+        step("abandon", 3, empty(), 200),
+    ];
+    let writes = routes()
+        .into_iter()
+        .filter(|r| r.access == Access::TokenNeeded);
+    for route in writes {
+        let write = |via, want| probe("POST", route.path, via, want).body(json!({"colour": 1}));
+        probes.push(write(Token, 400));
+        probes.push(write(NoToken, 401));
+        probes.push(write(Via::Tokenless, 403));
+        if route.path.starts_with(STEP) {
+            probes.push(write(Token, 404).id(999).body(number(9)));
+        }
+    }
+    probes
+}
+
+#[tokio::test]
+async fn every_documented_status_is_answered_and_every_answer_documented() {
+    let routers = routers();
+    let mut answered: BTreeMap<(String, String), BTreeSet<u16>> = BTreeMap::new();
+    for p in probes() {
+        let (router, token) = match p.via {
+            Via::Token => (&routers.up, true),
+            Via::NoToken => (&routers.up, false),
+            Via::Tokenless => (&routers.tokenless, true),
+            Via::Down => (&routers.down, true),
+        };
+        let path = format!(
+            "{}{}",
+            p.pattern.replace("{id}", &p.id.to_string()),
+            p.query
+        );
+        let (status, _, body) = send(router, p.method, &path, token, p.body).await;
+        assert_eq!(
+            status.as_u16(),
+            p.want,
+            "{} {path} via {:?}: {body}",
+            p.method,
+            p.via
+        );
+        if !status.is_success() {
+            assert!(
+                body["error"].is_string() && body["detail"].is_string(),
+                "{path}: {body}"
+            );
+        }
+        let key = (p.method.to_string(), p.pattern.to_string());
+        answered.entry(key).or_default().insert(p.want);
+    }
+    for (key, (statuses, _)) in documented() {
+        let probed = answered.remove(&key).unwrap_or_default();
+        assert_eq!(probed, statuses, "{key:?}: probed statuses vs documented");
+    }
+    assert!(
+        answered.is_empty(),
+        "probes of undocumented routes: {answered:?}"
+    );
+}
+
+#[tokio::test]
+async fn strays_are_refused_as_json() {
+    let routers = routers();
+    let cases = [
+        ("GET", "/v1/nothing", 404, "not_found", None),
+        ("POST", "/v1/filings/1/teleport", 404, "not_found", None),
+        ("GET", "/v1/filings/abc", 404, "not_found", None),
+        ("GET", "/v1/filings/-1", 404, "not_found", None),
+        (
+            "DELETE",
+            "/v1/filings",
+            405,
+            "method_not_allowed",
+            Some("GET,HEAD,POST"),
+        ),
+        (
+            "POST",
+            "/healthz",
+            405,
+            "method_not_allowed",
+            Some("GET,HEAD"),
+        ),
+    ];
+    // With or without a token: the auth layer guards routes, not strays.
+    for ((method, path, want, code, allow), token) in
+        cases.iter().flat_map(|c| [(c, true), (c, false)])
+    {
+        let (status, allowed, body) = send(&routers.up, method, path, token, None).await;
+        assert_eq!(status.as_u16(), *want, "{method} {path} {token}");
+        assert_eq!(body["error"], *code, "{method} {path} {token}");
+        assert!(body["detail"].is_string());
+        if let Some(allow) = allow {
+            assert_eq!(allowed.as_deref(), Some(*allow), "{method} {path}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_token_shows_personal_data_in_a_single_read_only() {
+    let routers = routers();
+    let (status, _, _) = send(&routers.up, "POST", SUBMIT, true, Some(filing_body("p.cn"))).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let phone = |v: &Value| v["website"]["owner"]["phone"].as_str().map(str::to_string);
+    let (_, _, with) = send(&routers.up, "GET", "/v1/filings/1", true, None).await;
+    assert_eq!(phone(&with).as_deref(), Some("13800000000"));
+    let (_, _, without) = send(&routers.up, "GET", "/v1/filings/1", false, None).await;
+    assert_eq!(phone(&without).as_deref(), Some("138****0000"));
+    let (_, _, list) = send(&routers.up, "GET", "/v1/filings", true, None).await;
+    assert_eq!(phone(&list["filings"][0]).as_deref(), Some("138****0000"));
+}
+
+/// A registry whose every call fails as if its store were gone.
+struct Down;
+
+fn down<T>() -> Result<T, RegistryError> {
+    Err(RegistryError::Unavailable(StorageError::Down))
+}
+
+#[async_trait]
+impl Registry for Down {
+    async fn lookup(&self, _: &RegistrableDomain) -> Result<Lookup, RegistryError> {
+        down()
+    }
+    async fn get(&self, _: i64) -> Result<Option<Filing>, RegistryError> {
+        down()
+    }
+    async fn list(&self, _: &ListFilter) -> Result<Vec<Filing>, RegistryError> {
+        down()
+    }
+    async fn submit(&self, _: Submission, _: &str) -> Result<Submitted, RegistryError> {
+        down()
+    }
+    async fn transition(&self, _: i64, _: Action, _: &str) -> Result<Filing, RegistryError> {
+        down()
+    }
+    async fn import(&self, _: Vec<ImportRecord>) -> Result<usize, RegistryError> {
+        down()
+    }
+    async fn export(&self) -> Result<Vec<Filing>, RegistryError> {
+        down()
+    }
+    async fn counts_by_status(&self) -> Result<BTreeMap<Status, u64>, RegistryError> {
+        down()
+    }
+    async fn revision(&self) -> Result<i64, RegistryError> {
+        down()
+    }
+    async fn is_empty(&self) -> Result<bool, RegistryError> {
+        down()
+    }
+    async fn filed_domains(&self) -> Result<Vec<String>, RegistryError> {
+        down()
+    }
+    async fn changes_since(&self, _: i64) -> Result<Vec<Change>, RegistryError> {
+        down()
+    }
+}
