@@ -23,7 +23,7 @@ use crate::edge::forward::{self, ForwardContext};
 use crate::edge::proxy_body::{boxed, ProxyBody};
 use crate::edge::rejection::{self, BlockContext};
 use crate::edge::request_id::RequestIds;
-use crate::edge::upstream::Upstreams;
+use crate::edge::upstream::{UpstreamError, Upstreams};
 use crate::gate::decision::{disposition, Disposition, FilingFacts, Reason, RulePolicy};
 use crate::gate::{GateState, Verdict};
 use crate::model::filing::Product;
@@ -334,13 +334,12 @@ impl Gate {
         let wants_json = rejection::wants_json(request.headers().get(header::ACCEPT));
         let limits = &runtime.config.limits;
         if declared_length(&request).is_some_and(|len| len > limits.max_body_bytes) {
-            return rejection::error_response(
+            return error_reply(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "body_too_large",
                 request_id,
                 wants_json,
-            )
-            .map(boxed);
+            );
         }
         let pool = runtime.upstreams.pool(pool_name);
         let path = request
@@ -349,13 +348,12 @@ impl Gate {
             .map_or("/", |p| p.as_str())
             .to_string();
         let Ok(uri) = pool.uri_for(host, &path) else {
-            return rejection::error_response(
+            return error_reply(
                 StatusCode::BAD_REQUEST,
                 "invalid_path",
                 request_id,
                 wants_json,
-            )
-            .map(boxed);
+            );
         };
         let client_upgrade =
             forward::websocket_upgrade(request.headers()).then(|| hyper::upgrade::on(&mut request));
@@ -378,61 +376,85 @@ impl Gate {
             .with_label_values(&[pool.name()])
             .observe(started.elapsed().as_secs_f64());
         match result {
-            Ok(mut response) => {
-                if response.status().is_server_error() {
-                    self.state
-                        .metrics
-                        .upstream_errors
-                        .with_label_values(&[pool.name(), "status_5xx"])
-                        .inc();
-                }
-                if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-                    // A tunnel only for the WebSocket switch the gate forwarded: any
-                    // other 101 would turn the connection into raw bytes to the origin.
-                    match client_upgrade {
-                        Some(client) if forward::websocket_upgrade(response.headers()) => {
-                            let upstream = hyper::upgrade::on(&mut response);
-                            tokio::spawn(crate::edge::tunnel::splice(client, upstream));
-                        }
-                        _ => return self.unasked_switch(pool.name(), request_id, wants_json),
-                    }
-                }
-                forward::downstream_response(response, request_id, boxed)
-            }
-            Err(error) if body_over_limit(&error) => {
-                tracing::info!(
-                    pool = pool.name(),
-                    request_id,
-                    "request body over limits.max_body_bytes; not forwarded whole"
-                );
-                rejection::error_response(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "body_too_large",
-                    request_id,
-                    wants_json,
-                )
-                .map(boxed)
-            }
-            Err(error) => {
-                tracing::warn!(pool = pool.name(), %error, request_id, "upstream failed");
-                self.state
-                    .metrics
-                    .upstream_errors
-                    .with_label_values(&[pool.name(), error.kind()])
-                    .inc();
-                let (status, code) = match error {
-                    crate::edge::upstream::UpstreamError::Timeout { .. } => {
-                        (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout")
-                    }
-                    _ => (StatusCode::BAD_GATEWAY, "upstream_unavailable"),
-                };
-                rejection::error_response(status, code, request_id, wants_json).map(boxed)
-            }
+            Ok(response) => self.answer(
+                response,
+                pool.name(),
+                client_upgrade,
+                request_id,
+                wants_json,
+            ),
+            Err(error) => self.upstream_failed(&error, pool.name(), request_id, wants_json),
         }
     }
-}
 
-impl Gate {
+    /// The upstream's response, on its way back: 5xx counted, a WebSocket switch
+    /// the gate forwarded turned into a tunnel, any other 101 refused.
+    fn answer(
+        &self,
+        mut response: Response<Incoming>,
+        pool: &'static str,
+        client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+        request_id: &str,
+        wants_json: bool,
+    ) -> Reply {
+        if response.status().is_server_error() {
+            self.state
+                .metrics
+                .upstream_errors
+                .with_label_values(&[pool, "status_5xx"])
+                .inc();
+        }
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            // A tunnel only for the WebSocket switch the gate forwarded: any other
+            // 101 would turn the connection into raw bytes to the origin.
+            match client_upgrade {
+                Some(client) if forward::websocket_upgrade(response.headers()) => {
+                    let upstream = hyper::upgrade::on(&mut response);
+                    tokio::spawn(crate::edge::tunnel::splice(client, upstream));
+                }
+                _ => return self.unasked_switch(pool, request_id, wants_json),
+            }
+        }
+        forward::downstream_response(response, request_id, boxed)
+    }
+
+    /// A failed exchange: 413 when the client's body passed the limit, else counted
+    /// by kind and answered 504 (timeout) or 502.
+    fn upstream_failed(
+        &self,
+        error: &UpstreamError,
+        pool: &'static str,
+        request_id: &str,
+        wants_json: bool,
+    ) -> Reply {
+        if body_over_limit(error) {
+            tracing::info!(
+                pool,
+                request_id,
+                "request body over limits.max_body_bytes; not forwarded whole"
+            );
+            return error_reply(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                request_id,
+                wants_json,
+            );
+        }
+        tracing::warn!(pool, %error, request_id, "upstream failed");
+        self.state
+            .metrics
+            .upstream_errors
+            .with_label_values(&[pool, error.kind()])
+            .inc();
+        let (status, code) = match error {
+            UpstreamError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
+            UpstreamError::Connect { .. } | UpstreamError::Reset { .. } => {
+                (StatusCode::BAD_GATEWAY, "upstream_unavailable")
+            }
+        };
+        error_reply(status, code, request_id, wants_json)
+    }
+
     /// An origin switched protocols without being asked for WebSocket: its 101 is
     /// never passed on (nor its connection reused), the client gets a 502.
     fn unasked_switch(&self, pool: &str, request_id: &str, wants_json: bool) -> Reply {
@@ -446,14 +468,18 @@ impl Gate {
             .upstream_errors
             .with_label_values(&[pool, "unasked_switch"])
             .inc();
-        rejection::error_response(
+        error_reply(
             StatusCode::BAD_GATEWAY,
             "upstream_unasked_switch",
             request_id,
             wants_json,
         )
-        .map(boxed)
     }
+}
+
+/// A synthetic error page (413, 400, 502, 504, ...) as the data plane's body type.
+fn error_reply(status: StatusCode, code: &str, request_id: &str, wants_json: bool) -> Reply {
+    rejection::error_response(status, code, request_id, wants_json).map(boxed)
 }
 
 /// Whether an upstream exchange failed because the client's (chunked) body passed
