@@ -47,14 +47,11 @@ impl AdminHosts {
                 return true;
             }
         }
-        let config = self.gate.current();
-        let listed = config
-            .config
-            .admin
-            .hosts
-            .iter()
-            .any(|entry| host_of(entry).as_deref() == Some(name.as_str()));
+        let runtime = self.gate.current();
+        let listed = &runtime.config.admin.hosts;
         listed
+            .iter()
+            .any(|entry| host_of(entry).as_deref() == Some(name.as_str()))
     }
 }
 
