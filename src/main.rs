@@ -141,10 +141,14 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         } => {
             // The files the config names for admin tokens are checked too: a reload
             // would refuse them just the same.
+            // So is the admin listener's exposure: on a non-loopback address it
+            // needs a token, as `serve` would insist.
             let checked = Config::load(&config)
                 .map_err(|e| e.to_string())
                 .and_then(|loaded| {
-                    icpgate::admin::tokens::AdminToken::load(&loaded.admin)
+                    use icpgate::admin::tokens::{check_exposure, LoadedTokens};
+                    LoadedTokens::read(&loaded.admin)
+                        .and_then(|tokens| check_exposure(loaded.listen.admin, &tokens))
                         .map_err(|e| e.to_string())
                 });
             match checked {

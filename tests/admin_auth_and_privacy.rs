@@ -2,7 +2,12 @@
 //! admin API refuses.
 //!
 //! - every write answers 401 without a token or with a wrong one, and 403 saying how
-//!   to set one when no token is configured; reads stay open;
+//!   to set one when no token is configured; reads need the token too (issue 15),
+//!   unless `admin.public_reads`; ten wrong tokens from one address within a minute
+//!   turn every later request needing a token into a 429 with `Retry-After`;
+//! - the admin listener answers only its own Host names (421 otherwise, against DNS
+//!   rebinding), says `nosniff`, and refuses a short shared token at start and on
+//!   reload without quoting it;
 //! - certificate numbers, phones and e-mails are masked in lists (even with the
 //!   token) and in a single filing read without the token, shown in full with it;
 //! - every validation problem is a 400 `{"error", "detail"}` naming the field;
@@ -50,22 +55,57 @@ async fn writes_need_the_token() {
             json!({"website": {"name": "x"}}),
         ),
     ];
+    // A prefix of the token is as wrong as any other; each wrong token is a failure,
+    // and ten of them from one address are all it gets (issue 15): spread them
+    // over the writes, then the eleventh is refused.
+    let prefix = &TOKEN[..TOKEN.len() - 1];
+    let mut failures = 0;
     for (path, body) in &writes {
-        for token in [None, Some("wrong"), Some("test-admin-token-5f3")] {
-            let (s, b) = g.api_with("POST", path, Some(body.clone()), token).await;
-            assert_eq!(
-                (s.as_u16(), b["error"].as_str()),
-                (401, Some("unauthorized")),
-                "{path} {token:?}"
-            );
+        // A missing token is no failure, but a client over the limit is refused
+        // whatever it presents.
+        let want = |failures: i32| {
+            if failures < 10 {
+                (401, Some("unauthorized"))
+            } else {
+                (429, Some("too_many_failures"))
+            }
+        };
+        let (s, b) = g.api_with("POST", path, Some(body.clone()), None).await;
+        assert_eq!(
+            (s.as_u16(), b["error"].as_str()),
+            want(failures),
+            "{path} without a token"
+        );
+        for token in ["wrong", prefix] {
+            let (s, b) = g
+                .api_with("POST", path, Some(body.clone()), Some(token))
+                .await;
+            let want = want(failures);
+            assert_eq!((s.as_u16(), b["error"].as_str()), want, "{path} {token:?}");
+            failures += 1;
         }
     }
-    // Nothing changed.
+    let metrics = g.metrics().await;
+    assert!(
+        metrics.contains("\nicpgate_admin_auth_failures_total 10\n"),
+        "ten failures counted, refusals not"
+    );
+    // A restart forgets the failures; nothing changed.
+    g.restart().await;
     let (_, b) = g.api("GET", &format!("/v1/filings/{id}"), None).await;
     assert_eq!(b["history"].as_array().map(Vec::len), Some(1));
-    // Reads need no token.
-    let (s, _) = g.api_with("GET", "/v1/filings", None, None).await;
-    assert_eq!(s, 200);
+    // Reads need the token too.
+    for path in [
+        "/v1/filings",
+        "/v1/filings/1",
+        "/v1/decision?host=a.cn",
+        "/v1/check?domain=a.cn",
+        "/v1/blocked-hosts",
+        "/v1/openapi.json",
+    ] {
+        let (s, _) = g.api_with("GET", path, None, None).await;
+        assert_eq!(s, 401, "{path}");
+    }
 
     // No token configured: writes refused with 403 and how to set one.
     g.restart_with_token_env("ICPGATE_TEST_UNSET_TOKEN_VAR")
@@ -102,10 +142,8 @@ async fn personal_data_only_for_authenticated_callers() {
     assert_eq!(full["website"]["owner"]["email"], "ops@example.cn");
     assert_eq!(full["entity"]["certificate_number"], "91330100MA27XXXX1X");
 
-    let views: [(&str, Option<&str>); 4] = [
-        ("/v1/filings/ID", None),
-        ("/v1/filings/ID", Some("wrong")),
-        ("/v1/filings", None),
+    let views: [(&str, Option<&str>); 2] = [
+        ("/v1/filings", Some(TOKEN)),
         ("/v1/filings?domain=private.cn", Some(TOKEN)),
     ];
     for (path, token) in views {
@@ -257,7 +295,9 @@ async fn bad_input_is_a_400_naming_the_field() {
 #[tokio::test]
 async fn the_document_is_served_and_strays_are_refused() {
     let g = gate().await;
-    let (s, doc) = g.api_with("GET", "/v1/openapi.json", None, None).await;
+    let (s, _) = g.api_with("GET", "/v1/openapi.json", None, None).await;
+    assert_eq!(s, 401);
+    let (s, doc) = g.api("GET", "/v1/openapi.json", None).await;
     assert_eq!(s, 200);
     assert!(doc["paths"]["/v1/filings/{id}/change"]["post"].is_object());
     for route in icpgate::admin::routes() {
@@ -290,21 +330,18 @@ async fn the_document_is_served_and_strays_are_refused() {
 async fn a_token_file_rotates_on_reload_without_a_restart() {
     let mut g = gate().await;
     let file = g.dir.path().join("rotating-token");
-    std::fs::write(&file, "first-token\n").expect("write token");
+    let first = "first-token-0123456789abcdef-0123456789";
+    let second = "second-token-0123456789abcdef-0123456789";
+    std::fs::write(&file, format!("{first}\n")).expect("write token");
     g.set_token_source(&format!("token_file = \"{}\"", file.display()));
     g.restart().await;
     let body = submission(&["rotate.cn"], "new", None);
     let (status, _) = g
-        .api_with(
-            "POST",
-            "/v1/filings",
-            Some(body.clone()),
-            Some("first-token"),
-        )
+        .api_with("POST", "/v1/filings", Some(body.clone()), Some(first))
         .await;
     assert_eq!(status, 201);
 
-    std::fs::write(&file, "second-token").expect("rotate token");
+    std::fs::write(&file, second).expect("rotate token");
     g.running
         .as_ref()
         .expect("running")
@@ -312,16 +349,11 @@ async fn a_token_file_rotates_on_reload_without_a_restart() {
         .expect("reload");
     let body = submission(&["rotate2.cn"], "new", None);
     let (status, _) = g
-        .api_with(
-            "POST",
-            "/v1/filings",
-            Some(body.clone()),
-            Some("first-token"),
-        )
+        .api_with("POST", "/v1/filings", Some(body.clone()), Some(first))
         .await;
     assert_eq!(status, 401, "the old token no longer works");
     let (status, _) = g
-        .api_with("POST", "/v1/filings", Some(body), Some("second-token"))
+        .api_with("POST", "/v1/filings", Some(body), Some(second))
         .await;
     assert_eq!(status, 201, "the rotated token works");
 
@@ -330,7 +362,7 @@ async fn a_token_file_rotates_on_reload_without_a_restart() {
     assert!(g.running.as_ref().expect("running").reload().is_err());
     let body = submission(&["rotate3.cn"], "new", None);
     let (status, _) = g
-        .api_with("POST", "/v1/filings", Some(body), Some("second-token"))
+        .api_with("POST", "/v1/filings", Some(body), Some(second))
         .await;
     assert_eq!(status, 201);
 }

@@ -91,3 +91,51 @@ fn a_bad_admin_tokens_file_is_named_with_its_line() {
     let (code, out) = check_path(&config);
     assert_eq!(code, 0, "{out}");
 }
+
+/// Issue 15: a raw token pasted into `admin.tokens_file` instead of its hash is named
+/// by file and line, never printed; a short shared token is refused naming where it
+/// came from, not what it is; an admin listener on a non-loopback address without a
+/// token is refused.
+#[test]
+fn admin_secrets_are_never_printed_and_exposure_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let raw = "RawAdminToken-do-not-print-0123456789abcdef";
+    let tokens = dir.path().join("admin-tokens");
+    std::fs::write(&tokens, format!("# staff\nalice {raw}\n")).expect("write tokens");
+    let config = dir.path().join("icpgate.toml");
+    let text = format!("[admin]\ntokens_file = \"{}\"\n", tokens.display());
+    std::fs::write(&config, text).expect("write config");
+    let (code, out) = check_path(&config);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains(&format!("{}:2:", tokens.display())), "{out}");
+    assert!(
+        !out.contains("RawAdminToken"),
+        "the token is printed: {out}"
+    );
+
+    let short = dir.path().join("token");
+    std::fs::write(&short, "ShortSecret-0123456789\n").expect("write token");
+    let text = format!("[admin]\ntoken_file = \"{}\"\n", short.display());
+    std::fs::write(&config, text).expect("write config");
+    let (code, out) = check_path(&config);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains(&short.display().to_string()), "{out}");
+    assert!(out.contains("shorter than 32"), "{out}");
+    assert!(!out.contains("ShortSecret"), "the token is printed: {out}");
+
+    let (code, out) = check(
+        "[listen]\nadmin = \"0.0.0.0:9090\"\n\n[admin]\ntoken_env = \"ICPGATE_TEST_NEVER_SET_TOKEN\"\n",
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("not a loopback address"), "{out}");
+
+    let (code, out) = check(
+        "[notify]\nurl = \"ftp://hook:NotifyPassw0rd@hooks.example/x\"\nsecret = \"NotifySecret\"\n",
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("notify.url"), "{out}");
+    assert!(
+        !out.contains("NotifyPassw0rd") && !out.contains("NotifySecret"),
+        "{out}"
+    );
+}

@@ -235,6 +235,8 @@ async fn the_dashboard_is_a_grafana_model_on_exported_metrics_only() {
         "max by (instance) (icpgate_registry_revision",
         "by (status) (icpgate_filings{",
         "icpgate_filings_overdue_initial_review",
+        // issue 15
+        "icpgate_upstream_servers_down{",
     ] {
         assert!(all.contains(needle), "no panel shows {needle}");
     }
@@ -264,7 +266,8 @@ async fn the_alert_rules_cover_issue_6_on_exported_metrics_only() {
             "IcpgateBlockRateSpike",
             "IcpgateUpstreamErrorRate",
             "IcpgateRegistryRevisionsDiverging",
-            "IcpgateInitialReviewOverdue"
+            "IcpgateInitialReviewOverdue",
+            "IcpgateUpstreamServersDown"
         ]
     );
     for alert in &alerts {
@@ -280,6 +283,11 @@ async fn the_alert_rules_cover_issue_6_on_exported_metrics_only() {
     assert!(
         alerts[4].contains("icpgate_filings_overdue_initial_review) > 0")
             && alerts[4].contains("for: 1h")
+    );
+    // Issue 15: a pool's servers down for 5 minutes.
+    assert!(
+        alerts[5].contains("max by (job, pool) (icpgate_upstream_servers_down) > 0")
+            && alerts[5].contains("for: 5m")
     );
     assert!(
         alerts[0].contains("icpgate_registry_errors_total")

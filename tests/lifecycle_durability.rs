@@ -47,7 +47,7 @@ async fn spawn_gate(config: &Path) -> (Child, SocketAddr) {
         mut child, admin, ..
     } = common::serve(config);
     let ready = eventually(Duration::from_secs(10), || async {
-        http1(admin, "GET", "/readyz", &[("host", "x")], b"")
+        http1(admin, "GET", "/readyz", &[("host", "127.0.0.1")], b"")
             .await
             .status
             == StatusCode::OK
@@ -124,12 +124,14 @@ async fn acknowledged_changes_survive_kill_9() {
 
     up.store(true, Ordering::SeqCst);
     let (mut child, admin) = spawn_gate(&config).await;
-    let reply = http1(
+    // Reads need the token too (issue 15), and a Host the admin listener answers.
+    let reply = admin_request(
         admin,
         "GET",
         &format!("/v1/filings/{id}"),
-        &[("host", "x")],
-        b"",
+        Some(TOKEN),
+        &[],
+        None,
     )
     .await;
     let filing = reply.json();

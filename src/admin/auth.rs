@@ -1,21 +1,28 @@
-//! Bearer-token auth as a layer, and the [`Actor`] it hands to handlers.
+//! Bearer-token auth as layers, and the [`Actor`] they hand to handlers.
 //!
-//! Writes need `Authorization: Bearer <token>`: the shared token (from
-//! `admin.token_file`, else the environment variable named by `admin.token_env`) or a
-//! named token of `admin.tokens_file` (`tokens`), compared in constant time.
+//! A caller presents `Authorization: Bearer <token>` (the scheme in any case): the
+//! shared token (from `admin.token_file`, else the environment variable named by
+//! `admin.token_env`) or a named token of `admin.tokens_file` (`tokens`), compared in
+//! constant time.
 //!
-//! - [`require_token`] guards the routes that need a token: with no token configured
-//!   it answers 403 saying how to set one; a missing or wrong token is a 401 (with
+//! - [`require_token`] guards the writes: with no token configured it answers 403
+//!   saying how to set one; a missing or wrong token is a 401 (with
 //!   `WWW-Authenticate: Bearer`); otherwise the request goes on carrying its `Actor`.
-//! - [`identify`] guards the routes where a token only widens the answer (personal
-//!   data in `GET /v1/filings/{id}`): a valid token adds the `Actor`, anything else
-//!   goes on without one.
+//! - [`read`] guards the reads: the same as `require_token`, unless
+//!   `admin.public_reads` is on; then anyone reads, and a valid token only widens the
+//!   answer (personal data in `GET /v1/filings/{id}`).
+//!
+//! Credentials that match no token are failures: counted in
+//! `icpgate_admin_auth_failures_total` and limited per client address (`throttle`);
+//! a client over the limit gets 429 from both layers, whatever it presents.
 //!
 //! The actor recorded in the history is a named token's name; with the shared token
 //! it is the caller's `X-Icpgate-Actor`, else "admin".
 
 use std::convert::Infallible;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::extract::{FromRequestParts, OptionalFromRequestParts, Request, State};
 use axum::middleware::Next;
@@ -24,49 +31,130 @@ use http::request::Parts;
 use http::{header, HeaderMap};
 
 use crate::admin::error::AdminError;
+use crate::admin::throttle::AuthFailures;
 use crate::admin::tokens::{AdminToken, Caller};
+use crate::edge::conn::ClientAddr;
+use crate::edge::proxy::Gate;
 
 /// Who is calling, as recorded in a filing's history. Extracting it where the auth
 /// layer did not put it is a 401: a route without the layer cannot write by mistake.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Actor(pub String);
 
+/// What the auth layers share: the tokens, the failures so far, and the gate (its
+/// running config says whether reads are public; its metrics count failures).
+pub struct Guard {
+    pub token: Arc<AdminToken>,
+    pub gate: Arc<Gate>,
+    pub failures: AuthFailures,
+}
+
+/// What a request's credentials amount to.
+enum Credentials {
+    Valid(Actor),
+    /// No `Authorization` header.
+    Missing,
+    /// An `Authorization` header that matches no token (or is no bearer token).
+    Wrong,
+    /// No token is configured at all.
+    NoneConfigured,
+}
+
+impl Guard {
+    /// The client's address (unknown in tests that call the router directly).
+    fn client(request: &Request) -> IpAddr {
+        request
+            .extensions()
+            .get::<ClientAddr>()
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), ClientAddr::ip)
+    }
+
+    /// Refuse a client over the failure limit; else judge its credentials, counting
+    /// a wrong one.
+    fn check(&self, request: &Request) -> Result<Credentials, AdminError> {
+        let client = Guard::client(request);
+        let now = Instant::now();
+        if let Some(seconds) = self.failures.blocked(client, now) {
+            return Err(AdminError::TooManyFailures(seconds));
+        }
+        let credentials = credentials(&self.token, request.headers());
+        if matches!(credentials, Credentials::Wrong) {
+            self.failures.record(client, now);
+            self.gate.state.metrics.admin_auth_failures.inc();
+        }
+        Ok(credentials)
+    }
+
+    fn public_reads(&self) -> bool {
+        self.gate.current().config.admin.public_reads
+    }
+}
+
 /// The layer of the routes that need a token.
 pub async fn require_token(
-    State(token): State<Arc<AdminToken>>,
+    State(guard): State<Arc<Guard>>,
     mut request: Request,
     next: Next,
 ) -> Result<Response, AdminError> {
-    let actor = authenticate(&token, request.headers())?;
+    let actor = match guard.check(&request)? {
+        Credentials::Valid(actor) => actor,
+        Credentials::Missing | Credentials::Wrong => return Err(AdminError::Unauthorized),
+        Credentials::NoneConfigured => {
+            return Err(AdminError::NoTokenConfigured(
+                guard.token.source().to_string(),
+            ))
+        }
+    };
     request.extensions_mut().insert(actor);
     Ok(next.run(request).await)
 }
 
-/// The layer of the routes where a token is optional.
-pub async fn identify(
-    State(token): State<Arc<AdminToken>>,
+/// The layer of the reads: a token needed, unless `admin.public_reads`.
+pub async fn read(
+    State(guard): State<Arc<Guard>>,
     mut request: Request,
     next: Next,
-) -> Response {
-    if let Ok(actor) = authenticate(&token, request.headers()) {
-        request.extensions_mut().insert(actor);
+) -> Result<Response, AdminError> {
+    match (guard.check(&request)?, guard.public_reads()) {
+        (Credentials::Valid(actor), _) => {
+            request.extensions_mut().insert(actor);
+        }
+        (_, true) => {}
+        (Credentials::Missing | Credentials::Wrong, false) => return Err(AdminError::Unauthorized),
+        (Credentials::NoneConfigured, false) => {
+            return Err(AdminError::NoTokenConfigured(
+                guard.token.source().to_string(),
+            ))
+        }
     }
-    next.run(request).await
+    Ok(next.run(request).await)
 }
 
-fn authenticate(token: &AdminToken, headers: &HeaderMap) -> Result<Actor, AdminError> {
+fn credentials(token: &AdminToken, headers: &HeaderMap) -> Credentials {
     if !token.is_configured() {
-        return Err(AdminError::NoTokenConfigured(token.source().to_string()));
+        return Credentials::NoneConfigured;
     }
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or(AdminError::Unauthorized)?;
-    let caller = token
-        .caller(presented.trim())
-        .ok_or(AdminError::Unauthorized)?;
-    Ok(actor_of(headers, caller))
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Credentials::Missing;
+    };
+    let caller = value
+        .to_str()
+        .ok()
+        .and_then(bearer)
+        .and_then(|presented| token.caller(presented));
+    match caller {
+        Some(caller) => Credentials::Valid(actor_of(headers, caller)),
+        None => Credentials::Wrong,
+    }
+}
+
+/// The token of an `Authorization` value in the `Bearer` scheme, whose name is
+/// case-insensitive (RFC 9110 §11.1); None for another scheme or no token.
+fn bearer(value: &str) -> Option<&str> {
+    let value = value.trim();
+    let (scheme, token) = value.split_once([' ', '\t'])?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 /// A named token's name; with the shared token, the `X-Icpgate-Actor` header (1–64
@@ -113,6 +201,25 @@ mod tests {
             map.insert(*name, value.parse().expect("header value"));
         }
         map
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_matched_in_any_case() {
+        let cases = [
+            ("Bearer abc", Some("abc")),
+            ("bearer abc", Some("abc")),
+            ("BEARER abc", Some("abc")),
+            ("BeArEr   abc  ", Some("abc")),
+            ("Bearer\tabc", Some("abc")),
+            ("Basic abc", None),
+            ("Bearerabc", None),
+            ("Bearer ", None),
+            ("Bearer", None),
+            ("abc", None),
+        ];
+        for (value, want) in cases {
+            assert_eq!(bearer(value), want, "{value:?}");
+        }
     }
 
     #[test]

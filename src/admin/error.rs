@@ -28,6 +28,13 @@ pub enum AdminError {
     /// How to set a token, for the operator who forgot to.
     #[error("no admin token is configured: {0}")]
     NoTokenConfigured(String),
+    /// The Host names no name this listener answers (`admin.hosts`): a DNS
+    /// rebinding page, or a name the operator has not listed.
+    #[error("this admin listener does not answer the Host {0:?}; add it to admin.hosts")]
+    MisdirectedHost(String),
+    /// Too many failed authentications from this client: retry after this many seconds.
+    #[error("too many failed authentications from this address; retry in {0} s")]
+    TooManyFailures(u64),
     #[error("{0}")]
     BadRequest(String),
     #[error("{0}")]
@@ -48,6 +55,8 @@ impl AdminError {
             AdminError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             AdminError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             AdminError::NoTokenConfigured(_) => (StatusCode::FORBIDDEN, "no_token_configured"),
+            AdminError::MisdirectedHost(_) => (StatusCode::MISDIRECTED_REQUEST, "misdirected_host"),
+            AdminError::TooManyFailures(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_failures"),
             AdminError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             AdminError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             AdminError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "registry_unavailable"),
@@ -64,6 +73,11 @@ impl IntoResponse for AdminError {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let AdminError::TooManyFailures(seconds) = self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response.extensions_mut().insert(Refusal(code));
         response

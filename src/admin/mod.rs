@@ -7,21 +7,24 @@
 //! | GET  | /healthz | – | the process is up |
 //! | GET  | /readyz | – | the registry answers |
 //! | GET  | /metrics | – | Prometheus text |
-//! | GET  | /v1/openapi.json | – | the OpenAPI 3 document of this API (`docs/openapi.json`) |
-//! | GET  | /v1/decision?host=H | – | what the gate would do for H, with the filing it found |
-//! | GET  | /v1/check?domain=D&dns=true | – | compliance check of D (`check`) |
-//! | GET  | /v1/blocked-hosts?limit=N | – | most blocked registrable domains (`blocked_hosts`) |
+//! | GET  | /v1/openapi.json | read | the OpenAPI 3 document of this API (`docs/openapi.json`) |
+//! | GET  | /v1/decision?host=H | read | what the gate would do for H, with the filing it found |
+//! | GET  | /v1/check?domain=D&dns=true | read | compliance check of D (`check`) |
+//! | GET  | /v1/blocked-hosts?limit=N | read | most blocked registrable domains (`blocked_hosts`) |
 //! | POST | /v1/filings | needed | submit (201, `initial_review`, with its `filing_type`) |
-//! | GET  | /v1/filings?domain=&status=&limit= | – | list (personal data masked) |
-//! | GET  | /v1/filings/{id} | optional | one filing (personal data only with the token) |
+//! | GET  | /v1/filings?domain=&status=&limit= | read | list (personal data masked) |
+//! | GET  | /v1/filings/{id} | read | one filing (personal data only with the token) |
 //! | POST | /v1/filings/{id}/{initial-review, authority-review, resubmit, abandon, cancel, disconnect, change} | needed | one workflow step |
 //!
 //! Who may call what is a column of the table ([`Access`]), enforced by the layers of
-//! `auth`. [`routes`] lists the table and `docs/openapi.json` documents exactly its
+//! `auth`: "read" needs a token unless `admin.public_reads` is on. Every answer
+//! carries `X-Content-Type-Options: nosniff`; the admin listener answers only the
+//! Host names of `hosts` (`AdminService`). [`routes`] lists the table and `docs/openapi.json` documents exactly its
 //! rows (a test holds them equal). To add an endpoint, add a handler and a row in
 //! `table`, and the operation to the document.
 //!
-//! Modules: `auth` (token layers, the actor), `error` (the one error type),
+//! Modules: `auth` (token layers, the actor), `throttle` (failed authentications
+//! per client), `hosts` (the Host names answered), `error` (the one error type),
 //! `extract` (extractors and the JSON reply), `filings` (the lifecycle), `reads`
 //! (health, metrics, decision), `check`, `blocked_hosts`, `tokens` (who holds a
 //! token), `service` (the router as the admin listener's service).
@@ -32,14 +35,17 @@ mod check;
 mod error;
 mod extract;
 mod filings;
+mod hosts;
 mod reads;
 mod service;
+mod throttle;
 pub mod tokens;
 
 use std::sync::Arc;
 
 use axum::handler::Handler;
-use axum::middleware::from_fn_with_state;
+use axum::middleware::{from_fn_with_state, map_response};
+use axum::response::Response;
 use axum::routing::{self, MethodRouter};
 use axum::Router;
 
@@ -47,6 +53,7 @@ use crate::edge::proxy::Gate;
 use crate::registry::Registry;
 
 pub use error::AdminError;
+pub use hosts::AdminHosts;
 pub use service::AdminService;
 
 /// The OpenAPI 3 document of this API, kept in the repository.
@@ -67,8 +74,9 @@ pub struct Admin {
 pub enum Access {
     /// Anyone.
     Open,
-    /// Anyone; a valid token widens the answer (personal data).
-    TokenOptional,
+    /// Like `TokenNeeded`, unless `admin.public_reads`: then anyone, and a valid
+    /// token widens the answer (personal data).
+    Read,
     /// Only a caller with a valid token: 403 when none is configured, else 401.
     TokenNeeded,
 }
@@ -112,18 +120,18 @@ fn post<H: Handler<T, State>, T: 'static>(path: &'static str, access: Access, h:
 
 /// Every route the admin listener serves.
 fn table() -> Vec<Entry> {
-    use Access::{Open, TokenNeeded, TokenOptional};
+    use Access::{Open, Read, TokenNeeded};
     vec![
         get("/healthz", Open, reads::healthz),
         get("/readyz", Open, reads::readyz),
         get("/metrics", Open, reads::metrics),
-        get("/v1/openapi.json", Open, reads::openapi),
-        get("/v1/decision", Open, reads::decision),
-        get("/v1/check", Open, check::check),
-        get("/v1/blocked-hosts", Open, blocked_hosts::top),
-        get("/v1/filings", Open, filings::list),
+        get("/v1/openapi.json", Read, reads::openapi),
+        get("/v1/decision", Read, reads::decision),
+        get("/v1/check", Read, check::check),
+        get("/v1/blocked-hosts", Read, blocked_hosts::top),
+        get("/v1/filings", Read, filings::list),
         post("/v1/filings", TokenNeeded, filings::submit),
-        get("/v1/filings/{id}", TokenOptional, filings::get),
+        get("/v1/filings/{id}", Read, filings::get),
         post(
             "/v1/filings/{id}/initial-review",
             TokenNeeded,
@@ -148,16 +156,21 @@ pub fn routes() -> Vec<Route> {
 }
 
 /// The admin API: every row of the table behind its access layer; 404 for a path
-/// no row has, 405 for a method a path does not take.
+/// no row has, 405 for a method a path does not take; `nosniff` on every answer.
 pub fn router(admin: Arc<Admin>) -> Router {
+    let guard = Arc::new(auth::Guard {
+        token: Arc::clone(&admin.token),
+        gate: Arc::clone(&admin.gate),
+        failures: throttle::AuthFailures::default(),
+    });
     let mut router = Router::new();
     for Entry { route, handler } in table() {
-        let token = Arc::clone(&admin.token);
+        let guard = Arc::clone(&guard);
         let handler = match route.access {
             Access::Open => handler,
-            Access::TokenOptional => handler.route_layer(from_fn_with_state(token, auth::identify)),
+            Access::Read => handler.route_layer(from_fn_with_state(guard, auth::read)),
             Access::TokenNeeded => {
-                handler.route_layer(from_fn_with_state(token, auth::require_token))
+                handler.route_layer(from_fn_with_state(guard, auth::require_token))
             }
         };
         router = router.route(route.path, handler);
@@ -166,6 +179,17 @@ pub fn router(admin: Arc<Admin>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(admin)
+        .layer(map_response(nosniff))
+}
+
+/// `X-Content-Type-Options: nosniff`: no browser reads an answer as other than its
+/// declared type (a JSON error quoting input never runs as HTML or script).
+async fn nosniff(mut response: Response) -> Response {
+    response.headers_mut().insert(
+        http::header::X_CONTENT_TYPE_OPTIONS,
+        http::HeaderValue::from_static("nosniff"),
+    );
+    response
 }
 
 async fn not_found() -> AdminError {

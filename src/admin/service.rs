@@ -2,12 +2,15 @@
 //! admin connections go through the data plane's accept loop: its connection limit,
 //! client deadlines and drain on SIGTERM.
 //!
-//! Before routing, empty path segments are dropped (`/v1/filings/` and
-//! `/v1//filings` are `/v1/filings`); after it, a refusal is logged by its code.
+//! Before routing, a Host the listener does not answer is refused (`hosts`, 421),
+//! the client's address is put on the request (for `throttle`), and empty path
+//! segments are dropped (`/v1/filings/` and `/v1//filings` are `/v1/filings`); after
+//! it, a refusal is logged by its code.
 
 use std::future::Future;
 use std::sync::Arc;
 
+use axum::middleware::{from_fn_with_state, map_response};
 use axum::Router;
 use http::uri::PathAndQuery;
 use http::{Request, Response, Uri};
@@ -15,7 +18,8 @@ use hyper::body::Incoming;
 use tower::ServiceExt;
 
 use crate::admin::error::Refusal;
-use crate::admin::{router, Admin};
+use crate::admin::hosts::{only_known_hosts, AdminHosts};
+use crate::admin::{nosniff, router, Admin};
 use crate::edge::conn::ConnInfo;
 use crate::edge::listener::Serve;
 use crate::edge::proxy_body::{boxed, ProxyBody};
@@ -26,10 +30,16 @@ pub struct AdminService {
 }
 
 impl AdminService {
-    pub fn new(admin: Arc<Admin>) -> AdminService {
-        AdminService {
-            router: router(admin),
-        }
+    /// The admin API for the listener bound to `listen`.
+    pub fn new(admin: Arc<Admin>, listen: std::net::SocketAddr) -> AdminService {
+        let hosts = Arc::new(AdminHosts {
+            listen,
+            gate: Arc::clone(&admin.gate),
+        });
+        let router = router(admin)
+            .layer(from_fn_with_state(hosts, only_known_hosts))
+            .layer(map_response(nosniff));
+        AdminService { router }
     }
 }
 
@@ -37,8 +47,9 @@ impl Serve for AdminService {
     fn call(
         self: Arc<Self>,
         mut request: Request<Incoming>,
-        _conn: Arc<ConnInfo>,
+        conn: Arc<ConnInfo>,
     ) -> impl Future<Output = Response<ProxyBody>> + Send {
+        request.extensions_mut().insert(conn.client);
         if let Some(uri) = without_empty_segments(request.uri()) {
             *request.uri_mut() = uri;
         }

@@ -6,7 +6,10 @@
 //!   answers, and every status a probe below provokes is documented: each probe
 //!   checks its status, and per operation the probed set equals the documented set;
 //! - strays are refused as JSON: 404 for an unknown path, 405 (with `Allow`) for a
-//!   method a path does not take.
+//!   method a path does not take;
+//! - reads need the token unless `admin.public_reads`; the `Bearer` scheme matches in
+//!   any case; every answer carries `nosniff`; ten wrong tokens from one client are
+//!   counted and then refused with 429 and `Retry-After`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -33,7 +36,7 @@ use crate::registry::{
     Change, ImportRecord, ListFilter, Lookup, Registry, RegistryError, StorageError, Submitted,
 };
 
-const TOKEN: &str = "unit-test-token";
+const TOKEN: &str = "unit-test-token-0123456789abcdef-0123";
 
 /// An admin router over `registry`; `[admin]` as given.
 fn admin_router(registry: Arc<dyn Registry>, dir: &Path, admin_toml: &str) -> Router {
@@ -71,6 +74,8 @@ struct Routers {
     tokenless: Router,
     /// A registry that fails every call.
     down: Router,
+    /// The working registry with `admin.public_reads = true`.
+    public: Router,
     _dir: tempfile::TempDir,
 }
 
@@ -84,8 +89,13 @@ fn routers() -> Routers {
     let unset = "token_env = \"ICPGATE_UNIT_TEST_UNSET_TOKEN\"";
     Routers {
         up: admin_router(Arc::clone(&registry), dir.path(), &with_token),
-        tokenless: admin_router(registry, dir.path(), unset),
+        tokenless: admin_router(Arc::clone(&registry), dir.path(), unset),
         down: admin_router(Arc::new(Down), dir.path(), &with_token),
+        public: admin_router(
+            registry,
+            dir.path(),
+            &format!("{with_token}\npublic_reads = true"),
+        ),
         _dir: dir,
     }
 }
@@ -160,7 +170,7 @@ fn the_document_names_exactly_the_routes_and_their_tokens() {
     for route in routes() {
         let key = (route.method.to_string(), route.path.to_string());
         let (_, token) = &documented[&key];
-        let needed = route.access == Access::TokenNeeded;
+        let needed = route.access != Access::Open;
         assert_eq!(*token, needed, "{key:?}: documented token vs route access");
     }
 }
@@ -184,6 +194,8 @@ enum Via {
     NoToken,
     Tokenless,
     Down,
+    /// `admin.public_reads = true`, without a token.
+    Public,
 }
 
 /// One request: the route pattern it exercises, the `{id}`, the query, the body,
@@ -245,7 +257,7 @@ fn step(name: &'static str, id: i64, body: Value, want: u16) -> Probe {
 
 /// Reads, then three filings through every step: each documented status at least once.
 fn probes() -> Vec<Probe> {
-    use Via::{Down, NoToken, Token};
+    use Via::{Down, NoToken, Public, Token};
     let approve = || json!({"approve": true});
     let number = |n: u32| json!({"approve": true, "icp_number": format!("浙ICP备2023{n:04}号-1")});
     let empty = || json!({});
@@ -255,23 +267,28 @@ fn probes() -> Vec<Probe> {
         probe("GET", "/readyz", NoToken, 200),
         probe("GET", "/readyz", Down, 503),
         probe("GET", "/metrics", NoToken, 200),
-        probe("GET", "/v1/openapi.json", NoToken, 200),
-        probe("GET", "/v1/decision", NoToken, 200).query("?host=www.a.cn"),
-        probe("GET", "/v1/decision", NoToken, 400),
-        probe("GET", "/v1/check", NoToken, 200).query("?domain=a.cn"),
-        probe("GET", "/v1/check", NoToken, 400).query("?domain=a.cn&dns=maybe"),
+        probe("GET", "/v1/openapi.json", Token, 200),
+        probe("GET", "/v1/openapi.json", Public, 200),
+        probe("GET", "/v1/decision", Token, 200).query("?host=www.a.cn"),
+        probe("GET", "/v1/decision", Public, 200).query("?host=www.a.cn"),
+        probe("GET", "/v1/decision", Token, 400),
+        probe("GET", "/v1/check", Token, 200).query("?domain=a.cn"),
+        probe("GET", "/v1/check", Token, 400).query("?domain=a.cn&dns=maybe"),
         probe("GET", "/v1/check", Down, 503).query("?domain=a.cn"),
-        probe("GET", "/v1/blocked-hosts", NoToken, 200),
-        probe("GET", "/v1/blocked-hosts", NoToken, 400).query("?limit=0"),
-        probe("GET", "/v1/filings", NoToken, 200).query("?status=approved&limit=5"),
-        probe("GET", "/v1/filings", NoToken, 400).query("?status=lost"),
+        probe("GET", "/v1/blocked-hosts", Token, 200),
+        probe("GET", "/v1/blocked-hosts", Public, 200),
+        probe("GET", "/v1/blocked-hosts", Token, 400).query("?limit=0"),
+        probe("GET", "/v1/filings", Token, 200).query("?status=approved&limit=5"),
+        probe("GET", "/v1/filings", Public, 200),
+        probe("GET", "/v1/filings", Token, 400).query("?status=lost"),
         // filings 1, 2, 3
         probe("POST", SUBMIT, Token, 201).body(filing_body("a.cn")),
         probe("POST", SUBMIT, Token, 201).body(filing_body("b.cn")),
         probe("POST", SUBMIT, Token, 201).body(filing_body("c.cn")),
         probe("POST", SUBMIT, Token, 409).body(filing_body("a.cn")),
         probe("POST", SUBMIT, Token, 400).body(filing_body("com.cn")),
-        probe("GET", ONE, NoToken, 200),
+        probe("GET", ONE, Token, 200),
+        probe("GET", ONE, Public, 200),
         probe("GET", ONE, Token, 404).id(999),
         // filing 1 in initial review: the steps of other statuses conflict
         step("authority-review", 1, number(1), 409),
@@ -299,6 +316,11 @@ fn probes() -> Vec<Probe> {
         step("resubmit", 3, empty(), 200),
         step("abandon", 3, empty(), 200),
     ];
+    let reads = routes().into_iter().filter(|r| r.access == Access::Read);
+    for route in reads {
+        probes.push(probe("GET", route.path, NoToken, 401));
+        probes.push(probe("GET", route.path, Via::Tokenless, 403));
+    }
     let writes = routes()
         .into_iter()
         .filter(|r| r.access == Access::TokenNeeded);
@@ -324,6 +346,7 @@ async fn every_documented_status_is_answered_and_every_answer_documented() {
             Via::NoToken => (&routers.up, false),
             Via::Tokenless => (&routers.tokenless, true),
             Via::Down => (&routers.down, true),
+            Via::Public => (&routers.public, false),
         };
         let path = format!(
             "{}{}",
@@ -380,11 +403,17 @@ async fn strays_are_refused_as_json() {
             Some("GET,HEAD"),
         ),
     ];
-    // With or without a token: the auth layer guards routes, not strays.
+    // With or without a token: the auth layer guards routes, not strays — except
+    // that a path matching a read's pattern (`/v1/filings/{id}` with a bad id) asks
+    // for the token first.
     for ((method, path, want, code, allow), token) in
         cases.iter().flat_map(|c| [(c, true), (c, false)])
     {
         let (status, allowed, body) = send(&routers.up, method, path, token, None).await;
+        if !token && path.starts_with("/v1/filings/") && *method == "GET" {
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {path}");
+            continue;
+        }
         assert_eq!(status.as_u16(), *want, "{method} {path} {token}");
         assert_eq!(body["error"], *code, "{method} {path} {token}");
         assert!(body["detail"].is_string());
@@ -402,10 +431,131 @@ async fn a_token_shows_personal_data_in_a_single_read_only() {
     let phone = |v: &Value| v["website"]["owner"]["phone"].as_str().map(str::to_string);
     let (_, _, with) = send(&routers.up, "GET", "/v1/filings/1", true, None).await;
     assert_eq!(phone(&with).as_deref(), Some("13800000000"));
-    let (_, _, without) = send(&routers.up, "GET", "/v1/filings/1", false, None).await;
+    let (status, _, _) = send(&routers.up, "GET", "/v1/filings/1", false, None).await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "reads need the token by default"
+    );
+    let (_, _, without) = send(&routers.public, "GET", "/v1/filings/1", false, None).await;
     assert_eq!(phone(&without).as_deref(), Some("138****0000"));
+    let (_, _, with) = send(&routers.public, "GET", "/v1/filings/1", true, None).await;
+    assert_eq!(phone(&with).as_deref(), Some("13800000000"));
     let (_, _, list) = send(&routers.up, "GET", "/v1/filings", true, None).await;
     assert_eq!(phone(&list["filings"][0]).as_deref(), Some("138****0000"));
+}
+
+/// One request with an `Authorization` value of our choosing (None: no header);
+/// the response's status and headers.
+async fn send_auth(
+    router: &Router,
+    method: &str,
+    path: &str,
+    authorization: Option<&str>,
+) -> (StatusCode, http::HeaderMap) {
+    let mut request = Request::builder().method(method).uri(path);
+    if let Some(value) = authorization {
+        request = request.header("authorization", value);
+    }
+    let request = request.body(Body::empty()).expect("request");
+    let response = router.clone().oneshot(request).await.expect("infallible");
+    (response.status(), response.headers().clone())
+}
+
+#[tokio::test]
+async fn the_bearer_scheme_matches_in_any_case() {
+    let routers = routers();
+    for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+        let value = format!("{scheme} {TOKEN}");
+        let (status, _) = send_auth(&routers.up, "GET", "/v1/filings", Some(&value)).await;
+        assert_eq!(status, StatusCode::OK, "{scheme}");
+    }
+    let basic = format!("Basic {TOKEN}");
+    let (status, _) = send_auth(&routers.up, "GET", "/v1/filings", Some(&basic)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn every_answer_says_nosniff() {
+    let routers = routers();
+    let bearer = format!("Bearer {TOKEN}");
+    let cases = [
+        ("GET", "/healthz", None, 200),
+        ("GET", "/metrics", None, 200),
+        ("GET", "/v1/filings", Some(bearer.as_str()), 200),
+        ("GET", "/v1/filings", None, 401),
+        ("GET", "/v1/nothing", None, 404),
+        ("DELETE", "/v1/filings", None, 405),
+        ("POST", "/v1/filings", Some(bearer.as_str()), 400),
+    ];
+    for (method, path, auth, want) in cases {
+        let (status, headers) = send_auth(&routers.up, method, path, auth).await;
+        assert_eq!(status.as_u16(), want, "{method} {path}");
+        assert_eq!(
+            headers.get("x-content-type-options").map(|v| v.as_bytes()),
+            Some(&b"nosniff"[..]),
+            "{method} {path}"
+        );
+    }
+}
+
+/// Ten wrong tokens are counted and answered 401; the eleventh request, and any
+/// request needing a token after it (even with the right token), is a 429 with
+/// `Retry-After`; a missing token is no failure; /healthz and /metrics still answer.
+#[tokio::test]
+async fn failed_authentications_are_counted_then_refused() {
+    let routers = routers();
+    let failures = |text: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix("icpgate_admin_auth_failures_total "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    let scrape = || async {
+        let request = Request::get("/metrics")
+            .body(Body::empty())
+            .expect("request");
+        let response = routers
+            .up
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("infallible");
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 24)
+            .await
+            .expect("body");
+        String::from_utf8_lossy(&bytes).into_owned()
+    };
+    assert_eq!(failures(&scrape().await), Some(0));
+    for _ in 0..12 {
+        let (status, _) = send_auth(&routers.up, "GET", "/v1/filings", None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "a missing token");
+    }
+    for i in 0..10 {
+        let (status, _) = send_auth(&routers.up, "POST", "/v1/filings", Some("Bearer wrong")).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "failure {i}");
+    }
+    assert_eq!(failures(&scrape().await), Some(10));
+    let bearer = format!("Bearer {TOKEN}");
+    for (method, path, auth) in [
+        ("POST", "/v1/filings", Some("Bearer wrong")),
+        ("GET", "/v1/filings", Some(bearer.as_str())),
+        ("GET", "/v1/decision?host=a.cn", None),
+    ] {
+        let (status, headers) = send_auth(&routers.up, method, path, auth).await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{method} {path}");
+        let retry = headers
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        assert!(retry.is_some_and(|s| (1..=60).contains(&s)), "{retry:?}");
+    }
+    let (status, _) = send_auth(&routers.up, "GET", "/healthz", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        failures(&scrape().await),
+        Some(10),
+        "refusals are not failures"
+    );
 }
 
 /// A registry whose every call fails as if its store were gone.

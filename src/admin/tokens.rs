@@ -6,8 +6,15 @@
 //! and the lowercase hex SHA-256 of that caller's token (the token itself is never
 //! stored; make one with `printf %s "$TOKEN" | sha256sum`). `#` starts a comment;
 //! blank lines are ignored. A name is 1–64 of `A-Z a-z 0-9 . _ @ -`; names and
-//! tokens are unique. Any bad line refuses the whole file, naming its line.
+//! tokens are unique. Any bad line refuses the whole file, naming its line — and
+//! never quoting it: a line that is wrong is often a raw token pasted where its hash
+//! belongs.
+//!
+//! The shared token (`admin.token_file` or `admin.token_env`) must be at least
+//! [`MIN_TOKEN_CHARS`] characters; a shorter one is refused at start, by `config
+//! check` and on reload, naming where it came from and never the token.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -31,13 +38,43 @@ pub enum TokensFileError {
         line: usize,
         message: String,
     },
+    /// The shared token is too short to resist guessing; `source` says where it
+    /// came from (a file or an environment variable), never what it is.
+    #[error("the admin token from {origin} is shorter than {MIN_TOKEN_CHARS} characters: use a long random one, e.g. `openssl rand -hex 32`")]
+    TooShort { origin: String },
+    /// The admin listener is reachable from other hosts and nothing guards it.
+    #[error("listen.admin = \"{addr}\" is not a loopback address and no admin token is configured: {how}, or listen on 127.0.0.1")]
+    Exposed { addr: SocketAddr, how: String },
 }
+
+/// Refuse an admin listener on a non-loopback address when no token is configured:
+/// its reads would be refused anyway, but an operator who meant to set a token
+/// learns at start, not from an open port.
+pub fn check_exposure(
+    listen: Option<SocketAddr>,
+    loaded: &LoadedTokens,
+) -> Result<(), TokensFileError> {
+    match listen {
+        Some(addr) if !addr.ip().to_canonical().is_loopback() && !loaded.is_configured() => {
+            Err(TokensFileError::Exposed {
+                addr,
+                how: loaded.source.clone(),
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The fewest characters a shared admin token may have.
+pub const MIN_TOKEN_CHARS: usize = 32;
 
 /// One caller: the actor name and the SHA-256 of its token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct NamedToken {
     name: String,
     sha256: [u8; 32],
+    /// Where it is written, for the message about a duplicate.
+    line: usize,
 }
 
 /// Who called a write endpoint of the admin API.
@@ -88,21 +125,25 @@ impl NamedTokens {
             };
             check_name(name).map_err(|message| (line, message))?;
             let sha256 = parse_sha256(hash).map_err(|message| (line, message))?;
-            if let Some(first) = tokens.iter().position(|t| t.name == name) {
+            if let Some(first) = tokens.iter().find(|t| t.name == name) {
                 return Err((
                     line,
-                    format!("name {name:?} is already used (entry {})", first + 1),
+                    format!("this name is already used on line {}", first.line),
                 ));
             }
-            if tokens.iter().any(|t| t.sha256 == sha256) {
+            if let Some(first) = tokens.iter().find(|t| t.sha256 == sha256) {
                 return Err((
                     line,
-                    "this token hash is already given to another name".into(),
+                    format!(
+                        "this token hash is already given to the name on line {}",
+                        first.line
+                    ),
                 ));
             }
             tokens.push(NamedToken {
                 name: name.to_string(),
                 sha256,
+                line,
             });
         }
         Ok(NamedTokens { tokens })
@@ -130,30 +171,32 @@ impl NamedTokens {
     }
 }
 
+/// A bad name is described, never quoted: it may be a token in the wrong field.
 fn check_name(name: &str) -> Result<(), String> {
     let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '@' | '-');
     if name.len() > 64 {
-        return Err(format!("name {name:?} is longer than 64 characters"));
+        return Err("the name (first field) is longer than 64 characters".into());
     }
-    if let Some(bad) = name.chars().find(|c| !allowed(*c)) {
-        return Err(format!(
-            "name {name:?} contains {bad:?}; use A-Z a-z 0-9 . _ @ -"
-        ));
+    if name.chars().any(|c| !allowed(c)) {
+        return Err("the name (first field) has a character outside A-Z a-z 0-9 . _ @ -".into());
     }
     Ok(())
 }
 
+/// A bad hash is described, never quoted: it is most often the raw token.
 fn parse_sha256(hex: &str) -> Result<[u8; 32], String> {
-    let valid = hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit());
-    if !valid {
-        return Err(format!(
-            "{hex:?} is not a SHA-256 in hex (64 characters; printf %s \"$TOKEN\" | sha256sum)"
-        ));
+    let not_a_hash = || {
+        "the second field is not a SHA-256 in hex (64 characters; store the hash, not the \
+         token: printf %s \"$TOKEN\" | sha256sum)"
+            .to_string()
+    };
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(not_a_hash());
     }
     let mut out = [0u8; 32];
     for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)
-            .map_err(|_| format!("{hex:?} is not hex"))?;
+        let pair = hex.get(2 * i..2 * i + 2).ok_or_else(not_a_hash)?;
+        *byte = u8::from_str_radix(pair, 16).map_err(|_| not_a_hash())?;
     }
     Ok(out)
 }
@@ -169,16 +212,52 @@ pub struct AdminToken {
     source: ArcSwap<String>,
 }
 
-impl AdminToken {
-    pub fn load(config: &AdminConfig) -> Result<AdminToken, TokensFileError> {
+/// Tokens read and checked, not yet in force (see [`AdminToken::install`]).
+pub struct LoadedTokens {
+    token: Option<String>,
+    named: NamedTokens,
+    source: String,
+}
+
+impl LoadedTokens {
+    /// Read both token sources and check them; nothing is installed.
+    pub fn read(config: &AdminConfig) -> Result<LoadedTokens, TokensFileError> {
         let token = read_token(config)?;
         let named = read_named_tokens(config)?;
-        warn_if_missing(&token, &named, config);
-        Ok(AdminToken {
-            token: ArcSwap::from_pointee(token),
-            named: ArcSwap::from_pointee(named),
-            source: ArcSwap::from_pointee(token_source(config)),
+        Ok(LoadedTokens {
+            token,
+            named,
+            source: token_source(config),
         })
+    }
+
+    /// Whether any token is configured.
+    pub fn is_configured(&self) -> bool {
+        self.token.is_some() || !self.named.is_empty()
+    }
+}
+
+impl AdminToken {
+    pub fn load(config: &AdminConfig) -> Result<AdminToken, TokensFileError> {
+        Ok(AdminToken::new(LoadedTokens::read(config)?))
+    }
+
+    /// Put tokens read by [`LoadedTokens::read`] in force, for the first time.
+    pub fn new(loaded: LoadedTokens) -> AdminToken {
+        warn_if_missing(&loaded);
+        AdminToken {
+            token: ArcSwap::from_pointee(loaded.token),
+            named: ArcSwap::from_pointee(loaded.named),
+            source: ArcSwap::from_pointee(loaded.source),
+        }
+    }
+
+    /// Put tokens read by [`LoadedTokens::read`] in force.
+    pub fn install(&self, loaded: LoadedTokens) {
+        warn_if_missing(&loaded);
+        self.token.store(Arc::new(loaded.token));
+        self.named.store(Arc::new(loaded.named));
+        self.source.store(Arc::new(loaded.source));
     }
 
     /// Whether any token is configured; without one, admin writes are refused.
@@ -209,12 +288,7 @@ impl AdminToken {
 
     /// Re-read the tokens; an unreadable or invalid file keeps the tokens in force.
     pub fn reload(&self, config: &AdminConfig) -> Result<(), TokensFileError> {
-        let token = read_token(config)?;
-        let named = read_named_tokens(config)?;
-        warn_if_missing(&token, &named, config);
-        self.token.store(Arc::new(token));
-        self.named.store(Arc::new(named));
-        self.source.store(Arc::new(token_source(config)));
+        self.install(LoadedTokens::read(config)?);
         Ok(())
     }
 }
@@ -241,9 +315,9 @@ fn token_source(config: &AdminConfig) -> String {
     }
 }
 
-fn warn_if_missing(token: &Option<String>, named: &NamedTokens, config: &AdminConfig) {
-    if token.is_none() && named.is_empty() {
-        tracing::warn!(how = %token_source(config), "no admin token configured: admin writes will be refused");
+fn warn_if_missing(loaded: &LoadedTokens) {
+    if !loaded.is_configured() {
+        tracing::warn!(how = %loaded.source, "no admin token configured: the admin API answers only /healthz, /readyz and /metrics");
     }
 }
 
@@ -256,7 +330,20 @@ fn read_token(config: &AdminConfig) -> Result<Option<String>, TokensFileError> {
         None => std::env::var(&config.token_env).unwrap_or_default(),
     };
     let token = text.trim();
-    Ok((!token.is_empty()).then(|| token.to_string()))
+    if token.is_empty() {
+        return Ok(None);
+    }
+    if token.chars().count() < MIN_TOKEN_CHARS {
+        let source = match &config.token_file {
+            Some(path) => format!("admin.token_file {}", path.display()),
+            None => format!(
+                "the environment variable {} (admin.token_env)",
+                config.token_env
+            ),
+        };
+        return Err(TokensFileError::TooShort { origin: source });
+    }
+    Ok(Some(token.to_string()))
 }
 
 /// Compare without an early exit, so timing does not reveal a prefix of the token.
@@ -302,16 +389,16 @@ mod tests {
             // a space in the name shifts the fields
             (format!("alice smith {alice}"), Err((1, "found 3 field"))),
             // a name with characters outside the set
-            (format!("al/ice {alice}"), Err((1, "contains '/'"))),
+            (format!("al/ice {alice}"), Err((1, "outside A-Z"))),
             // the same name twice
             (
                 format!("alice {alice}\nalice {bot}"),
-                Err((2, "already used")),
+                Err((2, "already used on line 1")),
             ),
             // the same token for two names
             (
                 format!("alice {alice}\nbob {alice}"),
-                Err((2, "another name")),
+                Err((2, "given to the name on line 1")),
             ),
             // a hash one character short
             (format!("alice {}", &alice[1..]), Err((1, "64 characters"))),
@@ -345,6 +432,100 @@ mod tests {
             None,
             "a hash is not its token"
         );
+    }
+
+    /// A raw token pasted into either field is never echoed by the message, which
+    /// reaches `config check`'s output and the "reload refused" log line.
+    #[test]
+    fn a_bad_line_never_quotes_its_fields() {
+        let alice = hash("alice");
+        let secret = "Sup3rSecretRawToken/+=value-0123456789";
+        let lines = [
+            format!("alice {secret}"),
+            format!("{secret} {alice}"),
+            format!("{}x {alice}", secret.repeat(3)),
+            format!("alice {alice} {secret}"),
+            secret.to_string(),
+        ];
+        for text in lines {
+            let (_, message) = NamedTokens::parse(&text).expect_err("refused");
+            assert!(!message.contains("Sup3r"), "{message}");
+            let dir = tempfile::tempdir().expect("tempdir");
+            let path = dir.path().join("tokens");
+            std::fs::write(&path, &text).expect("write");
+            let error = NamedTokens::load(&path).expect_err("refused").to_string();
+            assert!(!error.contains("Sup3r"), "{error}");
+            assert!(error.contains(&format!("{}:1:", path.display())), "{error}");
+        }
+    }
+
+    #[test]
+    fn a_short_shared_token_is_refused_naming_its_source_not_itself() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("token");
+        let short = "short-secret-token-31-characters";
+        assert_eq!(short.len(), 32);
+        let short = &short[1..];
+        std::fs::write(&file, format!("{short}\n")).expect("write");
+        let config = AdminConfig {
+            token_file: Some(file.clone()),
+            ..AdminConfig::default()
+        };
+        let error = AdminToken::load(&config)
+            .err()
+            .expect("a 31-character token is refused")
+            .to_string();
+        assert!(error.contains(&file.display().to_string()), "{error}");
+        assert!(error.contains("shorter than 32"), "{error}");
+        assert!(!error.contains(short), "{error}");
+        std::fs::write(&file, "x".repeat(32)).expect("write");
+        assert!(
+            AdminToken::load(&config).is_ok(),
+            "32 characters are enough"
+        );
+
+        let env = "ICPGATE_UNIT_TEST_SHORT_TOKEN";
+        std::env::set_var(env, "abc");
+        let config = AdminConfig {
+            token_env: env.into(),
+            ..AdminConfig::default()
+        };
+        let error = AdminToken::load(&config)
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(error.contains(env), "{error}");
+        assert!(!error.contains("abc"), "{error}");
+    }
+
+    #[test]
+    fn a_non_loopback_admin_listener_needs_a_token() {
+        let none = LoadedTokens::read(&AdminConfig {
+            token_env: "ICPGATE_UNIT_TEST_NEVER_SET".into(),
+            ..AdminConfig::default()
+        })
+        .expect("no token is no error");
+        let addr = |s: &str| Some(s.parse::<SocketAddr>().expect("addr"));
+        for ok in ["127.0.0.1:9090", "[::1]:9090", "127.0.0.2:1"] {
+            assert!(check_exposure(addr(ok), &none).is_ok(), "{ok}");
+        }
+        assert!(check_exposure(None, &none).is_ok(), "no admin listener");
+        for exposed in ["0.0.0.0:9090", "[::]:9090", "10.0.0.5:9090"] {
+            let error = check_exposure(addr(exposed), &none)
+                .expect_err("refused")
+                .to_string();
+            assert!(error.contains("not a loopback address"), "{error}");
+            assert!(error.contains("ICPGATE_UNIT_TEST_NEVER_SET"), "{error}");
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("token");
+        std::fs::write(&file, "t".repeat(40)).expect("write");
+        let some = LoadedTokens::read(&AdminConfig {
+            token_file: Some(file),
+            ..AdminConfig::default()
+        })
+        .expect("token");
+        assert!(check_exposure(addr("0.0.0.0:9090"), &some).is_ok());
     }
 
     #[test]

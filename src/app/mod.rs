@@ -11,7 +11,7 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::watch;
 
-use crate::admin::tokens::{AdminToken, TokensFileError};
+use crate::admin::tokens::{check_exposure, AdminToken, LoadedTokens, TokensFileError};
 use crate::admin::{Admin, AdminService};
 use crate::config::{Config, ConfigError};
 use crate::edge::listener::{Connections, Listener, PlainHandshake, Plane};
@@ -176,7 +176,9 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         Arc::clone(&state),
         Runtime::new(Arc::clone(&config)),
     ));
-    let admin_token = Arc::new(AdminToken::load(&config.admin)?);
+    let tokens = LoadedTokens::read(&config.admin)?;
+    check_exposure(config.listen.admin, &tokens)?;
+    let admin_token = Arc::new(AdminToken::new(tokens));
     let (stop, stop_rx) = watch::channel(false);
     let notifier = start_notifier(&config, registry.as_ref(), stop_rx.clone());
     let admin = Arc::new(Admin {
@@ -273,12 +275,13 @@ async fn start_admin(
     stop_rx: &watch::Receiver<bool>,
 ) -> Result<(), AppError> {
     let tcp = bind("listen.admin", addr).await?;
-    running.admin = tcp.local_addr().ok();
+    let bound = tcp.local_addr().unwrap_or(addr);
+    running.admin = Some(bound);
     let listener = Listener {
         tcp,
         gate: Arc::clone(&admin.gate),
         handshake: Arc::new(PlainHandshake),
-        service: Arc::new(AdminService::new(admin)),
+        service: Arc::new(AdminService::new(admin, bound)),
         plane: Plane::Admin {
             max_connections: ADMIN_MAX_CONNECTIONS,
         },
@@ -396,10 +399,16 @@ fn reload(running: &Running) -> Result<(), AppError> {
     }
     // Last of the checks that can refuse the reload: nothing has changed yet, and
     // from here on nothing fails.
-    if let Err(error) = running.admin_token.reload(&new.admin) {
-        tracing::error!(%error, "reload refused: the running configuration stays in force");
-        return Err(error.into());
-    }
+    let tokens = match LoadedTokens::read(&new.admin)
+        .and_then(|tokens| check_exposure(running.admin, &tokens).map(|()| tokens))
+    {
+        Ok(tokens) => tokens,
+        Err(error) => {
+            tracing::error!(%error, "reload refused: the running configuration stays in force");
+            return Err(error.into());
+        }
+    };
+    running.admin_token.install(tokens);
     let gate = &running.gate;
     let current = gate.current();
     let needs_restart = current.config.restart_required_changes(&new);

@@ -6,6 +6,10 @@ use std::path::Path;
 
 use super::ConfigError;
 
+/// Keys whose values may hold a secret: their parse errors never quote the value
+/// (a toml type error does: "invalid type: integer `123`").
+const SECRET_KEYS: [&str; 3] = ["notify.secret", "notify.url", "registry.url"];
+
 /// Turns a toml error into `Parse` with line/column; `shape` errors (the syntax
 /// was fine) are prefixed with the key they concern.
 pub(super) fn parse_error(
@@ -18,6 +22,9 @@ pub(super) fn parse_error(
     let (line, column) = line_col(text, offset);
     let message = e.message().trim().to_owned();
     let message = match key_at(text, offset).filter(|_| shape) {
+        Some(key) if SECRET_KEYS.contains(&key.as_str()) => {
+            format!("{key}: invalid value (not shown: it may hold a secret); expected a string")
+        }
         Some(key) => with_key(&key, message),
         None => message,
     };

@@ -57,6 +57,9 @@
 //! token_env = "ICPGATE_ADMIN_TOKEN"   # env var holding the admin bearer token
 //! # token_file = "/run/secrets/icpgate-admin-token"  # wins over token_env; re-read on reload
 //! # tokens_file = "/etc/icpgate/admin-tokens"  # named tokens: "NAME SHA256" lines; the actor in history
+//! public_reads = false           # true: reads without personal data need no token
+//! hosts = []                     # Host names answered besides localhost, 127.0.0.1, ::1
+//!                                # and the listen address; others get 421 (DNS rebinding)
 //!
 //! [dns]                          # for `icpgate check --dns`
 //! access_ips = []                # our addresses a filed domain should resolve to
@@ -99,6 +102,7 @@ mod validate;
 
 use locate::{locate_key, locate_parent, parse_error};
 pub use shape::*;
+pub use validate::redact_url;
 
 /// The whole, validated configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -553,6 +557,16 @@ secret = "s3cret"
                 &["notify.secret:"],
             ),
             (
+                "admin host with a port",
+                "[admin]\nhosts = [\"admin.example:9090\"]\n",
+                &[":2:", "admin.hosts:", "not a host name"],
+            ),
+            (
+                "admin host with a scheme",
+                "[admin]\nhosts = [\"http://admin.example\"]\n",
+                &["admin.hosts:"],
+            ),
+            (
                 "bad nameserver",
                 "[dns]\nnameservers = [\"dns.google\"]\n",
                 &["dns.nameservers: invalid nameserver"],
@@ -592,6 +606,46 @@ secret = "s3cret"
             if let Err(e) = parse(text) {
                 panic!("{what}: {e}");
             }
+        }
+    }
+
+    /// Secrets never reach a message: `notify.secret`, and the credentials of a URL
+    /// (`registry.url`, `notify.url`, or a URL-like string anywhere).
+    #[test]
+    fn errors_never_quote_secrets() {
+        let cases = [
+            "[notify]\nurl = \"ftp://hook:Pw0rdSecret@h.example/x\"\n",
+            "[notify]\nurl = \"https://h.example/\"\nsecret = 1234567\n",
+            "[notify]\nsecret = \"Pw0rdSecret\"\n",
+            "[registry]\nurl = 1234567\n",
+            "[policy]\noperator_url = \"gopher://op:Pw0rdSecret@x/\"\n",
+            "[upstreams.storefront]\nservers = [\"user:Pw0rdSecret@origin:80\"]\n",
+            "[admin]\nhosts = [\"http://u:Pw0rdSecret@admin\"]\n",
+        ];
+        for text in cases {
+            let error = match parse(text) {
+                Ok(_) => panic!("{text}: accepted"),
+                Err(e) => e.to_string(),
+            };
+            assert!(!error.contains("Pw0rdSecret"), "{error}");
+            assert!(!error.contains("1234567"), "{error}");
+            assert!(error.contains("icpgate.toml:"), "{error}");
+        }
+        let redacted = [
+            (
+                "postgres://user:pass@db:5432/icp",
+                "postgres://***@db:5432/icp",
+            ),
+            (
+                "https://hook@h.example/x?a=b@c",
+                "https://***@h.example/x?a=b@c",
+            ),
+            ("https://h.example/x@y", "https://h.example/x@y"),
+            ("user:pass@origin:80", "***@origin:80"),
+            ("postgres://db/icp", "postgres://db/icp"),
+        ];
+        for (url, want) in redacted {
+            assert_eq!(redact_url(url), want, "{url}");
         }
     }
 

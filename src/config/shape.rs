@@ -206,6 +206,14 @@ pub struct AdminConfig {
     /// `admin_tokens`); their name is the actor in the filing history. Re-read on
     /// reload.
     pub tokens_file: Option<PathBuf>,
+    /// Let anyone read what holds no personal data (decisions, checks, blocked
+    /// hosts, filings masked, the OpenAPI document); off: every endpoint but
+    /// `/healthz`, `/readyz` and `/metrics` needs a token.
+    pub public_reads: bool,
+    /// Host names (or IP literals) the admin listener answers besides its own
+    /// address, `localhost`, `127.0.0.1` and `::1`; any other Host is refused (421),
+    /// against DNS rebinding. Ports are not compared.
+    pub hosts: Vec<String>,
 }
 
 impl Default for AdminConfig {
@@ -214,6 +222,8 @@ impl Default for AdminConfig {
             token_env: "ICPGATE_ADMIN_TOKEN".to_owned(),
             token_file: None,
             tokens_file: None,
+            public_reads: false,
+            hosts: Vec::new(),
         }
     }
 }

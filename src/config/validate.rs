@@ -131,6 +131,7 @@ impl Config {
                 "must be an environment variable name",
             ));
         }
+        self.validate_admin()?;
         if self.log.level.trim().is_empty() {
             return Err(problem("log.level", "must not be empty"));
         }
@@ -141,6 +142,26 @@ impl Config {
             ));
         }
         self.validate_notify()
+    }
+
+    fn validate_admin(&self) -> Result<(), Problem> {
+        for host in &self.admin.hosts {
+            let name = host.trim();
+            let bare = name
+                .strip_prefix('[')
+                .and_then(|v6| v6.strip_suffix(']'))
+                .unwrap_or(name);
+            if bare.parse::<std::net::IpAddr>().is_err() && !is_plain_name(bare) {
+                return Err(problem(
+                    "admin.hosts",
+                    format!(
+                        "{:?} is not a host name or IP address (no scheme, port or path)",
+                        redact_url(host)
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn validate_notify(&self) -> Result<(), Problem> {
@@ -168,7 +189,7 @@ fn validate_pool(name: Product, pool: &Pool) -> Result<(), Problem> {
 
 /// `"host:port"`: a non-empty host (IPv6 in brackets) and a port 1..=65535.
 fn check_server(server: &str) -> Result<(), String> {
-    let bad = |why: &str| format!("{server:?} is not host:port: {why}");
+    let bad = |why: &str| format!("{:?} is not host:port: {why}", redact_url(server));
     let (host, port) = server.rsplit_once(':').ok_or_else(|| bad("no port"))?;
     match port.parse::<u16>() {
         Ok(p) if p > 0 => {}
@@ -201,6 +222,23 @@ fn check_http_url(key: &str, url: &str) -> Result<(), Problem> {
         .or_else(|| url.strip_prefix("http://"));
     match rest {
         Some(r) if !r.is_empty() && !r.starts_with('/') => Ok(()),
-        _ => Err(problem(key, format!("{url:?} is not an http(s) URL"))),
+        _ => Err(problem(
+            key,
+            format!("{:?} is not an http(s) URL", redact_url(url)),
+        )),
+    }
+}
+
+/// `url` with the credentials of its authority shown as `***`
+/// (`postgres://user:pass@db/x` → `postgres://***@db/x`), for messages and logs. The
+/// authority ends at the first `/`, `?` or `#` after the scheme; its userinfo at its
+/// last `@`. Anything without an `@` there is returned as it is.
+pub fn redact_url(url: &str) -> String {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let rest = &url[start..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{}***{}", &url[..start], &rest[at..]),
+        None => url.to_string(),
     }
 }

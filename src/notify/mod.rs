@@ -48,6 +48,7 @@ const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum NotifyError {
+    /// The URL as `config::redact_url` shows it: no credentials.
     #[error("notify.url {0:?} is not a valid URL")]
     InvalidUrl(String),
     #[error("notify.url: cannot set up TLS: {0}")]
@@ -120,15 +121,15 @@ impl Notifier {
     ) -> Result<Notifier, NotifyError> {
         let uri: Uri = url
             .parse()
-            .map_err(|_| NotifyError::InvalidUrl(url.to_string()))?;
+            .map_err(|_| NotifyError::InvalidUrl(crate::config::redact_url(url)))?;
         let (tls, default_port) = match uri.scheme_str() {
             Some("http") => (false, 80),
             Some("https") => (true, 443),
-            _ => return Err(NotifyError::InvalidUrl(url.to_string())),
+            _ => return Err(NotifyError::InvalidUrl(crate::config::redact_url(url))),
         };
         let host = uri
             .host()
-            .ok_or_else(|| NotifyError::InvalidUrl(url.to_string()))?;
+            .ok_or_else(|| NotifyError::InvalidUrl(crate::config::redact_url(url)))?;
         let server = format!("{host}:{}", uri.port_u16().unwrap_or(default_port));
         let connector = FailoverConnector::single(server, tls, ca_file, ATTEMPT_TIMEOUT)
             .map_err(|e| NotifyError::Tls(e.to_string()))?;

@@ -58,6 +58,8 @@ pub struct Metrics {
     pub build_info: IntGaugeVec,
     /// Filings in `initial_review` for more than one working day (see `working_days`).
     pub filings_overdue_initial_review: IntGauge,
+    /// Admin API credentials that matched no token (see `admin::throttle`).
+    pub admin_auth_failures: IntCounter,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -154,6 +156,10 @@ impl Metrics {
                 "icpgate_filings_overdue_initial_review",
                 "Filings waiting in initial review for more than one working day (Mon-Fri, China time).",
             )?,
+            admin_auth_failures: IntCounter::new(
+                "icpgate_admin_auth_failures_total",
+                "Admin API requests whose credentials matched no token.",
+            )?,
             registry,
         };
         metrics.register_all()?;
@@ -179,6 +185,7 @@ impl Metrics {
         r.register(Box::new(self.registry_revision.clone()))?;
         r.register(Box::new(self.build_info.clone()))?;
         r.register(Box::new(self.filings_overdue_initial_review.clone()))?;
+        r.register(Box::new(self.admin_auth_failures.clone()))?;
         r.register(Box::new(process::ProcessCollector::new()?))?;
         Ok(())
     }
@@ -253,6 +260,7 @@ mod tests {
             "icpgate_connections_active",
             "icpgate_registry_revision",
             "icpgate_filings_overdue_initial_review",
+            "icpgate_admin_auth_failures_total",
             "icpgate_build_info",
             "process_resident_memory_bytes",
             "process_cpu_seconds_total",

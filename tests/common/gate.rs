@@ -15,7 +15,8 @@ use super::client::{admin_request, http1, Reply};
 /// tests never change this process's environment, which parallel tests share).
 pub const TOKEN_ENV: &str = "ICPGATE_TEST_ADMIN_TOKEN";
 /// The shared admin token every test gate accepts.
-pub const TOKEN: &str = "test-admin-token-5f3c";
+/// At least 32 characters: a shorter shared token is refused at start.
+pub const TOKEN: &str = "test-admin-token-5f3c-8e1d-4b7a-9c20-d6e5";
 
 /// Write [`TOKEN`] to `dir/admin-token`; the `[admin]` line that reads it.
 pub fn admin_token_file(dir: &std::path::Path) -> String {
