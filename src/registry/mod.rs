@@ -18,6 +18,7 @@
 mod error;
 pub mod jsonl;
 pub mod memory;
+mod migrations;
 mod open;
 pub mod postgres;
 pub mod sqlite;
@@ -58,6 +59,16 @@ impl FilingType {
             FilingType::NewWebsite => "new_website",
             FilingType::AccessExisting => "access_existing",
         }
+    }
+
+    pub fn parse(s: &str) -> Option<FilingType> {
+        [
+            FilingType::FirstFiling,
+            FilingType::NewWebsite,
+            FilingType::AccessExisting,
+        ]
+        .into_iter()
+        .find(|t| t.as_str() == s)
     }
 }
 
@@ -151,6 +162,13 @@ pub trait Registry: Send + Sync + 'static {
     ) -> Result<Filing, RegistryError>;
     /// Store every record or none.
     async fn import(&self, records: Vec<ImportRecord>) -> Result<usize, RegistryError>;
+    /// The seed's filing type of filing `id` as classified when it was submitted;
+    /// `None` when unknown (no such filing, stored before filing types were kept,
+    /// imported, or a backend that does not keep them).
+    async fn filing_type(&self, id: i64) -> Result<Option<FilingType>, RegistryError> {
+        let _ = id;
+        Ok(None)
+    }
     /// Every filing, by id.
     async fn export(&self) -> Result<Vec<Filing>, RegistryError>;
     /// How many filings are in each status (every status present, zeros included).
