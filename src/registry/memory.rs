@@ -349,7 +349,8 @@ impl Registry for MemoryRegistry {
     }
 
     async fn import(&self, records: Vec<ImportRecord>) -> Result<usize, RegistryError> {
-        self.write(|state| run_ready(workflow::import(state, records)))
+        let stored = AtomicUsize::new(0);
+        self.write(|state| run_ready(workflow::import(state, records, &stored)))
     }
 
     async fn filing_type(&self, id: i64) -> Result<Option<FilingType>, RegistryError> {

@@ -11,6 +11,7 @@
 //! catch-up to the next poll, it never loses a change.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -335,9 +336,17 @@ impl Registry for PostgresRegistry {
     }
 
     async fn import(&self, records: Vec<ImportRecord>) -> Result<usize, RegistryError> {
+        self.import_counted(records, Arc::default()).await
+    }
+
+    async fn import_counted(
+        &self,
+        records: Vec<ImportRecord>,
+        stored: Arc<AtomicUsize>,
+    ) -> Result<usize, RegistryError> {
         let mut client = self.pool.get().await?;
         let mut tx = client.transaction().await?;
-        let count = workflow::import(&mut tx, records).await?;
+        let count = workflow::import(&mut tx, records, &stored).await?;
         commit(tx).await?;
         Ok(count)
     }

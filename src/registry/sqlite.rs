@@ -13,6 +13,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -315,7 +316,15 @@ impl Registry for SqliteRegistry {
     }
 
     async fn import(&self, records: Vec<ImportRecord>) -> Result<usize, RegistryError> {
-        self.write(move |tx| run_ready(workflow::import(tx, records)))
+        self.import_counted(records, Arc::default()).await
+    }
+
+    async fn import_counted(
+        &self,
+        records: Vec<ImportRecord>,
+        stored: Arc<AtomicUsize>,
+    ) -> Result<usize, RegistryError> {
+        self.write(move |tx| run_ready(workflow::import(tx, records, &stored)))
             .await
     }
 

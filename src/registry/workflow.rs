@@ -19,6 +19,7 @@
 //! run these futures with [`run_ready`]: their operations never wait.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use futures_util::FutureExt;
 use serde_json::{json, Value};
@@ -115,9 +116,11 @@ pub(crate) async fn transition<T: WriteTx>(
 }
 
 /// Store every record (the caller commits only on `Ok`); an error names its line.
+/// `stored` counts the records stored so far, for progress.
 pub(crate) async fn import<T: WriteTx>(
     tx: &mut T,
     records: Vec<ImportRecord>,
+    stored: &AtomicUsize,
 ) -> Result<usize, RegistryError> {
     let count = records.len();
     for record in records {
@@ -135,6 +138,7 @@ pub(crate) async fn import<T: WriteTx>(
                 .await
                 .map_err(at_line)?;
         }
+        stored.fetch_add(1, Ordering::Relaxed);
     }
     tx.ids_imported().await?;
     Ok(count)
