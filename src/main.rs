@@ -203,7 +203,62 @@ async fn check(
 
 async fn import(config: &Config, file: &Path) -> anyhow::Result<usize> {
     let registry = icpgate::registry::open(&config.registry, false).await?;
-    Ok(icpgate::registry::import_file(registry.as_ref(), file).await?)
+    let progress = std::sync::Arc::new(icpgate::registry::ImportProgress::default());
+    let bar = ImportBar::start(std::sync::Arc::clone(&progress));
+    let imported = icpgate::registry::import_file_with(registry.as_ref(), file, &progress).await;
+    bar.stop();
+    Ok(imported?)
+}
+
+/// The progress bar of `registry import`, on stderr and only on a terminal (indicatif
+/// draws nothing to a pipe or a file). A thread of its own redraws it from the
+/// import's counters: parsing runs on the runtime's thread and would starve a task.
+struct ImportBar {
+    stop: std::sync::mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl ImportBar {
+    fn start(progress: std::sync::Arc<icpgate::registry::ImportProgress>) -> ImportBar {
+        use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+        use std::sync::atomic::Ordering::Relaxed;
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+            if let Ok(style) = ProgressStyle::with_template(
+                "{msg:8} [{bar:30}] {human_pos}/{human_len} ({elapsed})",
+            ) {
+                bar.set_style(style.progress_chars("=> "));
+            }
+            let tick = std::time::Duration::from_millis(100);
+            loop {
+                let lines = progress.lines.load(Relaxed);
+                let parsed = progress.parsed.load(Relaxed);
+                bar.set_length(lines as u64);
+                if parsed < lines {
+                    bar.set_message("reading");
+                    bar.set_position(parsed as u64);
+                } else {
+                    bar.set_message("storing");
+                    bar.set_position(progress.stored.load(Relaxed) as u64);
+                }
+                if !matches!(
+                    stopped.recv_timeout(tick),
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+                ) {
+                    break;
+                }
+            }
+            // The summary (or the error) printed next says how it ended.
+            bar.finish_and_clear();
+        });
+        ImportBar { stop, thread }
+    }
+
+    fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.thread.join();
+    }
 }
 
 async fn export(config: &Config, file: &Path) -> anyhow::Result<usize> {

@@ -47,6 +47,9 @@ pub enum StorageError {
     /// A synchronous backend's operation did not complete at once (a bug).
     #[error("a synchronous registry operation did not complete")]
     Stalled,
+    /// The database was upgraded by a newer release: this one must not write to it.
+    #[error("registry schema is at version {found}, newer than this release knows ({known}); run the newer release")]
+    SchemaTooNew { found: i64, known: i64 },
     /// The in-memory registry was told to fail (tests of outage handling).
     #[error("the in-memory registry is down (test fault)")]
     Down,

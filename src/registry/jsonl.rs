@@ -6,6 +6,8 @@
 //! registrable domain); a bare public suffix is refused. Any bad line rejects the
 //! whole file with its line number, before anything is stored.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use serde::Deserialize;
 
 use super::ImportRecord;
@@ -41,9 +43,15 @@ struct Record {
 
 /// Parse a whole JSON Lines document. Blank lines are skipped.
 pub fn parse(text: &str) -> Result<Vec<ImportRecord>, JsonlError> {
+    parse_counted(text, &AtomicUsize::new(0))
+}
+
+/// `parse`, counting in `lines` the lines read so far, for progress.
+pub fn parse_counted(text: &str, lines: &AtomicUsize) -> Result<Vec<ImportRecord>, JsonlError> {
     let mut out = Vec::new();
     for (index, raw) in text.lines().enumerate() {
         let line = index + 1;
+        lines.store(line, Ordering::Relaxed);
         if raw.trim().is_empty() {
             continue;
         }

@@ -16,8 +16,8 @@ use async_trait::async_trait;
 
 use super::workflow::{self, decode, encode, entity_identity, run_ready, WriteTx};
 use super::{
-    Change, ImportRecord, ListFilter, Lookup, Outbox, OutboxEvent, Registry, RegistryError,
-    StorageError, Submitted, CHANGES_BATCH,
+    Change, FilingType, ImportRecord, ListFilter, Lookup, Outbox, OutboxEvent, Registry,
+    RegistryError, StorageError, Submitted, CHANGES_BATCH,
 };
 use crate::model::filing::{Action, Filing, Status, Submission};
 use crate::model::host::RegistrableDomain;
@@ -59,6 +59,7 @@ struct Row {
     status: Status,
     doc: String,
     revision: i64,
+    filing_type: Option<FilingType>,
 }
 
 #[derive(Clone)]
@@ -237,19 +238,33 @@ impl WriteTx for State {
             status,
             doc,
             revision,
+            filing_type: None,
         };
         self.filings.insert(self.last_id, row);
         Ok(self.last_id)
     }
 
     async fn put_filing(&mut self, filing: &Filing, revision: i64) -> Result<(), RegistryError> {
+        let filing_type = self.filings.get(&filing.id).and_then(|row| row.filing_type);
         let row = Row {
             status: filing.status,
             doc: encode(filing),
             revision,
+            filing_type,
         };
         self.filings.insert(filing.id, row);
         self.last_id = self.last_id.max(filing.id);
+        Ok(())
+    }
+
+    async fn set_filing_type(
+        &mut self,
+        id: i64,
+        filing_type: FilingType,
+    ) -> Result<(), RegistryError> {
+        if let Some(row) = self.filings.get_mut(&id) {
+            row.filing_type = Some(filing_type);
+        }
         Ok(())
     }
 
@@ -334,7 +349,12 @@ impl Registry for MemoryRegistry {
     }
 
     async fn import(&self, records: Vec<ImportRecord>) -> Result<usize, RegistryError> {
-        self.write(|state| run_ready(workflow::import(state, records)))
+        let stored = AtomicUsize::new(0);
+        self.write(|state| run_ready(workflow::import(state, records, &stored)))
+    }
+
+    async fn filing_type(&self, id: i64) -> Result<Option<FilingType>, RegistryError> {
+        self.read(|state| Ok(state.filings.get(&id).and_then(|row| row.filing_type)))
     }
 
     async fn export(&self) -> Result<Vec<Filing>, RegistryError> {

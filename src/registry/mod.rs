@@ -18,16 +18,20 @@
 mod error;
 pub mod jsonl;
 pub mod memory;
+mod migrations;
 mod open;
 pub mod postgres;
 pub mod sqlite;
 mod workflow;
 
 pub use error::{RegistryError, StorageError};
-pub use open::{import_file, open, open_seeded, OpenError, SeedError};
+pub use open::{
+    import_file, import_file_with, open, open_seeded, ImportProgress, OpenError, SeedError,
+};
 pub use workflow::{now_ms, outbox_payload};
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -58,6 +62,16 @@ impl FilingType {
             FilingType::NewWebsite => "new_website",
             FilingType::AccessExisting => "access_existing",
         }
+    }
+
+    pub fn parse(s: &str) -> Option<FilingType> {
+        [
+            FilingType::FirstFiling,
+            FilingType::NewWebsite,
+            FilingType::AccessExisting,
+        ]
+        .into_iter()
+        .find(|t| t.as_str() == s)
     }
 }
 
@@ -151,6 +165,26 @@ pub trait Registry: Send + Sync + 'static {
     ) -> Result<Filing, RegistryError>;
     /// Store every record or none.
     async fn import(&self, records: Vec<ImportRecord>) -> Result<usize, RegistryError>;
+    /// `import`, counting in `stored` the records stored so far (inside the
+    /// transaction: nothing is visible, or kept, before the whole import commits),
+    /// so another task can draw progress. Backends that cannot count report the
+    /// whole import at once when it is done.
+    async fn import_counted(
+        &self,
+        records: Vec<ImportRecord>,
+        stored: Arc<AtomicUsize>,
+    ) -> Result<usize, RegistryError> {
+        let count = self.import(records).await?;
+        stored.store(count, Ordering::Relaxed);
+        Ok(count)
+    }
+    /// The seed's filing type of filing `id` as classified when it was submitted;
+    /// `None` when unknown (no such filing, stored before filing types were kept,
+    /// imported, or a backend that does not keep them).
+    async fn filing_type(&self, id: i64) -> Result<Option<FilingType>, RegistryError> {
+        let _ = id;
+        Ok(None)
+    }
     /// Every filing, by id.
     async fn export(&self) -> Result<Vec<Filing>, RegistryError>;
     /// How many filings are in each status (every status present, zeros included).

@@ -2,6 +2,7 @@
 //! `serve`, `check` and the tests take, so each sees the registry the same way.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::config::{Backend, RegistryConfig};
@@ -65,16 +66,40 @@ pub async fn open_seeded(
     Ok(registry)
 }
 
+/// How far an import of a file has got, for a progress display in another task:
+/// `lines` of the file in all, `parsed` of them read, `stored` records stored (in
+/// the one transaction, so nothing is kept unless all are).
+#[derive(Debug, Default)]
+pub struct ImportProgress {
+    pub lines: AtomicUsize,
+    pub parsed: AtomicUsize,
+    pub stored: Arc<AtomicUsize>,
+}
+
 /// Import `path` (JSON Lines) into `registry`, all or nothing.
 pub async fn import_file(registry: &dyn Registry, path: &Path) -> Result<usize, OpenError> {
+    import_file_with(registry, path, &ImportProgress::default()).await
+}
+
+/// `import_file`, reporting how far it has got in `progress`.
+pub async fn import_file_with(
+    registry: &dyn Registry,
+    path: &Path,
+    progress: &ImportProgress,
+) -> Result<usize, OpenError> {
     let seed_error = |source: SeedError| OpenError::Seed {
         path: path.to_path_buf(),
         source: Box::new(source),
     };
     let text = std::fs::read_to_string(path).map_err(|e| seed_error(e.into()))?;
-    let records = jsonl::parse(&text).map_err(|e| seed_error(e.into()))?;
+    progress
+        .lines
+        .store(text.lines().count(), Ordering::Relaxed);
+    let records =
+        jsonl::parse_counted(&text, &progress.parsed).map_err(|e| seed_error(e.into()))?;
+    drop(text);
     registry
-        .import(records)
+        .import_counted(records, Arc::clone(&progress.stored))
         .await
         .map_err(|e| seed_error(e.into()))
 }

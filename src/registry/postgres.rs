@@ -11,6 +11,7 @@
 //! catch-up to the next poll, it never loses a change.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,46 +23,92 @@ use tokio::sync::Notify;
 use tokio_postgres::types::Json;
 use tokio_postgres::{AsyncMessage, NoTls};
 
-use super::workflow::{self, decode, WriteTx};
+use super::migrations;
+use super::workflow::{self, decode, entity_identity, now_ms, WriteTx};
 use super::{
-    status_counts, Change, ImportRecord, ListFilter, Lookup, Outbox, OutboxEvent, Registry,
-    RegistryError, Submitted, CHANGES_BATCH,
+    status_counts, Change, FilingType, ImportRecord, ListFilter, Lookup, Outbox, OutboxEvent,
+    Registry, RegistryError, Submitted, CHANGES_BATCH,
 };
 use crate::model::filing::{Action, Filing, Status, Submission};
 use crate::model::host::RegistrableDomain;
 
-const SCHEMA: &str = "
-SELECT pg_advisory_xact_lock(7253019);
-CREATE TABLE IF NOT EXISTS icpgate_filings (
-    id BIGSERIAL PRIMARY KEY,
-    status TEXT NOT NULL,
-    doc JSONB NOT NULL,
-    revision BIGINT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS icpgate_filing_domains (
-    domain TEXT NOT NULL,
-    filing_id BIGINT NOT NULL REFERENCES icpgate_filings(id),
-    live BOOLEAN NOT NULL,
-    PRIMARY KEY (domain, filing_id)
-);
-CREATE UNIQUE INDEX IF NOT EXISTS icpgate_one_live_filing_per_domain
-    ON icpgate_filing_domains(domain) WHERE live;
-CREATE INDEX IF NOT EXISTS icpgate_filings_by_revision ON icpgate_filings(revision);
-CREATE TABLE IF NOT EXISTS icpgate_meta (key TEXT PRIMARY KEY, value BIGINT NOT NULL);
-CREATE TABLE IF NOT EXISTS icpgate_outbox (
-    id BIGSERIAL PRIMARY KEY,
-    filing_id BIGINT NOT NULL,
-    payload TEXT NOT NULL,
-    created_at_ms BIGINT NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    next_attempt_at_ms BIGINT NOT NULL,
-    delivered_at_ms BIGINT,
-    last_error TEXT
-);
-CREATE INDEX IF NOT EXISTS icpgate_outbox_pending ON icpgate_outbox(next_attempt_at_ms)
-    WHERE delivered_at_ms IS NULL;
-INSERT INTO icpgate_meta (key, value) VALUES ('revision', 0) ON CONFLICT DO NOTHING;
-";
+/// Statements of the write and lookup paths, named for the index-use check
+/// (`tests/registry_uses_indexes.rs`): none may scan `icpgate_filings` or
+/// `icpgate_filing_domains`.
+pub mod sql {
+    pub const LOAD: &str = "SELECT doc::text FROM icpgate_filings WHERE id = $1";
+    pub const LOAD_FOR_UPDATE: &str =
+        "SELECT doc::text FROM icpgate_filings WHERE id = $1 FOR UPDATE";
+    pub const LOOKUP: &str = "SELECT (SELECT value FROM icpgate_meta WHERE key = 'revision'),
+        (SELECT f.id FROM icpgate_filing_domains d JOIN icpgate_filings f ON f.id = d.filing_id
+          WHERE d.domain = $1 ORDER BY d.live DESC, f.revision DESC LIMIT 1),
+        (SELECT f.doc::text FROM icpgate_filing_domains d JOIN icpgate_filings f ON f.id = d.filing_id
+          WHERE d.domain = $1 ORDER BY d.live DESC, f.revision DESC LIMIT 1)";
+    /// Unfiltered pages walk the primary key from the start, `LIMIT` rows.
+    pub const LIST_ALL: &str = "SELECT id, doc::text FROM icpgate_filings f ORDER BY f.id LIMIT $1";
+    pub const LIST_BY_STATUS: &str = "SELECT id, doc::text FROM icpgate_filings f
+         WHERE f.status = $1 ORDER BY f.id LIMIT $2";
+    pub const LIST_BY_DOMAIN: &str = "SELECT id, doc::text FROM icpgate_filings f
+         WHERE f.id IN (SELECT filing_id FROM icpgate_filing_domains WHERE domain = $1)
+         ORDER BY f.id LIMIT $2";
+    pub const LIST_BY_STATUS_AND_DOMAIN: &str = "SELECT id, doc::text FROM icpgate_filings f
+         WHERE f.status = $1
+           AND f.id IN (SELECT filing_id FROM icpgate_filing_domains WHERE domain = $2)
+         ORDER BY f.id LIMIT $3";
+    pub const FILING_TYPE: &str = "SELECT filing_type FROM icpgate_filings WHERE id = $1";
+    pub const CHANGES_SINCE: &str = "SELECT id, revision, doc::text FROM icpgate_filings
+         WHERE revision > $1 ORDER BY revision LIMIT $2";
+    pub const LIVE_HOLDER: &str = "SELECT filing_id FROM icpgate_filing_domains
+         WHERE domain = $1 AND live AND filing_id <> $2";
+    pub const HOLDS_NUMBER_BY_CERTIFICATE: &str = "SELECT 1 FROM icpgate_filings
+         WHERE entity_certificate = $1 AND status IN ('approved', 'disconnected') LIMIT 1";
+    pub const HOLDS_NUMBER_BY_NAME: &str = "SELECT 1 FROM icpgate_filings
+         WHERE entity_name = $1 AND status IN ('approved', 'disconnected') LIMIT 1";
+    pub const BUMP_REVISION: &str =
+        "UPDATE icpgate_meta SET value = value + 1 WHERE key = 'revision' RETURNING value";
+    pub const INSERT_FILING: &str =
+        "INSERT INTO icpgate_filings (status, doc, revision) VALUES ($1, '{}', $2) RETURNING id";
+    pub const PUT_FILING: &str = "INSERT INTO icpgate_filings
+         (id, status, doc, revision, entity_certificate, entity_name)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (id) DO UPDATE SET status = excluded.status, doc = excluded.doc,
+         revision = excluded.revision, entity_certificate = excluded.entity_certificate,
+         entity_name = excluded.entity_name";
+    pub const SET_FILING_TYPE: &str = "UPDATE icpgate_filings SET filing_type = $2 WHERE id = $1";
+    pub const DELETE_DOMAINS: &str = "DELETE FROM icpgate_filing_domains WHERE filing_id = $1";
+    /// `ON CONFLICT DO NOTHING` leaves a domain another live filing holds unclaimed.
+    pub const INSERT_DOMAIN: &str =
+        "INSERT INTO icpgate_filing_domains (domain, filing_id, live) VALUES ($1, $2, $3)
+         ON CONFLICT DO NOTHING";
+    pub const ENQUEUE: &str = "INSERT INTO icpgate_outbox
+         (filing_id, payload, created_at_ms, next_attempt_at_ms) VALUES ($1, '', $2, $2)
+         RETURNING id";
+    pub const SET_PAYLOAD: &str = "UPDATE icpgate_outbox SET payload = $1 WHERE id = $2";
+
+    /// Every statement a write or a lookup runs (and the filtered list pages), by
+    /// name. `LIST_ALL` is left out: it reads the first rows in key order and stops.
+    pub const INDEXED: &[(&str, &str)] = &[
+        ("load", LOAD),
+        ("load_for_update", LOAD_FOR_UPDATE),
+        ("lookup", LOOKUP),
+        ("list_by_status", LIST_BY_STATUS),
+        ("list_by_domain", LIST_BY_DOMAIN),
+        ("list_by_status_and_domain", LIST_BY_STATUS_AND_DOMAIN),
+        ("filing_type", FILING_TYPE),
+        ("changes_since", CHANGES_SINCE),
+        ("live_holder", LIVE_HOLDER),
+        ("holds_number_by_certificate", HOLDS_NUMBER_BY_CERTIFICATE),
+        ("holds_number_by_name", HOLDS_NUMBER_BY_NAME),
+        ("bump_revision", BUMP_REVISION),
+        ("insert_filing", INSERT_FILING),
+        ("put_filing", PUT_FILING),
+        ("set_filing_type", SET_FILING_TYPE),
+        ("delete_domains", DELETE_DOMAINS),
+        ("insert_domain", INSERT_DOMAIN),
+        ("enqueue", ENQUEUE),
+        ("set_payload", SET_PAYLOAD),
+    ];
+}
 
 const CHANNEL: &str = "icpgate_registry";
 
@@ -81,7 +128,8 @@ pub struct PostgresRegistry {
 }
 
 impl PostgresRegistry {
-    /// Connect, create the schema when missing, and start listening for changes.
+    /// Connect, bring the schema up to date (`migrations`), and start listening for
+    /// changes.
     pub async fn connect(url: &str) -> Result<PostgresRegistry, RegistryError> {
         let config: tokio_postgres::Config = url.parse()?;
         let manager = Manager::from_config(
@@ -97,10 +145,7 @@ impl PostgresRegistry {
             .create_timeout(Some(Duration::from_secs(5)))
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()?;
-        let mut client = pool.get().await?;
-        let tx = client.transaction().await?;
-        tx.batch_execute(SCHEMA).await?;
-        tx.commit().await?;
+        migrate(&mut *pool.get().await?).await?;
         let changed = Arc::new(Notify::new());
         tokio::spawn(listen_forever(config, Arc::clone(&changed)));
         Ok(PostgresRegistry {
@@ -115,6 +160,36 @@ impl PostgresRegistry {
         self.outbox = on;
         self
     }
+}
+
+/// Apply the pending migrations in one transaction under the advisory lock: nodes
+/// starting at once queue on the lock; the first migrates, the others then find
+/// nothing to do.
+async fn migrate(client: &mut tokio_postgres::Client) -> Result<(), RegistryError> {
+    let tx = client.transaction().await?;
+    tx.batch_execute(migrations::POSTGRES_VERSION_TABLE).await?;
+    let current: i64 = tx
+        .query_one(
+            "SELECT COALESCE(MAX(version), 0) FROM icpgate_schema_version",
+            &[],
+        )
+        .await?
+        .try_get(0)?;
+    for migration in migrations::pending(migrations::POSTGRES, current)? {
+        tx.batch_execute(migration.sql).await?;
+        tx.execute(
+            "INSERT INTO icpgate_schema_version (version, name, applied_at_ms) VALUES ($1, $2, $3)",
+            &[&migration.version, &migration.name, &now_ms()],
+        )
+        .await?;
+        tracing::info!(
+            version = migration.version,
+            name = migration.name,
+            "registry schema migrated"
+        );
+    }
+    tx.commit().await?;
+    Ok(())
 }
 
 /// Commit a write transaction, telling every node's change feed about it.
@@ -182,9 +257,9 @@ async fn load<C: GenericClient>(
     lock: bool,
 ) -> Result<Option<Filing>, RegistryError> {
     let sql = if lock {
-        "SELECT doc::text FROM icpgate_filings WHERE id = $1 FOR UPDATE"
+        sql::LOAD_FOR_UPDATE
     } else {
-        "SELECT doc::text FROM icpgate_filings WHERE id = $1"
+        sql::LOAD
     };
     let row = client.query_opt(sql, &[&id]).await?;
     row.map(|row| filing_at(&row, id, 0)).transpose()
@@ -194,16 +269,7 @@ async fn load<C: GenericClient>(
 impl Registry for PostgresRegistry {
     async fn lookup(&self, domain: &RegistrableDomain) -> Result<Lookup, RegistryError> {
         let client = self.pool.get().await?;
-        let row = client
-            .query_one(
-                "SELECT (SELECT value FROM icpgate_meta WHERE key = 'revision'),
-                        (SELECT f.id FROM icpgate_filing_domains d JOIN icpgate_filings f ON f.id = d.filing_id
-                          WHERE d.domain = $1 ORDER BY d.live DESC, f.revision DESC LIMIT 1),
-                        (SELECT f.doc::text FROM icpgate_filing_domains d JOIN icpgate_filings f ON f.id = d.filing_id
-                          WHERE d.domain = $1 ORDER BY d.live DESC, f.revision DESC LIMIT 1)",
-                &[&domain.as_str()],
-            )
-            .await?;
+        let row = client.query_one(sql::LOOKUP, &[&domain.as_str()]).await?;
         let revision: i64 = row.try_get(0)?;
         let id: Option<i64> = row.try_get(1)?;
         let filing = id.map(|id| filing_at(&row, id, 2)).transpose()?;
@@ -218,17 +284,27 @@ impl Registry for PostgresRegistry {
     async fn list(&self, filter: &ListFilter) -> Result<Vec<Filing>, RegistryError> {
         let client = self.pool.get().await?;
         let status = filter.status.map(Status::as_str);
-        let domain = filter.domain.as_ref().map(|d| d.as_str().to_string());
+        let domain = filter.domain.as_ref().map(|d| d.as_str());
         let limit = filter.limit.map(|l| i64::try_from(l).unwrap_or(i64::MAX));
-        let rows = client
-            .query(
-                "SELECT id, doc::text FROM icpgate_filings f
-                 WHERE ($1::TEXT IS NULL OR f.status = $1)
-                   AND ($2::TEXT IS NULL OR f.id IN (SELECT filing_id FROM icpgate_filing_domains WHERE domain = $2))
-                 ORDER BY f.id LIMIT $3",
-                &[&status, &domain, &limit],
-            )
-            .await?;
+        // One statement per combination of filters, so each can use its index.
+        let rows = match (status, domain) {
+            (None, None) => client.query(sql::LIST_ALL, &[&limit]).await?,
+            (Some(status), None) => {
+                client
+                    .query(sql::LIST_BY_STATUS, &[&status, &limit])
+                    .await?
+            }
+            (None, Some(domain)) => {
+                client
+                    .query(sql::LIST_BY_DOMAIN, &[&domain, &limit])
+                    .await?
+            }
+            (Some(status), Some(domain)) => {
+                client
+                    .query(sql::LIST_BY_STATUS_AND_DOMAIN, &[&status, &domain, &limit])
+                    .await?
+            }
+        };
         rows.iter()
             .map(|row| filing_at(row, row.try_get(0)?, 1))
             .collect()
@@ -260,11 +336,26 @@ impl Registry for PostgresRegistry {
     }
 
     async fn import(&self, records: Vec<ImportRecord>) -> Result<usize, RegistryError> {
+        self.import_counted(records, Arc::default()).await
+    }
+
+    async fn import_counted(
+        &self,
+        records: Vec<ImportRecord>,
+        stored: Arc<AtomicUsize>,
+    ) -> Result<usize, RegistryError> {
         let mut client = self.pool.get().await?;
         let mut tx = client.transaction().await?;
-        let count = workflow::import(&mut tx, records).await?;
+        let count = workflow::import(&mut tx, records, &stored).await?;
         commit(tx).await?;
         Ok(count)
+    }
+
+    async fn filing_type(&self, id: i64) -> Result<Option<FilingType>, RegistryError> {
+        let client = self.pool.get().await?;
+        let row = client.query_opt(sql::FILING_TYPE, &[&id]).await?;
+        let stored: Option<String> = row.map(|row| row.try_get(0)).transpose()?.flatten();
+        Ok(stored.as_deref().and_then(FilingType::parse))
     }
 
     async fn export(&self) -> Result<Vec<Filing>, RegistryError> {
@@ -313,11 +404,7 @@ impl Registry for PostgresRegistry {
     async fn changes_since(&self, revision: i64) -> Result<Vec<Change>, RegistryError> {
         let client = self.pool.get().await?;
         let rows = client
-            .query(
-                "SELECT id, revision, doc::text FROM icpgate_filings
-                 WHERE revision > $1 ORDER BY revision LIMIT $2",
-                &[&revision, &CHANGES_BATCH],
-            )
+            .query(sql::CHANGES_SINCE, &[&revision, &CHANGES_BATCH])
             .await?;
         rows.iter()
             .map(|row| {
@@ -350,13 +437,8 @@ impl WriteTx for Transaction<'_> {
         domain: &str,
         except: i64,
     ) -> Result<Option<i64>, RegistryError> {
-        let row = self
-            .query_opt(
-                "SELECT filing_id FROM icpgate_filing_domains
-                 WHERE domain = $1 AND live AND filing_id <> $2",
-                &[&domain, &except],
-            )
-            .await?;
+        let statement = self.prepare_cached(sql::LIVE_HOLDER).await?;
+        let row = self.query_opt(&statement, &[&domain, &except]).await?;
         Ok(row.map(|row| row.try_get(0)).transpose()?)
     }
 
@@ -365,52 +447,53 @@ impl WriteTx for Transaction<'_> {
         certificate: Option<&str>,
         name: &str,
     ) -> Result<bool, RegistryError> {
-        let known = self
-            .query_opt(
-                "SELECT id FROM icpgate_filings WHERE status IN ('approved', 'disconnected') AND (
-                     ($1::TEXT IS NOT NULL AND upper(trim(doc->'entity'->>'certificate_number')) = $1)
-                  OR ($1::TEXT IS NULL AND trim(doc->'entity'->>'name') = $2))
-                 LIMIT 1",
-                &[&certificate, &name],
-            )
-            .await?;
-        Ok(known.is_some())
+        let (sql, key) = match certificate {
+            Some(certificate) => (sql::HOLDS_NUMBER_BY_CERTIFICATE, certificate),
+            None => (sql::HOLDS_NUMBER_BY_NAME, name),
+        };
+        let statement = self.prepare_cached(sql).await?;
+        Ok(self.query_opt(&statement, &[&key]).await?.is_some())
     }
 
     async fn bump_revision(&mut self) -> Result<i64, RegistryError> {
-        let row = self
-            .query_one(
-                "UPDATE icpgate_meta SET value = value + 1 WHERE key = 'revision' RETURNING value",
-                &[],
-            )
-            .await?;
-        Ok(row.try_get(0)?)
+        let statement = self.prepare_cached(sql::BUMP_REVISION).await?;
+        Ok(self.query_one(&statement, &[]).await?.try_get(0)?)
     }
 
     async fn insert_filing(&mut self, status: Status, revision: i64) -> Result<i64, RegistryError> {
+        let statement = self.prepare_cached(sql::INSERT_FILING).await?;
         let row = self
-            .query_one(
-                "INSERT INTO icpgate_filings (status, doc, revision) VALUES ($1, '{}', $2)
-                 RETURNING id",
-                &[&status.as_str(), &revision],
-            )
+            .query_one(&statement, &[&status.as_str(), &revision])
             .await?;
         Ok(row.try_get(0)?)
     }
 
     async fn put_filing(&mut self, filing: &Filing, revision: i64) -> Result<(), RegistryError> {
+        let (certificate, name) = entity_identity(&filing.entity);
+        let statement = self.prepare_cached(sql::PUT_FILING).await?;
         self.execute(
-            "INSERT INTO icpgate_filings (id, status, doc, revision) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (id) DO UPDATE SET status = excluded.status, doc = excluded.doc,
-             revision = excluded.revision",
+            &statement,
             &[
                 &filing.id,
                 &filing.status.as_str(),
                 &Json(filing),
                 &revision,
+                &certificate,
+                &name,
             ],
         )
         .await?;
+        Ok(())
+    }
+
+    async fn set_filing_type(
+        &mut self,
+        id: i64,
+        filing_type: FilingType,
+    ) -> Result<(), RegistryError> {
+        let statement = self.prepare_cached(sql::SET_FILING_TYPE).await?;
+        self.execute(&statement, &[&id, &filing_type.as_str()])
+            .await?;
         Ok(())
     }
 
@@ -423,17 +506,9 @@ impl WriteTx for Transaction<'_> {
         domains: &[String],
         live: bool,
     ) -> Result<Option<String>, RegistryError> {
-        self.execute(
-            "DELETE FROM icpgate_filing_domains WHERE filing_id = $1",
-            &[&id],
-        )
-        .await?;
-        let insert = self
-            .prepare_cached(
-                "INSERT INTO icpgate_filing_domains (domain, filing_id, live) VALUES ($1, $2, $3)
-                 ON CONFLICT DO NOTHING",
-            )
-            .await?;
+        let delete = self.prepare_cached(sql::DELETE_DOMAINS).await?;
+        self.execute(&delete, &[&id]).await?;
+        let insert = self.prepare_cached(sql::INSERT_DOMAIN).await?;
         for domain in domains {
             if self.execute(&insert, &[domain, &id, &live]).await? == 0 {
                 return Ok(Some(domain.clone()));
@@ -448,19 +523,13 @@ impl WriteTx for Transaction<'_> {
         now_ms: i64,
         payload: impl FnOnce(i64) -> String,
     ) -> Result<(), RegistryError> {
+        let enqueue = self.prepare_cached(sql::ENQUEUE).await?;
         let id: i64 = self
-            .query_one(
-                "INSERT INTO icpgate_outbox (filing_id, payload, created_at_ms, next_attempt_at_ms)
-                 VALUES ($1, '', $2, $2) RETURNING id",
-                &[&filing_id, &now_ms],
-            )
+            .query_one(&enqueue, &[&filing_id, &now_ms])
             .await?
             .try_get(0)?;
-        self.execute(
-            "UPDATE icpgate_outbox SET payload = $1 WHERE id = $2",
-            &[&payload(id), &id],
-        )
-        .await?;
+        let set_payload = self.prepare_cached(sql::SET_PAYLOAD).await?;
+        self.execute(&set_payload, &[&payload(id), &id]).await?;
         Ok(())
     }
 

@@ -13,50 +13,92 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use rusqlite::types::Value;
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
-use super::workflow::{self, decode, encode, run_ready, WriteTx};
+use super::migrations;
+use super::workflow::{self, decode, encode, entity_identity, now_ms, run_ready, WriteTx};
 use super::{
-    status_counts, Change, ImportRecord, ListFilter, Lookup, Outbox, OutboxEvent, Registry,
-    RegistryError, Submitted, CHANGES_BATCH,
+    status_counts, Change, FilingType, ImportRecord, ListFilter, Lookup, Outbox, OutboxEvent,
+    Registry, RegistryError, Submitted, CHANGES_BATCH,
 };
 use crate::model::filing::{Action, Filing, Status, Submission};
 use crate::model::host::RegistrableDomain;
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS filings (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    status TEXT NOT NULL,
-    doc TEXT NOT NULL,
-    revision INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS filing_domains (
-    domain TEXT NOT NULL,
-    filing_id INTEGER NOT NULL REFERENCES filings(id),
-    live INTEGER NOT NULL,
-    PRIMARY KEY (domain, filing_id)
-);
-CREATE UNIQUE INDEX IF NOT EXISTS one_live_filing_per_domain
-    ON filing_domains(domain) WHERE live = 1;
-CREATE INDEX IF NOT EXISTS filings_by_revision ON filings(revision);
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-INSERT OR IGNORE INTO meta (key, value) VALUES ('revision', 0);
-CREATE TABLE IF NOT EXISTS outbox (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    filing_id INTEGER NOT NULL,
-    payload TEXT NOT NULL,
-    created_at_ms INTEGER NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    next_attempt_at_ms INTEGER NOT NULL,
-    delivered_at_ms INTEGER,
-    last_error TEXT
-);
-CREATE INDEX IF NOT EXISTS outbox_pending ON outbox(next_attempt_at_ms)
-    WHERE delivered_at_ms IS NULL;
-";
+/// Statements of the write and lookup paths, named for the index-use check
+/// (`tests/registry_uses_indexes.rs`): none may scan `filings` or `filing_domains`.
+pub mod sql {
+    pub const LOAD: &str = "SELECT doc FROM filings WHERE id = ?1";
+    pub const REVISION: &str = "SELECT value FROM meta WHERE key = 'revision'";
+    pub const LOOKUP: &str =
+        "SELECT f.id, f.doc FROM filing_domains d JOIN filings f ON f.id = d.filing_id
+         WHERE d.domain = ?1 ORDER BY d.live DESC, f.revision DESC LIMIT 1";
+    /// Unfiltered pages walk the primary key from the start, `LIMIT` rows.
+    pub const LIST_ALL: &str = "SELECT f.id, f.doc FROM filings f ORDER BY f.id LIMIT ?1";
+    pub const LIST_BY_STATUS: &str =
+        "SELECT f.id, f.doc FROM filings f WHERE f.status = ?1 ORDER BY f.id LIMIT ?2";
+    pub const LIST_BY_DOMAIN: &str = "SELECT f.id, f.doc FROM filings f
+         WHERE f.id IN (SELECT filing_id FROM filing_domains WHERE domain = ?1)
+         ORDER BY f.id LIMIT ?2";
+    pub const LIST_BY_STATUS_AND_DOMAIN: &str = "SELECT f.id, f.doc FROM filings f
+         WHERE f.status = ?1
+           AND f.id IN (SELECT filing_id FROM filing_domains WHERE domain = ?2)
+         ORDER BY f.id LIMIT ?3";
+    pub const FILING_TYPE: &str = "SELECT filing_type FROM filings WHERE id = ?1";
+    pub const CHANGES_SINCE: &str = "SELECT id, revision, doc FROM filings
+         WHERE revision > ?1 ORDER BY revision LIMIT ?2";
+    pub const LIVE_HOLDER: &str = "SELECT filing_id FROM filing_domains
+         WHERE domain = ?1 AND live = 1 AND filing_id != ?2";
+    pub const HOLDS_NUMBER_BY_CERTIFICATE: &str = "SELECT 1 FROM filings
+         WHERE entity_certificate = ?1 AND status IN ('approved', 'disconnected') LIMIT 1";
+    pub const HOLDS_NUMBER_BY_NAME: &str = "SELECT 1 FROM filings
+         WHERE entity_name = ?1 AND status IN ('approved', 'disconnected') LIMIT 1";
+    pub const BUMP_REVISION: &str =
+        "UPDATE meta SET value = value + 1 WHERE key = 'revision' RETURNING value";
+    pub const INSERT_FILING: &str =
+        "INSERT INTO filings (status, doc, revision) VALUES (?1, '{}', ?2)";
+    pub const PUT_FILING: &str = "INSERT INTO filings
+         (id, status, doc, revision, entity_certificate, entity_name)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT(id) DO UPDATE SET status = excluded.status, doc = excluded.doc,
+         revision = excluded.revision, entity_certificate = excluded.entity_certificate,
+         entity_name = excluded.entity_name";
+    pub const SET_FILING_TYPE: &str = "UPDATE filings SET filing_type = ?2 WHERE id = ?1";
+    pub const DELETE_DOMAINS: &str = "DELETE FROM filing_domains WHERE filing_id = ?1";
+    pub const INSERT_DOMAIN: &str =
+        "INSERT OR IGNORE INTO filing_domains (domain, filing_id, live) VALUES (?1, ?2, ?3)";
+    pub const ENQUEUE: &str = "INSERT INTO outbox
+         (filing_id, payload, created_at_ms, next_attempt_at_ms) VALUES (?1, '', ?2, ?2)";
+    pub const SET_PAYLOAD: &str = "UPDATE outbox SET payload = ?1 WHERE id = ?2";
+
+    /// Every statement a write or a lookup runs (and the filtered list pages), by
+    /// name. `LIST_ALL` is left out: it reads the first rows in key order and stops.
+    pub const INDEXED: &[(&str, &str)] = &[
+        ("load", LOAD),
+        ("revision", REVISION),
+        ("lookup", LOOKUP),
+        ("list_by_status", LIST_BY_STATUS),
+        ("list_by_domain", LIST_BY_DOMAIN),
+        ("list_by_status_and_domain", LIST_BY_STATUS_AND_DOMAIN),
+        ("filing_type", FILING_TYPE),
+        ("changes_since", CHANGES_SINCE),
+        ("live_holder", LIVE_HOLDER),
+        ("holds_number_by_certificate", HOLDS_NUMBER_BY_CERTIFICATE),
+        ("holds_number_by_name", HOLDS_NUMBER_BY_NAME),
+        ("bump_revision", BUMP_REVISION),
+        ("insert_filing", INSERT_FILING),
+        ("put_filing", PUT_FILING),
+        ("set_filing_type", SET_FILING_TYPE),
+        ("delete_domains", DELETE_DOMAINS),
+        ("insert_domain", INSERT_DOMAIN),
+        ("enqueue", ENQUEUE),
+        ("set_payload", SET_PAYLOAD),
+    ];
+}
 
 /// SQLite-backed `Registry`.
 #[derive(Clone)]
@@ -70,13 +112,14 @@ pub struct SqliteRegistry {
 }
 
 impl SqliteRegistry {
-    /// Open (creating the file, its directory and the schema when missing).
+    /// Open (creating the file and its directory when missing) and bring the schema
+    /// up to date (`migrations`).
     pub fn open(path: &Path) -> Result<SqliteRegistry, RegistryError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
-        let writer = open_connection(path)?;
-        writer.execute_batch(SCHEMA)?;
+        let mut writer = open_connection(path)?;
+        migrate(&mut writer)?;
         let reader = open_connection(path)?;
         Ok(SqliteRegistry {
             writer: Arc::new(Mutex::new(writer)),
@@ -129,40 +172,65 @@ impl SqliteRegistry {
     }
 }
 
+/// How long a statement waits for another connection's write lock.
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 fn open_connection(path: &Path) -> Result<Connection, RegistryError> {
     let conn = Connection::open(path)?;
-    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     Ok(conn)
 }
 
+/// Apply the pending migrations in one IMMEDIATE transaction: a second process
+/// opening at the same time waits for the write lock, then finds nothing to do.
+fn migrate(conn: &mut Connection) -> Result<(), RegistryError> {
+    // Building an index over a large registry may hold the lock for a while.
+    conn.busy_timeout(std::time::Duration::from_secs(600))?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    tx.execute_batch(migrations::SQLITE_VERSION_TABLE)?;
+    let current: i64 = tx.query_row(
+        "SELECT COALESCE(MAX(version), 0) FROM schema_version",
+        [],
+        |row| row.get(0),
+    )?;
+    for migration in migrations::pending(migrations::SQLITE, current)? {
+        tx.execute_batch(migration.sql)?;
+        tx.execute(
+            "INSERT INTO schema_version (version, name, applied_at_ms) VALUES (?1, ?2, ?3)",
+            params![migration.version, migration.name, now_ms()],
+        )?;
+        tracing::info!(
+            version = migration.version,
+            name = migration.name,
+            "registry schema migrated"
+        );
+    }
+    tx.commit()?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    Ok(())
+}
+
 fn load(conn: &Connection, id: i64) -> Result<Option<Filing>, RegistryError> {
     let doc: Option<String> = conn
-        .query_row("SELECT doc FROM filings WHERE id = ?1", [id], |row| {
-            row.get(0)
-        })
+        .prepare_cached(sql::LOAD)?
+        .query_row([id], |row| row.get(0))
         .optional()?;
     doc.map(|doc| decode(id, &doc)).transpose()
 }
 
 fn current_revision(conn: &Connection) -> Result<i64, RegistryError> {
-    Ok(
-        conn.query_row("SELECT value FROM meta WHERE key = 'revision'", [], |row| {
-            row.get(0)
-        })?,
-    )
+    Ok(conn
+        .prepare_cached(sql::REVISION)?
+        .query_row([], |row| row.get(0))?)
 }
 
 fn lookup_in(conn: &Connection, domain: &str) -> Result<Option<Filing>, RegistryError> {
     let row: Option<(i64, String)> = conn
-        .query_row(
-            "SELECT f.id, f.doc FROM filing_domains d JOIN filings f ON f.id = d.filing_id
-             WHERE d.domain = ?1 ORDER BY d.live DESC, f.revision DESC LIMIT 1",
-            [domain],
-            |row| Ok((row.get(0)?, row.get(1)?)),
-        )
+        .prepare_cached(sql::LOOKUP)?
+        .query_row([domain], |row| Ok((row.get(0)?, row.get(1)?)))
         .optional()?;
     row.map(|(id, doc)| decode(id, &doc)).transpose()
 }
@@ -171,15 +239,27 @@ fn list_in(conn: &Connection, filter: &ListFilter) -> Result<Vec<Filing>, Regist
     let limit = filter
         .limit
         .map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX));
-    let mut stmt = conn.prepare_cached(
-        "SELECT f.id, f.doc FROM filings f
-         WHERE (?1 IS NULL OR f.status = ?1)
-           AND (?2 IS NULL OR f.id IN (SELECT filing_id FROM filing_domains WHERE domain = ?2))
-         ORDER BY f.id LIMIT ?3",
-    )?;
     let status = filter.status.map(Status::as_str);
-    let domain = filter.domain.as_ref().map(|d| d.as_str().to_string());
-    let rows = stmt.query_map(params![status, domain, limit], |row| {
+    let domain = filter.domain.as_ref().map(|d| d.as_str());
+    // One statement per combination of filters, so each can use its index.
+    let text = |s: &str| Value::Text(s.to_string());
+    let (statement, args) = match (status, domain) {
+        (None, None) => (sql::LIST_ALL, vec![Value::Integer(limit)]),
+        (Some(status), None) => (
+            sql::LIST_BY_STATUS,
+            vec![text(status), Value::Integer(limit)],
+        ),
+        (None, Some(domain)) => (
+            sql::LIST_BY_DOMAIN,
+            vec![text(domain), Value::Integer(limit)],
+        ),
+        (Some(status), Some(domain)) => (
+            sql::LIST_BY_STATUS_AND_DOMAIN,
+            vec![text(status), text(domain), Value::Integer(limit)],
+        ),
+    };
+    let mut stmt = conn.prepare_cached(statement)?;
+    let rows = stmt.query_map(rusqlite::params_from_iter(args), |row| {
         Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
     })?;
     let mut out = Vec::new();
@@ -236,8 +316,27 @@ impl Registry for SqliteRegistry {
     }
 
     async fn import(&self, records: Vec<ImportRecord>) -> Result<usize, RegistryError> {
-        self.write(move |tx| run_ready(workflow::import(tx, records)))
+        self.import_counted(records, Arc::default()).await
+    }
+
+    async fn import_counted(
+        &self,
+        records: Vec<ImportRecord>,
+        stored: Arc<AtomicUsize>,
+    ) -> Result<usize, RegistryError> {
+        self.write(move |tx| run_ready(workflow::import(tx, records, &stored)))
             .await
+    }
+
+    async fn filing_type(&self, id: i64) -> Result<Option<FilingType>, RegistryError> {
+        self.read(move |conn| {
+            let stored: Option<Option<String>> = conn
+                .prepare_cached(sql::FILING_TYPE)?
+                .query_row([id], |row| row.get(0))
+                .optional()?;
+            Ok(stored.flatten().as_deref().and_then(FilingType::parse))
+        })
+        .await
     }
 
     async fn export(&self) -> Result<Vec<Filing>, RegistryError> {
@@ -270,16 +369,21 @@ impl Registry for SqliteRegistry {
 
     async fn changes_since(&self, revision: i64) -> Result<Vec<Change>, RegistryError> {
         self.read(move |conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT id, revision, doc FROM filings WHERE revision > ?1 ORDER BY revision LIMIT ?2",
-            )?;
+            let mut stmt = conn.prepare_cached(sql::CHANGES_SINCE)?;
             let rows = stmt.query_map([revision, CHANGES_BATCH], |row| {
-                Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?, row.get::<_, String>(2)?))
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, i64>(1)?,
+                    row.get::<_, String>(2)?,
+                ))
             })?;
             let mut changes = Vec::new();
             for row in rows {
                 let (id, revision, doc) = row?;
-                changes.push(Change { revision, domains: decode(id, &doc)?.domains });
+                changes.push(Change {
+                    revision,
+                    domains: decode(id, &doc)?.domains,
+                });
             }
             Ok(changes)
         })
@@ -312,10 +416,7 @@ impl WriteTx for Transaction<'_> {
         except: i64,
     ) -> Result<Option<i64>, RegistryError> {
         Ok(self
-            .prepare_cached(
-                "SELECT filing_id FROM filing_domains
-                 WHERE domain = ?1 AND live = 1 AND filing_id != ?2",
-            )?
+            .prepare_cached(sql::LIVE_HOLDER)?
             .query_row(params![domain, except], |row| row.get(0))
             .optional()?)
     }
@@ -325,42 +426,45 @@ impl WriteTx for Transaction<'_> {
         certificate: Option<&str>,
         name: &str,
     ) -> Result<bool, RegistryError> {
-        let known: Option<i64> = self
-            .query_row(
-                "SELECT id FROM filings WHERE status IN ('approved', 'disconnected') AND (
-                     (?1 IS NOT NULL AND upper(trim(json_extract(doc, '$.entity.certificate_number'))) = ?1)
-                  OR (?1 IS NULL AND trim(json_extract(doc, '$.entity.name')) = ?2))
-                 LIMIT 1",
-                params![certificate, name],
-                |row| row.get(0),
-            )
-            .optional()?;
-        Ok(known.is_some())
+        let (statement, key) = match certificate {
+            Some(certificate) => (sql::HOLDS_NUMBER_BY_CERTIFICATE, certificate),
+            None => (sql::HOLDS_NUMBER_BY_NAME, name),
+        };
+        Ok(self.prepare_cached(statement)?.exists([key])?)
     }
 
     async fn bump_revision(&mut self) -> Result<i64, RegistryError> {
-        Ok(self.query_row(
-            "UPDATE meta SET value = value + 1 WHERE key = 'revision' RETURNING value",
-            [],
-            |row| row.get(0),
-        )?)
+        Ok(self
+            .prepare_cached(sql::BUMP_REVISION)?
+            .query_row([], |row| row.get(0))?)
     }
 
     async fn insert_filing(&mut self, status: Status, revision: i64) -> Result<i64, RegistryError> {
-        self.execute(
-            "INSERT INTO filings (status, doc, revision) VALUES (?1, '{}', ?2)",
-            params![status.as_str(), revision],
-        )?;
+        self.prepare_cached(sql::INSERT_FILING)?
+            .execute(params![status.as_str(), revision])?;
         Ok(self.last_insert_rowid())
     }
 
     async fn put_filing(&mut self, filing: &Filing, revision: i64) -> Result<(), RegistryError> {
-        self.execute(
-            "INSERT INTO filings (id, status, doc, revision) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT(id) DO UPDATE SET status = excluded.status, doc = excluded.doc,
-             revision = excluded.revision",
-            params![filing.id, filing.status.as_str(), encode(filing), revision],
-        )?;
+        let (certificate, name) = entity_identity(&filing.entity);
+        self.prepare_cached(sql::PUT_FILING)?.execute(params![
+            filing.id,
+            filing.status.as_str(),
+            encode(filing),
+            revision,
+            certificate,
+            name
+        ])?;
+        Ok(())
+    }
+
+    async fn set_filing_type(
+        &mut self,
+        id: i64,
+        filing_type: FilingType,
+    ) -> Result<(), RegistryError> {
+        self.prepare_cached(sql::SET_FILING_TYPE)?
+            .execute(params![id, filing_type.as_str()])?;
         Ok(())
     }
 
@@ -370,10 +474,8 @@ impl WriteTx for Transaction<'_> {
         domains: &[String],
         live: bool,
     ) -> Result<Option<String>, RegistryError> {
-        self.execute("DELETE FROM filing_domains WHERE filing_id = ?1", [id])?;
-        let mut stmt = self.prepare_cached(
-            "INSERT OR IGNORE INTO filing_domains (domain, filing_id, live) VALUES (?1, ?2, ?3)",
-        )?;
+        self.prepare_cached(sql::DELETE_DOMAINS)?.execute([id])?;
+        let mut stmt = self.prepare_cached(sql::INSERT_DOMAIN)?;
         for domain in domains {
             if stmt.execute(params![domain, id, live])? == 0 {
                 return Ok(Some(domain.clone()));
@@ -388,16 +490,11 @@ impl WriteTx for Transaction<'_> {
         now_ms: i64,
         payload: impl FnOnce(i64) -> String,
     ) -> Result<(), RegistryError> {
-        self.execute(
-            "INSERT INTO outbox (filing_id, payload, created_at_ms, next_attempt_at_ms)
-             VALUES (?1, '', ?2, ?2)",
-            params![filing_id, now_ms],
-        )?;
+        self.prepare_cached(sql::ENQUEUE)?
+            .execute(params![filing_id, now_ms])?;
         let id = self.last_insert_rowid();
-        self.execute(
-            "UPDATE outbox SET payload = ?1 WHERE id = ?2",
-            params![payload(id), id],
-        )?;
+        self.prepare_cached(sql::SET_PAYLOAD)?
+            .execute(params![payload(id), id])?;
         Ok(())
     }
 

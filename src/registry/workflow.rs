@@ -8,6 +8,8 @@
 //! - a registrable domain belongs to at most one live filing: a write that would
 //!   make a second one live is refused with `DomainTaken` naming the real holder;
 //! - every stored filing bumps the registry revision, which only grows;
+//! - a submission's filing type is stored with it (an import's only when it is an
+//!   access-existing filing: the others are unknown);
 //! - with the outbox on, the notification of each submission and transition is
 //!   enqueued in the same transaction as the change;
 //! - an import stores every record or none, and names the line of the one refused.
@@ -17,6 +19,7 @@
 //! run these futures with [`run_ready`]: their operations never wait.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use futures_util::FutureExt;
 use serde_json::{json, Value};
@@ -48,6 +51,12 @@ pub(crate) trait WriteTx {
     async fn insert_filing(&mut self, status: Status, revision: i64) -> Result<i64, RegistryError>;
     /// Write `filing` under `filing.id` (insert or replace) at `revision`.
     async fn put_filing(&mut self, filing: &Filing, revision: i64) -> Result<(), RegistryError>;
+    /// Record the seed's filing type of filing `id`, as classified when stored.
+    async fn set_filing_type(
+        &mut self,
+        id: i64,
+        filing_type: FilingType,
+    ) -> Result<(), RegistryError>;
     /// Replace the domain rows of filing `id`. When `live`, a domain another live
     /// filing holds is not claimed and is returned (the database's own
     /// one-live-filing-per-domain index refusing it).
@@ -79,6 +88,7 @@ pub(crate) async fn submit<T: WriteTx>(
     let filing_type = classify(tx, &submission).await?;
     let mut filing = Filing::submit(0, submission, actor, &now_rfc3339())?;
     store(tx, &mut filing, None).await?;
+    tx.set_filing_type(filing.id, filing_type).await?;
     if outbox {
         enqueue(tx, &filing).await?;
     }
@@ -106,9 +116,11 @@ pub(crate) async fn transition<T: WriteTx>(
 }
 
 /// Store every record (the caller commits only on `Ok`); an error names its line.
+/// `stored` counts the records stored so far, for progress.
 pub(crate) async fn import<T: WriteTx>(
     tx: &mut T,
     records: Vec<ImportRecord>,
+    stored: &AtomicUsize,
 ) -> Result<usize, RegistryError> {
     let count = records.len();
     for record in records {
@@ -120,6 +132,13 @@ pub(crate) async fn import<T: WriteTx>(
             }
         }
         store(tx, &mut filing, record.id).await.map_err(at_line)?;
+        // Only an access-existing filing's type follows from the record itself.
+        if filing.kind == Kind::AccessExisting {
+            tx.set_filing_type(filing.id, FilingType::AccessExisting)
+                .await
+                .map_err(at_line)?;
+        }
+        stored.fetch_add(1, Ordering::Relaxed);
     }
     tx.ids_imported().await?;
     Ok(count)

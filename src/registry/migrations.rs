@@ -1,0 +1,216 @@
+//! The registry's schema history: versioned migrations for SQLite and PostgreSQL,
+//! applied in order when a backend opens (so also by `registry import`).
+//!
+//! Contract:
+//! - the applied versions are recorded, one row each, in `schema_version`
+//!   (`icpgate_schema_version` in PostgreSQL); a database without that table is at
+//!   version 0;
+//! - migration 1 is the schema of the release before migrations existed, written
+//!   with `IF NOT EXISTS`, so a registry that release created is recognised and
+//!   upgraded in place, and a fresh one is created by the same path;
+//! - every pending migration and its version row commit in ONE transaction, taken
+//!   with the store's write lock (SQLite `BEGIN IMMEDIATE`; PostgreSQL
+//!   `pg_advisory_xact_lock`): nodes starting at once apply each migration once, the
+//!   others wait and then find nothing to do; a failed migration leaves the schema
+//!   as it was;
+//! - a database at a version this binary does not know is refused
+//!   ([`StorageError::SchemaTooNew`]): it was upgraded by a newer release.
+//!
+//! Migrations are append-only: a released migration is never edited.
+
+use super::StorageError;
+
+/// One step of the schema history.
+#[derive(Debug)]
+pub(crate) struct Migration {
+    pub version: i64,
+    pub name: &'static str,
+    /// Statements run as one batch inside the migration transaction.
+    pub sql: &'static str,
+}
+
+/// The migrations to apply over a database at `current`, in order.
+pub(crate) fn pending(
+    all: &'static [Migration],
+    current: i64,
+) -> Result<&'static [Migration], StorageError> {
+    let known = all.last().map_or(0, |m| m.version);
+    if current > known {
+        return Err(StorageError::SchemaTooNew {
+            found: current,
+            known,
+        });
+    }
+    let applied = all.iter().take_while(|m| m.version <= current).count();
+    Ok(&all[applied..])
+}
+
+/// The table recording applied versions (SQLite), created before reading it.
+pub(crate) const SQLITE_VERSION_TABLE: &str = "
+CREATE TABLE IF NOT EXISTS schema_version (
+    version INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    applied_at_ms INTEGER NOT NULL
+);";
+
+/// The SQLite schema history.
+pub(crate) const SQLITE: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "the schema before versioned migrations",
+        sql: "
+CREATE TABLE IF NOT EXISTS filings (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    status TEXT NOT NULL,
+    doc TEXT NOT NULL,
+    revision INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS filing_domains (
+    domain TEXT NOT NULL,
+    filing_id INTEGER NOT NULL REFERENCES filings(id),
+    live INTEGER NOT NULL,
+    PRIMARY KEY (domain, filing_id)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS one_live_filing_per_domain
+    ON filing_domains(domain) WHERE live = 1;
+CREATE INDEX IF NOT EXISTS filings_by_revision ON filings(revision);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT OR IGNORE INTO meta (key, value) VALUES ('revision', 0);
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    filing_id INTEGER NOT NULL,
+    payload TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at_ms INTEGER NOT NULL,
+    delivered_at_ms INTEGER,
+    last_error TEXT
+);
+CREATE INDEX IF NOT EXISTS outbox_pending ON outbox(next_attempt_at_ms)
+    WHERE delivered_at_ms IS NULL;
+",
+    },
+    Migration {
+        version: 2,
+        name: "indexes for every write and lookup path; stored filing type and entity identity",
+        // `filing_type` is the seed's filing type as classified at submission (NULL
+        // when unknown: filings stored before this migration, imports); only an
+        // access-existing filing's type follows from the document itself.
+        // `entity_certificate` / `entity_name` are `workflow::entity_identity` of the
+        // document, so classifying a submission is an index search, not a scan.
+        sql: "
+CREATE INDEX IF NOT EXISTS filing_domains_by_filing ON filing_domains(filing_id);
+CREATE INDEX IF NOT EXISTS filings_by_status ON filings(status);
+ALTER TABLE filings ADD COLUMN filing_type TEXT;
+ALTER TABLE filings ADD COLUMN entity_certificate TEXT;
+ALTER TABLE filings ADD COLUMN entity_name TEXT;
+UPDATE filings SET
+    entity_certificate = NULLIF(upper(trim(json_extract(doc, '$.entity.certificate_number'))), ''),
+    entity_name = trim(json_extract(doc, '$.entity.name')),
+    filing_type = CASE WHEN json_extract(doc, '$.kind') = 'access_existing'
+                       THEN 'access_existing' END
+WHERE json_valid(doc);
+CREATE INDEX IF NOT EXISTS filings_by_entity_certificate ON filings(entity_certificate);
+CREATE INDEX IF NOT EXISTS filings_by_entity_name ON filings(entity_name);
+",
+    },
+];
+
+/// The table recording applied versions (PostgreSQL), created under the lock.
+pub(crate) const POSTGRES_VERSION_TABLE: &str = "
+SELECT pg_advisory_xact_lock(7253019);
+CREATE TABLE IF NOT EXISTS icpgate_schema_version (
+    version BIGINT PRIMARY KEY,
+    name TEXT NOT NULL,
+    applied_at_ms BIGINT NOT NULL
+);";
+
+/// The PostgreSQL schema history.
+pub(crate) const POSTGRES: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "the schema before versioned migrations",
+        sql: "
+CREATE TABLE IF NOT EXISTS icpgate_filings (
+    id BIGSERIAL PRIMARY KEY,
+    status TEXT NOT NULL,
+    doc JSONB NOT NULL,
+    revision BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS icpgate_filing_domains (
+    domain TEXT NOT NULL,
+    filing_id BIGINT NOT NULL REFERENCES icpgate_filings(id),
+    live BOOLEAN NOT NULL,
+    PRIMARY KEY (domain, filing_id)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS icpgate_one_live_filing_per_domain
+    ON icpgate_filing_domains(domain) WHERE live;
+CREATE INDEX IF NOT EXISTS icpgate_filings_by_revision ON icpgate_filings(revision);
+CREATE TABLE IF NOT EXISTS icpgate_meta (key TEXT PRIMARY KEY, value BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS icpgate_outbox (
+    id BIGSERIAL PRIMARY KEY,
+    filing_id BIGINT NOT NULL,
+    payload TEXT NOT NULL,
+    created_at_ms BIGINT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at_ms BIGINT NOT NULL,
+    delivered_at_ms BIGINT,
+    last_error TEXT
+);
+CREATE INDEX IF NOT EXISTS icpgate_outbox_pending ON icpgate_outbox(next_attempt_at_ms)
+    WHERE delivered_at_ms IS NULL;
+INSERT INTO icpgate_meta (key, value) VALUES ('revision', 0) ON CONFLICT DO NOTHING;
+",
+    },
+    Migration {
+        version: 2,
+        name: "indexes for every write and lookup path; stored filing type and entity identity",
+        // As SQLite's migration 2. Nodes of the previous release still writing during
+        // a rolling upgrade leave the new columns NULL on the rows they write: their
+        // filings are then not recognised when classifying (a new website reported
+        // as a first filing) until rewritten by this release. Nothing else reads them.
+        sql: "
+CREATE INDEX IF NOT EXISTS icpgate_filing_domains_by_filing
+    ON icpgate_filing_domains(filing_id);
+CREATE INDEX IF NOT EXISTS icpgate_filings_by_status ON icpgate_filings(status, id);
+ALTER TABLE icpgate_filings
+    ADD COLUMN IF NOT EXISTS filing_type TEXT,
+    ADD COLUMN IF NOT EXISTS entity_certificate TEXT,
+    ADD COLUMN IF NOT EXISTS entity_name TEXT;
+UPDATE icpgate_filings SET
+    entity_certificate = NULLIF(upper(trim(doc->'entity'->>'certificate_number')), ''),
+    entity_name = trim(doc->'entity'->>'name'),
+    filing_type = CASE WHEN doc->>'kind' = 'access_existing' THEN 'access_existing' END;
+CREATE INDEX IF NOT EXISTS icpgate_filings_by_entity_certificate
+    ON icpgate_filings(entity_certificate);
+CREATE INDEX IF NOT EXISTS icpgate_filings_by_entity_name ON icpgate_filings(entity_name);
+",
+    },
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histories_are_numbered_from_one_without_gaps() {
+        for all in [SQLITE, POSTGRES] {
+            let versions: Vec<i64> = all.iter().map(|m| m.version).collect();
+            let want: Vec<i64> = (1..=i64::try_from(all.len()).unwrap_or(0)).collect();
+            assert_eq!(versions, want);
+        }
+        assert_eq!(SQLITE.len(), POSTGRES.len(), "both backends at one version");
+    }
+
+    #[test]
+    fn pending_starts_after_the_current_version_and_refuses_a_newer_one() {
+        assert_eq!(pending(SQLITE, 0).map(<[_]>::len).ok(), Some(SQLITE.len()));
+        assert_eq!(pending(SQLITE, 1).map(|m| m[0].version).ok(), Some(2));
+        let last = i64::try_from(SQLITE.len()).unwrap_or(0);
+        assert_eq!(pending(SQLITE, last).map(<[_]>::len).ok(), Some(0));
+        assert!(matches!(
+            pending(SQLITE, last + 1),
+            Err(StorageError::SchemaTooNew { .. })
+        ));
+    }
+}
