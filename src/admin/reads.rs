@@ -15,7 +15,7 @@ use crate::admin::extract::{Json, Query};
 use crate::admin::{Admin, OPENAPI};
 use crate::edge::proxy::Runtime;
 use crate::edge::rejection;
-use crate::gate::decision::{disposition, Disposition, Reason};
+use crate::gate::decision::{disposition, Disposition};
 use crate::gate::Verdict;
 use crate::model::filing::Product;
 use crate::model::host::Authority;
@@ -115,22 +115,19 @@ async fn decide(
     runtime: &Runtime,
     host: &str,
 ) -> (Option<String>, Option<String>, Verdict) {
-    let refused = |reason| Verdict {
-        reason,
-        filing: None,
+    let found = admin
+        .gate
+        .state
+        .verdict_for_host(host, runtime.rule_policy())
+        .await;
+    let normalised = match &found.authority {
+        Ok(Authority::Name(name)) => Some(name.as_str().to_string()),
+        Ok(Authority::Ip(ip)) => Some(ip.to_string()),
+        Err(_) => None,
     };
-    match Authority::parse(host) {
-        Ok(Authority::Name(name)) => {
-            let domain = name.registrable_domain();
-            let policy = runtime.rule_policy();
-            let verdict = admin.gate.state.verdict(domain.as_ref(), policy).await;
-            (
-                Some(name.as_str().to_string()),
-                domain.map(|d| d.into_string()),
-                verdict,
-            )
-        }
-        Ok(Authority::Ip(ip)) => (Some(ip.to_string()), None, refused(Reason::IpLiteral)),
-        Err(_) => (None, None, refused(Reason::InvalidHost)),
-    }
+    (
+        normalised,
+        found.domain.map(|d| d.into_string()),
+        found.verdict,
+    )
 }

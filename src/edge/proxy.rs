@@ -159,44 +159,29 @@ impl Gate {
                 )
             }
         };
-        let host = match Authority::parse(&raw_authority) {
-            Ok(Authority::Name(host)) => host,
-            Ok(Authority::Ip(_)) => {
-                return self
-                    .ip_literal(request, conn, runtime, request_id, raw_authority)
-                    .await
-            }
-            Err(_) => {
-                let reply = self.refuse(
-                    Reason::InvalidHost,
-                    Some(&raw_authority),
-                    None,
-                    None,
-                    &request,
-                    runtime,
-                    request_id,
-                );
-                let mut outcome = Outcome::refused(Reason::InvalidHost);
-                outcome.host = Some(loggable(&raw_authority));
-                return (reply, outcome);
-            }
-        };
-        let domain = host.registrable_domain();
-        let verdict = self
-            .verdict_for_request(domain.as_ref(), conn, runtime)
+        let found = self
+            .state
+            .verdict_for_host(&raw_authority, runtime.rule_policy())
             .await;
+        let verdict = sni_checked(found.verdict, found.domain.as_ref(), conn);
+        // What the page and the log show: the normalised name, else the raw text.
+        let (shown, logged) = match &found.authority {
+            Ok(Authority::Name(name)) => (name.as_str(), name.as_str().to_string()),
+            Ok(Authority::Ip(_)) => (raw_authority.as_str(), raw_authority.clone()),
+            Err(_) => (raw_authority.as_str(), loggable(&raw_authority)),
+        };
         let mut outcome = Outcome {
             decision: "allow",
             reason: verdict.reason,
-            host: Some(host.as_str().to_string()),
-            domain: domain.as_ref().map(|d| d.as_str().to_string()),
+            host: Some(logged),
+            domain: found.domain.as_ref().map(|d| d.as_str().to_string()),
             upstream: None,
         };
         let Some(pool) = self.route(&verdict, runtime, &mut outcome) else {
             let reply = self.refuse(
                 verdict.reason,
-                Some(host.as_str()),
-                domain.as_ref(),
+                Some(shown),
+                found.domain.as_ref(),
                 verdict.filing.as_deref(),
                 &request,
                 runtime,
@@ -209,46 +194,6 @@ impl Gate {
             .forward(request, pool, &raw_authority, conn, runtime, request_id)
             .await;
         (reply, outcome)
-    }
-
-    /// Direct-IP access bypasses filing: refused before any lookup (forwarded to the
-    /// default pool only in report-only mode).
-    async fn ip_literal(
-        &self,
-        request: Request<Incoming>,
-        conn: &ConnInfo,
-        runtime: &Runtime,
-        request_id: &str,
-        raw: String,
-    ) -> (Reply, Outcome) {
-        let verdict = Verdict {
-            reason: Reason::IpLiteral,
-            filing: None,
-        };
-        let mut outcome = Outcome::refused(Reason::IpLiteral);
-        outcome.host = Some(raw.clone());
-        match self.route(&verdict, runtime, &mut outcome) {
-            Some(pool) => {
-                outcome.upstream = Some(pool.as_str());
-                (
-                    self.forward(request, pool, &raw, conn, runtime, request_id)
-                        .await,
-                    outcome,
-                )
-            }
-            None => (
-                self.refuse(
-                    Reason::IpLiteral,
-                    Some(&raw),
-                    None,
-                    None,
-                    &request,
-                    runtime,
-                    request_id,
-                ),
-                outcome,
-            ),
-        }
     }
 
     /// Which pool serves this verdict, or None to block. Sets the outcome's decision.
@@ -268,27 +213,6 @@ impl Gate {
         disposition
             .forwards()
             .then(|| filed_pool.unwrap_or(policy.default_pool))
-    }
-
-    /// The verdict for a host on this connection: on TLS, a host under another
-    /// registrable domain than the SNI is 421 when it is itself served here, else
-    /// blocked for its own reason (no fronting an unfiled domain behind a filed one).
-    async fn verdict_for_request(
-        &self,
-        domain: Option<&RegistrableDomain>,
-        conn: &ConnInfo,
-        runtime: &Runtime,
-    ) -> Verdict {
-        let verdict = self.state.verdict(domain, runtime.rule_policy()).await;
-        match &conn.tls {
-            Some(tls) if tls.sni_domain.as_ref() != domain && verdict.reason == Reason::Filed => {
-                Verdict {
-                    reason: Reason::SniMismatch,
-                    filing: verdict.filing,
-                }
-            }
-            _ => verdict,
-        }
     }
 
     /// The current runtime, for callers outside a request (admin, TLS handshakes).
@@ -474,6 +398,21 @@ impl Gate {
             request_id,
             wants_json,
         )
+    }
+}
+
+/// The verdict for a host on this connection: on TLS, a host under another
+/// registrable domain than the SNI is 421 when it is itself served here, else
+/// blocked for its own reason (no fronting an unfiled domain behind a filed one).
+fn sni_checked(verdict: Verdict, domain: Option<&RegistrableDomain>, conn: &ConnInfo) -> Verdict {
+    match &conn.tls {
+        Some(tls) if tls.sni_domain.as_ref() != domain && verdict.reason == Reason::Filed => {
+            Verdict {
+                reason: Reason::SniMismatch,
+                filing: verdict.filing,
+            }
+        }
+        _ => verdict,
     }
 }
 

@@ -9,4 +9,4 @@ pub mod filed_domains;
 pub mod gauges;
 pub mod state;
 
-pub use state::{GateState, Verdict};
+pub use state::{GateState, HostVerdict, Verdict};

@@ -10,7 +10,7 @@ use arc_swap::ArcSwap;
 use crate::gate::decision::{decide, FilingFacts, Reason, RulePolicy};
 use crate::gate::decision_cache::DecisionCache;
 use crate::gate::filed_domains::FiledDomains;
-use crate::model::host::{HostName, RegistrableDomain};
+use crate::model::host::{Authority, HostError, HostName, RegistrableDomain};
 use crate::observe::blocked_hosts::{BlockedHosts, DEFAULT_CAPACITY};
 use crate::observe::metrics::Metrics;
 use crate::registry::Change;
@@ -24,11 +24,26 @@ pub struct Verdict {
 
 impl Verdict {
     fn unfiled() -> Verdict {
+        Verdict::refused(Reason::NotFiled)
+    }
+
+    /// A refusal decided without a filing.
+    pub fn refused(reason: Reason) -> Verdict {
         Verdict {
-            reason: Reason::NotFiled,
+            reason,
             filing: None,
         }
     }
+}
+
+/// A raw host (`Host`, `:authority`, a query parameter) and what the gate makes of
+/// it: an address or an unusable name is refused before any lookup, a name gets
+/// the verdict for its registrable domain.
+#[derive(Debug)]
+pub struct HostVerdict {
+    pub authority: Result<Authority, HostError>,
+    pub domain: Option<RegistrableDomain>,
+    pub verdict: Verdict,
 }
 
 pub struct GateState {
@@ -76,6 +91,26 @@ impl GateState {
                 reason: Reason::RegistryUnavailable,
                 filing: None,
             },
+        }
+    }
+
+    /// The verdict for a raw host, parsed here: the one reading of a host the data
+    /// plane and the admin API's decision endpoint share.
+    pub async fn verdict_for_host(&self, raw: &str, policy: RulePolicy) -> HostVerdict {
+        let authority = Authority::parse(raw);
+        let (domain, verdict) = match &authority {
+            Ok(Authority::Name(name)) => {
+                let domain = name.registrable_domain();
+                let verdict = self.verdict(domain.as_ref(), policy).await;
+                (domain, verdict)
+            }
+            Ok(Authority::Ip(_)) => (None, Verdict::refused(Reason::IpLiteral)),
+            Err(_) => (None, Verdict::refused(Reason::InvalidHost)),
+        };
+        HostVerdict {
+            authority,
+            domain,
+            verdict,
         }
     }
 
