@@ -174,20 +174,30 @@ async fn a_101_to_a_plain_request_is_a_502() {
     refused_switch_then_unfiled("").await;
 }
 
-#[tokio::test]
-async fn a_websocket_upgrade_still_tunnels_to_the_switching_origin() {
-    let (origin, received) = always_switching_origin(None).await;
+/// A gate in front of an always-switching origin (answering `protocol`, else what
+/// was asked), and a client that sent `GET /ws` with `upgrade_headers` for a filed
+/// host: the client's connection, what the origin received, and the answer's head.
+async fn ask_to_switch(
+    protocol: Option<&'static str>,
+    upgrade_headers: &str,
+) -> (TestGate, TcpStream, Received, String) {
+    let (origin, received) = always_switching_origin(protocol).await;
     let gate = TestGate::start(&standard_seed(), Some(origin), None, "").await;
     let mut client = TcpStream::connect(gate.http).await.expect("connect");
-    client
-        .write_all(
-            b"GET /ws HTTP/1.1\r\nHost: example.com\r\nConnection: Upgrade\r\n\
-              Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
-              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
-        )
-        .await
-        .expect("write");
+    let request = format!("GET /ws HTTP/1.1\r\nHost: example.com\r\n{upgrade_headers}\r\n");
+    client.write_all(request.as_bytes()).await.expect("write");
     let head = String::from_utf8_lossy(&read_head(&mut client).await).into_owned();
+    (gate, client, received, head)
+}
+
+#[tokio::test]
+async fn a_websocket_upgrade_still_tunnels_to_the_switching_origin() {
+    let (_gate, mut client, received, head) = ask_to_switch(
+        None,
+        "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n",
+    )
+    .await;
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
     client.write_all(b"ping").await.expect("write");
     let mut echo = [0u8; 4];
@@ -202,17 +212,8 @@ async fn a_websocket_upgrade_still_tunnels_to_the_switching_origin() {
 /// A request listing h2c beside websocket is forwarded as a WebSocket upgrade only.
 #[tokio::test]
 async fn only_the_websocket_token_of_a_list_is_forwarded() {
-    let (origin, received) = always_switching_origin(None).await;
-    let gate = TestGate::start(&standard_seed(), Some(origin), None, "").await;
-    let mut client = TcpStream::connect(gate.http).await.expect("connect");
-    client
-        .write_all(
-            b"GET /ws HTTP/1.1\r\nHost: example.com\r\nConnection: Upgrade\r\n\
-              Upgrade: h2c, websocket\r\n\r\n",
-        )
-        .await
-        .expect("write");
-    let head = String::from_utf8_lossy(&read_head(&mut client).await).into_owned();
+    let (_gate, _client, received, head) =
+        ask_to_switch(None, "Connection: Upgrade\r\nUpgrade: h2c, websocket\r\n").await;
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
     let origin_saw = seen(&received).to_ascii_lowercase();
     assert!(
