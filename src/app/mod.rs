@@ -164,14 +164,7 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
     let registry = registry::open_seeded(&config.registry, config.notify.url.is_some()).await?;
     let metrics = Arc::new(Metrics::new()?);
     crate::gate::gauges::refresh_filing_gauges(registry.as_ref(), &metrics).await;
-    let cache = Arc::new(DecisionCache::new(
-        Arc::clone(&registry),
-        Arc::clone(&metrics),
-        cache_settings(&config),
-    ));
-    let filed = Arc::new(FiledDomains::new(registry.filed_domains().await?));
-    tracing::info!(domains = filed.len(), "filed-domain index loaded");
-    let state = Arc::new(GateState::new(cache, filed, Arc::clone(&metrics)));
+    let state = gate_state(&config, &registry, &metrics).await?;
     let gate = Arc::new(Gate::new(
         Arc::clone(&state),
         Runtime::new(Arc::clone(&config)),
@@ -203,19 +196,7 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         listeners: Vec::new(),
     };
     if let Some(addr) = config.listen.http {
-        let tcp = bind("listen.http", addr).await?;
-        running.http = tcp.local_addr().ok();
-        let listener = Listener {
-            tcp,
-            gate: Arc::clone(&gate),
-            handshake: Arc::new(PlainHandshake),
-            service: Arc::clone(&gate),
-            plane: Plane::Data,
-            shutdown: stop_rx.clone(),
-            connections: Arc::clone(&running.connections),
-        };
-        tracing::info!(addr = ?running.http, "listening (http)");
-        running.listeners.push(tokio::spawn(listener.run()));
+        start_http(&mut running, addr, &gate, &stop_rx).await?;
     }
     if let (Some(addr), Some(dir)) = (config.listen.https, &config.tls.certs_dir) {
         start_https(&mut running, addr, dir, &gate, &stop_rx).await?;
@@ -240,6 +221,45 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
 }
 
 /// Load the certificates, bind `listen.https` and watch `certs_dir` for changes.
+/// The gate's shared state: the decision cache over `registry` and the index of
+/// every filed domain, read once here and kept current by writes and the feed.
+async fn gate_state(
+    config: &Config,
+    registry: &Arc<dyn Registry>,
+    metrics: &Arc<Metrics>,
+) -> Result<Arc<GateState>, AppError> {
+    let cache = Arc::new(DecisionCache::new(
+        Arc::clone(registry),
+        Arc::clone(metrics),
+        cache_settings(config),
+    ));
+    let filed = Arc::new(FiledDomains::new(registry.filed_domains().await?));
+    tracing::info!(domains = filed.len(), "filed-domain index loaded");
+    Ok(Arc::new(GateState::new(cache, filed, Arc::clone(metrics))))
+}
+
+async fn start_http(
+    running: &mut Running,
+    addr: SocketAddr,
+    gate: &Arc<Gate>,
+    stop_rx: &watch::Receiver<bool>,
+) -> Result<(), AppError> {
+    let tcp = bind("listen.http", addr).await?;
+    running.http = tcp.local_addr().ok();
+    let listener = Listener {
+        tcp,
+        gate: Arc::clone(gate),
+        handshake: Arc::new(PlainHandshake),
+        service: Arc::clone(gate),
+        plane: Plane::Data,
+        shutdown: stop_rx.clone(),
+        connections: Arc::clone(&running.connections),
+    };
+    tracing::info!(addr = ?running.http, "listening (http)");
+    running.listeners.push(tokio::spawn(listener.run()));
+    Ok(())
+}
+
 async fn start_https(
     running: &mut Running,
     addr: SocketAddr,

@@ -23,7 +23,7 @@ use futures_util::stream::{self, StreamExt};
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::gate::decision::{decide, FilingFacts, Reason, RulePolicy};
+use crate::gate::decision::{decide, FilingFacts, HostReading, Reason, RulePolicy};
 use crate::model::filing::{Product, Status};
 use crate::model::host::{Authority, HostName};
 use crate::registry::{Registry, RegistryError};
@@ -195,8 +195,9 @@ impl Checker {
             dns: None,
             verdict: None,
         };
-        let host = match Authority::parse(input.trim()) {
-            Ok(Authority::Name(host)) => host,
+        let reading = HostReading::of(input.trim());
+        let host = match &reading.authority {
+            Ok(Authority::Name(host)) => host.clone(),
             Ok(Authority::Ip(ip)) => {
                 report.host = Some(ip.to_string());
                 report.reason = Reason::IpLiteral;
@@ -205,8 +206,9 @@ impl Checker {
             Err(_) => return Ok((report, None)),
         };
         report.host = Some(host.to_string());
-        report.reason = Reason::NotFiled;
-        if let Some(domain) = host.registrable_domain() {
+        report.reason = reading.refusal().unwrap_or(Reason::NotFiled);
+        if let Some(domain) = reading.domain {
+            // The registry itself, not the gate's cache: a check states the registry.
             let found = self.registry.lookup(&domain).await?;
             let facts = found.filing.as_ref().map(FilingFacts::of);
             report.reason = decide(facts.as_ref(), self.policy);

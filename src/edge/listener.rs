@@ -37,6 +37,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify};
 
+use crate::config::Limits;
 use crate::edge::client_deadlines::{ClientDeadlines, ExchangeBody, Exchanges};
 use crate::edge::conn::{ClientAddr, ConnInfo, PeerAddr};
 use crate::edge::proxy::Gate;
@@ -359,20 +360,7 @@ async fn serve<H: Handshake, S: Serve>(
         limits.header_read_timeout,
         limits.idle_timeout,
     );
-    let mut builder = Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        // ClientDeadlines bounds heads: hyper's timer would also close idle keep-alives.
-        .header_read_timeout(None)
-        .max_buf_size(limits.max_header_bytes.max(8192));
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(Some(limits.idle_timeout))
-        .keep_alive_timeout(Duration::from_secs(20))
-        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
-        .max_concurrent_streams(limits.h2_max_concurrent_streams)
-        .max_pending_accept_reset_streams(limits.h2_max_resets_per_second as usize);
+    let builder = http_builder(&limits);
     let idle = Arc::clone(&exchanges);
     let resets = ResetRate::new(limits.h2_max_resets_per_second);
     let cancels = Arc::clone(&resets);
@@ -419,6 +407,25 @@ async fn serve<H: Handshake, S: Serve>(
     if let Err(error) = ended {
         tracing::debug!(%peer, error = %error, "connection ended with an error");
     }
+}
+
+/// hyper's server for one connection, HTTP/1 and HTTP/2 bounded by `[limits]`.
+fn http_builder(limits: &Limits) -> Builder<TokioExecutor> {
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        // ClientDeadlines bounds heads: hyper's timer would also close idle keep-alives.
+        .header_read_timeout(None)
+        .max_buf_size(limits.max_header_bytes.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(limits.idle_timeout))
+        .keep_alive_timeout(Duration::from_secs(20))
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(limits.h2_max_concurrent_streams)
+        .max_pending_accept_reset_streams(limits.h2_max_resets_per_second as usize);
+    builder
 }
 
 /// Plain TCP: the peer address is the client.

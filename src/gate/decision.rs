@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use crate::config::{Mode, OnRegistryError, Policy};
 use crate::model::filing::{Filing, Kind, Product, Status};
+use crate::model::host::{Authority, HostError, RegistrableDomain};
 pub use crate::model::reason::Reason;
 
 /// What the gate needs to know of a filing: small, cheap to clone, no personal data.
@@ -106,6 +107,40 @@ pub fn disposition(reason: Reason, mode: Mode, on_registry_error: OnRegistryErro
         Reason::MissingHost | Reason::InvalidHost => Disposition::Block,
         _ if mode == Mode::ReportOnly => Disposition::WouldBlock,
         _ => Disposition::Block,
+    }
+}
+
+/// A raw host (`Host`, `:authority`, a query parameter, a line of a list) read the
+/// one way the gate reads it: an address or an unusable name is refused before any
+/// lookup, a public suffix is never filed, and a name otherwise stands for its
+/// registrable domain. The data plane, the decision endpoint and `icpgate check`
+/// all start here, so they cannot disagree on what a host is.
+#[derive(Debug, Clone)]
+pub struct HostReading {
+    pub authority: Result<Authority, HostError>,
+    /// The registrable domain to look up; None for addresses, bad names and suffixes.
+    pub domain: Option<RegistrableDomain>,
+}
+
+impl HostReading {
+    pub fn of(raw: &str) -> HostReading {
+        let authority = Authority::parse(raw);
+        let domain = match &authority {
+            Ok(Authority::Name(name)) => name.registrable_domain(),
+            _ => None,
+        };
+        HostReading { authority, domain }
+    }
+
+    /// The refusal decided without a lookup, or None when the registry must be asked
+    /// about `domain`.
+    pub fn refusal(&self) -> Option<Reason> {
+        match (&self.authority, &self.domain) {
+            (Err(_), _) => Some(Reason::InvalidHost),
+            (Ok(Authority::Ip(_)), _) => Some(Reason::IpLiteral),
+            (Ok(Authority::Name(_)), None) => Some(Reason::NotFiled),
+            (Ok(Authority::Name(_)), Some(_)) => None,
+        }
     }
 }
 
@@ -262,6 +297,38 @@ mod tests {
                 decide(filing.as_ref(), policy),
                 want,
                 "{filing:?} {policy:?}"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod reading_tests {
+    use super::*;
+
+    #[test]
+    fn a_host_reads_into_a_refusal_or_a_domain_to_look_up() {
+        let table: &[(&str, Option<Reason>, Option<&str>)] = &[
+            // a subdomain stands for its registrable domain
+            ("www.Shop.example.CN:8080", None, Some("example.cn")),
+            // an IPv4 address is refused before any lookup
+            ("192.0.2.1", Some(Reason::IpLiteral), None),
+            // so is a bracketed IPv6 address with a port
+            ("[2001:db8::1]:443", Some(Reason::IpLiteral), None),
+            // a public suffix is never filed
+            ("com.cn", Some(Reason::NotFiled), None),
+            // garbage is an invalid host
+            ("exa mple.cn", Some(Reason::InvalidHost), None),
+            // an empty authority too
+            ("", Some(Reason::InvalidHost), None),
+        ];
+        for (raw, refusal, domain) in table {
+            let reading = HostReading::of(raw);
+            assert_eq!(reading.refusal(), *refusal, "{raw}");
+            assert_eq!(
+                reading.domain.as_ref().map(|d| d.as_str()),
+                *domain,
+                "{raw}"
             );
         }
     }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use crate::gate::decision::{decide, FilingFacts, Reason, RulePolicy};
+use crate::gate::decision::{decide, FilingFacts, HostReading, Reason, RulePolicy};
 use crate::gate::decision_cache::DecisionCache;
 use crate::gate::filed_domains::FiledDomains;
 use crate::model::host::{Authority, HostError, HostName, RegistrableDomain};
@@ -94,22 +94,17 @@ impl GateState {
         }
     }
 
-    /// The verdict for a raw host, parsed here: the one reading of a host the data
-    /// plane and the admin API's decision endpoint share.
+    /// The verdict for a raw host, read by [`HostReading`]: the one reading of a
+    /// host the data plane and the admin API's decision endpoint share.
     pub async fn verdict_for_host(&self, raw: &str, policy: RulePolicy) -> HostVerdict {
-        let authority = Authority::parse(raw);
-        let (domain, verdict) = match &authority {
-            Ok(Authority::Name(name)) => {
-                let domain = name.registrable_domain();
-                let verdict = self.verdict(domain.as_ref(), policy).await;
-                (domain, verdict)
-            }
-            Ok(Authority::Ip(_)) => (None, Verdict::refused(Reason::IpLiteral)),
-            Err(_) => (None, Verdict::refused(Reason::InvalidHost)),
+        let reading = HostReading::of(raw);
+        let verdict = match reading.refusal() {
+            Some(reason) => Verdict::refused(reason),
+            None => self.verdict(reading.domain.as_ref(), policy).await,
         };
         HostVerdict {
-            authority,
-            domain,
+            authority: reading.authority,
+            domain: reading.domain,
             verdict,
         }
     }
