@@ -50,6 +50,12 @@ pub enum StorageError {
     /// The database was upgraded by a newer release: this one must not write to it.
     #[error("registry schema is at version {found}, newer than this release knows ({known}); run the newer release")]
     SchemaTooNew { found: i64, known: i64 },
+    /// The SQLite file this registry opened was deleted or replaced under it: a write
+    /// would land in an unlinked file and be lost at the next start, so none is made.
+    #[error(
+        "registry file {path} was removed or replaced since it was opened; restore it and restart"
+    )]
+    FileReplaced { path: String },
     /// The in-memory registry was told to fail (tests of outage handling).
     #[error("the in-memory registry is down (test fault)")]
     Down,

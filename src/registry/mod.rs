@@ -22,6 +22,7 @@ mod migrations;
 mod open;
 pub mod postgres;
 pub mod sqlite;
+mod sqlite_file;
 mod workflow;
 
 pub use error::{RegistryError, StorageError};

@@ -20,7 +20,9 @@ use async_trait::async_trait;
 use rusqlite::types::Value;
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
+use super::error::StorageError;
 use super::migrations;
+use super::sqlite_file::FileIdentity;
 use super::workflow::{self, decode, encode, entity_identity, now_ms, run_ready, WriteTx};
 use super::{
     status_counts, Change, FilingType, ImportRecord, ListFilter, Lookup, Outbox, OutboxEvent,
@@ -109,6 +111,8 @@ pub struct SqliteRegistry {
     reader: Arc<Mutex<Connection>>,
     /// Whether writes also record notifications in the outbox.
     outbox: bool,
+    /// The file opened; a write to a file deleted or replaced since is refused.
+    file: Arc<FileIdentity>,
 }
 
 impl SqliteRegistry {
@@ -125,6 +129,7 @@ impl SqliteRegistry {
             writer: Arc::new(Mutex::new(writer)),
             reader: Arc::new(Mutex::new(reader)),
             outbox: false,
+            file: Arc::new(FileIdentity::of(path).map_err(StorageError::from)?),
         })
     }
 
@@ -162,7 +167,9 @@ impl SqliteRegistry {
         T: Send + 'static,
         F: FnOnce(&mut Transaction<'_>) -> Result<T, RegistryError> + Send + 'static,
     {
+        let file = Arc::clone(&self.file);
         Self::with_conn(&self.writer, move |conn| {
+            file.check()?;
             let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let out = f(&mut tx)?;
             tx.commit()?;

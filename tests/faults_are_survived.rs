@@ -1,0 +1,350 @@
+//! Injected faults, each answered correctly while it lasts and recovered from after:
+//! an origin that resets before answering (502) or in the middle of a body (that
+//! response is cut, the next one served), an origin that trickles its body (streamed
+//! whole while other requests are served), a SQLite registry deleted under the gate
+//! (writes refused with 503, lookups keep serving), and PostgreSQL unreachable and
+//! back (cached decisions keep answering, writes are refused, nothing acknowledged
+//! is lost, writes resume).
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use http_body_util::{BodyExt, Empty};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+/// What the scripted origin does on one connection.
+#[derive(Clone, Copy, Debug)]
+enum Act {
+    /// Read the request, then reset the connection without a byte of answer.
+    ResetBeforeHead,
+    /// Answer a head promising 100 000 bytes, send 1 000, then reset.
+    ResetMidBody,
+    /// Send a 30-byte body one byte every 100 ms.
+    Trickle,
+    /// Answer `ok` and close.
+    Answer,
+}
+
+/// An origin that plays `script` on its connections in order, then `Answer`s.
+async fn scripted_origin(script: Vec<Act>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind origin");
+    let addr = listener.local_addr().expect("origin addr");
+    let next = Arc::new(AtomicUsize::new(0));
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let n = next.fetch_add(1, Ordering::SeqCst);
+            let act = script.get(n).copied().unwrap_or(Act::Answer);
+            tokio::spawn(play(stream, act));
+        }
+    });
+    addr
+}
+
+async fn read_head(stream: &mut TcpStream) {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte).await {
+            Ok(1) => head.push(byte[0]),
+            _ => return,
+        }
+    }
+}
+
+/// Close with a TCP reset (SO_LINGER 0), not a FIN.
+fn reset(stream: TcpStream) {
+    let _ = stream.set_zero_linger();
+    drop(stream);
+}
+
+async fn play(mut stream: TcpStream, act: Act) {
+    read_head(&mut stream).await;
+    match act {
+        Act::ResetBeforeHead => reset(stream),
+        Act::ResetMidBody => {
+            let head = b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n";
+            let _ = stream.write_all(head).await;
+            let _ = stream.write_all(&[b'x'; 1000]).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            reset(stream);
+        }
+        Act::Trickle => {
+            let head = b"HTTP/1.1 200 OK\r\nContent-Length: 30\r\n\r\n";
+            let _ = stream.write_all(head).await;
+            for _ in 0..30 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                if stream.write_all(b"t").await.is_err() {
+                    return;
+                }
+            }
+        }
+        Act::Answer => {
+            let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok";
+            let _ = stream.write_all(answer).await;
+            let _ = stream.shutdown().await;
+        }
+    }
+}
+
+fn get(host: &str) -> http::Request<Empty<Bytes>> {
+    http::Request::get("/")
+        .header("host", host)
+        .body(Empty::new())
+        .expect("request")
+}
+
+#[tokio::test]
+async fn an_origin_reset_before_answering_is_a_502_and_the_next_request_is_served() {
+    let origin = scripted_origin(vec![Act::ResetBeforeHead]).await;
+    let gate = TestGate::start(&standard_seed(), Some(origin), None, "").await;
+    let reply = gate.get("example.com", "/").await;
+    assert_eq!(reply.status, 502, "{}", reply.text());
+    let reply = gate.get("example.com", "/").await;
+    assert_eq!((reply.status.as_u16(), reply.text().as_str()), (200, "ok"));
+    let metrics = gate.metrics().await;
+    let resets = sample_required(
+        &metrics,
+        "icpgate_upstream_errors_total",
+        &[("pool", "storefront"), ("kind", "reset")],
+    );
+    assert_eq!(resets, 1.0, "the reset is counted once");
+}
+
+#[tokio::test]
+async fn an_origin_reset_mid_body_cuts_that_response_and_the_next_is_served() {
+    let origin = scripted_origin(vec![Act::ResetMidBody]).await;
+    let gate = TestGate::start(&standard_seed(), Some(origin), None, "").await;
+    let mut client = http1_connect(gate.http).await;
+    let response = client
+        .send_request(get("example.com"))
+        .await
+        .expect("the head arrives before the reset");
+    assert_eq!(response.status(), 200);
+    let body = tokio::time::timeout(Duration::from_secs(10), response.into_body().collect())
+        .await
+        .expect("the cut response ends instead of hanging");
+    match body {
+        Err(_) => {}
+        Ok(collected) => assert!(
+            collected.to_bytes().len() < 100_000,
+            "a cut body is never passed off as complete"
+        ),
+    }
+    let reply = gate.get("example.com", "/").await;
+    assert_eq!((reply.status.as_u16(), reply.text().as_str()), (200, "ok"));
+}
+
+#[tokio::test]
+async fn a_trickled_body_streams_through_whole_while_others_are_served() {
+    let origin = scripted_origin(vec![Act::Trickle]).await;
+    let gate = TestGate::start(&standard_seed(), Some(origin), None, "").await;
+    let mut client = http1_connect(gate.http).await;
+    let response = client
+        .send_request(get("example.com"))
+        .await
+        .expect("trickle head");
+    assert_eq!(response.status(), 200);
+    let trickle = tokio::spawn(response.into_body().collect());
+    let other = gate.get("example.com", "/").await;
+    assert_eq!((other.status.as_u16(), other.text().as_str()), (200, "ok"));
+    assert!(
+        !trickle.is_finished(),
+        "another request is answered while the trickle still runs"
+    );
+    let body = trickle
+        .await
+        .expect("task")
+        .expect("the trickled body completes")
+        .to_bytes();
+    assert_eq!(body, Bytes::from(vec![b't'; 30]));
+}
+
+#[tokio::test]
+async fn a_deleted_sqlite_registry_refuses_writes_and_lookups_keep_serving() {
+    let origin = start_origin("storefront").await;
+    let gate = TestGate::start(&standard_seed(), Some(origin), None, "").await;
+    assert_eq!(gate.get("example.com", "/").await.status, 200);
+    let db = gate.dir.path().join("registry.db");
+    for suffix in ["", "-wal", "-shm"] {
+        let path = format!("{}{suffix}", db.display());
+        let _ = std::fs::remove_file(path);
+    }
+    let (status, body) = gate
+        .api(
+            "POST",
+            "/v1/filings",
+            Some(submission(&["after-delete.cn"], "new", None)),
+        )
+        .await;
+    assert_eq!(
+        status, 503,
+        "a write into a deleted file is refused: {body}"
+    );
+    assert!(
+        body.to_string().contains("removed or replaced"),
+        "the answer says why: {body}"
+    );
+    // Lookups read the file the gate still holds open, and cached answers serve.
+    assert_eq!(gate.get("example.com", "/").await.status, 200);
+    assert_eq!(
+        gate.get("www.unfiled-after-delete.cn", "/").await.reason(),
+        Some("not_filed")
+    );
+}
+
+/// A TCP relay in front of PostgreSQL that a test can take down (every relayed
+/// connection cut, new ones refused) and bring back.
+struct Relay {
+    addr: SocketAddr,
+    up: Arc<AtomicBool>,
+    links: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+impl Relay {
+    async fn start(target: SocketAddr) -> Relay {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind relay");
+        let addr = listener.local_addr().expect("relay addr");
+        let up = Arc::new(AtomicBool::new(true));
+        let links: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        let (accept_up, accept_links) = (Arc::clone(&up), Arc::clone(&links));
+        tokio::spawn(async move {
+            loop {
+                let Ok((client, _)) = listener.accept().await else {
+                    return;
+                };
+                if !accept_up.load(Ordering::SeqCst) {
+                    reset(client);
+                    continue;
+                }
+                let link = tokio::spawn(async move {
+                    let Ok(mut server) = TcpStream::connect(target).await else {
+                        return;
+                    };
+                    let mut client = client;
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                });
+                accept_links.lock().expect("links").push(link);
+            }
+        });
+        Relay { addr, up, links }
+    }
+
+    fn down(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        for link in self.links.lock().expect("links").drain(..) {
+            link.abort();
+        }
+    }
+
+    fn back(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn postgres_down_and_back_keeps_cached_answers_and_loses_no_acknowledged_write() {
+    let Some(db) = PgDatabase::create(
+        "postgres_down_and_back_keeps_cached_answers_and_loses_no_acknowledged_write",
+    )
+    .await
+    else {
+        return;
+    };
+    let target: SocketAddr = "127.0.0.1:5432".parse().expect("addr");
+    let relay = Relay::start(target).await;
+    let url = db.url.replace("127.0.0.1:5432", &relay.addr.to_string());
+    assert_ne!(
+        url, db.url,
+        "the test database is reached through the relay"
+    );
+    let origin = start_origin("storefront").await;
+    let section = format!("backend = \"postgres\"\nurl = \"{url}\"");
+    let gate = TestGate::start_with_registry(&section, Some(origin)).await;
+
+    let approved = gate
+        .approve_new_filing("survives.cn", "浙ICP备20231111号-1")
+        .await;
+    let (status, pending) = gate
+        .api(
+            "POST",
+            "/v1/filings",
+            Some(submission(&["waits.cn"], "new", None)),
+        )
+        .await;
+    assert_eq!(status, 201, "{pending}");
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            gate.get("www.survives.cn", "/").await.status == 200
+        })
+        .await,
+        "the approval is served"
+    );
+
+    relay.down();
+    // Under the outage: the cached answer keeps serving, a filed but uncached
+    // domain follows policy.on_registry_error (deny), an unfiled one needs no lookup.
+    for _ in 0..20 {
+        assert_eq!(gate.get("www.survives.cn", "/").await.status, 200);
+    }
+    assert_eq!(
+        gate.get("www.waits.cn", "/").await.reason(),
+        Some("registry_unavailable")
+    );
+    assert_eq!(
+        gate.get("www.never-filed.cn", "/").await.reason(),
+        Some("not_filed")
+    );
+    let (status, body) = gate
+        .api(
+            "POST",
+            "/v1/filings",
+            Some(submission(&["during-outage.cn"], "new", None)),
+        )
+        .await;
+    assert_eq!(status, 503, "no write is acknowledged while down: {body}");
+
+    relay.back();
+    let pending_id = pending["id"].as_i64().expect("id");
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            let (status, _) = gate
+                .api(
+                    "POST",
+                    &format!("/v1/filings/{pending_id}/initial-review"),
+                    Some(json!({"approve": true})),
+                )
+                .await;
+            status == 200
+        })
+        .await,
+        "writes resume once PostgreSQL is back"
+    );
+    let (status, filing) = gate
+        .api("GET", &format!("/v1/filings/{approved}"), None)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(filing["status"], "approved", "{filing}");
+    let (_, during) = gate
+        .api("GET", "/v1/filings?domain=during-outage.cn", None)
+        .await;
+    assert_eq!(
+        during
+            .as_array()
+            .map(Vec::len)
+            .unwrap_or_else(|| during["filings"].as_array().map(Vec::len).unwrap_or(0)),
+        0,
+        "the refused write left nothing behind: {during}"
+    );
+}
