@@ -3,7 +3,9 @@
 //! SETTINGS; a client that opens and cancels streams in a loop (rapid reset,
 //! CVE-2023-44487) faster than `limits.h2_max_resets_per_second` is sent a GOAWAY
 //! and loses its connection; a header list over `limits.max_header_bytes` never reaches
-//! the gate. Each offender loses only its own connection: the gate keeps serving.
+//! the gate; a client flooding PING or SETTINGS frames without reading the answers
+//! is pushed back (the gate stops reading it) instead of queueing answers without end.
+//! Each offender loses only its own connection: the gate keeps serving.
 //! The client is the `h2` crate driven by hand, so it can misbehave.
 
 mod common;
@@ -150,4 +152,51 @@ async fn a_header_list_over_the_limit_never_reaches_the_gate() {
     );
     assert_eq!(forwarded, before, "the oversized request was forwarded");
     still_serving(&gate).await;
+}
+
+/// The client connection preface and an empty SETTINGS frame.
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
+/// A PING frame (type 6, stream 0, 8 bytes of opaque data).
+const PING: &[u8] = b"\x00\x00\x08\x06\x00\x00\x00\x00\x00icpgate!";
+/// An empty SETTINGS frame: each must be acknowledged.
+const SETTINGS: &[u8] = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00";
+
+/// A client floods `frame`s, each demanding an answer, and never reads. The gate
+/// must push back (stop reading once its answers are unread: at most one pending
+/// PONG and one pending SETTINGS ACK per connection in `h2`) or close the
+/// connection; 64 MiB of flood must never be swallowed. Others are served meanwhile.
+async fn flood_is_pushed_back(frame: &'static [u8]) {
+    use tokio::io::AsyncWriteExt;
+    let gate = gate_with_limits("").await;
+    let mut tcp = TcpStream::connect(gate.http).await.expect("connect");
+    tcp.write_all(PREFACE).await.expect("preface");
+    let chunk: Vec<u8> = frame.repeat((1 << 20) / frame.len());
+    let flood = tokio::spawn(async move {
+        for sent in 0..64 {
+            if tcp.write_all(&chunk).await.is_err() {
+                return Err(sent);
+            }
+        }
+        Ok(tcp)
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    still_serving(&gate).await;
+    match tokio::time::timeout(Duration::from_secs(5), flood).await {
+        // The writer is stuck: the gate stopped reading the flood.
+        Err(_) => {}
+        // The gate closed the connection.
+        Ok(Ok(Err(_))) => {}
+        Ok(outcome) => panic!("the gate swallowed a 64 MiB flood: {outcome:?}"),
+    }
+    still_serving(&gate).await;
+}
+
+#[tokio::test]
+async fn a_ping_flood_is_pushed_back_and_others_are_served() {
+    flood_is_pushed_back(PING).await;
+}
+
+#[tokio::test]
+async fn a_settings_flood_is_pushed_back_and_others_are_served() {
+    flood_is_pushed_back(SETTINGS).await;
 }
