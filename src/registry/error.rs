@@ -50,6 +50,10 @@ pub enum StorageError {
     /// The database was upgraded by a newer release: this one must not write to it.
     #[error("registry schema is at version {found}, newer than this release knows ({known}); run the newer release")]
     SchemaTooNew { found: i64, known: i64 },
+    /// An import's input stopped before its end; nothing was stored (the reader
+    /// names the line).
+    #[error("the import's input failed; nothing was stored")]
+    ImportAborted,
     /// The in-memory registry was told to fail (tests of outage handling).
     #[error("the in-memory registry is down (test fault)")]
     Down,

@@ -23,11 +23,14 @@ use tokio::sync::Notify;
 use tokio_postgres::types::Json;
 use tokio_postgres::{AsyncMessage, NoTls};
 
+mod import;
+mod pages;
+
 use super::migrations;
 use super::workflow::{self, decode, entity_identity, now_ms, WriteTx};
 use super::{
-    status_counts, Change, FilingType, ImportRecord, ListFilter, Lookup, Outbox, OutboxEvent,
-    Registry, RegistryError, Submitted, CHANGES_BATCH,
+    status_counts, Change, FilingType, ImportFeed, ImportRecord, ListFilter, Lookup, Outbox,
+    OutboxEvent, Registry, RegistryError, Submitted, CHANGES_BATCH,
 };
 use crate::model::filing::{Action, Filing, Status, Submission};
 use crate::model::host::RegistrableDomain;
@@ -44,17 +47,20 @@ pub mod sql {
           WHERE d.domain = $1 ORDER BY d.live DESC, f.revision DESC LIMIT 1),
         (SELECT f.doc::text FROM icpgate_filing_domains d JOIN icpgate_filings f ON f.id = d.filing_id
           WHERE d.domain = $1 ORDER BY d.live DESC, f.revision DESC LIMIT 1)";
-    /// Unfiltered pages walk the primary key from the start, `LIMIT` rows.
-    pub const LIST_ALL: &str = "SELECT id, doc::text FROM icpgate_filings f ORDER BY f.id LIMIT $1";
+    /// A page of filings: those after the cursor id, in id order, `LIMIT` rows.
+    pub const LIST_ALL: &str = "SELECT id, doc::text FROM icpgate_filings f
+         WHERE f.id > $1 ORDER BY f.id LIMIT $2";
     pub const LIST_BY_STATUS: &str = "SELECT id, doc::text FROM icpgate_filings f
-         WHERE f.status = $1 ORDER BY f.id LIMIT $2";
+         WHERE f.status = $1 AND f.id > $2 ORDER BY f.id LIMIT $3";
     pub const LIST_BY_DOMAIN: &str = "SELECT id, doc::text FROM icpgate_filings f
          WHERE f.id IN (SELECT filing_id FROM icpgate_filing_domains WHERE domain = $1)
-         ORDER BY f.id LIMIT $2";
+           AND f.id > $2
+         ORDER BY f.id LIMIT $3";
     pub const LIST_BY_STATUS_AND_DOMAIN: &str = "SELECT id, doc::text FROM icpgate_filings f
          WHERE f.status = $1
            AND f.id IN (SELECT filing_id FROM icpgate_filing_domains WHERE domain = $2)
-         ORDER BY f.id LIMIT $3";
+           AND f.id > $3
+         ORDER BY f.id LIMIT $4";
     pub const FILING_TYPE: &str = "SELECT filing_type FROM icpgate_filings WHERE id = $1";
     pub const CHANGES_SINCE: &str = "SELECT id, revision, doc::text FROM icpgate_filings
          WHERE revision > $1 ORDER BY revision LIMIT $2";
@@ -85,12 +91,12 @@ pub mod sql {
          RETURNING id";
     pub const SET_PAYLOAD: &str = "UPDATE icpgate_outbox SET payload = $1 WHERE id = $2";
 
-    /// Every statement a write or a lookup runs (and the filtered list pages), by
-    /// name. `LIST_ALL` is left out: it reads the first rows in key order and stops.
+    /// Every statement a write or a lookup runs (and the list pages), by name.
     pub const INDEXED: &[(&str, &str)] = &[
         ("load", LOAD),
         ("load_for_update", LOAD_FOR_UPDATE),
         ("lookup", LOOKUP),
+        ("list_all", LIST_ALL),
         ("list_by_status", LIST_BY_STATUS),
         ("list_by_domain", LIST_BY_DOMAIN),
         ("list_by_status_and_domain", LIST_BY_STATUS_AND_DOMAIN),
@@ -283,31 +289,7 @@ impl Registry for PostgresRegistry {
 
     async fn list(&self, filter: &ListFilter) -> Result<Vec<Filing>, RegistryError> {
         let client = self.pool.get().await?;
-        let status = filter.status.map(Status::as_str);
-        let domain = filter.domain.as_ref().map(|d| d.as_str());
-        let limit = filter.limit.map(|l| i64::try_from(l).unwrap_or(i64::MAX));
-        // One statement per combination of filters, so each can use its index.
-        let rows = match (status, domain) {
-            (None, None) => client.query(sql::LIST_ALL, &[&limit]).await?,
-            (Some(status), None) => {
-                client
-                    .query(sql::LIST_BY_STATUS, &[&status, &limit])
-                    .await?
-            }
-            (None, Some(domain)) => {
-                client
-                    .query(sql::LIST_BY_DOMAIN, &[&domain, &limit])
-                    .await?
-            }
-            (Some(status), Some(domain)) => {
-                client
-                    .query(sql::LIST_BY_STATUS_AND_DOMAIN, &[&status, &domain, &limit])
-                    .await?
-            }
-        };
-        rows.iter()
-            .map(|row| filing_at(row, row.try_get(0)?, 1))
-            .collect()
+        pages::list(&client, filter).await
     }
 
     async fn submit(
@@ -336,17 +318,20 @@ impl Registry for PostgresRegistry {
     }
 
     async fn import(&self, records: Vec<ImportRecord>) -> Result<usize, RegistryError> {
-        self.import_counted(records, Arc::default()).await
+        let (batch, feed) = tokio::sync::mpsc::channel(1);
+        let _ = batch.send(Ok(records)).await;
+        drop(batch);
+        self.import_feed(feed, Arc::default()).await
     }
 
-    async fn import_counted(
+    async fn import_feed(
         &self,
-        records: Vec<ImportRecord>,
+        feed: ImportFeed,
         stored: Arc<AtomicUsize>,
     ) -> Result<usize, RegistryError> {
         let mut client = self.pool.get().await?;
         let mut tx = client.transaction().await?;
-        let count = workflow::import(&mut tx, records, &stored).await?;
+        let count = import::run(&mut tx, feed, &stored).await?;
         commit(tx).await?;
         Ok(count)
     }
@@ -399,6 +384,14 @@ impl Registry for PostgresRegistry {
             .query("SELECT DISTINCT domain FROM icpgate_filing_domains", &[])
             .await?;
         rows.iter().map(|row| Ok(row.try_get(0)?)).collect()
+    }
+
+    async fn filed_domain_batches(
+        &self,
+        batches: tokio::sync::mpsc::Sender<Vec<String>>,
+    ) -> Result<(), RegistryError> {
+        let client = self.pool.get().await?;
+        pages::filed_domain_batches(&client, &batches).await
     }
 
     async fn changes_since(&self, revision: i64) -> Result<Vec<Change>, RegistryError> {
