@@ -212,7 +212,7 @@ async fn import(config: &Config, file: &Path) -> anyhow::Result<usize> {
 
 /// The progress bar of `registry import`, on stderr and only on a terminal (indicatif
 /// draws nothing to a pipe or a file). A thread of its own redraws it from the
-/// import's counters: parsing runs on the runtime's thread and would starve a task.
+/// import's counters, which the reading thread and the registry move.
 struct ImportBar {
     stop: std::sync::mpsc::Sender<()>,
     thread: std::thread::JoinHandle<()>,
@@ -232,16 +232,17 @@ impl ImportBar {
             }
             let tick = std::time::Duration::from_millis(100);
             loop {
+                // Reading runs a few batches ahead of storing: the bar shows what is
+                // stored (in the open transaction), and says when reading is done.
                 let lines = progress.lines.load(Relaxed);
                 let parsed = progress.parsed.load(Relaxed);
                 bar.set_length(lines as u64);
-                if parsed < lines {
-                    bar.set_message("reading");
-                    bar.set_position(parsed as u64);
+                bar.set_message(if parsed < lines {
+                    "importing"
                 } else {
-                    bar.set_message("storing");
-                    bar.set_position(progress.stored.load(Relaxed) as u64);
-                }
+                    "storing"
+                });
+                bar.set_position(progress.stored.load(Relaxed) as u64);
                 if !matches!(
                     stopped.recv_timeout(tick),
                     Err(std::sync::mpsc::RecvTimeoutError::Timeout)

@@ -354,10 +354,7 @@ impl Registry for PostgresRegistry {
     async fn counts_by_status(&self) -> Result<BTreeMap<Status, u64>, RegistryError> {
         let client = self.pool.get().await?;
         let rows = client
-            .query(
-                "SELECT status, COUNT(*) FROM icpgate_filings GROUP BY status",
-                &[],
-            )
+            .query("SELECT status, n FROM icpgate_filing_counts", &[])
             .await?;
         let rows = rows
             .iter()

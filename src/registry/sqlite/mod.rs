@@ -376,8 +376,7 @@ impl Registry for SqliteRegistry {
 
     async fn counts_by_status(&self) -> Result<BTreeMap<Status, u64>, RegistryError> {
         self.read(|conn| {
-            let mut stmt =
-                conn.prepare_cached("SELECT status, COUNT(*) FROM filings GROUP BY status")?;
+            let mut stmt = conn.prepare_cached("SELECT status, n FROM filing_counts")?;
             let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
             Ok(status_counts(rows.collect::<Result<Vec<_>, _>>()?))
         })
