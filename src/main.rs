@@ -212,7 +212,7 @@ async fn import(config: &Config, file: &Path) -> anyhow::Result<usize> {
 
 /// The progress bar of `registry import`, on stderr and only on a terminal (indicatif
 /// draws nothing to a pipe or a file). A thread of its own redraws it from the
-/// import's counters: parsing runs on the runtime's thread and would starve a task.
+/// import's counters, which the reading thread and the registry move.
 struct ImportBar {
     stop: std::sync::mpsc::Sender<()>,
     thread: std::thread::JoinHandle<()>,
@@ -232,16 +232,17 @@ impl ImportBar {
             }
             let tick = std::time::Duration::from_millis(100);
             loop {
+                // Reading runs a few batches ahead of storing: the bar shows what is
+                // stored (in the open transaction), and says when reading is done.
                 let lines = progress.lines.load(Relaxed);
                 let parsed = progress.parsed.load(Relaxed);
                 bar.set_length(lines as u64);
-                if parsed < lines {
-                    bar.set_message("reading");
-                    bar.set_position(parsed as u64);
+                bar.set_message(if parsed < lines {
+                    "importing"
                 } else {
-                    bar.set_message("storing");
-                    bar.set_position(progress.stored.load(Relaxed) as u64);
-                }
+                    "storing"
+                });
+                bar.set_position(progress.stored.load(Relaxed) as u64);
                 if !matches!(
                     stopped.recv_timeout(tick),
                     Err(std::sync::mpsc::RecvTimeoutError::Timeout)
@@ -261,16 +262,38 @@ impl ImportBar {
     }
 }
 
+/// Export to `file` ("-": standard output), written as the filings are read. The
+/// file is made readable by its owner only (0600): it holds personal data.
 async fn export(config: &Config, file: &Path) -> anyhow::Result<usize> {
+    use std::io::Write;
     let registry = icpgate::registry::open(&config.registry, false).await?;
-    let filings = registry.export().await?;
-    let text = icpgate::registry::jsonl::render(&filings);
     if file.as_os_str() == "-" {
-        print!("{text}");
-    } else {
-        std::fs::write(file, text).with_context(|| format!("cannot write {}", file.display()))?;
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        let count = icpgate::registry::export_to(registry.as_ref(), &mut out).await?;
+        out.flush().context("cannot write standard output")?;
+        return Ok(count);
     }
-    Ok(filings.len())
+    let cannot = || format!("cannot write {}", file.display());
+    let created = {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(file)
+            .and_then(|f| {
+                // An existing file keeps its mode on open: narrow it too.
+                f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+                Ok(f)
+            })
+    };
+    let mut out = std::io::BufWriter::new(created.with_context(cannot)?);
+    let count = icpgate::registry::export_to(registry.as_ref(), &mut out)
+        .await
+        .with_context(cannot)?;
+    out.flush().with_context(cannot)?;
+    Ok(count)
 }
 
 /// Logs go to stderr: `[log] level` unless `RUST_LOG` is set; `format = "json"` writes

@@ -166,6 +166,7 @@ backend_cases!(
     counts_cover_every_status,
     list_filters_by_status_and_domain_in_id_order,
     a_corrupt_document_is_reported_not_panicked,
+    a_large_import_is_all_or_nothing_past_its_first_chunk,
 );
 
 // ---- fixtures ----
@@ -811,6 +812,7 @@ async fn list_filters_by_status_and_domain_in_id_order(backend: Backend) {
         domain: Some(domain("shared.cn")),
         status: Some(Status::Abandoned),
         limit: None,
+        after: None,
     };
     assert_eq!(ids(registry.list(&both).await.expect("list")), vec![a.id]);
     let first_two = ListFilter {
@@ -821,10 +823,130 @@ async fn list_filters_by_status_and_domain_in_id_order(backend: Backend) {
         ids(registry.list(&first_two).await.expect("list")),
         vec![a.id, b.id]
     );
+    // Keyset pages: after the cursor id, filters still applied; past the end, none.
+    let pages = [
+        (None, Some(b.id), Some(2), vec![c.id, d.id]),
+        (Some(Status::InitialReview), Some(c.id), None, vec![d.id]),
+        (None, Some(a.id - 1), Some(1), vec![a.id]),
+        (None, Some(d.id), Some(5), vec![]),
+    ];
+    for (status, after, limit, want) in pages {
+        let page = ListFilter {
+            status,
+            after,
+            limit,
+            ..ListFilter::default()
+        };
+        assert_eq!(
+            ids(registry.list(&page).await.expect("list")),
+            want,
+            "{page:?}"
+        );
+    }
 
     let mut domains = registry.filed_domains().await.expect("domains");
     domains.sort();
     assert_eq!(domains, vec!["a.cn", "b.cn", "c.cn", "shared.cn"]);
+    // Streamed in batches: the same domains (a shared one may come twice).
+    let (batches, mut received) = tokio::sync::mpsc::channel(1);
+    let read = registry.filed_domain_batches(batches);
+    let collect = async {
+        let mut all = Vec::new();
+        while let Some(batch) = received.recv().await {
+            all.extend(batch);
+        }
+        all
+    };
+    let (read, mut streamed) = tokio::join!(read, collect);
+    read.expect("filed domain batches");
+    streamed.sort();
+    streamed.dedup();
+    assert_eq!(streamed, domains);
+}
+
+/// `n` import lines, one filing each (`bulk-<i>.cn`), every fourth approved.
+fn bulk_lines(n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            let status = if i % 4 == 0 {
+                r#""approved","icp_number":"京ICP备87654321号-2""#
+            } else {
+                r#""initial_review""#
+            };
+            format!(r#"{{"domains":["bulk-{i}.cn"],"product":"storefront","status":{status}}}"#)
+        })
+        .collect()
+}
+
+/// The bulk paths store chunks of hundreds of records at a time; a refusal deep in
+/// a later chunk is still named at its line, and leaves nothing stored.
+async fn a_large_import_is_all_or_nothing_past_its_first_chunk(backend: Backend) {
+    let registry = &backend.registry;
+    let before = revision(&backend).await;
+    let mut lines = bulk_lines(5000);
+    // Line 4001 claims line 1's live domain; line 4501 reuses an id.
+    lines[4000] =
+        r#"{"domains":["bulk-0.cn"],"product":"storefront","status":"initial_review"}"#.into();
+    let clash = registry
+        .import(jsonl::parse(&lines.join("\n")).expect("parse"))
+        .await;
+    match clash {
+        Err(RegistryError::AtLine { line: 4001, source }) => {
+            assert!(
+                matches!(*source, RegistryError::DomainTaken { .. }),
+                "{source:?}"
+            )
+        }
+        other => panic!("want line 4001 DomainTaken, got {other:?}"),
+    }
+    assert!(registry.is_empty().await.expect("is_empty"));
+    assert_eq!(revision(&backend).await, before, "nothing was written");
+
+    let lines = bulk_lines(5000);
+    let count = registry
+        .import(jsonl::parse(&lines.join("\n")).expect("parse"))
+        .await;
+    assert_eq!(count.expect("import"), 5000);
+    assert_eq!(
+        revision(&backend).await,
+        before + 5000,
+        "one revision per filing"
+    );
+    let all = registry.export().await.expect("export");
+    assert_eq!(all.len(), 5000);
+    assert!(
+        all.windows(2).all(|w| w[0].id < w[1].id),
+        "ids in import order"
+    );
+    assert_eq!(all[4999].domains, vec!["bulk-4999.cn".to_string()]);
+    let held = registry
+        .lookup(&domain("bulk-4000.cn"))
+        .await
+        .expect("lookup");
+    assert_eq!(held.filing.map(|f| f.status), Some(Status::Approved));
+
+    let taken = format!(
+        r#"{{"id":{},"domains":["other.cn"],"product":"storefront","status":"rejected"}}"#,
+        all[10].id
+    );
+    let mut again = bulk_lines(600)
+        .into_iter()
+        .map(|l| l.replace("bulk-", "more-"))
+        .collect::<Vec<_>>();
+    again[450] = taken;
+    match registry
+        .import(jsonl::parse(&again.join("\n")).expect("parse"))
+        .await
+    {
+        Err(RegistryError::AtLine { line: 451, source }) => {
+            assert!(
+                matches!(*source, RegistryError::IdTaken(id) if id == all[10].id),
+                "{source:?}"
+            )
+        }
+        other => panic!("want line 451 IdTaken, got {other:?}"),
+    }
+    assert_eq!(registry.export().await.expect("export").len(), 5000);
 }
 
 async fn a_corrupt_document_is_reported_not_panicked(backend: Backend) {

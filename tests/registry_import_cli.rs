@@ -2,7 +2,9 @@
 //! of filings in one go and, writing to a pipe, prints only its summary (the
 //! progress bar is for terminals); a domain listed twice in the file — or already
 //! held by a live filing in the registry — refuses the whole file, naming the file
-//! and the line, and leaves the registry exactly as it was.
+//! and the line, and leaves the registry exactly as it was. So does a line that is
+//! not a filing, however far into the file (records are stored as they are read).
+//! The registry file and an export are readable by their owner only (0600).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -152,4 +154,49 @@ fn a_duplicate_domain_refuses_the_whole_file_at_its_line() {
         run.stderr
     );
     assert_eq!(export(&config, dir.path(), "after2.jsonl"), before);
+}
+
+#[test]
+fn a_bad_line_deep_in_the_file_stores_nothing_and_files_stay_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config(dir.path());
+    // Past the reader's first batches: earlier records reached the registry.
+    let mut lines = filings(5000, "deep");
+    lines[4499] = "{not a filing".to_string();
+    let file = dir.path().join("deep.jsonl");
+    std::fs::write(&file, lines.join("\n")).expect("write");
+    let run = import(&config, &file);
+    assert!(!run.ok, "{}", run.stdout);
+    assert!(
+        run.stderr.contains(&file.display().to_string()) && run.stderr.contains("line 4500:"),
+        "names file and line: {}",
+        run.stderr
+    );
+    // An export over an existing, world-readable file: empty, and private now.
+    let out = dir.path().join("empty.jsonl");
+    std::fs::write(&out, "old").expect("write");
+    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    assert_eq!(
+        export(&config, dir.path(), "empty.jsonl"),
+        "",
+        "nothing stored"
+    );
+    let mode = |path: &Path| {
+        std::fs::metadata(path)
+            .expect("metadata")
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode(&out), 0o600, "export");
+    assert_eq!(mode(&dir.path().join("registry.db")), 0o600, "registry");
+
+    lines[4499] = filings(1, "last")[0].clone();
+    std::fs::write(&file, lines.join("\n")).expect("write");
+    assert!(import(&config, &file).ok);
+    assert_eq!(
+        export(&config, dir.path(), "full.jsonl").lines().count(),
+        5000
+    );
 }

@@ -1,6 +1,6 @@
 //! The filing endpoints: list, read, submit and the workflow steps
 //! (`/v1/filings/{id}/<step>`). Every write is enforced in this process at once,
-//! wakes the webhook notifier, refreshes the gauges and is logged as an audit event.
+//! wakes the webhook notifier, moves the gauges and is logged as an audit event.
 //!
 //! Personal data (certificate numbers, phones, e-mails) is masked in lists, even
 //! for a caller with a token, and in a single read without one (`Filing::masked`).
@@ -16,7 +16,8 @@ use serde_json::{json, Value};
 use crate::admin::auth::Actor;
 use crate::admin::error::AdminError;
 use crate::admin::extract::{
-    de_count, de_registrable_domain, de_status, Json, JsonBody, JsonOrEmpty, Query,
+    de_count, de_positive_count, de_registrable_domain, de_status, Json, JsonBody, JsonOrEmpty,
+    Query,
 };
 use crate::admin::Admin;
 use crate::model::filing::{
@@ -44,30 +45,60 @@ impl<S: Send + Sync> FromRequestParts<S> for FilingId {
     }
 }
 
-/// `GET /v1/filings?domain=&status=&limit=`.
+/// `GET /v1/filings?domain=&status=&limit=&after=`.
 #[derive(Debug, Deserialize)]
 pub struct ListQuery {
     #[serde(default, deserialize_with = "de_registrable_domain")]
     domain: Option<RegistrableDomain>,
     #[serde(default, deserialize_with = "de_status")]
     status: Option<Status>,
-    #[serde(default, deserialize_with = "de_count")]
+    #[serde(default, deserialize_with = "de_positive_count")]
     limit: Option<usize>,
+    /// The `next` of the previous page: the last id it held.
+    #[serde(default, deserialize_with = "de_count")]
+    after: Option<usize>,
 }
 
-/// `GET /v1/filings`: filings in id order, personal data masked.
+/// Filings per page when the caller names no `limit`.
+pub const DEFAULT_PAGE: usize = 100;
+/// The largest page a caller may ask for.
+pub const MAX_PAGE: usize = 1000;
+
+/// `GET /v1/filings`: one page of filings in id order, personal data masked, with
+/// `next`, the `after` of the following page (null on the last one).
 pub async fn list(
     State(admin): State<Arc<Admin>>,
     Query(query): Query<ListQuery>,
 ) -> Result<Json<Value>, AdminError> {
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
+    if limit > MAX_PAGE {
+        return Err(AdminError::BadRequest(format!(
+            "limit: at most {MAX_PAGE} filings a page, not {limit}; page on with after="
+        )));
+    }
+    let after = query
+        .after
+        .map(|after| {
+            i64::try_from(after)
+                .map_err(|_| AdminError::BadRequest(format!("after: not a filing id: {after}")))
+        })
+        .transpose()?;
+    // One more than the page tells whether another page follows.
     let filter = ListFilter {
         domain: query.domain,
         status: query.status,
-        limit: query.limit,
+        limit: Some(limit + 1),
+        after,
     };
-    let filings = admin.registry.list(&filter).await?;
+    let mut filings = admin.registry.list(&filter).await?;
+    let next = if filings.len() > limit {
+        filings.truncate(limit);
+        filings.last().map(|f| f.id)
+    } else {
+        None
+    };
     let masked: Vec<Filing> = filings.iter().map(Filing::masked).collect();
-    Ok(Json(json!({ "filings": masked })))
+    Ok(Json(json!({ "filings": masked, "next": next })))
 }
 
 /// `GET /v1/filings/{id}`: personal data only for a caller with a token.
@@ -121,7 +152,7 @@ pub async fn step(
 }
 
 impl Admin {
-    /// Enforce a write at once in this process, refresh the gauges, write the audit event.
+    /// Enforce a write at once in this process, move the gauges, write the audit event.
     async fn after_write(
         &self,
         filing: &Filing,
@@ -129,7 +160,8 @@ impl Admin {
         action: &str,
         before: Option<Status>,
     ) {
-        let revision = self.registry.revision().await.unwrap_or(i64::MAX);
+        let read = self.registry.revision().await.ok();
+        let revision = read.unwrap_or(i64::MAX);
         let change = crate::registry::Change {
             revision,
             domains: filing.domains.clone(),
@@ -138,11 +170,8 @@ impl Admin {
         if let Some(notifier) = &self.notifier {
             notifier.notify_one();
         }
-        crate::gate::gauges::refresh_filing_gauges(
-            self.registry.as_ref(),
-            &self.gate.state.metrics,
-        )
-        .await;
+        // By this write's own change: a recount would grow with the registry.
+        crate::gate::gauges::note_write(&self.gate.state.metrics, filing, before, read);
         tracing::info!(
             target: "icpgate::audit",
             actor,

@@ -88,6 +88,12 @@ fn cache_settings(config: &Config) -> CacheSettings {
     }
 }
 
+/// How long start-up waits for the first reading of the filing gauges.
+const FIRST_GAUGES_WAIT: Duration = Duration::from_millis(500);
+
+/// How often the filing gauges are read from the registry.
+const GAUGES_EVERY: Duration = Duration::from_secs(15);
+
 /// How often the certificate directory is checked for changes.
 const CERTS_POLL: Duration = Duration::from_secs(2);
 
@@ -163,8 +169,14 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
     let config = Arc::new(config);
     let registry = registry::open_seeded(&config.registry, config.notify.url.is_some()).await?;
     let metrics = Arc::new(Metrics::new()?);
-    crate::gate::gauges::refresh_filing_gauges(registry.as_ref(), &metrics).await;
+    let first_gauges = tokio::spawn({
+        let (registry, metrics) = (Arc::clone(&registry), Arc::clone(&metrics));
+        async move { crate::gate::gauges::refresh_filing_gauges(registry.as_ref(), &metrics).await }
+    });
     let state = gate_state(&config, &registry, &metrics).await?;
+    // A small registry starts with its gauges read; a large one opens its ports
+    // first and fills them in when counted.
+    let _ = tokio::time::timeout(FIRST_GAUGES_WAIT, first_gauges).await;
     let gate = Arc::new(Gate::new(
         Arc::clone(&state),
         Runtime::new(Arc::clone(&config)),
@@ -233,7 +245,7 @@ async fn gate_state(
         Arc::clone(metrics),
         cache_settings(config),
     ));
-    let filed = Arc::new(FiledDomains::new(registry.filed_domains().await?));
+    let filed = Arc::new(FiledDomains::load(registry.as_ref()).await?);
     tracing::info!(domains = filed.len(), "filed-domain index loaded");
     Ok(Arc::new(GateState::new(cache, filed, Arc::clone(metrics))))
 }
@@ -453,7 +465,9 @@ async fn refresh_gauges_forever(
     metrics: Arc<Metrics>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut every = tokio::time::interval(Duration::from_secs(15));
+    // Start-up took the first reading.
+    let first = tokio::time::Instant::now() + GAUGES_EVERY;
+    let mut every = tokio::time::interval_at(first, GAUGES_EVERY);
     loop {
         tokio::select! {
             _ = stop.changed() => return,

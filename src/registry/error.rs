@@ -56,6 +56,10 @@ pub enum StorageError {
         "registry file {path} was removed or replaced since it was opened; restore it and restart"
     )]
     FileReplaced { path: String },
+    /// An import's input stopped before its end; nothing was stored (the reader
+    /// names the line).
+    #[error("the import's input failed; nothing was stored")]
+    ImportAborted,
     /// The in-memory registry was told to fail (tests of outage handling).
     #[error("the in-memory registry is down (test fault)")]
     Down,

@@ -52,18 +52,23 @@ pub fn parse_counted(text: &str, lines: &AtomicUsize) -> Result<Vec<ImportRecord
     for (index, raw) in text.lines().enumerate() {
         let line = index + 1;
         lines.store(line, Ordering::Relaxed);
-        if raw.trim().is_empty() {
-            continue;
-        }
-        let record: Record = serde_json::from_str(raw).map_err(|e| JsonlError {
-            line,
-            message: format!("not a filing record: {e}"),
-        })?;
-        let id = record.id;
-        let filing = into_filing(id, record).map_err(|message| JsonlError { line, message })?;
-        out.push(ImportRecord { line, id, filing });
+        out.extend(parse_line(line, raw)?);
     }
     Ok(out)
+}
+
+/// The record on line number `line` (counted from 1), or `None` for a blank line.
+pub fn parse_line(line: usize, raw: &str) -> Result<Option<ImportRecord>, JsonlError> {
+    if raw.trim().is_empty() {
+        return Ok(None);
+    }
+    let record: Record = serde_json::from_str(raw).map_err(|e| JsonlError {
+        line,
+        message: format!("not a filing record: {e}"),
+    })?;
+    let id = record.id;
+    let filing = into_filing(id, record).map_err(|message| JsonlError { line, message })?;
+    Ok(Some(ImportRecord { line, id, filing }))
 }
 
 /// Normalise a list of domains to distinct registrable domains.

@@ -178,8 +178,9 @@ impl State {
             .domain
             .as_ref()
             .map(|d| self.domain_rows(d.as_str()).map(|(id, _)| id).collect());
+        let after = filter.after.unwrap_or(0);
         self.filings
-            .iter()
+            .range(after.saturating_add(1)..)
             .filter(|(_, row)| filter.status.is_none_or(|s| row.status == s))
             .filter(|(id, _)| in_domain.as_ref().is_none_or(|ids| ids.contains(id)))
             .take(filter.limit.unwrap_or(usize::MAX))

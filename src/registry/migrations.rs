@@ -114,6 +114,37 @@ CREATE INDEX IF NOT EXISTS filings_by_entity_certificate ON filings(entity_certi
 CREATE INDEX IF NOT EXISTS filings_by_entity_name ON filings(entity_name);
 ",
     },
+    Migration {
+        version: 3,
+        name: "filing counts by status, kept by triggers",
+        // The gauges read seven rows instead of counting the registry: at ten
+        // million filings a count holds the one reader for seconds. Kept by the
+        // database itself, so every writer (an older node, a bulk import, the
+        // shell) keeps it right.
+        sql: "
+CREATE TABLE IF NOT EXISTS filing_counts (
+    status TEXT PRIMARY KEY,
+    n INTEGER NOT NULL
+) WITHOUT ROWID;
+INSERT INTO filing_counts (status, n) SELECT status, COUNT(*) FROM filings GROUP BY status;
+CREATE TRIGGER IF NOT EXISTS filing_counts_on_insert AFTER INSERT ON filings
+BEGIN
+    INSERT INTO filing_counts (status, n) VALUES (NEW.status, 1)
+        ON CONFLICT (status) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER IF NOT EXISTS filing_counts_on_update AFTER UPDATE OF status ON filings
+    WHEN OLD.status IS NOT NEW.status
+BEGIN
+    UPDATE filing_counts SET n = n - 1 WHERE status = OLD.status;
+    INSERT INTO filing_counts (status, n) VALUES (NEW.status, 1)
+        ON CONFLICT (status) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER IF NOT EXISTS filing_counts_on_delete AFTER DELETE ON filings
+BEGIN
+    UPDATE filing_counts SET n = n - 1 WHERE status = OLD.status;
+END;
+",
+    },
 ];
 
 /// The table recording applied versions (PostgreSQL), created under the lock.
@@ -184,6 +215,51 @@ UPDATE icpgate_filings SET
 CREATE INDEX IF NOT EXISTS icpgate_filings_by_entity_certificate
     ON icpgate_filings(entity_certificate);
 CREATE INDEX IF NOT EXISTS icpgate_filings_by_entity_name ON icpgate_filings(entity_name);
+",
+    },
+    Migration {
+        version: 3,
+        name: "filing counts by status, kept by triggers",
+        // As SQLite's migration 3, with statement-level triggers over transition
+        // tables: a COPY of a million rows moves the counts once, not per row.
+        sql: "
+CREATE TABLE IF NOT EXISTS icpgate_filing_counts (status TEXT PRIMARY KEY, n BIGINT NOT NULL);
+INSERT INTO icpgate_filing_counts (status, n)
+    SELECT status, COUNT(*) FROM icpgate_filings GROUP BY status;
+CREATE OR REPLACE FUNCTION icpgate_count_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO icpgate_filing_counts AS c (status, n)
+        SELECT status, COUNT(*) FROM icpgate_new_rows GROUP BY status
+        ON CONFLICT (status) DO UPDATE SET n = c.n + excluded.n;
+    RETURN NULL;
+END $$;
+CREATE OR REPLACE FUNCTION icpgate_count_updated() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO icpgate_filing_counts AS c (status, n)
+        SELECT status, SUM(moved) FROM (
+            SELECT status, -COUNT(*) AS moved FROM icpgate_old_rows GROUP BY status
+            UNION ALL
+            SELECT status, COUNT(*) FROM icpgate_new_rows GROUP BY status
+        ) AS changes GROUP BY status
+        ON CONFLICT (status) DO UPDATE SET n = c.n + excluded.n;
+    RETURN NULL;
+END $$;
+CREATE OR REPLACE FUNCTION icpgate_count_deleted() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE icpgate_filing_counts AS c SET n = c.n - gone.n
+        FROM (SELECT status, COUNT(*) AS n FROM icpgate_old_rows GROUP BY status) AS gone
+        WHERE c.status = gone.status;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER icpgate_filing_counts_on_insert AFTER INSERT ON icpgate_filings
+    REFERENCING NEW TABLE AS icpgate_new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION icpgate_count_inserted();
+CREATE TRIGGER icpgate_filing_counts_on_update AFTER UPDATE ON icpgate_filings
+    REFERENCING OLD TABLE AS icpgate_old_rows NEW TABLE AS icpgate_new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION icpgate_count_updated();
+CREATE TRIGGER icpgate_filing_counts_on_delete AFTER DELETE ON icpgate_filings
+    REFERENCING OLD TABLE AS icpgate_old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION icpgate_count_deleted();
 ",
     },
 ];

@@ -22,12 +22,12 @@ mod migrations;
 mod open;
 pub mod postgres;
 pub mod sqlite;
-mod sqlite_file;
 mod workflow;
 
 pub use error::{RegistryError, StorageError};
 pub use open::{
-    import_file, import_file_with, open, open_seeded, ImportProgress, OpenError, SeedError,
+    export_to, import_file, import_file_with, open, open_seeded, ImportProgress, OpenError,
+    SeedError,
 };
 pub use workflow::{now_ms, outbox_payload};
 
@@ -129,13 +129,24 @@ pub struct Change {
     pub domains: Vec<String>,
 }
 
-/// Filters of `GET /v1/filings?domain=&status=`.
+/// Filters of `GET /v1/filings?domain=&status=&limit=&after=`: one page, in id order.
 #[derive(Debug, Clone, Default)]
 pub struct ListFilter {
     pub domain: Option<RegistrableDomain>,
     pub status: Option<Status>,
     pub limit: Option<usize>,
+    /// Only filings with a greater id (the previous page's last id): keyset paging,
+    /// so a page costs the same wherever it starts.
+    pub after: Option<i64>,
 }
+
+/// Why an import's input stopped before its end (a line that does not parse, a file
+/// that cannot be read): the backend stores nothing, and the reader reports why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImportAborted;
+
+/// The records of an import in batches, as they are read; an `Err` aborts it.
+pub type ImportFeed = tokio::sync::mpsc::Receiver<Result<Vec<ImportRecord>, ImportAborted>>;
 
 /// One record of an import, with the line it came from so errors can name it.
 #[derive(Debug, Clone)]
@@ -166,15 +177,20 @@ pub trait Registry: Send + Sync + 'static {
     ) -> Result<Filing, RegistryError>;
     /// Store every record or none.
     async fn import(&self, records: Vec<ImportRecord>) -> Result<usize, RegistryError>;
-    /// `import`, counting in `stored` the records stored so far (inside the
-    /// transaction: nothing is visible, or kept, before the whole import commits),
-    /// so another task can draw progress. Backends that cannot count report the
-    /// whole import at once when it is done.
-    async fn import_counted(
+    /// `import` of records as they arrive on `feed`, in one transaction, counting in
+    /// `stored` the records stored so far (nothing is visible, or kept, before the
+    /// whole import commits), so another task can draw progress. An aborted feed
+    /// stores nothing. Backends that cannot stream collect the feed first and
+    /// report the whole import at once when it is done.
+    async fn import_feed(
         &self,
-        records: Vec<ImportRecord>,
+        mut feed: ImportFeed,
         stored: Arc<AtomicUsize>,
     ) -> Result<usize, RegistryError> {
+        let mut records = Vec::new();
+        while let Some(batch) = feed.recv().await {
+            records.extend(batch.map_err(|ImportAborted| StorageError::ImportAborted)?);
+        }
         let count = self.import(records).await?;
         stored.store(count, Ordering::Relaxed);
         Ok(count)
@@ -196,6 +212,16 @@ pub trait Registry: Send + Sync + 'static {
     async fn is_empty(&self) -> Result<bool, RegistryError>;
     /// Every registrable domain that has a filing, in any status.
     async fn filed_domains(&self) -> Result<Vec<String>, RegistryError>;
+    /// `filed_domains` in batches sent to `batches` as one query reads them, so a
+    /// caller can index ten million without holding them all as strings. Returns
+    /// when every batch is sent (or the receiver is gone).
+    async fn filed_domain_batches(
+        &self,
+        batches: tokio::sync::mpsc::Sender<Vec<String>>,
+    ) -> Result<(), RegistryError> {
+        let _ = batches.send(self.filed_domains().await?).await;
+        Ok(())
+    }
     /// Writes after `revision`, oldest first (at most a bounded batch per call).
     async fn changes_since(&self, revision: i64) -> Result<Vec<Change>, RegistryError>;
     /// Woken when another process may have written (PostgreSQL NOTIFY); backends

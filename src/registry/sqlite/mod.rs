@@ -10,22 +10,32 @@
 //! The writes are `workflow`'s, run inside one IMMEDIATE transaction over the
 //! storage operations below (`WriteTx`); with the outbox on (`with_outbox(true)`,
 //! when `[notify] url` is set) the change and its notification commit together.
+//!
+//! Beside this file: `pages` (list pages and the streamed filed-domain index),
+//! `import` (bulk import with multi-row inserts), `outbox` (the notifications),
+//! `file_identity` (a write to a file deleted or replaced since opening is refused).
 
 use std::collections::BTreeMap;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use rusqlite::types::Value;
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
+mod import;
+mod outbox;
+mod file_identity;
+mod pages;
+
 use super::error::StorageError;
+use file_identity::FileIdentity;
 use super::migrations;
-use super::sqlite_file::FileIdentity;
+
 use super::workflow::{self, decode, encode, entity_identity, now_ms, run_ready, WriteTx};
 use super::{
-    status_counts, Change, FilingType, ImportRecord, ListFilter, Lookup, Outbox, OutboxEvent,
+    status_counts, Change, FilingType, ImportFeed, ImportRecord, ListFilter, Lookup, Outbox,
     Registry, RegistryError, Submitted, CHANGES_BATCH,
 };
 use crate::model::filing::{Action, Filing, Status, Submission};
@@ -39,17 +49,20 @@ pub mod sql {
     pub const LOOKUP: &str =
         "SELECT f.id, f.doc FROM filing_domains d JOIN filings f ON f.id = d.filing_id
          WHERE d.domain = ?1 ORDER BY d.live DESC, f.revision DESC LIMIT 1";
-    /// Unfiltered pages walk the primary key from the start, `LIMIT` rows.
-    pub const LIST_ALL: &str = "SELECT f.id, f.doc FROM filings f ORDER BY f.id LIMIT ?1";
-    pub const LIST_BY_STATUS: &str =
-        "SELECT f.id, f.doc FROM filings f WHERE f.status = ?1 ORDER BY f.id LIMIT ?2";
+    /// A page of filings: those after the cursor id, in id order, `LIMIT` rows.
+    pub const LIST_ALL: &str =
+        "SELECT f.id, f.doc FROM filings f WHERE f.id > ?1 ORDER BY f.id LIMIT ?2";
+    pub const LIST_BY_STATUS: &str = "SELECT f.id, f.doc FROM filings f
+         WHERE f.status = ?1 AND f.id > ?2 ORDER BY f.id LIMIT ?3";
     pub const LIST_BY_DOMAIN: &str = "SELECT f.id, f.doc FROM filings f
          WHERE f.id IN (SELECT filing_id FROM filing_domains WHERE domain = ?1)
-         ORDER BY f.id LIMIT ?2";
+           AND f.id > ?2
+         ORDER BY f.id LIMIT ?3";
     pub const LIST_BY_STATUS_AND_DOMAIN: &str = "SELECT f.id, f.doc FROM filings f
          WHERE f.status = ?1
            AND f.id IN (SELECT filing_id FROM filing_domains WHERE domain = ?2)
-         ORDER BY f.id LIMIT ?3";
+           AND f.id > ?3
+         ORDER BY f.id LIMIT ?4";
     pub const FILING_TYPE: &str = "SELECT filing_type FROM filings WHERE id = ?1";
     pub const CHANGES_SINCE: &str = "SELECT id, revision, doc FROM filings
          WHERE revision > ?1 ORDER BY revision LIMIT ?2";
@@ -77,12 +90,12 @@ pub mod sql {
          (filing_id, payload, created_at_ms, next_attempt_at_ms) VALUES (?1, '', ?2, ?2)";
     pub const SET_PAYLOAD: &str = "UPDATE outbox SET payload = ?1 WHERE id = ?2";
 
-    /// Every statement a write or a lookup runs (and the filtered list pages), by
-    /// name. `LIST_ALL` is left out: it reads the first rows in key order and stops.
+    /// Every statement a write or a lookup runs (and the list pages), by name.
     pub const INDEXED: &[(&str, &str)] = &[
         ("load", LOAD),
         ("revision", REVISION),
         ("lookup", LOOKUP),
+        ("list_all", LIST_ALL),
         ("list_by_status", LIST_BY_STATUS),
         ("list_by_domain", LIST_BY_DOMAIN),
         ("list_by_status_and_domain", LIST_BY_STATUS_AND_DOMAIN),
@@ -118,10 +131,16 @@ pub struct SqliteRegistry {
 impl SqliteRegistry {
     /// Open (creating the file and its directory when missing) and bring the schema
     /// up to date (`migrations`).
+    /// A new database file is created readable by its owner only (0600; SQLite
+    /// gives its WAL and shared-memory files the same mode): it holds personal data.
     pub fn open(path: &Path) -> Result<SqliteRegistry, RegistryError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)?;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)?;
         }
+        create_private(path)?;
         let mut writer = open_connection(path)?;
         migrate(&mut writer)?;
         let reader = open_connection(path)?;
@@ -178,6 +197,50 @@ impl SqliteRegistry {
         .await
     }
 }
+
+/// Create `path` with mode 0600 when it does not exist yet (an existing file keeps
+/// the mode its owner gave it).
+fn create_private(path: &Path) -> Result<(), RegistryError> {
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(error) => Err(error.into()),
+    }
+}
+
+impl SqliteRegistry {
+    /// Run an import in one write transaction with a page cache large enough that
+    /// the indexes being filled stay in memory until the commit, then give that
+    /// memory back.
+    async fn bulk_import<F>(&self, import: F) -> Result<usize, RegistryError>
+    where
+        F: FnOnce(&mut Transaction<'_>) -> Result<usize, RegistryError> + Send + 'static,
+    {
+        let imported = self
+            .write(move |tx| {
+                tx.pragma_update(None, "cache_size", IMPORT_CACHE_KIB)?;
+                import(tx)
+            })
+            .await;
+        let restored = Self::with_conn(&self.writer, |conn| {
+            Ok(conn.pragma_update(None, "cache_size", DEFAULT_CACHE_KIB)?)
+        })
+        .await;
+        let count = imported?;
+        restored?;
+        Ok(count)
+    }
+}
+
+/// The page cache of an import, in KiB (SQLite's negative `cache_size`).
+const IMPORT_CACHE_KIB: i64 = -262_144;
+/// SQLite's default page cache, in KiB.
+const DEFAULT_CACHE_KIB: i64 = -2_000;
 
 /// How long a statement waits for another connection's write lock.
 const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -242,41 +305,6 @@ fn lookup_in(conn: &Connection, domain: &str) -> Result<Option<Filing>, Registry
     row.map(|(id, doc)| decode(id, &doc)).transpose()
 }
 
-fn list_in(conn: &Connection, filter: &ListFilter) -> Result<Vec<Filing>, RegistryError> {
-    let limit = filter
-        .limit
-        .map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX));
-    let status = filter.status.map(Status::as_str);
-    let domain = filter.domain.as_ref().map(|d| d.as_str());
-    // One statement per combination of filters, so each can use its index.
-    let text = |s: &str| Value::Text(s.to_string());
-    let (statement, args) = match (status, domain) {
-        (None, None) => (sql::LIST_ALL, vec![Value::Integer(limit)]),
-        (Some(status), None) => (
-            sql::LIST_BY_STATUS,
-            vec![text(status), Value::Integer(limit)],
-        ),
-        (None, Some(domain)) => (
-            sql::LIST_BY_DOMAIN,
-            vec![text(domain), Value::Integer(limit)],
-        ),
-        (Some(status), Some(domain)) => (
-            sql::LIST_BY_STATUS_AND_DOMAIN,
-            vec![text(status), text(domain), Value::Integer(limit)],
-        ),
-    };
-    let mut stmt = conn.prepare_cached(statement)?;
-    let rows = stmt.query_map(rusqlite::params_from_iter(args), |row| {
-        Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
-    })?;
-    let mut out = Vec::new();
-    for row in rows {
-        let (id, doc) = row?;
-        out.push(decode(id, &doc)?);
-    }
-    Ok(out)
-}
-
 #[async_trait]
 impl Registry for SqliteRegistry {
     async fn lookup(&self, domain: &RegistrableDomain) -> Result<Lookup, RegistryError> {
@@ -296,7 +324,7 @@ impl Registry for SqliteRegistry {
 
     async fn list(&self, filter: &ListFilter) -> Result<Vec<Filing>, RegistryError> {
         let filter = filter.clone();
-        self.read(move |conn| list_in(conn, &filter)).await
+        self.read(move |conn| pages::list(conn, &filter)).await
     }
 
     async fn submit(
@@ -323,16 +351,21 @@ impl Registry for SqliteRegistry {
     }
 
     async fn import(&self, records: Vec<ImportRecord>) -> Result<usize, RegistryError> {
-        self.import_counted(records, Arc::default()).await
+        let stored = Arc::new(AtomicUsize::new(0));
+        self.bulk_import(move |tx| import::run(tx, std::iter::once(Ok(records)), &stored))
+            .await
     }
 
-    async fn import_counted(
+    async fn import_feed(
         &self,
-        records: Vec<ImportRecord>,
+        mut feed: ImportFeed,
         stored: Arc<AtomicUsize>,
     ) -> Result<usize, RegistryError> {
-        self.write(move |tx| run_ready(workflow::import(tx, records, &stored)))
-            .await
+        self.bulk_import(move |tx| {
+            let batches = std::iter::from_fn(|| feed.blocking_recv());
+            import::run(tx, batches, &stored)
+        })
+        .await
     }
 
     async fn filing_type(&self, id: i64) -> Result<Option<FilingType>, RegistryError> {
@@ -347,14 +380,13 @@ impl Registry for SqliteRegistry {
     }
 
     async fn export(&self) -> Result<Vec<Filing>, RegistryError> {
-        self.read(|conn| list_in(conn, &ListFilter::default()))
+        self.read(|conn| pages::list(conn, &ListFilter::default()))
             .await
     }
 
     async fn counts_by_status(&self) -> Result<BTreeMap<Status, u64>, RegistryError> {
         self.read(|conn| {
-            let mut stmt =
-                conn.prepare_cached("SELECT status, COUNT(*) FROM filings GROUP BY status")?;
+            let mut stmt = conn.prepare_cached("SELECT status, n FROM filing_counts")?;
             let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
             Ok(status_counts(rows.collect::<Result<Vec<_>, _>>()?))
         })
@@ -366,12 +398,24 @@ impl Registry for SqliteRegistry {
     }
 
     async fn filed_domains(&self) -> Result<Vec<String>, RegistryError> {
-        self.read(|conn| {
-            let mut stmt = conn.prepare_cached("SELECT DISTINCT domain FROM filing_domains")?;
-            let rows = stmt.query_map([], |row| row.get::<_, String>(0))?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
-        })
-        .await
+        let (batches, mut received) = tokio::sync::mpsc::channel(4);
+        let mut domains = Vec::new();
+        let read = self.filed_domain_batches(batches);
+        let collect = async {
+            while let Some(batch) = received.recv().await {
+                domains.extend(batch);
+            }
+        };
+        tokio::join!(read, collect).0?;
+        Ok(domains)
+    }
+
+    async fn filed_domain_batches(
+        &self,
+        batches: tokio::sync::mpsc::Sender<Vec<String>>,
+    ) -> Result<(), RegistryError> {
+        self.read(move |conn| pages::filed_domain_batches(conn, &batches))
+            .await
     }
 
     async fn changes_since(&self, revision: i64) -> Result<Vec<Change>, RegistryError> {
@@ -399,8 +443,10 @@ impl Registry for SqliteRegistry {
 
     async fn is_empty(&self) -> Result<bool, RegistryError> {
         self.read(|conn| {
-            let n: i64 = conn.query_row("SELECT COUNT(*) FROM filings", [], |row| row.get(0))?;
-            Ok(n == 0)
+            let any: bool = conn.query_row("SELECT EXISTS (SELECT 1 FROM filings)", [], |row| {
+                row.get(0)
+            })?;
+            Ok(!any)
         })
         .await
     }
@@ -508,87 +554,5 @@ impl WriteTx for Transaction<'_> {
     /// AUTOINCREMENT already hands out ids above every explicit one.
     async fn ids_imported(&mut self) -> Result<(), RegistryError> {
         Ok(())
-    }
-}
-
-#[async_trait]
-impl Outbox for SqliteRegistry {
-    async fn due(&self, now_ms: i64, limit: usize) -> Result<Vec<OutboxEvent>, RegistryError> {
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.read(move |conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT id, payload, attempts FROM outbox
-                 WHERE delivered_at_ms IS NULL AND next_attempt_at_ms <= ?1
-                 ORDER BY id LIMIT ?2",
-            )?;
-            let rows = stmt.query_map(params![now_ms, limit], |row| {
-                Ok(OutboxEvent {
-                    id: row.get(0)?,
-                    payload: row.get(1)?,
-                    attempts: row.get(2)?,
-                })
-            })?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
-        })
-        .await
-    }
-
-    async fn next_due(&self) -> Result<Option<i64>, RegistryError> {
-        self.read(|conn| {
-            Ok(conn.query_row(
-                "SELECT MIN(next_attempt_at_ms) FROM outbox WHERE delivered_at_ms IS NULL",
-                [],
-                |row| row.get(0),
-            )?)
-        })
-        .await
-    }
-
-    async fn delivered(&self, id: i64, now_ms: i64) -> Result<(), RegistryError> {
-        self.write(move |tx| {
-            tx.execute(
-                "UPDATE outbox SET delivered_at_ms = ?1, attempts = attempts + 1,
-                 last_error = NULL WHERE id = ?2",
-                params![now_ms, id],
-            )?;
-            Ok(())
-        })
-        .await
-    }
-
-    async fn failed(&self, id: i64, next_at_ms: i64, error: &str) -> Result<(), RegistryError> {
-        let error: String = error.chars().take(500).collect();
-        self.write(move |tx| {
-            tx.execute(
-                "UPDATE outbox SET attempts = attempts + 1, next_attempt_at_ms = ?1,
-                 last_error = ?2 WHERE id = ?3",
-                params![next_at_ms, error, id],
-            )?;
-            Ok(())
-        })
-        .await
-    }
-
-    async fn prune_delivered(&self, before_ms: i64) -> Result<u64, RegistryError> {
-        self.write(move |tx| {
-            let n = tx.execute(
-                "DELETE FROM outbox WHERE delivered_at_ms IS NOT NULL AND delivered_at_ms < ?1",
-                [before_ms],
-            )?;
-            Ok(u64::try_from(n).unwrap_or(0))
-        })
-        .await
-    }
-
-    async fn pending(&self) -> Result<u64, RegistryError> {
-        self.read(|conn| {
-            let n: i64 = conn.query_row(
-                "SELECT COUNT(*) FROM outbox WHERE delivered_at_ms IS NULL",
-                [],
-                |row| row.get(0),
-            )?;
-            Ok(u64::try_from(n).unwrap_or(0))
-        })
-        .await
     }
 }

@@ -9,6 +9,9 @@
 //! a dedicated LISTEN connection per node turns that into a wake-up for the change
 //! feed, which then catches up by revision — a lost notification only delays the
 //! catch-up to the next poll, it never loses a change.
+//!
+//! Beside this file: `pages` (list pages and the streamed filed-domain index),
+//! `import` (bulk import with binary COPY), `outbox` (the notifications).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicUsize;
@@ -23,10 +26,14 @@ use tokio::sync::Notify;
 use tokio_postgres::types::Json;
 use tokio_postgres::{AsyncMessage, NoTls};
 
+mod import;
+mod outbox;
+mod pages;
+
 use super::migrations;
 use super::workflow::{self, decode, entity_identity, now_ms, WriteTx};
 use super::{
-    status_counts, Change, FilingType, ImportRecord, ListFilter, Lookup, Outbox, OutboxEvent,
+    status_counts, Change, FilingType, ImportFeed, ImportRecord, ListFilter, Lookup, Outbox,
     Registry, RegistryError, Submitted, CHANGES_BATCH,
 };
 use crate::model::filing::{Action, Filing, Status, Submission};
@@ -44,17 +51,20 @@ pub mod sql {
           WHERE d.domain = $1 ORDER BY d.live DESC, f.revision DESC LIMIT 1),
         (SELECT f.doc::text FROM icpgate_filing_domains d JOIN icpgate_filings f ON f.id = d.filing_id
           WHERE d.domain = $1 ORDER BY d.live DESC, f.revision DESC LIMIT 1)";
-    /// Unfiltered pages walk the primary key from the start, `LIMIT` rows.
-    pub const LIST_ALL: &str = "SELECT id, doc::text FROM icpgate_filings f ORDER BY f.id LIMIT $1";
+    /// A page of filings: those after the cursor id, in id order, `LIMIT` rows.
+    pub const LIST_ALL: &str = "SELECT id, doc::text FROM icpgate_filings f
+         WHERE f.id > $1 ORDER BY f.id LIMIT $2";
     pub const LIST_BY_STATUS: &str = "SELECT id, doc::text FROM icpgate_filings f
-         WHERE f.status = $1 ORDER BY f.id LIMIT $2";
+         WHERE f.status = $1 AND f.id > $2 ORDER BY f.id LIMIT $3";
     pub const LIST_BY_DOMAIN: &str = "SELECT id, doc::text FROM icpgate_filings f
          WHERE f.id IN (SELECT filing_id FROM icpgate_filing_domains WHERE domain = $1)
-         ORDER BY f.id LIMIT $2";
+           AND f.id > $2
+         ORDER BY f.id LIMIT $3";
     pub const LIST_BY_STATUS_AND_DOMAIN: &str = "SELECT id, doc::text FROM icpgate_filings f
          WHERE f.status = $1
            AND f.id IN (SELECT filing_id FROM icpgate_filing_domains WHERE domain = $2)
-         ORDER BY f.id LIMIT $3";
+           AND f.id > $3
+         ORDER BY f.id LIMIT $4";
     pub const FILING_TYPE: &str = "SELECT filing_type FROM icpgate_filings WHERE id = $1";
     pub const CHANGES_SINCE: &str = "SELECT id, revision, doc::text FROM icpgate_filings
          WHERE revision > $1 ORDER BY revision LIMIT $2";
@@ -85,12 +95,12 @@ pub mod sql {
          RETURNING id";
     pub const SET_PAYLOAD: &str = "UPDATE icpgate_outbox SET payload = $1 WHERE id = $2";
 
-    /// Every statement a write or a lookup runs (and the filtered list pages), by
-    /// name. `LIST_ALL` is left out: it reads the first rows in key order and stops.
+    /// Every statement a write or a lookup runs (and the list pages), by name.
     pub const INDEXED: &[(&str, &str)] = &[
         ("load", LOAD),
         ("load_for_update", LOAD_FOR_UPDATE),
         ("lookup", LOOKUP),
+        ("list_all", LIST_ALL),
         ("list_by_status", LIST_BY_STATUS),
         ("list_by_domain", LIST_BY_DOMAIN),
         ("list_by_status_and_domain", LIST_BY_STATUS_AND_DOMAIN),
@@ -283,31 +293,7 @@ impl Registry for PostgresRegistry {
 
     async fn list(&self, filter: &ListFilter) -> Result<Vec<Filing>, RegistryError> {
         let client = self.pool.get().await?;
-        let status = filter.status.map(Status::as_str);
-        let domain = filter.domain.as_ref().map(|d| d.as_str());
-        let limit = filter.limit.map(|l| i64::try_from(l).unwrap_or(i64::MAX));
-        // One statement per combination of filters, so each can use its index.
-        let rows = match (status, domain) {
-            (None, None) => client.query(sql::LIST_ALL, &[&limit]).await?,
-            (Some(status), None) => {
-                client
-                    .query(sql::LIST_BY_STATUS, &[&status, &limit])
-                    .await?
-            }
-            (None, Some(domain)) => {
-                client
-                    .query(sql::LIST_BY_DOMAIN, &[&domain, &limit])
-                    .await?
-            }
-            (Some(status), Some(domain)) => {
-                client
-                    .query(sql::LIST_BY_STATUS_AND_DOMAIN, &[&status, &domain, &limit])
-                    .await?
-            }
-        };
-        rows.iter()
-            .map(|row| filing_at(row, row.try_get(0)?, 1))
-            .collect()
+        pages::list(&client, filter).await
     }
 
     async fn submit(
@@ -336,17 +322,20 @@ impl Registry for PostgresRegistry {
     }
 
     async fn import(&self, records: Vec<ImportRecord>) -> Result<usize, RegistryError> {
-        self.import_counted(records, Arc::default()).await
+        let (batch, feed) = tokio::sync::mpsc::channel(1);
+        let _ = batch.send(Ok(records)).await;
+        drop(batch);
+        self.import_feed(feed, Arc::default()).await
     }
 
-    async fn import_counted(
+    async fn import_feed(
         &self,
-        records: Vec<ImportRecord>,
+        feed: ImportFeed,
         stored: Arc<AtomicUsize>,
     ) -> Result<usize, RegistryError> {
         let mut client = self.pool.get().await?;
         let mut tx = client.transaction().await?;
-        let count = workflow::import(&mut tx, records, &stored).await?;
+        let count = import::run(&mut tx, feed, &stored).await?;
         commit(tx).await?;
         Ok(count)
     }
@@ -365,10 +354,7 @@ impl Registry for PostgresRegistry {
     async fn counts_by_status(&self) -> Result<BTreeMap<Status, u64>, RegistryError> {
         let client = self.pool.get().await?;
         let rows = client
-            .query(
-                "SELECT status, COUNT(*) FROM icpgate_filings GROUP BY status",
-                &[],
-            )
+            .query("SELECT status, n FROM icpgate_filing_counts", &[])
             .await?;
         let rows = rows
             .iter()
@@ -399,6 +385,14 @@ impl Registry for PostgresRegistry {
             .query("SELECT DISTINCT domain FROM icpgate_filing_domains", &[])
             .await?;
         rows.iter().map(|row| Ok(row.try_get(0)?)).collect()
+    }
+
+    async fn filed_domain_batches(
+        &self,
+        batches: tokio::sync::mpsc::Sender<Vec<String>>,
+    ) -> Result<(), RegistryError> {
+        let client = self.pool.get().await?;
+        pages::filed_domain_batches(&client, &batches).await
     }
 
     async fn changes_since(&self, revision: i64) -> Result<Vec<Change>, RegistryError> {
@@ -542,97 +536,5 @@ impl WriteTx for Transaction<'_> {
         )
         .await?;
         Ok(())
-    }
-}
-
-/// Every node of a fleet runs a notifier: `due` claims events (pushing their next
-/// attempt past a lease, skipping rows another node is claiming), so each event is
-/// attempted by one node at a time.
-#[async_trait]
-impl Outbox for PostgresRegistry {
-    async fn due(&self, now_ms: i64, limit: usize) -> Result<Vec<OutboxEvent>, RegistryError> {
-        let client = self.pool.get().await?;
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = client
-            .query(
-                "UPDATE icpgate_outbox SET next_attempt_at_ms = $1 + $3
-                 WHERE id IN (SELECT id FROM icpgate_outbox
-                              WHERE delivered_at_ms IS NULL AND next_attempt_at_ms <= $1
-                              ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)
-                 RETURNING id, payload, attempts",
-                &[&now_ms, &limit, &OUTBOX_CLAIM_MS],
-            )
-            .await?;
-        let mut events = rows
-            .iter()
-            .map(|row| {
-                let attempts: i32 = row.try_get(2)?;
-                Ok(OutboxEvent {
-                    id: row.try_get(0)?,
-                    payload: row.try_get(1)?,
-                    attempts: u32::try_from(attempts).unwrap_or(0),
-                })
-            })
-            .collect::<Result<Vec<_>, RegistryError>>()?;
-        events.sort_by_key(|e| e.id);
-        Ok(events)
-    }
-
-    async fn next_due(&self) -> Result<Option<i64>, RegistryError> {
-        let client = self.pool.get().await?;
-        let row = client
-            .query_one(
-                "SELECT MIN(next_attempt_at_ms) FROM icpgate_outbox WHERE delivered_at_ms IS NULL",
-                &[],
-            )
-            .await?;
-        Ok(row.try_get(0)?)
-    }
-
-    async fn delivered(&self, id: i64, now_ms: i64) -> Result<(), RegistryError> {
-        let client = self.pool.get().await?;
-        client
-            .execute(
-                "UPDATE icpgate_outbox SET delivered_at_ms = $1, attempts = attempts + 1, last_error = NULL
-                 WHERE id = $2",
-                &[&now_ms, &id],
-            )
-            .await?;
-        Ok(())
-    }
-
-    async fn failed(&self, id: i64, next_at_ms: i64, error: &str) -> Result<(), RegistryError> {
-        let error: String = error.chars().take(500).collect();
-        let client = self.pool.get().await?;
-        client
-            .execute(
-                "UPDATE icpgate_outbox SET attempts = attempts + 1, next_attempt_at_ms = $1, last_error = $2
-                 WHERE id = $3",
-                &[&next_at_ms, &error, &id],
-            )
-            .await?;
-        Ok(())
-    }
-
-    async fn prune_delivered(&self, before_ms: i64) -> Result<u64, RegistryError> {
-        let client = self.pool.get().await?;
-        Ok(client
-            .execute(
-                "DELETE FROM icpgate_outbox WHERE delivered_at_ms IS NOT NULL AND delivered_at_ms < $1",
-                &[&before_ms],
-            )
-            .await?)
-    }
-
-    async fn pending(&self) -> Result<u64, RegistryError> {
-        let client = self.pool.get().await?;
-        let row = client
-            .query_one(
-                "SELECT COUNT(*) FROM icpgate_outbox WHERE delivered_at_ms IS NULL",
-                &[],
-            )
-            .await?;
-        let count: i64 = row.try_get(0)?;
-        Ok(u64::try_from(count).unwrap_or(0))
     }
 }

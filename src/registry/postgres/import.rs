@@ -1,0 +1,183 @@
+//! Bulk import into PostgreSQL: records are stored as they arrive, in the caller's
+//! one transaction, with binary `COPY` of filing and domain rows.
+//!
+//! Same contract as `workflow::import` (which stays the one definition of it): ids
+//! kept when given and taken from the id sequence otherwise, one revision per
+//! filing, a domain live in at most one filing, every record or none. The fast path
+//! leaves those checks to the schema — the primary key refuses a taken id, the
+//! partial unique index a second live holder — and each chunk runs under a
+//! savepoint: when the schema refuses one, the chunk is rolled back and run again
+//! through `workflow::import`, which names the refused record's line and the holder.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use deadpool_postgres::{GenericClient, Transaction};
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::{Json, ToSql, Type};
+
+use crate::model::filing::Kind;
+use crate::registry::workflow::{self, entity_identity, WriteTx};
+use crate::registry::{
+    FilingType, ImportAborted, ImportFeed, ImportRecord, RegistryError, StorageError,
+};
+
+/// Filings per `COPY` (and per savepoint: a refused chunk is run again record by
+/// record).
+const CHUNK: usize = 4096;
+
+/// Store every record of `feed` in `tx` (the caller commits only on `Ok`), counting
+/// them in `stored`; an error names the line of the record refused, and an aborted
+/// feed stops the import.
+pub(super) async fn run(
+    tx: &mut Transaction<'_>,
+    mut feed: ImportFeed,
+    stored: &AtomicUsize,
+) -> Result<usize, RegistryError> {
+    let mut count = 0;
+    while let Some(batch) = feed.recv().await {
+        let mut batch = batch.map_err(|ImportAborted| StorageError::ImportAborted)?;
+        for chunk in batch.chunks_mut(CHUNK) {
+            store_chunk(tx, chunk).await?;
+            count += chunk.len();
+            stored.fetch_add(chunk.len(), Ordering::Relaxed);
+        }
+    }
+    tx.ids_imported().await?;
+    Ok(count)
+}
+
+/// Store `chunk` under a savepoint; when the schema refuses a row, again through
+/// the exact path, which names the line.
+async fn store_chunk(
+    tx: &mut Transaction<'_>,
+    chunk: &mut [ImportRecord],
+) -> Result<(), RegistryError> {
+    tx.batch_execute("SAVEPOINT icpgate_import").await?;
+    match copy_rows(tx, chunk).await {
+        Ok(()) => {
+            tx.batch_execute("RELEASE SAVEPOINT icpgate_import").await?;
+            Ok(())
+        }
+        Err(error) if refused_by_schema(&error) => {
+            tx.batch_execute("ROLLBACK TO SAVEPOINT icpgate_import")
+                .await?;
+            let again = AtomicUsize::new(0);
+            workflow::import(tx, chunk.to_vec(), &again).await?;
+            Ok(())
+        }
+        Err(error) => Err(error),
+    }
+}
+
+/// Whether PostgreSQL refused a row for a unique key (a taken id, a domain already
+/// live).
+fn refused_by_schema(error: &RegistryError) -> bool {
+    matches!(
+        error,
+        RegistryError::Unavailable(StorageError::Postgres(e))
+            if e.code() == Some(&SqlState::UNIQUE_VIOLATION)
+    )
+}
+
+/// COPY the filing and domain rows of `chunk`, one revision per filing, ids from
+/// the sequence where none is given.
+async fn copy_rows(
+    tx: &mut Transaction<'_>,
+    chunk: &mut [ImportRecord],
+) -> Result<(), RegistryError> {
+    let n = i64::try_from(chunk.len()).unwrap_or(i64::MAX);
+    let last_revision: i64 = tx
+        .query_one(
+            "UPDATE icpgate_meta SET value = value + $1 WHERE key = 'revision' RETURNING value",
+            &[&n],
+        )
+        .await?
+        .try_get(0)?;
+    let wanted = chunk.iter().filter(|r| r.id.is_none()).count();
+    let mut fresh = fresh_ids(tx, wanted).await?.into_iter();
+    for record in chunk.iter_mut() {
+        record.filing.id = match record.id {
+            Some(id) => id,
+            None => fresh.next().ok_or_else(|| {
+                StorageError::Io(std::io::Error::other(
+                    "the id sequence gave fewer ids than asked",
+                ))
+            })?,
+        };
+    }
+
+    let filings = tx
+        .copy_in(
+            "COPY icpgate_filings (id, status, doc, revision, entity_certificate, entity_name,
+             filing_type) FROM STDIN BINARY",
+        )
+        .await?;
+    let types = [
+        Type::INT8,
+        Type::TEXT,
+        Type::JSONB,
+        Type::INT8,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+    ];
+    let mut writer = std::pin::pin!(BinaryCopyInWriter::new(filings, &types));
+    let mut revision = last_revision - n;
+    for record in chunk.iter() {
+        revision += 1;
+        let filing = &record.filing;
+        let (certificate, name) = entity_identity(&filing.entity);
+        // Only an access-existing filing's type follows from the record itself.
+        let filing_type =
+            (filing.kind == Kind::AccessExisting).then_some(FilingType::AccessExisting.as_str());
+        let row: [&(dyn ToSql + Sync); 7] = [
+            &filing.id,
+            &filing.status.as_str(),
+            &Json(filing),
+            &revision,
+            &certificate,
+            &name,
+            &filing_type,
+        ];
+        writer.as_mut().write(&row).await?;
+    }
+    writer.as_mut().finish().await?;
+
+    let domains = tx
+        .copy_in("COPY icpgate_filing_domains (domain, filing_id, live) FROM STDIN BINARY")
+        .await?;
+    let types = [Type::TEXT, Type::INT8, Type::BOOL];
+    let mut writer = std::pin::pin!(BinaryCopyInWriter::new(domains, &types));
+    for record in chunk.iter() {
+        let filing = &record.filing;
+        let live = filing.status.is_live();
+        for domain in &filing.domains {
+            let row: [&(dyn ToSql + Sync); 3] = [domain, &filing.id, &live];
+            writer.as_mut().write(&row).await?;
+        }
+    }
+    writer.as_mut().finish().await?;
+    Ok(())
+}
+
+/// `n` ids from the filings' id sequence, in order.
+async fn fresh_ids(tx: &Transaction<'_>, n: usize) -> Result<Vec<i64>, RegistryError> {
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let n = i64::try_from(n).unwrap_or(i64::MAX);
+    let rows = tx
+        .query(
+            "SELECT nextval(pg_get_serial_sequence('icpgate_filings', 'id'))
+             FROM generate_series(1, $1::bigint)",
+            &[&n],
+        )
+        .await?;
+    let mut ids = rows
+        .iter()
+        .map(|row| row.try_get::<_, i64>(0))
+        .collect::<Result<Vec<_>, _>>()?;
+    ids.sort_unstable();
+    Ok(ids)
+}
