@@ -25,7 +25,8 @@ use std::sync::Arc;
 
 use common::PgDatabase;
 use icpgate::model::filing::{
-    Action, Entity, Filing, IcpNumber, Kind, Product, Status, Submission, TransitionError, Website,
+    Action, Entity, Filing, FilingPassword, IcpNumber, Kind, Product, Status, Submission,
+    TransitionError, Website,
 };
 use icpgate::model::host::{HostName, RegistrableDomain};
 use icpgate::registry::memory::MemoryRegistry;
@@ -196,6 +197,7 @@ fn submission(domains: &[&str]) -> Submission {
             name: "示例".into(),
             ..Website::default()
         },
+        filing_password: None,
     }
 }
 
@@ -223,6 +225,7 @@ fn resubmit() -> Action {
         entity: None,
         website: None,
         product: None,
+        icp_number: None,
     }
 }
 
@@ -337,6 +340,7 @@ async fn submit_stores_initial_review_and_classifies_the_filing_type(backend: Ba
     let mut access = submission(&["moved.cn"]);
     access.kind = Kind::AccessExisting;
     access.icp_number = Some(icp("京ICP备10101010号-3"));
+    access.filing_password = FilingPassword::new("filing-pw-1".into()).ok();
     let access = registry.submit(access, "tester").await.expect("submit");
     assert_eq!(access.filing_type, FilingType::AccessExisting);
     assert_eq!(access.filing.status, Status::InitialReview);
@@ -469,14 +473,13 @@ async fn illegal_and_bad_transitions_change_nothing(backend: Backend) {
     assert_eq!(revision(&backend).await, mid, "a refusal writes nothing");
     assert!(mid > before);
 
-    // Terminal statuses accept nothing.
+    // An abandoned filing accepts only the authority's cancellation.
     step(&backend, filing.id, Action::Abandon { reason: None }).await;
     let after = get(&backend, filing.id).await;
     for action in [
         initial(true),
         resubmit(),
         Action::Abandon { reason: None },
-        Action::Cancel { reason: None },
         Action::Disconnect { reason: None },
     ] {
         let name = action.name();

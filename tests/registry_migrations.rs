@@ -92,7 +92,7 @@ INSERT INTO icpgate_meta (key, value) VALUES ('revision', 0) ON CONFLICT DO NOTH
 /// held by a live filing after an abandoned one named it.
 const OLD_FILINGS: &str = r#"{"id":3,"domains":["old-approved.cn","old-approved.com.cn"],"product":"storefront","status":"approved","icp_number":"浙ICP备12345678号-1","entity":{"name":"杭州旧时科技有限公司","type":"enterprise","certificate_number":"91330100MA27OLD01X","province":"浙"},"website":{"name":"旧店"}}
 {"id":5,"kind":"access_existing","domains":["moved-in.cn"],"product":"corporate_site","status":"initial_review","icp_number":"京ICP备10101010号-3","entity":{"name":"北京迁入有限公司","type":"enterprise"}}
-{"id":8,"domains":["www.例子.中国"],"product":"corporate_site","status":"authority_review","entity":{"name":"个人","type":"individual"}}
+{"id":8,"domains":["例子.中国"],"product":"corporate_site","status":"authority_review","entity":{"name":"个人","type":"individual"}}
 {"id":9,"domains":["handed-on.cn"],"product":"storefront","status":"abandoned"}
 {"id":12,"domains":["handed-on.cn","rejected.cn"],"product":"storefront","status":"rejected","entity":{"name":"被退回公司","type":"enterprise"}}
 {"id":13,"domains":["gone.cn"],"product":"storefront","status":"cancelled","icp_number":"粤ICP备7654321号-2"}"#;
@@ -214,6 +214,7 @@ async fn check_upgraded(registry: &dyn Registry, filings: &[Filing], revision: i
             name: "第二个网站".into(),
             ..Default::default()
         },
+        filing_password: None,
     };
     let submitted = registry.submit(submission, "tester").await.expect("submit");
     assert_eq!(submitted.filing_type, FilingType::NewWebsite);

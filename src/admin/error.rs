@@ -91,9 +91,9 @@ impl From<RegistryError> for AdminError {
             RegistryError::DomainTaken { .. } | RegistryError::IdTaken(_) => {
                 AdminError::Conflict(error.to_string())
             }
-            RegistryError::Transition(TransitionError::Illegal { .. }) => {
-                AdminError::Conflict(error.to_string())
-            }
+            RegistryError::Transition(
+                TransitionError::Illegal { .. } | TransitionError::EntityReplaced,
+            ) => AdminError::Conflict(error.to_string()),
             RegistryError::Transition(_) => AdminError::BadRequest(error.to_string()),
             RegistryError::Unavailable(_) | RegistryError::Corrupt { .. } => {
                 AdminError::Unavailable(error.to_string())

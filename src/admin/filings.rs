@@ -112,6 +112,8 @@ pub async fn step(
     JsonOrEmpty(body): JsonOrEmpty<StepBody>,
 ) -> Result<Json<Filing>, AdminError> {
     let step = Step::of_route(route.as_str()).ok_or(AdminError::NotFound)?;
+    let name = route.as_str().rsplit('/').next().unwrap_or_default();
+    body.check_fields(step, name)?;
     let action = body.into_action(step)?;
     let name = action.name();
     let filing = admin.registry.transition(id, action, &actor).await?;
@@ -184,7 +186,8 @@ impl Step {
     }
 }
 
-/// The body of a workflow step; which fields apply depends on the step.
+/// The body of a workflow step; each step takes exactly its own fields
+/// ([`Step::fields`]) and refuses any other with a 400 naming it.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StepBody {
@@ -196,7 +199,48 @@ pub struct StepBody {
     product: Option<Product>,
 }
 
+impl Step {
+    /// The fields this step's body may carry.
+    pub fn fields(self) -> &'static [&'static str] {
+        match self {
+            Step::InitialReview => &["approve", "reason"],
+            Step::AuthorityReview => &["approve", "icp_number", "reason"],
+            Step::Resubmit => &["entity", "website", "product", "icp_number"],
+            Step::Abandon | Step::Cancel | Step::Disconnect => &["reason"],
+            Step::Change => &["entity", "website"],
+        }
+    }
+}
+
 impl StepBody {
+    /// The names of the fields this body carries.
+    fn given(&self) -> Vec<&'static str> {
+        let present = [
+            ("approve", self.approve.is_some()),
+            ("icp_number", self.icp_number.is_some()),
+            ("reason", self.reason.is_some()),
+            ("entity", self.entity.is_some()),
+            ("website", self.website.is_some()),
+            ("product", self.product.is_some()),
+        ];
+        present
+            .into_iter()
+            .filter_map(|(name, given)| given.then_some(name))
+            .collect()
+    }
+
+    /// Refuse a field the step does not use (it would be silently dropped).
+    fn check_fields(&self, step: Step, name: &str) -> Result<(), AdminError> {
+        let fields = step.fields();
+        match self.given().into_iter().find(|f| !fields.contains(f)) {
+            Some(field) => Err(AdminError::BadRequest(format!(
+                "{field}: {name} does not take this field; it takes {}",
+                fields.join(", ")
+            ))),
+            None => Ok(()),
+        }
+    }
+
     fn into_action(self, step: Step) -> Result<Action, AdminError> {
         let approve = |name: &str| {
             self.approve.ok_or_else(|| {
@@ -214,6 +258,7 @@ impl StepBody {
                 reason: self.reason,
             },
             Step::Resubmit => Action::Resubmit {
+                icp_number: self.icp_number.as_deref().map(parse_icp).transpose()?,
                 entity: self.entity,
                 website: self.website,
                 product: self.product,
@@ -252,14 +297,68 @@ mod tests {
         let mut seen = 0;
         for (path, step) in steps {
             let body = StepBody {
-                approve: Some(true),
+                approve: step.fields().contains(&"approve").then_some(true),
                 ..StepBody::default()
             };
+            body.check_fields(step, "step").expect("its own fields");
             let action = body.into_action(step).expect("action");
             assert!(path.ends_with(&format!("/{}", action.name())), "{path}");
             seen += 1;
         }
         assert_eq!(seen, 7, "one route per step");
         assert_eq!(Step::of_route("/v1/filings/{id}/teleport"), None);
+    }
+
+    /// A field a step does not use is refused by name, not silently dropped.
+    #[test]
+    fn a_step_refuses_fields_it_does_not_use() {
+        let cases: Vec<(Step, StepBody, Option<&str>)> = vec![
+            // initial review assigns no number
+            (
+                Step::InitialReview,
+                StepBody {
+                    approve: Some(true),
+                    icp_number: Some("浙ICP备30000009号-1".into()),
+                    ..StepBody::default()
+                },
+                Some("icp_number"),
+            ),
+            // cancel has no approval
+            (
+                Step::Cancel,
+                StepBody {
+                    approve: Some(true),
+                    ..StepBody::default()
+                },
+                Some("approve"),
+            ),
+            // a change cannot move the filing to another product
+            (
+                Step::Change,
+                StepBody {
+                    product: Some(Product::Storefront),
+                    ..StepBody::default()
+                },
+                Some("product"),
+            ),
+            // resubmit corrects an access-existing filing's number
+            (
+                Step::Resubmit,
+                StepBody {
+                    icp_number: Some("浙ICP备30000006号-2".into()),
+                    ..StepBody::default()
+                },
+                None,
+            ),
+        ];
+        for (step, body, refused) in cases {
+            match (body.check_fields(step, "step"), refused) {
+                (Ok(()), None) => {}
+                (Err(AdminError::BadRequest(detail)), Some(field)) => {
+                    assert!(detail.starts_with(field), "{detail}")
+                }
+                (got, want) => panic!("{step:?}: {got:?}, want {want:?}"),
+            }
+        }
     }
 }

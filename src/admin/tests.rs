@@ -330,7 +330,13 @@ fn probes() -> Vec<Probe> {
         probes.push(write(NoToken, 401));
         probes.push(write(Via::Tokenless, 403));
         if route.path.starts_with(STEP) {
-            probes.push(write(Token, 404).id(999).body(number(9)));
+            // each step's own fields, for a filing that does not exist
+            let body = match route.path.rsplit('/').next() {
+                Some("authority-review") => number(9),
+                Some("initial-review") => approve(),
+                _ => empty(),
+            };
+            probes.push(write(Token, 404).id(999).body(body));
         }
     }
     probes

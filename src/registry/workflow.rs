@@ -126,6 +126,7 @@ pub(crate) async fn import<T: WriteTx>(
     for record in records {
         let at_line = RegistryError::at_line(record.line);
         let mut filing = record.filing;
+        filing.validate().map_err(|e| at_line(e.into()))?;
         if let Some(id) = record.id {
             if tx.load(id).await.map_err(at_line)?.is_some() {
                 return Err(at_line(RegistryError::IdTaken(id)));
