@@ -167,6 +167,8 @@ backend_cases!(
     counts_cover_every_status,
     list_filters_by_status_and_domain_in_id_order,
     a_corrupt_document_is_reported_not_panicked,
+    one_icp_number_belongs_to_one_entity,
+    the_filing_rules_hold_for_steps_and_imports,
 );
 
 // ---- fixtures ----
@@ -654,6 +656,219 @@ async fn import_is_all_or_nothing_and_names_the_line(backend: Backend) {
     let exported = registry.export().await.expect("export");
     let ids: Vec<i64> = exported.iter().map(|f| f.id).collect();
     assert_eq!(ids, vec![40, 41, next.id]);
+}
+
+/// A submission by `entity` for `domains`.
+async fn submit_by(backend: &Backend, domains: &[&str], entity: Entity) -> Filing {
+    let mut submission = submission(domains);
+    submission.entity = entity;
+    let submitted = backend.registry.submit(submission, "tester").await;
+    submitted.expect("submit").filing
+}
+
+async fn one_icp_number_belongs_to_one_entity(backend: Backend) {
+    let registry = &backend.registry;
+    let zhe = || Entity {
+        province: Some("浙".into()),
+        ..entity("杭州示例科技有限公司", Some("91330100MA27XXXX1X"))
+    };
+    let other = || Entity {
+        province: Some("浙".into()),
+        ..entity("杭州另一家科技有限公司", Some("91330100MA01YYYY2Y"))
+    };
+    let held = submit_by(&backend, &["held-number.cn"], zhe()).await;
+    step(&backend, held.id, initial(true)).await;
+    step(&backend, held.id, authority_pass("浙ICP备30000001号-1")).await;
+
+    // Another entity cannot be approved with it, nor with another website's index.
+    let rival = submit_by(&backend, &["rival.cn"], other()).await;
+    step(&backend, rival.id, initial(true)).await;
+    for number in ["浙ICP备30000001号-1", "浙ICP备30000001号-2"] {
+        let refused = registry
+            .transition(rival.id, authority_pass(number), "authority")
+            .await;
+        assert!(
+            matches!(refused, Err(RegistryError::NumberTaken { filing_id, .. }) if filing_id == held.id),
+            "{number}: {refused:?}"
+        );
+    }
+    assert_eq!(
+        get(&backend, rival.id).await.status,
+        Status::AuthorityReview
+    );
+
+    // Nor can it claim it by accessing an existing filing.
+    let mut access = submission(&["rival-access.cn"]);
+    access.kind = Kind::AccessExisting;
+    access.entity = other();
+    access.icp_number = Some(icp("浙ICP备30000001号-3"));
+    access.filing_password = FilingPassword::new("filing-pw-1".into()).ok();
+    let refused = registry.submit(access, "tester").await;
+    assert!(
+        matches!(refused, Err(RegistryError::NumberTaken { filing_id, .. }) if filing_id == held.id),
+        "{refused:?}"
+    );
+
+    // The same entity (same certificate number) files its second website under it.
+    let second = submit_by(&backend, &["second-site.cn"], zhe()).await;
+    step(&backend, second.id, initial(true)).await;
+    step(&backend, second.id, authority_pass("浙ICP备30000001号-2")).await;
+
+    // Once the number is cancelled, it holds nothing.
+    step(&backend, held.id, Action::Cancel { reason: None }).await;
+    step(&backend, second.id, Action::Cancel { reason: None }).await;
+    let approved = step(&backend, rival.id, authority_pass("浙ICP备30000001号-1")).await;
+    assert_eq!(approved.status, Status::Approved);
+
+    // An import line claiming another entity's number is refused on its line.
+    let line = r#"{"domains":["imported-rival.cn"],"product":"storefront","status":"approved","icp_number":"浙ICP备30000001号-4","entity":{"name":"第三家公司","certificate_number":"91330100MA03ZZZZ3Z"}}"#;
+    let refused = registry
+        .import(jsonl::parse(&format!("\n{line}")).expect("parse"))
+        .await;
+    match refused {
+        Err(RegistryError::AtLine { line: 2, source }) => assert!(
+            matches!(*source, RegistryError::NumberTaken { filing_id, .. } if filing_id == rival.id),
+            "{source:?}"
+        ),
+        other => panic!("want line 2 NumberTaken, got {other:?}"),
+    }
+}
+
+async fn the_filing_rules_hold_for_steps_and_imports(backend: Backend) {
+    let registry = &backend.registry;
+    let zhe = Entity {
+        province: Some("浙".into()),
+        ..entity("杭州示例科技有限公司", Some("91330100MA27XXXX1X"))
+    };
+    let filing = submit_by(&backend, &["rules.cn"], zhe.clone()).await;
+    step(&backend, filing.id, initial(true)).await;
+    let before = get(&backend, filing.id).await;
+    // Refused steps (400-class), each leaving the filing as it was.
+    let refusals: Vec<(Action, &str)> = vec![
+        // another province's number
+        (authority_pass("京ICP备30000003号-1"), "province"),
+        // an entity's number names no website
+        (authority_pass("浙ICP备30000003号"), "names no website"),
+        // a 300,000-character reason
+        (
+            Action::AuthorityReview {
+                approve: false,
+                icp_number: None,
+                reason: Some("x".repeat(300_000)),
+            },
+            "reason must be at most 1000",
+        ),
+    ];
+    for (action, want) in refusals {
+        let refused = registry.transition(filing.id, action, "authority").await;
+        assert!(
+            matches!(&refused, Err(RegistryError::Transition(e)) if e.to_string().contains(want)),
+            "{want}: {refused:?}"
+        );
+    }
+    assert_eq!(get(&backend, filing.id).await, before);
+
+    // A change cannot swap the entity; contacts change at once.
+    let swapped = Entity {
+        certificate_number: Some("91110000MA01YYYY2Y".into()),
+        ..zhe.clone()
+    };
+    let refused = registry
+        .transition(
+            filing.id,
+            Action::ChangeDetails {
+                entity: Some(swapped),
+                website: None,
+            },
+            "owner",
+        )
+        .await;
+    assert!(
+        matches!(
+            refused,
+            Err(RegistryError::Transition(TransitionError::EntityReplaced))
+        ),
+        "{refused:?}"
+    );
+    let with_owner = Entity {
+        owner: Some(icpgate::model::filing::Contact {
+            name: "李四".into(),
+            phone: Some("13900000001".into()),
+            email: None,
+        }),
+        ..zhe.clone()
+    };
+    let changed = step(
+        &backend,
+        filing.id,
+        Action::ChangeDetails {
+            entity: Some(with_owner.clone()),
+            website: None,
+        },
+    )
+    .await;
+    assert_eq!(changed.entity, with_owner);
+
+    // The authority cancels the number of an abandoned filing; history keeps it.
+    step(&backend, filing.id, Action::Abandon { reason: None }).await;
+    let cancel = Action::Cancel {
+        reason: Some("管局注销".into()),
+    };
+    let cancelled = step(&backend, filing.id, cancel).await;
+    assert_eq!(cancelled.status, Status::Cancelled);
+    let last = cancelled.history.last().expect("history");
+    assert_eq!(
+        (last.from, last.to, last.reason.as_deref()),
+        (Some(Status::Abandoned), Status::Cancelled, Some("管局注销"))
+    );
+
+    // A rejected access-existing filing resubmits with a corrected number.
+    let mut access = submission(&["access-rules.cn"]);
+    access.kind = Kind::AccessExisting;
+    access.entity = zhe.clone();
+    access.icp_number = Some(icp("浙ICP备30000005号-2"));
+    access.filing_password = FilingPassword::new("filing-pw-1".into()).ok();
+    let access = registry
+        .submit(access, "tester")
+        .await
+        .expect("submit")
+        .filing;
+    step(&backend, access.id, initial(false)).await;
+    let corrected = step(
+        &backend,
+        access.id,
+        Action::Resubmit {
+            entity: None,
+            website: None,
+            product: None,
+            icp_number: Some(icp("浙ICP备30000006号-2")),
+        },
+    )
+    .await;
+    assert_eq!(corrected.icp_number, Some(icp("浙ICP备30000006号-2")));
+
+    // Import lines keep the same rules, each named by its line.
+    let lines = [
+        (
+            r#"{"domains":["www.sub.cn"],"product":"storefront","status":"rejected"}"#,
+            "file sub.cn instead",
+        ),
+        (
+            r#"{"domains":["p.cn"],"product":"storefront","status":"approved","icp_number":"京ICP备30000007号-1","entity":{"name":"甲","province":"浙"}}"#,
+            "province",
+        ),
+        (
+            r#"{"domains":["q.cn"],"product":"storefront","status":"rejected","website":{"name":"旺铺\r\nX-Evil: 1"}}"#,
+            "control characters",
+        ),
+    ];
+    for (line, want) in lines {
+        let parsed = jsonl::parse(&format!("\n\n{line}"));
+        assert!(
+            matches!(&parsed, Err(e) if e.line == 3 && e.message.contains(want)),
+            "{want}: {parsed:?}"
+        );
+    }
 }
 
 async fn every_write_bumps_the_revision_and_is_replayed_in_order(backend: Backend) {

@@ -186,6 +186,14 @@ async fn check_upgraded(registry: &dyn Registry, filings: &[Filing], revision: i
         assert_eq!(found.filing.map(|f| f.id), Some(id), "{domain:?}");
     }
 
+    // An old approved filing's number is recognised as its entity's (migration 3).
+    let rival = r#"{"domains":["rival-number.cn"],"product":"storefront","status":"approved","icp_number":"浙ICP备12345678号-2","entity":{"name":"另一家公司","certificate_number":"91330100MA27NEW02X"}}"#;
+    let clash = registry.import(jsonl::parse(rival).expect("parse")).await;
+    assert!(
+        matches!(&clash, Err(RegistryError::AtLine { line: 1, source }) if matches!(**source, RegistryError::NumberTaken { filing_id: 3, .. })),
+        "{clash:?}"
+    );
+
     // The one-live-filing rule still holds over the old rows.
     let clash = registry
         .import(
@@ -238,7 +246,10 @@ async fn a_sqlite_registry_of_the_previous_release_upgrades_in_place() {
 
     let registry = SqliteRegistry::open(&path).expect("open old registry");
     let versions = sqlite_versions(&path);
-    assert_eq!(versions.iter().map(|v| v.0).collect::<Vec<_>>(), vec![1, 2]);
+    assert_eq!(
+        versions.iter().map(|v| v.0).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
     check_upgraded(&registry, &filings, 6).await;
     let revision = registry.revision().await.expect("revision");
     let everything = registry.export().await.expect("export");
@@ -285,7 +296,7 @@ async fn processes_opening_one_sqlite_registry_at_once_migrate_it_once() {
         open.join().expect("thread").expect("open");
     }
     let versions: Vec<i64> = sqlite_versions(&path).iter().map(|v| v.0).collect();
-    assert_eq!(versions, vec![1, 2]);
+    assert_eq!(versions, vec![1, 2, 3]);
 }
 
 // ---- PostgreSQL ----
@@ -362,7 +373,10 @@ async fn a_postgres_registry_of_the_previous_release_upgrades_in_place() {
 
     let registry = PostgresRegistry::connect(&db.url).await.expect("connect");
     let versions = pg_versions(&db.url).await;
-    assert_eq!(versions.iter().map(|v| v.0).collect::<Vec<_>>(), vec![1, 2]);
+    assert_eq!(
+        versions.iter().map(|v| v.0).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
     check_upgraded(&registry, &filings, 6).await;
     let revision = registry.revision().await.expect("revision");
     let everything = registry.export().await.expect("export");
@@ -416,5 +430,5 @@ async fn nodes_connecting_to_one_postgres_registry_at_once_migrate_it_once() {
         connect.await.expect("task").expect("connect");
     }
     let versions: Vec<i64> = pg_versions(&db.url).await.iter().map(|v| v.0).collect();
-    assert_eq!(versions, vec![1, 2]);
+    assert_eq!(versions, vec![1, 2, 3]);
 }

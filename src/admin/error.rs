@@ -88,9 +88,9 @@ impl From<RegistryError> for AdminError {
     fn from(error: RegistryError) -> AdminError {
         match error {
             RegistryError::NotFound(_) => AdminError::NotFound,
-            RegistryError::DomainTaken { .. } | RegistryError::IdTaken(_) => {
-                AdminError::Conflict(error.to_string())
-            }
+            RegistryError::DomainTaken { .. }
+            | RegistryError::IdTaken(_)
+            | RegistryError::NumberTaken { .. } => AdminError::Conflict(error.to_string()),
             RegistryError::Transition(
                 TransitionError::Illegal { .. } | TransitionError::EntityReplaced,
             ) => AdminError::Conflict(error.to_string()),

@@ -121,6 +121,13 @@ impl Status {
         )
     }
 
+    /// A filing in this status claims its ICP number: one live number belongs to
+    /// one entity. A rejected filing's number is in question (it may be the wrong
+    /// one) and a cancelled one's is gone.
+    pub fn claims_number(self) -> bool {
+        !matches!(self, Status::Rejected | Status::Cancelled)
+    }
+
     /// No step leads out of a terminal status (`cancelled`); `abandoned` and
     /// `disconnected` no longer claim their domains but may still be cancelled.
     pub fn is_terminal(self) -> bool {

@@ -12,6 +12,10 @@ pub enum RegistryError {
     DomainTaken { domain: String, filing_id: i64 },
     #[error("filing id {0} already exists")]
     IdTaken(i64),
+    /// One live ICP number belongs to one entity: `filing_id` holds `number` (its
+    /// entity part) for another entity.
+    #[error("ICP number {number} belongs to another entity: filing {filing_id} holds it")]
+    NumberTaken { number: String, filing_id: i64 },
     #[error(transparent)]
     Transition(#[from] TransitionError),
     #[error("line {line}: {source}")]
@@ -72,6 +76,7 @@ impl RegistryError {
             RegistryError::NotFound(_)
             | RegistryError::DomainTaken { .. }
             | RegistryError::IdTaken(_)
+            | RegistryError::NumberTaken { .. }
             | RegistryError::Transition(_) => false,
         }
     }

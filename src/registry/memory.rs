@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::workflow::{self, decode, encode, entity_identity, run_ready, WriteTx};
+use super::workflow::{
+    self, decode, encode, entity_identity, number_key, run_ready, NumberHolder, WriteTx,
+};
 use super::{
     Change, FilingType, ImportRecord, ListFilter, Lookup, Outbox, OutboxEvent, Registry,
     RegistryError, StorageError, Submitted, CHANGES_BATCH,
@@ -224,6 +226,26 @@ impl WriteTx for State {
             }
         }
         Ok(false)
+    }
+
+    async fn number_holders(
+        &mut self,
+        entity_key: &str,
+        except: i64,
+    ) -> Result<Vec<NumberHolder>, RegistryError> {
+        let mut holders = Vec::new();
+        for (id, row) in self.filings.iter().filter(|(id, _)| **id != except) {
+            let filing = decode(*id, &row.doc)?;
+            if number_key(&filing).as_deref() == Some(entity_key) {
+                let (certificate, name) = entity_identity(&filing.entity);
+                holders.push(NumberHolder {
+                    id: *id,
+                    certificate,
+                    name,
+                });
+            }
+        }
+        Ok(holders)
     }
 
     async fn bump_revision(&mut self) -> Result<i64, RegistryError> {

@@ -114,6 +114,24 @@ CREATE INDEX IF NOT EXISTS filings_by_entity_certificate ON filings(entity_certi
 CREATE INDEX IF NOT EXISTS filings_by_entity_name ON filings(entity_name);
 ",
     },
+    Migration {
+        version: 3,
+        name: "filing rules: the ICP number each filing claims; sealed filing passwords",
+        // `icp_entity_key` is `workflow::number_key`: the entity part of the number
+        // (`浙ICP备12345678号`) of a filing that claims one (`Status::claims_number`),
+        // so one entity per number is an index search. `sealed_password` holds an
+        // access-existing filing's filing password, sealed, until initial review ends;
+        // it is never part of the document (exports, the API, the outbox).
+        sql: "
+ALTER TABLE filings ADD COLUMN icp_entity_key TEXT;
+ALTER TABLE filings ADD COLUMN sealed_password TEXT;
+UPDATE filings SET icp_entity_key =
+    substr(json_extract(doc, '$.icp_number'), 1, instr(json_extract(doc, '$.icp_number'), '号'))
+WHERE json_valid(doc) AND json_extract(doc, '$.icp_number') IS NOT NULL
+  AND status NOT IN ('rejected', 'cancelled');
+CREATE INDEX IF NOT EXISTS filings_by_icp_entity_key ON filings(icp_entity_key);
+",
+    },
 ];
 
 /// The table recording applied versions (PostgreSQL), created under the lock.
@@ -184,6 +202,20 @@ UPDATE icpgate_filings SET
 CREATE INDEX IF NOT EXISTS icpgate_filings_by_entity_certificate
     ON icpgate_filings(entity_certificate);
 CREATE INDEX IF NOT EXISTS icpgate_filings_by_entity_name ON icpgate_filings(entity_name);
+",
+    },
+    Migration {
+        version: 3,
+        name: "filing rules: the ICP number each filing claims; sealed filing passwords",
+        // As SQLite's migration 3.
+        sql: "
+ALTER TABLE icpgate_filings
+    ADD COLUMN IF NOT EXISTS icp_entity_key TEXT,
+    ADD COLUMN IF NOT EXISTS sealed_password TEXT;
+UPDATE icpgate_filings SET icp_entity_key = split_part(doc->>'icp_number', '号', 1) || '号'
+WHERE doc->>'icp_number' IS NOT NULL AND status NOT IN ('rejected', 'cancelled');
+CREATE INDEX IF NOT EXISTS icpgate_filings_by_icp_entity_key
+    ON icpgate_filings(icp_entity_key);
 ",
     },
 ];

@@ -24,7 +24,7 @@ use tokio_postgres::types::Json;
 use tokio_postgres::{AsyncMessage, NoTls};
 
 use super::migrations;
-use super::workflow::{self, decode, entity_identity, now_ms, WriteTx};
+use super::workflow::{self, decode, entity_identity, now_ms, number_key, NumberHolder, WriteTx};
 use super::{
     status_counts, Change, FilingType, ImportRecord, ListFilter, Lookup, Outbox, OutboxEvent,
     Registry, RegistryError, Submitted, CHANGES_BATCH,
@@ -64,16 +64,18 @@ pub mod sql {
          WHERE entity_certificate = $1 AND status IN ('approved', 'disconnected') LIMIT 1";
     pub const HOLDS_NUMBER_BY_NAME: &str = "SELECT 1 FROM icpgate_filings
          WHERE entity_name = $1 AND status IN ('approved', 'disconnected') LIMIT 1";
+    pub const NUMBER_HOLDERS: &str = "SELECT id, entity_certificate, coalesce(entity_name, '')
+         FROM icpgate_filings WHERE icp_entity_key = $1 AND id != $2 LIMIT 64";
     pub const BUMP_REVISION: &str =
         "UPDATE icpgate_meta SET value = value + 1 WHERE key = 'revision' RETURNING value";
     pub const INSERT_FILING: &str =
         "INSERT INTO icpgate_filings (status, doc, revision) VALUES ($1, '{}', $2) RETURNING id";
     pub const PUT_FILING: &str = "INSERT INTO icpgate_filings
-         (id, status, doc, revision, entity_certificate, entity_name)
-         VALUES ($1, $2, $3, $4, $5, $6)
+         (id, status, doc, revision, entity_certificate, entity_name, icp_entity_key)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
          ON CONFLICT (id) DO UPDATE SET status = excluded.status, doc = excluded.doc,
          revision = excluded.revision, entity_certificate = excluded.entity_certificate,
-         entity_name = excluded.entity_name";
+         entity_name = excluded.entity_name, icp_entity_key = excluded.icp_entity_key";
     pub const SET_FILING_TYPE: &str = "UPDATE icpgate_filings SET filing_type = $2 WHERE id = $1";
     pub const DELETE_DOMAINS: &str = "DELETE FROM icpgate_filing_domains WHERE filing_id = $1";
     /// `ON CONFLICT DO NOTHING` leaves a domain another live filing holds unclaimed.
@@ -99,6 +101,7 @@ pub mod sql {
         ("live_holder", LIVE_HOLDER),
         ("holds_number_by_certificate", HOLDS_NUMBER_BY_CERTIFICATE),
         ("holds_number_by_name", HOLDS_NUMBER_BY_NAME),
+        ("number_holders", NUMBER_HOLDERS),
         ("bump_revision", BUMP_REVISION),
         ("insert_filing", INSERT_FILING),
         ("put_filing", PUT_FILING),
@@ -455,6 +458,23 @@ impl WriteTx for Transaction<'_> {
         Ok(self.query_opt(&statement, &[&key]).await?.is_some())
     }
 
+    async fn number_holders(
+        &mut self,
+        entity_key: &str,
+        except: i64,
+    ) -> Result<Vec<NumberHolder>, RegistryError> {
+        let statement = self.prepare_cached(sql::NUMBER_HOLDERS).await?;
+        let rows = self.query(&statement, &[&entity_key, &except]).await?;
+        let holder = |row: &tokio_postgres::Row| -> Result<NumberHolder, tokio_postgres::Error> {
+            Ok(NumberHolder {
+                id: row.try_get(0)?,
+                certificate: row.try_get(1)?,
+                name: row.try_get(2)?,
+            })
+        };
+        Ok(rows.iter().map(holder).collect::<Result<_, _>>()?)
+    }
+
     async fn bump_revision(&mut self) -> Result<i64, RegistryError> {
         let statement = self.prepare_cached(sql::BUMP_REVISION).await?;
         Ok(self.query_one(&statement, &[]).await?.try_get(0)?)
@@ -480,6 +500,7 @@ impl WriteTx for Transaction<'_> {
                 &revision,
                 &certificate,
                 &name,
+                &number_key(filing),
             ],
         )
         .await?;

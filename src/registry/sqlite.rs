@@ -21,7 +21,9 @@ use rusqlite::types::Value;
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
 use super::migrations;
-use super::workflow::{self, decode, encode, entity_identity, now_ms, run_ready, WriteTx};
+use super::workflow::{
+    self, decode, encode, entity_identity, now_ms, number_key, run_ready, NumberHolder, WriteTx,
+};
 use super::{
     status_counts, Change, FilingType, ImportRecord, ListFilter, Lookup, Outbox, OutboxEvent,
     Registry, RegistryError, Submitted, CHANGES_BATCH,
@@ -57,16 +59,18 @@ pub mod sql {
          WHERE entity_certificate = ?1 AND status IN ('approved', 'disconnected') LIMIT 1";
     pub const HOLDS_NUMBER_BY_NAME: &str = "SELECT 1 FROM filings
          WHERE entity_name = ?1 AND status IN ('approved', 'disconnected') LIMIT 1";
+    pub const NUMBER_HOLDERS: &str = "SELECT id, entity_certificate, coalesce(entity_name, '')
+         FROM filings WHERE icp_entity_key = ?1 AND id != ?2 LIMIT 64";
     pub const BUMP_REVISION: &str =
         "UPDATE meta SET value = value + 1 WHERE key = 'revision' RETURNING value";
     pub const INSERT_FILING: &str =
         "INSERT INTO filings (status, doc, revision) VALUES (?1, '{}', ?2)";
     pub const PUT_FILING: &str = "INSERT INTO filings
-         (id, status, doc, revision, entity_certificate, entity_name)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         (id, status, doc, revision, entity_certificate, entity_name, icp_entity_key)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
          ON CONFLICT(id) DO UPDATE SET status = excluded.status, doc = excluded.doc,
          revision = excluded.revision, entity_certificate = excluded.entity_certificate,
-         entity_name = excluded.entity_name";
+         entity_name = excluded.entity_name, icp_entity_key = excluded.icp_entity_key";
     pub const SET_FILING_TYPE: &str = "UPDATE filings SET filing_type = ?2 WHERE id = ?1";
     pub const DELETE_DOMAINS: &str = "DELETE FROM filing_domains WHERE filing_id = ?1";
     pub const INSERT_DOMAIN: &str =
@@ -89,6 +93,7 @@ pub mod sql {
         ("live_holder", LIVE_HOLDER),
         ("holds_number_by_certificate", HOLDS_NUMBER_BY_CERTIFICATE),
         ("holds_number_by_name", HOLDS_NUMBER_BY_NAME),
+        ("number_holders", NUMBER_HOLDERS),
         ("bump_revision", BUMP_REVISION),
         ("insert_filing", INSERT_FILING),
         ("put_filing", PUT_FILING),
@@ -433,6 +438,22 @@ impl WriteTx for Transaction<'_> {
         Ok(self.prepare_cached(statement)?.exists([key])?)
     }
 
+    async fn number_holders(
+        &mut self,
+        entity_key: &str,
+        except: i64,
+    ) -> Result<Vec<NumberHolder>, RegistryError> {
+        let mut statement = self.prepare_cached(sql::NUMBER_HOLDERS)?;
+        let rows = statement.query_map(params![entity_key, except], |row| {
+            Ok(NumberHolder {
+                id: row.get(0)?,
+                certificate: row.get(1)?,
+                name: row.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     async fn bump_revision(&mut self) -> Result<i64, RegistryError> {
         Ok(self
             .prepare_cached(sql::BUMP_REVISION)?
@@ -453,7 +474,8 @@ impl WriteTx for Transaction<'_> {
             encode(filing),
             revision,
             certificate,
-            name
+            name,
+            number_key(filing)
         ])?;
         Ok(())
     }

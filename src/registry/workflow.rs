@@ -7,6 +7,9 @@
 //!   filing untouched when refused;
 //! - a registrable domain belongs to at most one live filing: a write that would
 //!   make a second one live is refused with `DomainTaken` naming the real holder;
+//! - an ICP number (its entity part, `浙ICP备12345678号`) belongs to one entity: a
+//!   write that would make another entity's filing claim it
+//!   (`Status::claims_number`) is refused with `NumberTaken` naming the holder;
 //! - every stored filing bumps the registry revision, which only grows;
 //! - a submission's filing type is stored with it (an import's only when it is an
 //!   access-existing filing: the others are unknown);
@@ -45,6 +48,13 @@ pub(crate) trait WriteTx {
         certificate: Option<&str>,
         name: &str,
     ) -> Result<bool, RegistryError>;
+    /// The filings other than `except` that claim an ICP number whose entity part
+    /// is `entity_key` (as stored by `put_filing`), with their entity identity.
+    async fn number_holders(
+        &mut self,
+        entity_key: &str,
+        except: i64,
+    ) -> Result<Vec<NumberHolder>, RegistryError>;
     /// Advance the registry revision; returns the new one.
     async fn bump_revision(&mut self) -> Result<i64, RegistryError>;
     /// Reserve a fresh id for a new filing in `status` at `revision`.
@@ -76,6 +86,15 @@ pub(crate) trait WriteTx {
     ) -> Result<(), RegistryError>;
     /// After an import stored explicit ids: ids handed out later must not collide.
     async fn ids_imported(&mut self) -> Result<(), RegistryError>;
+}
+
+/// A filing claiming an ICP number, as `WriteTx::number_holders` finds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct NumberHolder {
+    pub id: i64,
+    /// `entity_identity` of its entity.
+    pub certificate: Option<String>,
+    pub name: String,
 }
 
 /// Validate and store a submission in `initial_review`, with its filing type.
@@ -154,6 +173,7 @@ async fn store<T: WriteTx>(
 ) -> Result<(), RegistryError> {
     let live = filing.status.is_live();
     let except = id.unwrap_or(0);
+    check_number_holders(tx, filing, except).await?;
     if live {
         for domain in &filing.domains {
             if let Some(filing_id) = tx.live_holder(domain, except).await? {
@@ -176,6 +196,42 @@ async fn store<T: WriteTx>(
         };
     }
     Ok(())
+}
+
+/// Refuse a filing that claims an ICP number another entity's filing claims: the
+/// same certificate number when both give one, else the same name, is one entity.
+async fn check_number_holders<T: WriteTx>(
+    tx: &mut T,
+    filing: &Filing,
+    except: i64,
+) -> Result<(), RegistryError> {
+    let Some(key) = number_key(filing) else {
+        return Ok(());
+    };
+    let (certificate, name) = entity_identity(&filing.entity);
+    for holder in tx.number_holders(&key, except).await? {
+        let same = match (&certificate, &holder.certificate) {
+            (Some(ours), Some(theirs)) => ours == theirs,
+            _ => name == holder.name,
+        };
+        if !same {
+            return Err(RegistryError::NumberTaken {
+                number: key,
+                filing_id: holder.id,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The entity part of the ICP number `filing` claims, as stored for
+/// `WriteTx::number_holders`; `None` when it claims none.
+pub(crate) fn number_key(filing: &Filing) -> Option<String> {
+    filing
+        .icp_number
+        .as_ref()
+        .filter(|_| filing.status.claims_number())
+        .map(|number| number.entity_key())
 }
 
 /// The seed's filing type: access of an existing filing by its kind; otherwise a new
