@@ -169,6 +169,7 @@ backend_cases!(
     a_corrupt_document_is_reported_not_panicked,
     one_icp_number_belongs_to_one_entity,
     the_filing_rules_hold_for_steps_and_imports,
+    a_failing_event_holds_back_only_its_own_filing,
 );
 
 // ---- fixtures ----
@@ -871,6 +872,44 @@ async fn the_filing_rules_hold_for_steps_and_imports(backend: Backend) {
     }
 }
 
+async fn a_failing_event_holds_back_only_its_own_filing(backend: Backend) {
+    let outbox = backend.outbox();
+    let a = submit(&backend, &["order-a.cn"]).await;
+    let b = submit(&backend, &["order-b.cn"]).await;
+    step(&backend, a.id, initial(true)).await;
+    let filing_of = |event: &icpgate::registry::OutboxEvent| {
+        let payload: Value = serde_json::from_str(&event.payload).expect("payload");
+        (
+            payload["filing_id"].as_i64(),
+            payload["to"].as_str().map(str::to_owned),
+        )
+    };
+    let due = outbox.due(now_ms(), 10).await.expect("due");
+    let seen: Vec<_> = due.iter().map(filing_of).collect();
+    assert_eq!(
+        seen,
+        [
+            (Some(a.id), Some("initial_review".to_owned())),
+            (Some(b.id), Some("initial_review".to_owned()))
+        ],
+        "a's second event waits for its first"
+    );
+    // a's first event fails: b goes on, a's second still waits.
+    let later = now_ms() + 3_600_000;
+    outbox
+        .failed(due[0].id, later, "503")
+        .await
+        .expect("failed");
+    outbox.delivered(due[1].id, now_ms()).await.expect("ack");
+    assert!(outbox.due(now_ms(), 10).await.expect("due").is_empty());
+    let retry = outbox.due(later, 10).await.expect("due");
+    assert_eq!(retry.iter().map(|e| e.id).collect::<Vec<_>>(), [due[0].id]);
+    outbox.delivered(retry[0].id, later).await.expect("ack");
+    let next = outbox.due(later, 10).await.expect("due");
+    let seen: Vec<_> = next.iter().map(filing_of).collect();
+    assert_eq!(seen, [(Some(a.id), Some("authority_review".to_owned()))]);
+}
+
 async fn every_write_bumps_the_revision_and_is_replayed_in_order(backend: Backend) {
     let registry = &backend.registry;
     let start = revision(&backend).await;
@@ -923,8 +962,14 @@ async fn the_outbox_enqueues_each_change_and_acks_deliveries(backend: Backend) {
         .await;
     assert_eq!(outbox.pending().await.expect("pending"), 2);
 
-    let due = outbox.due(now_ms(), 10).await.expect("due");
-    assert_eq!(due.len(), 2, "{due:?}");
+    // One filing's events go in order: the second is due once the first is delivered.
+    let first = outbox.due(now_ms(), 10).await.expect("due");
+    assert_eq!(first.len(), 1, "{first:?}");
+    let later = now_ms() + 3_600_000;
+    outbox.delivered(first[0].id, 1_000).await.expect("ack");
+    let second = outbox.due(now_ms(), 10).await.expect("due");
+    assert_eq!(second.len(), 1, "{second:?}");
+    let due = [first[0].clone(), second[0].clone()];
     assert!(due[0].id < due[1].id, "oldest first");
     assert!(due.iter().all(|e| e.attempts == 0));
     let payloads: Vec<Value> = due
@@ -947,8 +992,6 @@ async fn the_outbox_enqueues_each_change_and_acks_deliveries(backend: Backend) {
     assert_eq!(payloads[1]["to"], "authority_review");
     assert_eq!(payloads[1]["actor"], "reviewer");
 
-    let later = now_ms() + 3_600_000;
-    outbox.delivered(due[0].id, 1_000).await.expect("ack");
     outbox
         .failed(due[1].id, later, "connection refused")
         .await

@@ -66,6 +66,7 @@ struct Row {
 
 #[derive(Clone)]
 struct Event {
+    filing_id: i64,
     payload: String,
     attempts: u32,
     next_attempt_at_ms: i64,
@@ -308,12 +309,13 @@ impl WriteTx for State {
 
     async fn enqueue(
         &mut self,
-        _filing_id: i64,
+        filing_id: i64,
         now_ms: i64,
         payload: impl FnOnce(i64) -> String,
     ) -> Result<(), RegistryError> {
         self.last_event += 1;
         let event = Event {
+            filing_id,
             payload: payload(self.last_event),
             attempts: 0,
             next_attempt_at_ms: now_ms,
@@ -437,10 +439,14 @@ impl Registry for MemoryRegistry {
 impl Outbox for MemoryRegistry {
     async fn due(&self, now_ms: i64, limit: usize) -> Result<Vec<OutboxEvent>, RegistryError> {
         self.read(|state| {
+            // One filing's events go in order: only its oldest pending one is due.
+            let mut waiting = BTreeSet::new();
             Ok(state
                 .outbox
                 .iter()
-                .filter(|(_, e)| e.delivered_at_ms.is_none() && e.next_attempt_at_ms <= now_ms)
+                .filter(|(_, e)| e.delivered_at_ms.is_none())
+                .filter(|(_, e)| waiting.insert(e.filing_id))
+                .filter(|(_, e)| e.next_attempt_at_ms <= now_ms)
                 .take(limit)
                 .map(|(id, e)| OutboxEvent {
                     id: *id,

@@ -116,8 +116,9 @@ CREATE INDEX IF NOT EXISTS filings_by_entity_name ON filings(entity_name);
     },
     Migration {
         version: 3,
-        name: "filing rules: the ICP number each filing claims; sealed filing passwords",
-        // `icp_entity_key` is `workflow::number_key`: the entity part of the number
+        name: "filing rules: claimed ICP numbers, sealed filing passwords, ordered delivery per filing",
+        // The outbox index finds a filing's earlier pending event (one filing's
+        // events are delivered in order). `icp_entity_key` is `workflow::number_key`: the entity part of the number
         // (`浙ICP备12345678号`) of a filing that claims one (`Status::claims_number`),
         // so one entity per number is an index search. `sealed_password` holds an
         // access-existing filing's filing password, sealed, until initial review ends;
@@ -130,6 +131,8 @@ UPDATE filings SET icp_entity_key =
 WHERE json_valid(doc) AND json_extract(doc, '$.icp_number') IS NOT NULL
   AND status NOT IN ('rejected', 'cancelled');
 CREATE INDEX IF NOT EXISTS filings_by_icp_entity_key ON filings(icp_entity_key);
+CREATE INDEX IF NOT EXISTS outbox_pending_by_filing ON outbox(filing_id, id)
+    WHERE delivered_at_ms IS NULL;
 ",
     },
 ];
@@ -206,7 +209,7 @@ CREATE INDEX IF NOT EXISTS icpgate_filings_by_entity_name ON icpgate_filings(ent
     },
     Migration {
         version: 3,
-        name: "filing rules: the ICP number each filing claims; sealed filing passwords",
+        name: "filing rules: claimed ICP numbers, sealed filing passwords, ordered delivery per filing",
         // As SQLite's migration 3.
         sql: "
 ALTER TABLE icpgate_filings
@@ -216,6 +219,8 @@ UPDATE icpgate_filings SET icp_entity_key = split_part(doc->>'icp_number', '号'
 WHERE doc->>'icp_number' IS NOT NULL AND status NOT IN ('rejected', 'cancelled');
 CREATE INDEX IF NOT EXISTS icpgate_filings_by_icp_entity_key
     ON icpgate_filings(icp_entity_key);
+CREATE INDEX IF NOT EXISTS icpgate_outbox_pending_by_filing ON icpgate_outbox(filing_id, id)
+    WHERE delivered_at_ms IS NULL;
 ",
     },
 ];

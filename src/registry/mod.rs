@@ -98,7 +98,8 @@ pub struct OutboxEvent {
 #[async_trait]
 pub trait Outbox: Send + Sync + 'static {
     /// Undelivered events whose next attempt is due at `now_ms` (Unix milliseconds),
-    /// oldest first.
+    /// oldest first; of one filing only its oldest undelivered event, so a filing's
+    /// events are delivered in order and a failing one holds back only its own.
     async fn due(&self, now_ms: i64, limit: usize) -> Result<Vec<OutboxEvent>, RegistryError>;
     /// When the next undelivered event is due, if any.
     async fn next_due(&self) -> Result<Option<i64>, RegistryError>;
