@@ -2,8 +2,9 @@
 //! (`/v1/filings/{id}/<step>`). Every write is enforced in this process at once,
 //! wakes the webhook notifier, refreshes the gauges and is logged as an audit event.
 //!
-//! Personal data (certificate numbers, phones, e-mails) is masked in lists, even
-//! for a caller with a token, and in a single read without one (`Filing::masked`).
+//! Personal data is shown as `privacy` says: none without a token, masked with one
+//! (lists and write answers too), in clear only on `GET /v1/filings/{id}?reveal=true`
+//! by a token granted `reveal`, audited.
 
 use std::sync::Arc;
 
@@ -16,8 +17,9 @@ use serde_json::{json, Value};
 use crate::admin::auth::Actor;
 use crate::admin::error::AdminError;
 use crate::admin::extract::{
-    de_count, de_registrable_domain, de_status, Json, JsonBody, JsonOrEmpty, Query,
+    de_count, de_flag, de_registrable_domain, de_status, Json, JsonBody, JsonOrEmpty, Query,
 };
+use crate::admin::privacy::{Reader, View};
 use crate::admin::Admin;
 use crate::model::filing::{
     Action, Entity, Filing, IcpNumber, Product, Status, Submission, Website,
@@ -55,9 +57,11 @@ pub struct ListQuery {
     limit: Option<usize>,
 }
 
-/// `GET /v1/filings`: filings in id order, personal data masked.
+/// `GET /v1/filings`: filings in id order, personal data masked (none without a
+/// token).
 pub async fn list(
     State(admin): State<Arc<Admin>>,
+    reader: Reader,
     Query(query): Query<ListQuery>,
 ) -> Result<Json<Value>, AdminError> {
     let filter = ListFilter {
@@ -65,22 +69,30 @@ pub async fn list(
         status: query.status,
         limit: query.limit,
     };
+    let view = reader.view(false, 0, "")?;
     let filings = admin.registry.list(&filter).await?;
-    let masked: Vec<Filing> = filings.iter().map(Filing::masked).collect();
-    Ok(Json(json!({ "filings": masked })))
+    let shown: Vec<Filing> = filings.into_iter().map(|f| view.show(f)).collect();
+    Ok(Json(json!({ "filings": shown })))
 }
 
-/// `GET /v1/filings/{id}`: personal data only for a caller with a token.
+/// `GET /v1/filings/{id}?reveal=`.
+#[derive(Debug, Default, Deserialize)]
+pub struct GetQuery {
+    #[serde(default, deserialize_with = "de_flag")]
+    reveal: bool,
+}
+
+/// `GET /v1/filings/{id}`: masked with a token, no personal data without one, in
+/// clear with `?reveal=true` for a token granted `reveal` (audited).
 pub async fn get(
     State(admin): State<Arc<Admin>>,
     FilingId(id): FilingId,
-    caller: Option<Actor>,
+    reader: Reader,
+    Query(query): Query<GetQuery>,
 ) -> Result<Json<Filing>, AdminError> {
     let filing = admin.registry.get(id).await?.ok_or(AdminError::NotFound)?;
-    Ok(Json(match caller {
-        Some(_) => filing,
-        None => filing.masked(),
-    }))
+    let view = reader.view(query.reveal, id, "personal data")?;
+    Ok(Json(view.show(filing)))
 }
 
 /// `POST /v1/filings`: 201 with the filing in `initial_review` and its `filing_type`.
@@ -95,7 +107,8 @@ pub async fn submit(
     admin
         .after_write(&submitted.filing, &actor, "submit", None)
         .await;
-    let mut body = serde_json::to_value(&submitted.filing).unwrap_or_default();
+    let shown = View::Masked.show(submitted.filing);
+    let mut body = serde_json::to_value(&shown).unwrap_or_default();
     if let Some(object) = body.as_object_mut() {
         object.insert("filing_type".into(), submitted.filing_type.as_str().into());
     }
@@ -119,7 +132,7 @@ pub async fn step(
     let filing = admin.registry.transition(id, action, &actor).await?;
     let before = filing.history.last().and_then(|entry| entry.from);
     admin.after_write(&filing, &actor, name, before).await;
-    Ok(Json(filing))
+    Ok(Json(View::Masked.show(filing)))
 }
 
 impl Admin {

@@ -51,6 +51,7 @@ mod details;
 mod error;
 mod icp_number;
 mod password;
+mod privacy;
 mod rules;
 #[cfg(test)]
 mod tests;
@@ -391,16 +392,6 @@ impl Filing {
     /// The actions legal from the current status (names as `Action::name()`).
     pub fn allowed_actions(&self) -> Vec<&'static str> {
         allowed_in(self.status).to_vec()
-    }
-
-    /// A copy with personal data (certificate number, owner phone and e-mail)
-    /// masked: the one masking of the admin API's lists and of reads without a token.
-    pub fn masked(&self) -> Filing {
-        Filing {
-            entity: self.entity.masked(),
-            website: self.website.masked(),
-            ..self.clone()
-        }
     }
 
     /// Check the invariants `submit` and `apply` keep, for filings that arrive from

@@ -278,7 +278,7 @@ fn is_email(s: &str) -> bool {
 /// Keep the first 3 and the last 4 (long values) or 2 (short values) characters,
 /// replace the rest with '*': `13800000000` → `138****0000`. Values too short to
 /// keep both ends keep only their first character.
-fn mask_middle(s: &str) -> String {
+pub(super) fn mask_middle(s: &str) -> String {
     let chars: Vec<char> = s.chars().collect();
     let n = chars.len();
     let (head, tail) = match n {
