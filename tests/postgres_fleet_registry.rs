@@ -101,6 +101,7 @@ async fn postgres_backend_keeps_the_registry_contract() {
                 website: None,
                 product: None,
                 icp_number: None,
+                filing_password: None,
             },
             "x",
         )

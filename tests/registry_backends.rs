@@ -32,7 +32,9 @@ use icpgate::model::host::{HostName, RegistrableDomain};
 use icpgate::registry::memory::MemoryRegistry;
 use icpgate::registry::postgres::PostgresRegistry;
 use icpgate::registry::sqlite::SqliteRegistry;
-use icpgate::registry::{jsonl, now_ms, FilingType, ListFilter, Outbox, Registry, RegistryError};
+use icpgate::registry::{
+    jsonl, now_ms, FilingType, ListFilter, Outbox, Registry, RegistryError, SecretKey,
+};
 use serde_json::Value;
 
 /// One backend under test, with its outbox on, and what keeps its store alive.
@@ -50,9 +52,18 @@ enum Store {
     Postgres(PgDatabase),
 }
 
+/// The key every backend under test seals filing passwords with.
+fn key() -> Option<Arc<SecretKey>> {
+    Some(Arc::new(SecretKey::from_material(
+        b"registry-backends-test-key-0123456789",
+    )))
+}
+
 impl Backend {
     fn memory() -> Backend {
-        let registry = MemoryRegistry::new().with_outbox(true);
+        let registry = MemoryRegistry::new()
+            .with_outbox(true)
+            .with_secret_key(key());
         Backend {
             registry: Arc::new(registry.clone()),
             store: Store::Memory(registry),
@@ -64,7 +75,8 @@ impl Backend {
         let path = dir.path().join("registry.db");
         let registry = SqliteRegistry::open(&path)
             .expect("open sqlite")
-            .with_outbox(true);
+            .with_outbox(true)
+            .with_secret_key(key());
         Backend {
             registry: Arc::new(registry),
             store: Store::Sqlite { path, _dir: dir },
@@ -84,7 +96,8 @@ impl Backend {
         let registry = PostgresRegistry::connect(&db.url)
             .await
             .expect("connect postgres")
-            .with_outbox(true);
+            .with_outbox(true)
+            .with_secret_key(key());
         Some(Backend {
             registry: Arc::new(registry),
             store: Store::Postgres(db),
@@ -170,6 +183,7 @@ backend_cases!(
     one_icp_number_belongs_to_one_entity,
     the_filing_rules_hold_for_steps_and_imports,
     a_failing_event_holds_back_only_its_own_filing,
+    a_filing_password_is_kept_sealed_until_initial_review_ends,
 );
 
 // ---- fixtures ----
@@ -229,6 +243,7 @@ fn resubmit() -> Action {
         website: None,
         product: None,
         icp_number: None,
+        filing_password: None,
     }
 }
 
@@ -843,6 +858,7 @@ async fn the_filing_rules_hold_for_steps_and_imports(backend: Backend) {
             website: None,
             product: None,
             icp_number: Some(icp("浙ICP备30000006号-2")),
+            filing_password: None,
         },
     )
     .await;
@@ -908,6 +924,68 @@ async fn a_failing_event_holds_back_only_its_own_filing(backend: Backend) {
     let next = outbox.due(later, 10).await.expect("due");
     let seen: Vec<_> = next.iter().map(filing_of).collect();
     assert_eq!(seen, [(Some(a.id), Some("authority_review".to_owned()))]);
+}
+
+async fn a_filing_password_is_kept_sealed_until_initial_review_ends(backend: Backend) {
+    let registry = &backend.registry;
+    let password = |text: &str| FilingPassword::new(text.into()).expect("password");
+    let mut access = submission(&["password.cn"]);
+    access.kind = Kind::AccessExisting;
+    access.icp_number = Some(icp("京ICP备10101010号-3"));
+    access.filing_password = Some(password("Sekret-Filing-PW-7781"));
+    let id = registry
+        .submit(access, "tester")
+        .await
+        .expect("submit")
+        .filing
+        .id;
+    assert_eq!(
+        registry.filing_password(id).await.expect("password"),
+        Some(password("Sekret-Filing-PW-7781"))
+    );
+    // Never in the document: not in a read, an export or the outbox.
+    let exported = jsonl::render(&registry.export().await.expect("export"));
+    let events = backend.outbox().due(now_ms(), 100).await.expect("due");
+    for text in [
+        exported,
+        format!("{:?}", get(&backend, id).await),
+        format!("{events:?}"),
+    ] {
+        assert!(!text.contains("Sekret"), "{text}");
+    }
+    // Initial review ends (here: rejected): the password is erased.
+    step(&backend, id, initial(false)).await;
+    assert_eq!(registry.filing_password(id).await.expect("password"), None);
+    // A resubmission with a corrected number brings a new one, kept until the review ends.
+    let resubmit = Action::Resubmit {
+        entity: None,
+        website: None,
+        product: None,
+        icp_number: Some(icp("京ICP备10101011号-3")),
+        filing_password: Some(password("Corrected-PW-1")),
+    };
+    step(&backend, id, resubmit).await;
+    assert_eq!(
+        registry.filing_password(id).await.expect("password"),
+        Some(password("Corrected-PW-1"))
+    );
+    step(&backend, id, initial(true)).await;
+    assert_eq!(registry.filing_password(id).await.expect("password"), None);
+    // A new filing carries none.
+    let refused = registry
+        .transition(
+            submit(&backend, &["no-password.cn"]).await.id,
+            Action::Resubmit {
+                entity: None,
+                website: None,
+                product: None,
+                icp_number: None,
+                filing_password: Some(password("x-password")),
+            },
+            "tester",
+        )
+        .await;
+    assert!(refused.is_err(), "{refused:?}");
 }
 
 async fn every_write_bumps_the_revision_and_is_replayed_in_order(backend: Backend) {

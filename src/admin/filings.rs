@@ -22,7 +22,7 @@ use crate::admin::extract::{
 use crate::admin::privacy::{Reader, View};
 use crate::admin::Admin;
 use crate::model::filing::{
-    Action, Entity, Filing, IcpNumber, Product, Status, Submission, Website,
+    Action, Entity, Filing, FilingPassword, IcpNumber, Product, Status, Submission, Website,
 };
 use crate::model::host::RegistrableDomain;
 use crate::registry::{jsonl, ListFilter};
@@ -83,16 +83,30 @@ pub struct GetQuery {
 }
 
 /// `GET /v1/filings/{id}`: masked with a token, no personal data without one, in
-/// clear with `?reveal=true` for a token granted `reveal` (audited).
+/// clear with `?reveal=true` for a token granted `reveal` (audited) — with the
+/// filing password of an access-existing filing while its initial review lasts
+/// (the reviewer checks it against the authority's system).
 pub async fn get(
     State(admin): State<Arc<Admin>>,
     FilingId(id): FilingId,
     reader: Reader,
     Query(query): Query<GetQuery>,
-) -> Result<Json<Filing>, AdminError> {
+) -> Result<Json<Value>, AdminError> {
     let filing = admin.registry.get(id).await?.ok_or(AdminError::NotFound)?;
-    let view = reader.view(query.reveal, id, "personal data")?;
-    Ok(Json(view.show(filing)))
+    let view = reader.view(
+        query.reveal,
+        id,
+        "personal data and any kept filing password",
+    )?;
+    let mut body = serde_json::to_value(view.show(filing)).unwrap_or_default();
+    if view == View::Revealed {
+        if let Some(password) = admin.registry.filing_password(id).await? {
+            if let Some(object) = body.as_object_mut() {
+                object.insert("filing_password".into(), password.expose().into());
+            }
+        }
+    }
+    Ok(Json(body))
 }
 
 /// `POST /v1/filings`: 201 with the filing in `initial_review` and its `filing_type`.
@@ -210,6 +224,7 @@ pub struct StepBody {
     entity: Option<Entity>,
     website: Option<Website>,
     product: Option<Product>,
+    filing_password: Option<FilingPassword>,
 }
 
 impl Step {
@@ -218,7 +233,13 @@ impl Step {
         match self {
             Step::InitialReview => &["approve", "reason"],
             Step::AuthorityReview => &["approve", "icp_number", "reason"],
-            Step::Resubmit => &["entity", "website", "product", "icp_number"],
+            Step::Resubmit => &[
+                "entity",
+                "website",
+                "product",
+                "icp_number",
+                "filing_password",
+            ],
             Step::Abandon | Step::Cancel | Step::Disconnect => &["reason"],
             Step::Change => &["entity", "website"],
         }
@@ -235,6 +256,7 @@ impl StepBody {
             ("entity", self.entity.is_some()),
             ("website", self.website.is_some()),
             ("product", self.product.is_some()),
+            ("filing_password", self.filing_password.is_some()),
         ];
         present
             .into_iter()
@@ -275,6 +297,7 @@ impl StepBody {
                 entity: self.entity,
                 website: self.website,
                 product: self.product,
+                filing_password: self.filing_password,
             },
             Step::Abandon => Action::Abandon {
                 reason: self.reason,

@@ -611,6 +611,12 @@ impl Registry for Down {
     async fn import(&self, _: Vec<ImportRecord>) -> Result<usize, RegistryError> {
         down()
     }
+    async fn filing_password(
+        &self,
+        _: i64,
+    ) -> Result<Option<crate::model::filing::FilingPassword>, RegistryError> {
+        down()
+    }
     async fn export(&self) -> Result<Vec<Filing>, RegistryError> {
         down()
     }

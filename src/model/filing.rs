@@ -267,6 +267,8 @@ pub enum Action {
         website: Option<Website>,
         product: Option<Product>,
         icp_number: Option<IcpNumber>,
+        /// A new filing password with a corrected number (kept by the registry).
+        filing_password: Option<FilingPassword>,
     },
     /// 放弃当前备案
     Abandon { reason: Option<String> },
@@ -437,7 +439,11 @@ impl Filing {
                 website,
                 product,
                 icp_number,
+                filing_password,
             } => {
+                if filing_password.is_some() && self.kind == Kind::New {
+                    return Err(TransitionError::FilingPasswordOnNewFiling);
+                }
                 self.replace_details(entity, website)?;
                 if let Some(product) = product {
                     self.product = product;

@@ -48,6 +48,9 @@ pub enum StorageError {
     /// it; nothing was stored, the write may be retried.
     #[error("domain {domain} changed hands during this write; retry")]
     LostRace { domain: String },
+    /// A filing password could not be sealed or opened.
+    #[error("filing password: {0}")]
+    Secret(#[from] super::SecretError),
     /// A synchronous backend's operation did not complete at once (a bug).
     #[error("a synchronous registry operation did not complete")]
     Stalled,

@@ -21,6 +21,7 @@ pub mod memory;
 mod migrations;
 mod open;
 pub mod postgres;
+mod secret;
 pub mod sqlite;
 mod workflow;
 
@@ -28,6 +29,7 @@ pub use error::{RegistryError, StorageError};
 pub use open::{
     import_file, import_file_with, open, open_seeded, ImportProgress, OpenError, SeedError,
 };
+pub use secret::{SecretError, SecretKey, MIN_KEY_CHARS};
 pub use workflow::{now_ms, outbox_payload};
 
 use std::collections::BTreeMap;
@@ -39,7 +41,7 @@ use tokio::sync::Notify;
 
 use serde::Serialize;
 
-use crate::model::filing::{Action, Filing, Status, Submission};
+use crate::model::filing::{Action, Filing, FilingPassword, Status, Submission};
 use crate::model::host::RegistrableDomain;
 
 /// The seed's "filing type" (备案类型), reported for each submission.
@@ -186,6 +188,10 @@ pub trait Registry: Send + Sync + 'static {
         let _ = id;
         Ok(None)
     }
+    /// The filing password kept (sealed) for filing `id` until its initial review
+    /// ends, opened with the registry's key; `None` when none is kept. Never part
+    /// of the filing document (so of no export, list, read or notification).
+    async fn filing_password(&self, id: i64) -> Result<Option<FilingPassword>, RegistryError>;
     /// Every filing, by id.
     async fn export(&self) -> Result<Vec<Filing>, RegistryError>;
     /// How many filings are in each status (every status present, zeros included).

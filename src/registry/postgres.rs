@@ -24,12 +24,15 @@ use tokio_postgres::types::Json;
 use tokio_postgres::{AsyncMessage, NoTls};
 
 use super::migrations;
-use super::workflow::{self, decode, entity_identity, now_ms, number_key, NumberHolder, WriteTx};
+use super::secret::SecretKey;
+use super::workflow::{
+    self, decode, entity_identity, now_ms, number_key, open_password, NumberHolder, WriteTx,
+};
 use super::{
     status_counts, Change, FilingType, ImportRecord, ListFilter, Lookup, Outbox, OutboxEvent,
     Registry, RegistryError, Submitted, CHANGES_BATCH,
 };
-use crate::model::filing::{Action, Filing, Status, Submission};
+use crate::model::filing::{Action, Filing, FilingPassword, Status, Submission};
 use crate::model::host::RegistrableDomain;
 
 /// Statements of the write and lookup paths, named for the index-use check
@@ -77,6 +80,9 @@ pub mod sql {
          revision = excluded.revision, entity_certificate = excluded.entity_certificate,
          entity_name = excluded.entity_name, icp_entity_key = excluded.icp_entity_key";
     pub const SET_FILING_TYPE: &str = "UPDATE icpgate_filings SET filing_type = $2 WHERE id = $1";
+    pub const SET_SEALED_PASSWORD: &str =
+        "UPDATE icpgate_filings SET sealed_password = $2 WHERE id = $1";
+    pub const SEALED_PASSWORD: &str = "SELECT sealed_password FROM icpgate_filings WHERE id = $1";
     pub const DELETE_DOMAINS: &str = "DELETE FROM icpgate_filing_domains WHERE filing_id = $1";
     /// `ON CONFLICT DO NOTHING` leaves a domain another live filing holds unclaimed.
     pub const INSERT_DOMAIN: &str =
@@ -106,6 +112,8 @@ pub mod sql {
         ("insert_filing", INSERT_FILING),
         ("put_filing", PUT_FILING),
         ("set_filing_type", SET_FILING_TYPE),
+        ("set_sealed_password", SET_SEALED_PASSWORD),
+        ("sealed_password", SEALED_PASSWORD),
         ("delete_domains", DELETE_DOMAINS),
         ("insert_domain", INSERT_DOMAIN),
         ("enqueue", ENQUEUE),
@@ -128,6 +136,8 @@ pub struct PostgresRegistry {
     changed: Arc<Notify>,
     /// Whether writes also record notifications in the outbox.
     outbox: bool,
+    /// Seals kept filing passwords (`registry.secret_key_env`).
+    secret_key: Option<Arc<SecretKey>>,
 }
 
 impl PostgresRegistry {
@@ -155,12 +165,20 @@ impl PostgresRegistry {
             pool,
             changed,
             outbox: false,
+            secret_key: None,
         })
     }
 
     /// Record (or not) every submission and transition in the durable outbox.
     pub fn with_outbox(mut self, on: bool) -> PostgresRegistry {
         self.outbox = on;
+        self
+    }
+
+    /// Seal kept filing passwords with `key` (`registry.secret_key_env`); without
+    /// one they are not kept.
+    pub fn with_secret_key(mut self, key: Option<Arc<SecretKey>>) -> Self {
+        self.secret_key = key;
         self
     }
 }
@@ -320,7 +338,8 @@ impl Registry for PostgresRegistry {
     ) -> Result<Submitted, RegistryError> {
         let mut client = self.pool.get().await?;
         let mut tx = client.transaction().await?;
-        let submitted = workflow::submit(&mut tx, submission, actor, self.outbox).await?;
+        let key = self.secret_key.as_deref();
+        let submitted = workflow::submit(&mut tx, submission, actor, self.outbox, key).await?;
         commit(tx).await?;
         Ok(submitted)
     }
@@ -333,7 +352,8 @@ impl Registry for PostgresRegistry {
     ) -> Result<Filing, RegistryError> {
         let mut client = self.pool.get().await?;
         let mut tx = client.transaction().await?;
-        let filing = workflow::transition(&mut tx, id, action, actor, self.outbox).await?;
+        let key = self.secret_key.as_deref();
+        let filing = workflow::transition(&mut tx, id, action, actor, self.outbox, key).await?;
         commit(tx).await?;
         Ok(filing)
     }
@@ -359,6 +379,13 @@ impl Registry for PostgresRegistry {
         let row = client.query_opt(sql::FILING_TYPE, &[&id]).await?;
         let stored: Option<String> = row.map(|row| row.try_get(0)).transpose()?.flatten();
         Ok(stored.as_deref().and_then(FilingType::parse))
+    }
+
+    async fn filing_password(&self, id: i64) -> Result<Option<FilingPassword>, RegistryError> {
+        let client = self.pool.get().await?;
+        let row = client.query_opt(sql::SEALED_PASSWORD, &[&id]).await?;
+        let sealed: Option<String> = row.map(|row| row.try_get(0)).transpose()?.flatten();
+        open_password(self.secret_key.as_deref(), id, sealed)
     }
 
     async fn export(&self) -> Result<Vec<Filing>, RegistryError> {
@@ -473,6 +500,16 @@ impl WriteTx for Transaction<'_> {
             })
         };
         Ok(rows.iter().map(holder).collect::<Result<_, _>>()?)
+    }
+
+    async fn set_sealed_password(
+        &mut self,
+        id: i64,
+        sealed: Option<&str>,
+    ) -> Result<(), RegistryError> {
+        let statement = self.prepare_cached(sql::SET_SEALED_PASSWORD).await?;
+        self.execute(&statement, &[&id, &sealed]).await?;
+        Ok(())
     }
 
     async fn bump_revision(&mut self) -> Result<i64, RegistryError> {

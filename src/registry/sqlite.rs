@@ -21,14 +21,16 @@ use rusqlite::types::Value;
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
 use super::migrations;
+use super::secret::SecretKey;
 use super::workflow::{
-    self, decode, encode, entity_identity, now_ms, number_key, run_ready, NumberHolder, WriteTx,
+    self, decode, encode, entity_identity, now_ms, number_key, open_password, run_ready,
+    NumberHolder, WriteTx,
 };
 use super::{
     status_counts, Change, FilingType, ImportRecord, ListFilter, Lookup, Outbox, OutboxEvent,
     Registry, RegistryError, Submitted, CHANGES_BATCH,
 };
-use crate::model::filing::{Action, Filing, Status, Submission};
+use crate::model::filing::{Action, Filing, FilingPassword, Status, Submission};
 use crate::model::host::RegistrableDomain;
 
 /// Statements of the write and lookup paths, named for the index-use check
@@ -72,6 +74,8 @@ pub mod sql {
          revision = excluded.revision, entity_certificate = excluded.entity_certificate,
          entity_name = excluded.entity_name, icp_entity_key = excluded.icp_entity_key";
     pub const SET_FILING_TYPE: &str = "UPDATE filings SET filing_type = ?2 WHERE id = ?1";
+    pub const SET_SEALED_PASSWORD: &str = "UPDATE filings SET sealed_password = ?2 WHERE id = ?1";
+    pub const SEALED_PASSWORD: &str = "SELECT sealed_password FROM filings WHERE id = ?1";
     pub const DELETE_DOMAINS: &str = "DELETE FROM filing_domains WHERE filing_id = ?1";
     pub const INSERT_DOMAIN: &str =
         "INSERT OR IGNORE INTO filing_domains (domain, filing_id, live) VALUES (?1, ?2, ?3)";
@@ -98,6 +102,8 @@ pub mod sql {
         ("insert_filing", INSERT_FILING),
         ("put_filing", PUT_FILING),
         ("set_filing_type", SET_FILING_TYPE),
+        ("set_sealed_password", SET_SEALED_PASSWORD),
+        ("sealed_password", SEALED_PASSWORD),
         ("delete_domains", DELETE_DOMAINS),
         ("insert_domain", INSERT_DOMAIN),
         ("enqueue", ENQUEUE),
@@ -114,6 +120,8 @@ pub struct SqliteRegistry {
     reader: Arc<Mutex<Connection>>,
     /// Whether writes also record notifications in the outbox.
     outbox: bool,
+    /// Seals kept filing passwords (`registry.secret_key_env`).
+    secret_key: Option<Arc<SecretKey>>,
 }
 
 impl SqliteRegistry {
@@ -130,12 +138,20 @@ impl SqliteRegistry {
             writer: Arc::new(Mutex::new(writer)),
             reader: Arc::new(Mutex::new(reader)),
             outbox: false,
+            secret_key: None,
         })
     }
 
     /// Record (or not) every submission and transition in the durable outbox.
     pub fn with_outbox(mut self, on: bool) -> SqliteRegistry {
         self.outbox = on;
+        self
+    }
+
+    /// Seal kept filing passwords with `key` (`registry.secret_key_env`); without
+    /// one they are not kept.
+    pub fn with_secret_key(mut self, key: Option<Arc<SecretKey>>) -> Self {
+        self.secret_key = key;
         self
     }
 
@@ -303,9 +319,12 @@ impl Registry for SqliteRegistry {
         actor: &str,
     ) -> Result<Submitted, RegistryError> {
         let actor = actor.to_string();
-        let outbox = self.outbox;
-        self.write(move |tx| run_ready(workflow::submit(tx, submission, &actor, outbox)))
-            .await
+        let (outbox, key) = (self.outbox, self.secret_key.clone());
+        self.write(move |tx| {
+            let key = key.as_deref();
+            run_ready(workflow::submit(tx, submission, &actor, outbox, key))
+        })
+        .await
     }
 
     async fn transition(
@@ -315,9 +334,12 @@ impl Registry for SqliteRegistry {
         actor: &str,
     ) -> Result<Filing, RegistryError> {
         let actor = actor.to_string();
-        let outbox = self.outbox;
-        self.write(move |tx| run_ready(workflow::transition(tx, id, action, &actor, outbox)))
-            .await
+        let (outbox, key) = (self.outbox, self.secret_key.clone());
+        self.write(move |tx| {
+            let key = key.as_deref();
+            run_ready(workflow::transition(tx, id, action, &actor, outbox, key))
+        })
+        .await
     }
 
     async fn import(&self, records: Vec<ImportRecord>) -> Result<usize, RegistryError> {
@@ -342,6 +364,19 @@ impl Registry for SqliteRegistry {
             Ok(stored.flatten().as_deref().and_then(FilingType::parse))
         })
         .await
+    }
+
+    async fn filing_password(&self, id: i64) -> Result<Option<FilingPassword>, RegistryError> {
+        let sealed = self
+            .read(move |conn| {
+                let stored: Option<Option<String>> = conn
+                    .prepare_cached(sql::SEALED_PASSWORD)?
+                    .query_row([id], |row| row.get(0))
+                    .optional()?;
+                Ok(stored.flatten())
+            })
+            .await?;
+        open_password(self.secret_key.as_deref(), id, sealed)
     }
 
     async fn export(&self) -> Result<Vec<Filing>, RegistryError> {
@@ -452,6 +487,16 @@ impl WriteTx for Transaction<'_> {
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    async fn set_sealed_password(
+        &mut self,
+        id: i64,
+        sealed: Option<&str>,
+    ) -> Result<(), RegistryError> {
+        self.prepare_cached(sql::SET_SEALED_PASSWORD)?
+            .execute(params![id, sealed])?;
+        Ok(())
     }
 
     async fn bump_revision(&mut self) -> Result<i64, RegistryError> {

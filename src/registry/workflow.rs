@@ -15,7 +15,10 @@
 //!   access-existing filing: the others are unknown);
 //! - with the outbox on, the notification of each submission and transition is
 //!   enqueued in the same transaction as the change;
-//! - an import stores every record or none, and names the line of the one refused.
+//! - an import stores every record or none, and names the line of the one refused;
+//! - an access-existing filing's password is kept sealed (`SecretKey`) beside the
+//!   document, never in it, and erased when its initial review ends; without a key
+//!   it is not kept at all.
 //!
 //! The caller opens the transaction, runs one of [`submit`], [`transition`],
 //! [`import`] in it, and commits only on `Ok`. Synchronous backends (SQLite, memory)
@@ -27,8 +30,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use futures_util::FutureExt;
 use serde_json::{json, Value};
 
-use super::{FilingType, ImportRecord, RegistryError, StorageError, Submitted};
-use crate::model::filing::{now_rfc3339, Action, Entity, Filing, Kind, Status, Submission};
+use super::{FilingType, ImportRecord, RegistryError, SecretKey, StorageError, Submitted};
+use crate::model::filing::{
+    now_rfc3339, Action, Entity, Filing, FilingPassword, Kind, Status, Submission,
+};
 
 /// The storage operations of one write transaction. Every operation runs inside the
 /// transaction the backend opened; nothing is visible to others before its commit.
@@ -55,6 +60,12 @@ pub(crate) trait WriteTx {
         entity_key: &str,
         except: i64,
     ) -> Result<Vec<NumberHolder>, RegistryError>;
+    /// Keep `sealed` as filing `id`'s sealed filing password (`None`: erase it).
+    async fn set_sealed_password(
+        &mut self,
+        id: i64,
+        sealed: Option<&str>,
+    ) -> Result<(), RegistryError>;
     /// Advance the registry revision; returns the new one.
     async fn bump_revision(&mut self) -> Result<i64, RegistryError>;
     /// Reserve a fresh id for a new filing in `status` at `revision`.
@@ -103,11 +114,14 @@ pub(crate) async fn submit<T: WriteTx>(
     submission: Submission,
     actor: &str,
     outbox: bool,
+    key: Option<&SecretKey>,
 ) -> Result<Submitted, RegistryError> {
     let filing_type = classify(tx, &submission).await?;
+    let password = submission.filing_password.clone();
     let mut filing = Filing::submit(0, submission, actor, &now_rfc3339())?;
     store(tx, &mut filing, None).await?;
     tx.set_filing_type(filing.id, filing_type).await?;
+    keep_password(tx, filing.id, password.as_ref(), key).await?;
     if outbox {
         enqueue(tx, &filing).await?;
     }
@@ -124,14 +138,67 @@ pub(crate) async fn transition<T: WriteTx>(
     action: Action,
     actor: &str,
     outbox: bool,
+    key: Option<&SecretKey>,
 ) -> Result<Filing, RegistryError> {
     let mut filing = tx.load(id).await?.ok_or(RegistryError::NotFound(id))?;
+    let password = match &action {
+        Action::Resubmit {
+            filing_password, ..
+        } => filing_password.clone(),
+        _ => None,
+    };
+    let from = filing.status;
     filing.apply(action, actor, &now_rfc3339())?;
     store(tx, &mut filing, Some(id)).await?;
+    if from == Status::InitialReview && filing.status != Status::InitialReview {
+        // Initial review is where the password is checked: it ends, the password goes.
+        tx.set_sealed_password(id, None).await?;
+    }
+    keep_password(tx, id, password.as_ref(), key).await?;
     if outbox {
         enqueue(tx, &filing).await?;
     }
     Ok(filing)
+}
+
+/// Keep an access-existing filing's password sealed until its initial review ends.
+/// Without a key (`registry.secret_key_env` unset) it is not kept.
+async fn keep_password<T: WriteTx>(
+    tx: &mut T,
+    id: i64,
+    password: Option<&FilingPassword>,
+    key: Option<&SecretKey>,
+) -> Result<(), RegistryError> {
+    let Some(password) = password else {
+        return Ok(());
+    };
+    match key {
+        Some(key) => {
+            let sealed = key.seal(id, password).map_err(StorageError::from)?;
+            tx.set_sealed_password(id, Some(&sealed)).await
+        }
+        None => {
+            tracing::warn!(
+                filing_id = id,
+                "filing password not kept: registry.secret_key_env is not set"
+            );
+            Ok(())
+        }
+    }
+}
+
+/// The password sealed as `sealed` for filing `id`, opened with `key`; a sealed
+/// value without a key to open it is an error, not a silent `None`.
+pub(crate) fn open_password(
+    key: Option<&SecretKey>,
+    id: i64,
+    sealed: Option<String>,
+) -> Result<Option<FilingPassword>, RegistryError> {
+    let Some(sealed) = sealed else {
+        return Ok(None);
+    };
+    let key = key.ok_or(StorageError::Secret(super::SecretError::Unopenable))?;
+    Ok(Some(key.open(id, &sealed).map_err(StorageError::from)?))
 }
 
 /// Store every record (the caller commits only on `Ok`); an error names its line.

@@ -56,6 +56,7 @@ fn sample_actions() -> Vec<Action> {
             website: None,
             product: None,
             icp_number: None,
+            filing_password: None,
         },
         Action::Abandon { reason: None },
         Action::Cancel { reason: None },
@@ -291,6 +292,7 @@ fn history_records_every_step() {
                 }),
                 product: Some(Product::CorporateSite),
                 icp_number: None,
+                filing_password: None,
             },
             "alice",
             Status::InitialReview,
@@ -434,6 +436,7 @@ fn failed_apply_leaves_filing_unchanged() {
                 website: Some(bad_website.clone()),
                 product: Some(Product::CorporateSite),
                 icp_number: None,
+                filing_password: None,
             },
             "a",
             TransitionError::Detail(DetailError::Empty {
