@@ -32,7 +32,7 @@ def filing(i):
         domains = ["%s%s%d.%s" % (a, b, i, IDN_SUFFIXES[i % len(IDN_SUFFIXES)])]
     else:
         base = "shop%07d" % i
-        domains = ["www.%s.%s" % (base, SUFFIXES[i % len(SUFFIXES)])]
+        domains = ["%s.%s" % (base, SUFFIXES[i % len(SUFFIXES)])]
         if i % 8 == 3:
             extra = 1 + i % 2
             domains += ["%s.%s" % (base, SUFFIXES[(i + k + 1) % len(SUFFIXES)]) for k in range(extra)]

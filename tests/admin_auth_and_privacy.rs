@@ -122,8 +122,16 @@ async fn writes_need_the_token() {
 }
 
 #[tokio::test]
-async fn personal_data_only_for_authenticated_callers() {
-    let g = gate().await;
+async fn personal_data_stays_masked_unless_a_granted_token_reveals_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("admin-tokens");
+    let lines = format!(
+        "auditor {} reveal\nclerk {}\n",
+        sha256_hex("auditor-token"),
+        sha256_hex("clerk-token")
+    );
+    std::fs::write(&file, lines).expect("write tokens");
+    let g = TestGate::start_with_admin(&[], &format!("tokens_file = \"{}\"", file.display())).await;
     let (s, b) = g
         .api(
             "POST",
@@ -132,30 +140,28 @@ async fn personal_data_only_for_authenticated_callers() {
         )
         .await;
     assert_eq!(s, 201);
-    // The submitter (authenticated) gets the full record back.
-    assert_eq!(b["entity"]["certificate_number"], "91330100MA27XXXX1X");
     let id = b["id"].as_i64().expect("id");
     let secrets = ["91330100MA27XXXX1X", "13800000000", "ops@example.cn"];
 
-    let (_, full) = g.api("GET", &format!("/v1/filings/{id}"), None).await;
-    assert_eq!(full["website"]["owner"]["phone"], "13800000000");
-    assert_eq!(full["website"]["owner"]["email"], "ops@example.cn");
-    assert_eq!(full["entity"]["certificate_number"], "91330100MA27XXXX1X");
-
-    let views: [(&str, Option<&str>); 2] = [
+    let views: [(&str, Option<&str>); 5] = [
+        // the submitter's own answer, reads, lists: masked for every token
+        ("/v1/filings/ID", Some(TOKEN)),
+        ("/v1/filings/ID", Some("clerk-token")),
+        ("/v1/filings/ID", Some("auditor-token")),
         ("/v1/filings", Some(TOKEN)),
         ("/v1/filings?domain=private.cn", Some(TOKEN)),
     ];
+    let mut shown = vec![("POST /v1/filings".to_string(), b)];
     for (path, token) in views {
         let path = path.replace("ID", &id.to_string());
         let (s, b) = g.api_with("GET", &path, None, token).await;
         assert_eq!(s, 200, "{path}");
+        shown.push((format!("{path} as {token:?}"), b));
+    }
+    for (what, b) in shown {
         let text = b.to_string();
         for secret in secrets {
-            assert!(
-                !text.contains(secret),
-                "{path} {token:?} leaks {secret}: {text}"
-            );
+            assert!(!text.contains(secret), "{what} leaks {secret}: {text}");
         }
         let filing: &Value = b.get("filings").map_or(&b, |list| &list[0]);
         // Masked, not dropped: the fields are there, their middle hidden.
@@ -163,18 +169,36 @@ async fn personal_data_only_for_authenticated_callers() {
             filing["website"]["owner"]["phone"]
                 .as_str()
                 .is_some_and(|p| p.starts_with("138") && p.contains('*')),
-            "{path}: {filing}"
+            "{what}: {filing}"
         );
         assert!(
             filing["website"]["owner"]["email"]
                 .as_str()
                 .is_some_and(|e| e.contains('*') && e.ends_with("example.cn")),
-            "{path}: {filing}"
+            "{what}: {filing}"
         );
         assert!(filing["entity"]["certificate_number"]
             .as_str()
             .is_some_and(|c| c.contains('*')));
     }
+
+    // ?reveal=true: only the token granted `reveal` sees the data in clear.
+    let reveal = format!("/v1/filings/{id}?reveal=true");
+    for token in [TOKEN, "clerk-token"] {
+        let (s, b) = g.api_with("GET", &reveal, None, Some(token)).await;
+        assert_eq!(
+            (s.as_u16(), b["error"].as_str()),
+            (403, Some("forbidden")),
+            "{b}"
+        );
+    }
+    let (s, full) = g
+        .api_with("GET", &reveal, None, Some("auditor-token"))
+        .await;
+    assert_eq!(s, 200, "{full}");
+    assert_eq!(full["website"]["owner"]["phone"], "13800000000");
+    assert_eq!(full["website"]["owner"]["email"], "ops@example.cn");
+    assert_eq!(full["entity"]["certificate_number"], "91330100MA27XXXX1X");
 }
 
 #[tokio::test]

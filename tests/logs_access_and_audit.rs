@@ -2,7 +2,8 @@
 //! with `[log] format = "json"` every stderr line is one flat JSON object; each
 //! request writes exactly one access line (time, client, host, registrable domain,
 //! decision, reason, status, upstream, duration, request id); each filing write one
-//! audit event (actor, action, filing id, domains, before and after status); the
+//! audit event (actor, action, filing id, domains, before and after status), and each
+//! reveal of personal data one audit event naming who revealed what; the
 //! request id a client sends (or the one generated) is the same on the response, the
 //! upstream leg, the block page and the log; and personal data (certificate numbers,
 //! phones, e-mails) reaches neither the logs nor `/metrics`. `RUST_LOG` overrides
@@ -33,14 +34,19 @@ impl Binary {
         let seed = dir.path().join("seed.jsonl");
         std::fs::write(&seed, standard_seed().join("\n")).expect("seed");
         let config = dir.path().join("icpgate.toml");
+        // A named token granted `reveal`, for the audited reveal.
+        let tokens = dir.path().join("admin-tokens");
+        let line = format!("auditor {} reveal\n", sha256_hex(REVEAL_TOKEN));
+        std::fs::write(&tokens, line).expect("tokens file");
         let text = format!(
             "[listen]\nhttp = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\n\
              [registry]\nbackend = \"sqlite\"\npath = \"{db}\"\nseed = \"{seed}\"\n\n\
-             [admin]\ntoken_env = \"{TOKEN_ENV}\"\n\n\
+             [admin]\ntoken_env = \"{TOKEN_ENV}\"\ntokens_file = \"{tokens}\"\n\n\
              [upstreams.storefront]\nservers = [\"{origin}\"]\n\n\
              [upstreams.corporate_site]\nservers = [\"{origin}\"]\n\n[log]\n{log}\n",
             db = dir.path().join("registry.db").display(),
             seed = seed.display(),
+            tokens = tokens.display(),
         );
         std::fs::write(&config, text).expect("config");
         let Served {
@@ -307,6 +313,59 @@ async fn filing_writes_are_audited_and_personal_data_is_never_logged() {
             "{secret} reached /metrics"
         );
     }
+}
+
+/// The token of the named caller granted `reveal`.
+const REVEAL_TOKEN: &str = "auditor-token-0123456789abcdef0123";
+
+fn sha256_hex(token: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[tokio::test]
+async fn every_reveal_of_personal_data_is_audited_with_its_actor() {
+    let origin = start_origin("storefront").await;
+    let binary = Binary::start(origin, "format = \"json\"\nlevel = \"info\"", None);
+    let phone = "13912345678";
+    let submission = json!({
+        "domains": ["reveal-shop.cn"], "product": "storefront", "kind": "new",
+        "entity": {"name": "示例", "type": "enterprise"},
+        "website": {"name": "x", "owner": {"name": "张三", "phone": phone}},
+    });
+    let reply = admin_request(
+        binary.admin,
+        "POST",
+        "/v1/filings",
+        Some(TOKEN),
+        &[],
+        Some(&submission),
+    )
+    .await;
+    assert_eq!(reply.status, 201, "{}", reply.text());
+    let id = reply.json()["id"].as_i64().expect("id");
+    let path = format!("/v1/filings/{id}?reveal=true");
+    // The shared token may not reveal: refused, and nothing is revealed.
+    let refused = admin_request(binary.admin, "GET", &path, Some(TOKEN), &[], None).await;
+    assert_eq!(refused.status, 403, "{}", refused.text());
+    assert!(!refused.text().contains(phone));
+    let revealed = admin_request(binary.admin, "GET", &path, Some(REVEAL_TOKEN), &[], None).await;
+    assert_eq!(revealed.status, 200, "{}", revealed.text());
+    assert_eq!(revealed.json()["website"]["owner"]["phone"], phone);
+
+    let is_reveal = |l: &Map<String, Value>| field(l, "action") == "reveal";
+    let audit = binary.wait_lines("icpgate::audit", 1, is_reveal).await;
+    assert_eq!(audit.len(), 1, "one audit event per reveal: {audit:?}");
+    assert_eq!(field(&audit[0], "actor"), "auditor");
+    assert_eq!(field(&audit[0], "filing_id"), id);
+    assert_eq!(field(&audit[0], "what"), "personal data");
+    assert!(
+        !binary.lines().join("\n").contains(phone),
+        "the revealed data is not logged"
+    );
 }
 
 #[tokio::test]

@@ -199,6 +199,8 @@ fn action(which: usize, approve: bool) -> Action {
             entity: None,
             website: None,
             product: None,
+            icp_number: None,
+            filing_password: None,
         },
         3 => Action::Abandon { reason: None },
         4 => Action::Cancel { reason: None },

@@ -100,6 +100,8 @@ async fn receive(
             .to_string()
     };
     let (event, signature) = (header("x-icpgate-event"), header("x-icpgate-signature"));
+    // The signature covers the timestamp: kept together for the checks.
+    let signature = format!("{}|{signature}", header("x-icpgate-timestamp"));
     let body = request
         .into_body()
         .collect()
@@ -116,6 +118,10 @@ async fn receive(
         seen.delivered.push((event, signature, body));
     }
     Ok(response)
+}
+
+fn now_s() -> i64 {
+    icpgate::registry::now_ms() / 1000
 }
 
 fn notify_config(addr: SocketAddr) -> String {
@@ -140,12 +146,15 @@ async fn delivered(seen: &Arc<Mutex<Seen>>, n: usize) -> Vec<(String, String, Va
         .unwrap_or_else(|| panic!("{n} events were not delivered in time"))
 }
 
-fn hmac_hex(body: &[u8]) -> String {
+/// `<timestamp>|sha256=<hex>`: what a delivery at `timestamp` must carry.
+fn hmac_hex(timestamp: &str, body: &[u8]) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).expect("any key length");
+    mac.update(timestamp.as_bytes());
+    mac.update(b".");
     mac.update(body);
     let bytes = mac.finalize().into_bytes();
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!("sha256={hex}")
+    format!("{timestamp}|sha256={hex}")
 }
 
 #[tokio::test]
@@ -183,7 +192,14 @@ async fn retries_until_delivered_and_signs_each_event() {
         .map(|d| d.2.clone())
         .collect();
     for ((event, signature, body), raw) in events.iter().zip(&raw) {
-        assert_eq!(signature, &hmac_hex(raw), "signature of event {event}");
+        let (timestamp, _) = signature.split_once('|').expect("timestamp");
+        let age = now_s() - timestamp.parse::<i64>().expect("Unix seconds");
+        assert!((0..60).contains(&age), "a fresh timestamp: {timestamp}");
+        assert_eq!(
+            signature,
+            &hmac_hex(timestamp, raw),
+            "signature of event {event}"
+        );
         assert_eq!(body["event_id"].to_string(), *event);
         assert_eq!(body["filing_id"], id);
         assert_eq!(body["domains"], json!(["hook.cn"]));
@@ -348,7 +364,7 @@ async fn a_fleet_delivers_each_event_once() {
     let events = delivered(&seen, 3).await;
     assert!(events
         .iter()
-        .all(|(_, signature, _)| signature.starts_with("sha256=")));
+        .all(|(_, signature, _)| signature.contains("|sha256=")));
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let seen = seen.lock().expect("lock");
     assert_eq!(

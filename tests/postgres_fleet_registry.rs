@@ -38,6 +38,7 @@ fn new_filing(domain: &str) -> Submission {
             name: "示例".into(),
             ..Website::default()
         },
+        filing_password: None,
     }
 }
 
@@ -99,6 +100,8 @@ async fn postgres_backend_keeps_the_registry_contract() {
                 entity: None,
                 website: None,
                 product: None,
+                icp_number: None,
+                filing_password: None,
             },
             "x",
         )

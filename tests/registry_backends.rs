@@ -25,13 +25,16 @@ use std::sync::Arc;
 
 use common::PgDatabase;
 use icpgate::model::filing::{
-    Action, Entity, Filing, IcpNumber, Kind, Product, Status, Submission, TransitionError, Website,
+    Action, Entity, Filing, FilingPassword, IcpNumber, Kind, Product, Status, Submission,
+    TransitionError, Website,
 };
 use icpgate::model::host::{HostName, RegistrableDomain};
 use icpgate::registry::memory::MemoryRegistry;
 use icpgate::registry::postgres::PostgresRegistry;
 use icpgate::registry::sqlite::SqliteRegistry;
-use icpgate::registry::{jsonl, now_ms, FilingType, ListFilter, Outbox, Registry, RegistryError};
+use icpgate::registry::{
+    jsonl, now_ms, FilingType, ListFilter, Outbox, Registry, RegistryError, SecretKey,
+};
 use serde_json::Value;
 
 /// One backend under test, with its outbox on, and what keeps its store alive.
@@ -49,9 +52,18 @@ enum Store {
     Postgres(PgDatabase),
 }
 
+/// The key every backend under test seals filing passwords with.
+fn key() -> Option<Arc<SecretKey>> {
+    Some(Arc::new(SecretKey::from_material(
+        b"registry-backends-test-key-0123456789",
+    )))
+}
+
 impl Backend {
     fn memory() -> Backend {
-        let registry = MemoryRegistry::new().with_outbox(true);
+        let registry = MemoryRegistry::new()
+            .with_outbox(true)
+            .with_secret_key(key());
         Backend {
             registry: Arc::new(registry.clone()),
             store: Store::Memory(registry),
@@ -63,7 +75,8 @@ impl Backend {
         let path = dir.path().join("registry.db");
         let registry = SqliteRegistry::open(&path)
             .expect("open sqlite")
-            .with_outbox(true);
+            .with_outbox(true)
+            .with_secret_key(key());
         Backend {
             registry: Arc::new(registry),
             store: Store::Sqlite { path, _dir: dir },
@@ -83,7 +96,8 @@ impl Backend {
         let registry = PostgresRegistry::connect(&db.url)
             .await
             .expect("connect postgres")
-            .with_outbox(true);
+            .with_outbox(true)
+            .with_secret_key(key());
         Some(Backend {
             registry: Arc::new(registry),
             store: Store::Postgres(db),
@@ -167,6 +181,10 @@ backend_cases!(
     list_filters_by_status_and_domain_in_id_order,
     a_corrupt_document_is_reported_not_panicked,
     a_large_import_is_all_or_nothing_past_its_first_chunk,
+    one_icp_number_belongs_to_one_entity,
+    the_filing_rules_hold_for_steps_and_imports,
+    a_failing_event_holds_back_only_its_own_filing,
+    a_filing_password_is_kept_sealed_until_initial_review_ends,
 );
 
 // ---- fixtures ----
@@ -197,6 +215,7 @@ fn submission(domains: &[&str]) -> Submission {
             name: "示例".into(),
             ..Website::default()
         },
+        filing_password: None,
     }
 }
 
@@ -224,6 +243,8 @@ fn resubmit() -> Action {
         entity: None,
         website: None,
         product: None,
+        icp_number: None,
+        filing_password: None,
     }
 }
 
@@ -338,6 +359,7 @@ async fn submit_stores_initial_review_and_classifies_the_filing_type(backend: Ba
     let mut access = submission(&["moved.cn"]);
     access.kind = Kind::AccessExisting;
     access.icp_number = Some(icp("京ICP备10101010号-3"));
+    access.filing_password = FilingPassword::new("filing-pw-1".into()).ok();
     let access = registry.submit(access, "tester").await.expect("submit");
     assert_eq!(access.filing_type, FilingType::AccessExisting);
     assert_eq!(access.filing.status, Status::InitialReview);
@@ -470,14 +492,13 @@ async fn illegal_and_bad_transitions_change_nothing(backend: Backend) {
     assert_eq!(revision(&backend).await, mid, "a refusal writes nothing");
     assert!(mid > before);
 
-    // Terminal statuses accept nothing.
+    // An abandoned filing accepts only the authority's cancellation.
     step(&backend, filing.id, Action::Abandon { reason: None }).await;
     let after = get(&backend, filing.id).await;
     for action in [
         initial(true),
         resubmit(),
         Action::Abandon { reason: None },
-        Action::Cancel { reason: None },
         Action::Disconnect { reason: None },
     ] {
         let name = action.name();
@@ -654,6 +675,320 @@ async fn import_is_all_or_nothing_and_names_the_line(backend: Backend) {
     assert_eq!(ids, vec![40, 41, next.id]);
 }
 
+/// A submission by `entity` for `domains`.
+async fn submit_by(backend: &Backend, domains: &[&str], entity: Entity) -> Filing {
+    let mut submission = submission(domains);
+    submission.entity = entity;
+    let submitted = backend.registry.submit(submission, "tester").await;
+    submitted.expect("submit").filing
+}
+
+async fn one_icp_number_belongs_to_one_entity(backend: Backend) {
+    let registry = &backend.registry;
+    let zhe = || Entity {
+        province: Some("浙".into()),
+        ..entity("杭州示例科技有限公司", Some("91330100MA27XXXX1X"))
+    };
+    let other = || Entity {
+        province: Some("浙".into()),
+        ..entity("杭州另一家科技有限公司", Some("91330100MA01YYYY2Y"))
+    };
+    let held = submit_by(&backend, &["held-number.cn"], zhe()).await;
+    step(&backend, held.id, initial(true)).await;
+    step(&backend, held.id, authority_pass("浙ICP备30000001号-1")).await;
+
+    // Another entity cannot be approved with it, nor with another website's index.
+    let rival = submit_by(&backend, &["rival.cn"], other()).await;
+    step(&backend, rival.id, initial(true)).await;
+    for number in ["浙ICP备30000001号-1", "浙ICP备30000001号-2"] {
+        let refused = registry
+            .transition(rival.id, authority_pass(number), "authority")
+            .await;
+        assert!(
+            matches!(refused, Err(RegistryError::NumberTaken { filing_id, .. }) if filing_id == held.id),
+            "{number}: {refused:?}"
+        );
+    }
+    assert_eq!(
+        get(&backend, rival.id).await.status,
+        Status::AuthorityReview
+    );
+
+    // Nor can it claim it by accessing an existing filing.
+    let mut access = submission(&["rival-access.cn"]);
+    access.kind = Kind::AccessExisting;
+    access.entity = other();
+    access.icp_number = Some(icp("浙ICP备30000001号-3"));
+    access.filing_password = FilingPassword::new("filing-pw-1".into()).ok();
+    let refused = registry.submit(access, "tester").await;
+    assert!(
+        matches!(refused, Err(RegistryError::NumberTaken { filing_id, .. }) if filing_id == held.id),
+        "{refused:?}"
+    );
+
+    // The same entity (same certificate number) files its second website under it.
+    let second = submit_by(&backend, &["second-site.cn"], zhe()).await;
+    step(&backend, second.id, initial(true)).await;
+    step(&backend, second.id, authority_pass("浙ICP备30000001号-2")).await;
+
+    // Once the number is cancelled, it holds nothing.
+    step(&backend, held.id, Action::Cancel { reason: None }).await;
+    step(&backend, second.id, Action::Cancel { reason: None }).await;
+    let approved = step(&backend, rival.id, authority_pass("浙ICP备30000001号-1")).await;
+    assert_eq!(approved.status, Status::Approved);
+
+    // An import line claiming another entity's number is refused on its line.
+    let line = r#"{"domains":["imported-rival.cn"],"product":"storefront","status":"approved","icp_number":"浙ICP备30000001号-4","entity":{"name":"第三家公司","certificate_number":"91330100MA03ZZZZ3Z"}}"#;
+    let refused = registry
+        .import(jsonl::parse(&format!("\n{line}")).expect("parse"))
+        .await;
+    match refused {
+        Err(RegistryError::AtLine { line: 2, source }) => assert!(
+            matches!(*source, RegistryError::NumberTaken { filing_id, .. } if filing_id == rival.id),
+            "{source:?}"
+        ),
+        other => panic!("want line 2 NumberTaken, got {other:?}"),
+    }
+}
+
+async fn the_filing_rules_hold_for_steps_and_imports(backend: Backend) {
+    let registry = &backend.registry;
+    let zhe = Entity {
+        province: Some("浙".into()),
+        ..entity("杭州示例科技有限公司", Some("91330100MA27XXXX1X"))
+    };
+    let filing = submit_by(&backend, &["rules.cn"], zhe.clone()).await;
+    step(&backend, filing.id, initial(true)).await;
+    let before = get(&backend, filing.id).await;
+    // Refused steps (400-class), each leaving the filing as it was.
+    let refusals: Vec<(Action, &str)> = vec![
+        // another province's number
+        (authority_pass("京ICP备30000003号-1"), "province"),
+        // an entity's number names no website
+        (authority_pass("浙ICP备30000003号"), "names no website"),
+        // a 300,000-character reason
+        (
+            Action::AuthorityReview {
+                approve: false,
+                icp_number: None,
+                reason: Some("x".repeat(300_000)),
+            },
+            "reason must be at most 1000",
+        ),
+    ];
+    for (action, want) in refusals {
+        let refused = registry.transition(filing.id, action, "authority").await;
+        assert!(
+            matches!(&refused, Err(RegistryError::Transition(e)) if e.to_string().contains(want)),
+            "{want}: {refused:?}"
+        );
+    }
+    assert_eq!(get(&backend, filing.id).await, before);
+
+    // A change cannot swap the entity; contacts change at once.
+    let swapped = Entity {
+        certificate_number: Some("91110000MA01YYYY2Y".into()),
+        ..zhe.clone()
+    };
+    let refused = registry
+        .transition(
+            filing.id,
+            Action::ChangeDetails {
+                entity: Some(swapped),
+                website: None,
+            },
+            "owner",
+        )
+        .await;
+    assert!(
+        matches!(
+            refused,
+            Err(RegistryError::Transition(TransitionError::EntityReplaced))
+        ),
+        "{refused:?}"
+    );
+    let with_owner = Entity {
+        owner: Some(icpgate::model::filing::Contact {
+            name: "李四".into(),
+            phone: Some("13900000001".into()),
+            email: None,
+        }),
+        ..zhe.clone()
+    };
+    let changed = step(
+        &backend,
+        filing.id,
+        Action::ChangeDetails {
+            entity: Some(with_owner.clone()),
+            website: None,
+        },
+    )
+    .await;
+    assert_eq!(changed.entity, with_owner);
+
+    // The authority cancels the number of an abandoned filing; history keeps it.
+    step(&backend, filing.id, Action::Abandon { reason: None }).await;
+    let cancel = Action::Cancel {
+        reason: Some("管局注销".into()),
+    };
+    let cancelled = step(&backend, filing.id, cancel).await;
+    assert_eq!(cancelled.status, Status::Cancelled);
+    let last = cancelled.history.last().expect("history");
+    assert_eq!(
+        (last.from, last.to, last.reason.as_deref()),
+        (Some(Status::Abandoned), Status::Cancelled, Some("管局注销"))
+    );
+
+    // A rejected access-existing filing resubmits with a corrected number.
+    let mut access = submission(&["access-rules.cn"]);
+    access.kind = Kind::AccessExisting;
+    access.entity = zhe.clone();
+    access.icp_number = Some(icp("浙ICP备30000005号-2"));
+    access.filing_password = FilingPassword::new("filing-pw-1".into()).ok();
+    let access = registry
+        .submit(access, "tester")
+        .await
+        .expect("submit")
+        .filing;
+    step(&backend, access.id, initial(false)).await;
+    let corrected = step(
+        &backend,
+        access.id,
+        Action::Resubmit {
+            entity: None,
+            website: None,
+            product: None,
+            icp_number: Some(icp("浙ICP备30000006号-2")),
+            filing_password: None,
+        },
+    )
+    .await;
+    assert_eq!(corrected.icp_number, Some(icp("浙ICP备30000006号-2")));
+
+    // Import lines keep the same rules, each named by its line.
+    let lines = [
+        (
+            r#"{"domains":["www.sub.cn"],"product":"storefront","status":"rejected"}"#,
+            "file sub.cn instead",
+        ),
+        (
+            r#"{"domains":["p.cn"],"product":"storefront","status":"approved","icp_number":"京ICP备30000007号-1","entity":{"name":"甲","province":"浙"}}"#,
+            "province",
+        ),
+        (
+            r#"{"domains":["q.cn"],"product":"storefront","status":"rejected","website":{"name":"旺铺\r\nX-Evil: 1"}}"#,
+            "control characters",
+        ),
+    ];
+    for (line, want) in lines {
+        let parsed = jsonl::parse(&format!("\n\n{line}"));
+        assert!(
+            matches!(&parsed, Err(e) if e.line == 3 && e.message.contains(want)),
+            "{want}: {parsed:?}"
+        );
+    }
+}
+
+async fn a_failing_event_holds_back_only_its_own_filing(backend: Backend) {
+    let outbox = backend.outbox();
+    let a = submit(&backend, &["order-a.cn"]).await;
+    let b = submit(&backend, &["order-b.cn"]).await;
+    step(&backend, a.id, initial(true)).await;
+    let filing_of = |event: &icpgate::registry::OutboxEvent| {
+        let payload: Value = serde_json::from_str(&event.payload).expect("payload");
+        (
+            payload["filing_id"].as_i64(),
+            payload["to"].as_str().map(str::to_owned),
+        )
+    };
+    let due = outbox.due(now_ms(), 10).await.expect("due");
+    let seen: Vec<_> = due.iter().map(filing_of).collect();
+    assert_eq!(
+        seen,
+        [
+            (Some(a.id), Some("initial_review".to_owned())),
+            (Some(b.id), Some("initial_review".to_owned()))
+        ],
+        "a's second event waits for its first"
+    );
+    // a's first event fails: b goes on, a's second still waits.
+    let later = now_ms() + 3_600_000;
+    outbox
+        .failed(due[0].id, later, "503")
+        .await
+        .expect("failed");
+    outbox.delivered(due[1].id, now_ms()).await.expect("ack");
+    assert!(outbox.due(now_ms(), 10).await.expect("due").is_empty());
+    let retry = outbox.due(later, 10).await.expect("due");
+    assert_eq!(retry.iter().map(|e| e.id).collect::<Vec<_>>(), [due[0].id]);
+    outbox.delivered(retry[0].id, later).await.expect("ack");
+    let next = outbox.due(later, 10).await.expect("due");
+    let seen: Vec<_> = next.iter().map(filing_of).collect();
+    assert_eq!(seen, [(Some(a.id), Some("authority_review".to_owned()))]);
+}
+
+async fn a_filing_password_is_kept_sealed_until_initial_review_ends(backend: Backend) {
+    let registry = &backend.registry;
+    let password = |text: &str| FilingPassword::new(text.into()).expect("password");
+    let mut access = submission(&["password.cn"]);
+    access.kind = Kind::AccessExisting;
+    access.icp_number = Some(icp("京ICP备10101010号-3"));
+    access.filing_password = Some(password("Sekret-Filing-PW-7781"));
+    let id = registry
+        .submit(access, "tester")
+        .await
+        .expect("submit")
+        .filing
+        .id;
+    assert_eq!(
+        registry.filing_password(id).await.expect("password"),
+        Some(password("Sekret-Filing-PW-7781"))
+    );
+    // Never in the document: not in a read, an export or the outbox.
+    let exported = jsonl::render(&registry.export().await.expect("export"));
+    let events = backend.outbox().due(now_ms(), 100).await.expect("due");
+    for text in [
+        exported,
+        format!("{:?}", get(&backend, id).await),
+        format!("{events:?}"),
+    ] {
+        assert!(!text.contains("Sekret"), "{text}");
+    }
+    // Initial review ends (here: rejected): the password is erased.
+    step(&backend, id, initial(false)).await;
+    assert_eq!(registry.filing_password(id).await.expect("password"), None);
+    // A resubmission with a corrected number brings a new one, kept until the review ends.
+    let resubmit = Action::Resubmit {
+        entity: None,
+        website: None,
+        product: None,
+        icp_number: Some(icp("京ICP备10101011号-3")),
+        filing_password: Some(password("Corrected-PW-1")),
+    };
+    step(&backend, id, resubmit).await;
+    assert_eq!(
+        registry.filing_password(id).await.expect("password"),
+        Some(password("Corrected-PW-1"))
+    );
+    step(&backend, id, initial(true)).await;
+    assert_eq!(registry.filing_password(id).await.expect("password"), None);
+    // A new filing carries none.
+    let refused = registry
+        .transition(
+            submit(&backend, &["no-password.cn"]).await.id,
+            Action::Resubmit {
+                entity: None,
+                website: None,
+                product: None,
+                icp_number: None,
+                filing_password: Some(password("x-password")),
+            },
+            "tester",
+        )
+        .await;
+    assert!(refused.is_err(), "{refused:?}");
+}
+
 async fn every_write_bumps_the_revision_and_is_replayed_in_order(backend: Backend) {
     let registry = &backend.registry;
     let start = revision(&backend).await;
@@ -706,8 +1041,14 @@ async fn the_outbox_enqueues_each_change_and_acks_deliveries(backend: Backend) {
         .await;
     assert_eq!(outbox.pending().await.expect("pending"), 2);
 
-    let due = outbox.due(now_ms(), 10).await.expect("due");
-    assert_eq!(due.len(), 2, "{due:?}");
+    // One filing's events go in order: the second is due once the first is delivered.
+    let first = outbox.due(now_ms(), 10).await.expect("due");
+    assert_eq!(first.len(), 1, "{first:?}");
+    let later = now_ms() + 3_600_000;
+    outbox.delivered(first[0].id, 1_000).await.expect("ack");
+    let second = outbox.due(now_ms(), 10).await.expect("due");
+    assert_eq!(second.len(), 1, "{second:?}");
+    let due = [first[0].clone(), second[0].clone()];
     assert!(due[0].id < due[1].id, "oldest first");
     assert!(due.iter().all(|e| e.attempts == 0));
     let payloads: Vec<Value> = due
@@ -730,8 +1071,6 @@ async fn the_outbox_enqueues_each_change_and_acks_deliveries(backend: Backend) {
     assert_eq!(payloads[1]["to"], "authority_review");
     assert_eq!(payloads[1]["actor"], "reviewer");
 
-    let later = now_ms() + 3_600_000;
-    outbox.delivered(due[0].id, 1_000).await.expect("ack");
     outbox
         .failed(due[1].id, later, "connection refused")
         .await

@@ -56,7 +56,7 @@ fn filings(n: usize, prefix: &str) -> Vec<String> {
             let status = statuses[i % statuses.len()];
             let mut domains = vec![format!("{prefix}{i}.cn")];
             if i % 5 == 0 {
-                domains.push(format!("www.{prefix}{i}.com.cn"));
+                domains.push(format!("{prefix}{i}.com.cn"));
             }
             if i == 7 {
                 domains.push(format!("{prefix}例子{i}.中国"));

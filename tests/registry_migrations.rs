@@ -92,7 +92,7 @@ INSERT INTO icpgate_meta (key, value) VALUES ('revision', 0) ON CONFLICT DO NOTH
 /// held by a live filing after an abandoned one named it.
 const OLD_FILINGS: &str = r#"{"id":3,"domains":["old-approved.cn","old-approved.com.cn"],"product":"storefront","status":"approved","icp_number":"浙ICP备12345678号-1","entity":{"name":"杭州旧时科技有限公司","type":"enterprise","certificate_number":"91330100MA27OLD01X","province":"浙"},"website":{"name":"旧店"}}
 {"id":5,"kind":"access_existing","domains":["moved-in.cn"],"product":"corporate_site","status":"initial_review","icp_number":"京ICP备10101010号-3","entity":{"name":"北京迁入有限公司","type":"enterprise"}}
-{"id":8,"domains":["www.例子.中国"],"product":"corporate_site","status":"authority_review","entity":{"name":"个人","type":"individual"}}
+{"id":8,"domains":["例子.中国"],"product":"corporate_site","status":"authority_review","entity":{"name":"个人","type":"individual"}}
 {"id":9,"domains":["handed-on.cn"],"product":"storefront","status":"abandoned"}
 {"id":12,"domains":["handed-on.cn","rejected.cn"],"product":"storefront","status":"rejected","entity":{"name":"被退回公司","type":"enterprise"}}
 {"id":13,"domains":["gone.cn"],"product":"storefront","status":"cancelled","icp_number":"粤ICP备7654321号-2"}"#;
@@ -192,6 +192,14 @@ async fn check_upgraded(registry: &dyn Registry, filings: &[Filing], revision: i
         assert_eq!(found.filing.map(|f| f.id), Some(id), "{domain:?}");
     }
 
+    // An old approved filing's number is recognised as its entity's (migration 4).
+    let rival = r#"{"domains":["rival-number.cn"],"product":"storefront","status":"approved","icp_number":"浙ICP备12345678号-2","entity":{"name":"另一家公司","certificate_number":"91330100MA27NEW02X"}}"#;
+    let clash = registry.import(jsonl::parse(rival).expect("parse")).await;
+    assert!(
+        matches!(&clash, Err(RegistryError::AtLine { line: 1, source }) if matches!(**source, RegistryError::NumberTaken { filing_id: 3, .. })),
+        "{clash:?}"
+    );
+
     // The one-live-filing rule still holds over the old rows.
     let clash = registry
         .import(
@@ -220,6 +228,7 @@ async fn check_upgraded(registry: &dyn Registry, filings: &[Filing], revision: i
             name: "第二个网站".into(),
             ..Default::default()
         },
+        filing_password: None,
     };
     let submitted = registry.submit(submission, "tester").await.expect("submit");
     assert_eq!(submitted.filing_type, FilingType::NewWebsite);
@@ -243,7 +252,10 @@ async fn a_sqlite_registry_of_the_previous_release_upgrades_in_place() {
 
     let registry = SqliteRegistry::open(&path).expect("open old registry");
     let versions = sqlite_versions(&path);
-    assert_eq!(versions.iter().map(|v| v.0).collect::<Vec<_>>(), vec![1, 2, 3]);
+    assert_eq!(
+        versions.iter().map(|v| v.0).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4]
+    );
     check_upgraded(&registry, &filings, 6).await;
     let revision = registry.revision().await.expect("revision");
     let everything = registry.export().await.expect("export");
@@ -290,7 +302,7 @@ async fn processes_opening_one_sqlite_registry_at_once_migrate_it_once() {
         open.join().expect("thread").expect("open");
     }
     let versions: Vec<i64> = sqlite_versions(&path).iter().map(|v| v.0).collect();
-    assert_eq!(versions, vec![1, 2, 3]);
+    assert_eq!(versions, vec![1, 2, 3, 4]);
 }
 
 // ---- PostgreSQL ----
@@ -367,7 +379,10 @@ async fn a_postgres_registry_of_the_previous_release_upgrades_in_place() {
 
     let registry = PostgresRegistry::connect(&db.url).await.expect("connect");
     let versions = pg_versions(&db.url).await;
-    assert_eq!(versions.iter().map(|v| v.0).collect::<Vec<_>>(), vec![1, 2, 3]);
+    assert_eq!(
+        versions.iter().map(|v| v.0).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4]
+    );
     check_upgraded(&registry, &filings, 6).await;
     let revision = registry.revision().await.expect("revision");
     let everything = registry.export().await.expect("export");
@@ -421,5 +436,5 @@ async fn nodes_connecting_to_one_postgres_registry_at_once_migrate_it_once() {
         connect.await.expect("task").expect("connect");
     }
     let versions: Vec<i64> = pg_versions(&db.url).await.iter().map(|v| v.0).collect();
-    assert_eq!(versions, vec![1, 2, 3]);
+    assert_eq!(versions, vec![1, 2, 3, 4]);
 }

@@ -31,6 +31,7 @@ use http::request::Parts;
 use http::{header, HeaderMap};
 
 use crate::admin::error::AdminError;
+use crate::admin::privacy::Grants;
 use crate::admin::throttle::AuthFailures;
 use crate::admin::tokens::{AdminToken, Caller};
 use crate::edge::conn::ClientAddr;
@@ -51,7 +52,7 @@ pub struct Guard {
 
 /// What a request's credentials amount to.
 enum Credentials {
-    Valid(Actor),
+    Valid(Actor, Grants),
     /// No `Authorization` header.
     Missing,
     /// An `Authorization` header that matches no token (or is no bearer token).
@@ -96,8 +97,8 @@ pub async fn require_token(
     mut request: Request,
     next: Next,
 ) -> Result<Response, AdminError> {
-    let actor = match guard.check(&request)? {
-        Credentials::Valid(actor) => actor,
+    let (actor, grants) = match guard.check(&request)? {
+        Credentials::Valid(actor, grants) => (actor, grants),
         Credentials::Missing | Credentials::Wrong => return Err(AdminError::Unauthorized),
         Credentials::NoneConfigured => {
             return Err(AdminError::NoTokenConfigured(
@@ -106,6 +107,7 @@ pub async fn require_token(
         }
     };
     request.extensions_mut().insert(actor);
+    request.extensions_mut().insert(grants);
     Ok(next.run(request).await)
 }
 
@@ -116,8 +118,9 @@ pub async fn read(
     next: Next,
 ) -> Result<Response, AdminError> {
     match (guard.check(&request)?, guard.public_reads()) {
-        (Credentials::Valid(actor), _) => {
+        (Credentials::Valid(actor, grants), _) => {
             request.extensions_mut().insert(actor);
+            request.extensions_mut().insert(grants);
         }
         (_, true) => {}
         (Credentials::Missing | Credentials::Wrong, false) => return Err(AdminError::Unauthorized),
@@ -143,7 +146,12 @@ fn credentials(token: &AdminToken, headers: &HeaderMap) -> Credentials {
         .and_then(bearer)
         .and_then(|presented| token.caller(presented));
     match caller {
-        Some(caller) => Credentials::Valid(actor_of(headers, caller)),
+        Some(caller) => {
+            let grants = Grants {
+                reveal: token.may_reveal(&caller),
+            };
+            Credentials::Valid(actor_of(headers, caller), grants)
+        }
         None => Credentials::Wrong,
     }
 }

@@ -39,6 +39,9 @@ pub enum AdminError {
     BadRequest(String),
     #[error("{0}")]
     Conflict(String),
+    /// A valid token that is not allowed this (e.g. a reveal without the grant).
+    #[error("{0}")]
+    Forbidden(String),
     #[error("registry unavailable: {0}")]
     Unavailable(String),
 }
@@ -59,6 +62,7 @@ impl AdminError {
             AdminError::TooManyFailures(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_failures"),
             AdminError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             AdminError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            AdminError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             AdminError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "registry_unavailable"),
         }
     }
@@ -88,12 +92,12 @@ impl From<RegistryError> for AdminError {
     fn from(error: RegistryError) -> AdminError {
         match error {
             RegistryError::NotFound(_) => AdminError::NotFound,
-            RegistryError::DomainTaken { .. } | RegistryError::IdTaken(_) => {
-                AdminError::Conflict(error.to_string())
-            }
-            RegistryError::Transition(TransitionError::Illegal { .. }) => {
-                AdminError::Conflict(error.to_string())
-            }
+            RegistryError::DomainTaken { .. }
+            | RegistryError::IdTaken(_)
+            | RegistryError::NumberTaken { .. } => AdminError::Conflict(error.to_string()),
+            RegistryError::Transition(
+                TransitionError::Illegal { .. } | TransitionError::EntityReplaced,
+            ) => AdminError::Conflict(error.to_string()),
             RegistryError::Transition(_) => AdminError::BadRequest(error.to_string()),
             RegistryError::Unavailable(_) | RegistryError::Corrupt { .. } => {
                 AdminError::Unavailable(error.to_string())

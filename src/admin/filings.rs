@@ -2,8 +2,9 @@
 //! (`/v1/filings/{id}/<step>`). Every write is enforced in this process at once,
 //! wakes the webhook notifier, moves the gauges and is logged as an audit event.
 //!
-//! Personal data (certificate numbers, phones, e-mails) is masked in lists, even
-//! for a caller with a token, and in a single read without one (`Filing::masked`).
+//! Personal data is shown as `privacy` says: none without a token, masked with one
+//! (lists and write answers too), in clear only on `GET /v1/filings/{id}?reveal=true`
+//! by a token granted `reveal`, audited.
 
 use std::sync::Arc;
 
@@ -16,12 +17,13 @@ use serde_json::{json, Value};
 use crate::admin::auth::Actor;
 use crate::admin::error::AdminError;
 use crate::admin::extract::{
-    de_count, de_positive_count, de_registrable_domain, de_status, Json, JsonBody, JsonOrEmpty,
-    Query,
+    de_count, de_flag, de_positive_count, de_registrable_domain, de_status, Json, JsonBody,
+    JsonOrEmpty, Query,
 };
+use crate::admin::privacy::{Reader, View};
 use crate::admin::Admin;
 use crate::model::filing::{
-    Action, Entity, Filing, IcpNumber, Product, Status, Submission, Website,
+    Action, Entity, Filing, FilingPassword, IcpNumber, Product, Status, Submission, Website,
 };
 use crate::model::host::RegistrableDomain;
 use crate::registry::{jsonl, ListFilter};
@@ -64,10 +66,12 @@ pub const DEFAULT_PAGE: usize = 100;
 /// The largest page a caller may ask for.
 pub const MAX_PAGE: usize = 1000;
 
-/// `GET /v1/filings`: one page of filings in id order, personal data masked, with
-/// `next`, the `after` of the following page (null on the last one).
+/// `GET /v1/filings`: one page of filings in id order, personal data masked (none
+/// without a token), with `next`, the `after` of the following page (null on the
+/// last one).
 pub async fn list(
     State(admin): State<Arc<Admin>>,
+    reader: Reader,
     Query(query): Query<ListQuery>,
 ) -> Result<Json<Value>, AdminError> {
     let limit = query.limit.unwrap_or(DEFAULT_PAGE);
@@ -97,21 +101,43 @@ pub async fn list(
     } else {
         None
     };
-    let masked: Vec<Filing> = filings.iter().map(Filing::masked).collect();
-    Ok(Json(json!({ "filings": masked, "next": next })))
+    let view = reader.view(false, 0, "")?;
+    let shown: Vec<Filing> = filings.into_iter().map(|f| view.show(f)).collect();
+    Ok(Json(json!({ "filings": shown, "next": next })))
 }
 
-/// `GET /v1/filings/{id}`: personal data only for a caller with a token.
+/// `GET /v1/filings/{id}?reveal=`.
+#[derive(Debug, Default, Deserialize)]
+pub struct GetQuery {
+    #[serde(default, deserialize_with = "de_flag")]
+    reveal: bool,
+}
+
+/// `GET /v1/filings/{id}`: masked with a token, no personal data without one, in
+/// clear with `?reveal=true` for a token granted `reveal` (audited) — with the
+/// filing password of an access-existing filing while its initial review lasts
+/// (the reviewer checks it against the authority's system).
 pub async fn get(
     State(admin): State<Arc<Admin>>,
     FilingId(id): FilingId,
-    caller: Option<Actor>,
-) -> Result<Json<Filing>, AdminError> {
+    reader: Reader,
+    Query(query): Query<GetQuery>,
+) -> Result<Json<Value>, AdminError> {
     let filing = admin.registry.get(id).await?.ok_or(AdminError::NotFound)?;
-    Ok(Json(match caller {
-        Some(_) => filing,
-        None => filing.masked(),
-    }))
+    let view = reader.view(
+        query.reveal,
+        id,
+        "personal data and any kept filing password",
+    )?;
+    let mut body = serde_json::to_value(view.show(filing)).unwrap_or_default();
+    if view == View::Revealed {
+        if let Some(password) = admin.registry.filing_password(id).await? {
+            if let Some(object) = body.as_object_mut() {
+                object.insert("filing_password".into(), password.expose().into());
+            }
+        }
+    }
+    Ok(Json(body))
 }
 
 /// `POST /v1/filings`: 201 with the filing in `initial_review` and its `filing_type`.
@@ -126,7 +152,8 @@ pub async fn submit(
     admin
         .after_write(&submitted.filing, &actor, "submit", None)
         .await;
-    let mut body = serde_json::to_value(&submitted.filing).unwrap_or_default();
+    let shown = View::Masked.show(submitted.filing);
+    let mut body = serde_json::to_value(&shown).unwrap_or_default();
     if let Some(object) = body.as_object_mut() {
         object.insert("filing_type".into(), submitted.filing_type.as_str().into());
     }
@@ -143,12 +170,14 @@ pub async fn step(
     JsonOrEmpty(body): JsonOrEmpty<StepBody>,
 ) -> Result<Json<Filing>, AdminError> {
     let step = Step::of_route(route.as_str()).ok_or(AdminError::NotFound)?;
+    let name = route.as_str().rsplit('/').next().unwrap_or_default();
+    body.check_fields(step, name)?;
     let action = body.into_action(step)?;
     let name = action.name();
     let filing = admin.registry.transition(id, action, &actor).await?;
     let before = filing.history.last().and_then(|entry| entry.from);
     admin.after_write(&filing, &actor, name, before).await;
-    Ok(Json(filing))
+    Ok(Json(View::Masked.show(filing)))
 }
 
 impl Admin {
@@ -213,7 +242,8 @@ impl Step {
     }
 }
 
-/// The body of a workflow step; which fields apply depends on the step.
+/// The body of a workflow step; each step takes exactly its own fields
+/// ([`Step::fields`]) and refuses any other with a 400 naming it.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StepBody {
@@ -223,9 +253,58 @@ pub struct StepBody {
     entity: Option<Entity>,
     website: Option<Website>,
     product: Option<Product>,
+    filing_password: Option<FilingPassword>,
+}
+
+impl Step {
+    /// The fields this step's body may carry.
+    pub fn fields(self) -> &'static [&'static str] {
+        match self {
+            Step::InitialReview => &["approve", "reason"],
+            Step::AuthorityReview => &["approve", "icp_number", "reason"],
+            Step::Resubmit => &[
+                "entity",
+                "website",
+                "product",
+                "icp_number",
+                "filing_password",
+            ],
+            Step::Abandon | Step::Cancel | Step::Disconnect => &["reason"],
+            Step::Change => &["entity", "website"],
+        }
+    }
 }
 
 impl StepBody {
+    /// The names of the fields this body carries.
+    fn given(&self) -> Vec<&'static str> {
+        let present = [
+            ("approve", self.approve.is_some()),
+            ("icp_number", self.icp_number.is_some()),
+            ("reason", self.reason.is_some()),
+            ("entity", self.entity.is_some()),
+            ("website", self.website.is_some()),
+            ("product", self.product.is_some()),
+            ("filing_password", self.filing_password.is_some()),
+        ];
+        present
+            .into_iter()
+            .filter_map(|(name, given)| given.then_some(name))
+            .collect()
+    }
+
+    /// Refuse a field the step does not use (it would be silently dropped).
+    fn check_fields(&self, step: Step, name: &str) -> Result<(), AdminError> {
+        let fields = step.fields();
+        match self.given().into_iter().find(|f| !fields.contains(f)) {
+            Some(field) => Err(AdminError::BadRequest(format!(
+                "{field}: {name} does not take this field; it takes {}",
+                fields.join(", ")
+            ))),
+            None => Ok(()),
+        }
+    }
+
     fn into_action(self, step: Step) -> Result<Action, AdminError> {
         let approve = |name: &str| {
             self.approve.ok_or_else(|| {
@@ -243,9 +322,11 @@ impl StepBody {
                 reason: self.reason,
             },
             Step::Resubmit => Action::Resubmit {
+                icp_number: self.icp_number.as_deref().map(parse_icp).transpose()?,
                 entity: self.entity,
                 website: self.website,
                 product: self.product,
+                filing_password: self.filing_password,
             },
             Step::Abandon => Action::Abandon {
                 reason: self.reason,
@@ -281,14 +362,68 @@ mod tests {
         let mut seen = 0;
         for (path, step) in steps {
             let body = StepBody {
-                approve: Some(true),
+                approve: step.fields().contains(&"approve").then_some(true),
                 ..StepBody::default()
             };
+            body.check_fields(step, "step").expect("its own fields");
             let action = body.into_action(step).expect("action");
             assert!(path.ends_with(&format!("/{}", action.name())), "{path}");
             seen += 1;
         }
         assert_eq!(seen, 7, "one route per step");
         assert_eq!(Step::of_route("/v1/filings/{id}/teleport"), None);
+    }
+
+    /// A field a step does not use is refused by name, not silently dropped.
+    #[test]
+    fn a_step_refuses_fields_it_does_not_use() {
+        let cases: Vec<(Step, StepBody, Option<&str>)> = vec![
+            // initial review assigns no number
+            (
+                Step::InitialReview,
+                StepBody {
+                    approve: Some(true),
+                    icp_number: Some("浙ICP备30000009号-1".into()),
+                    ..StepBody::default()
+                },
+                Some("icp_number"),
+            ),
+            // cancel has no approval
+            (
+                Step::Cancel,
+                StepBody {
+                    approve: Some(true),
+                    ..StepBody::default()
+                },
+                Some("approve"),
+            ),
+            // a change cannot move the filing to another product
+            (
+                Step::Change,
+                StepBody {
+                    product: Some(Product::Storefront),
+                    ..StepBody::default()
+                },
+                Some("product"),
+            ),
+            // resubmit corrects an access-existing filing's number
+            (
+                Step::Resubmit,
+                StepBody {
+                    icp_number: Some("浙ICP备30000006号-2".into()),
+                    ..StepBody::default()
+                },
+                None,
+            ),
+        ];
+        for (step, body, refused) in cases {
+            match (body.check_fields(step, "step"), refused) {
+                (Ok(()), None) => {}
+                (Err(AdminError::BadRequest(detail)), Some(field)) => {
+                    assert!(detail.starts_with(field), "{detail}")
+                }
+                (got, want) => panic!("{step:?}: {got:?}, want {want:?}"),
+            }
+        }
     }
 }

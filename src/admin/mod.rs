@@ -12,8 +12,8 @@
 //! | GET  | /v1/check?domain=D&dns=true | read | compliance check of D (`check`) |
 //! | GET  | /v1/blocked-hosts?limit=N | read | most blocked registrable domains (`blocked_hosts`) |
 //! | POST | /v1/filings | needed | submit (201, `initial_review`, with its `filing_type`) |
-//! | GET  | /v1/filings?domain=&status=&limit= | read | list (personal data masked) |
-//! | GET  | /v1/filings/{id} | read | one filing (personal data only with the token) |
+//! | GET  | /v1/filings?domain=&status=&limit= | read | list (personal data masked; none without a token) |
+//! | GET  | /v1/filings/{id}?reveal=true | read | one filing (masked; none without a token; revealed to a `reveal` grant, audited) |
 //! | POST | /v1/filings/{id}/{initial-review, authority-review, resubmit, abandon, cancel, disconnect, change} | needed | one workflow step |
 //!
 //! Who may call what is a column of the table ([`Access`]), enforced by the layers of
@@ -27,7 +27,8 @@
 //! per client), `hosts` (the Host names answered), `error` (the one error type),
 //! `extract` (extractors and the JSON reply), `filings` (the lifecycle), `reads`
 //! (health, metrics, decision), `check`, `blocked_hosts`, `tokens` (who holds a
-//! token), `service` (the router as the admin listener's service).
+//! token), `privacy` (who sees personal data; the audited reveal), `service` (the
+//! router as the admin listener's service).
 
 mod auth;
 mod blocked_hosts;
@@ -36,6 +37,7 @@ mod error;
 mod extract;
 mod filings;
 mod hosts;
+pub mod privacy;
 mod reads;
 mod service;
 mod throttle;

@@ -330,7 +330,13 @@ fn probes() -> Vec<Probe> {
         probes.push(write(NoToken, 401));
         probes.push(write(Via::Tokenless, 403));
         if route.path.starts_with(STEP) {
-            probes.push(write(Token, 404).id(999).body(number(9)));
+            // each step's own fields, for a filing that does not exist
+            let body = match route.path.rsplit('/').next() {
+                Some("authority-review") => number(9),
+                Some("initial-review") => approve(),
+                _ => empty(),
+            };
+            probes.push(write(Token, 404).id(999).body(body));
         }
     }
     probes
@@ -424,23 +430,43 @@ async fn strays_are_refused_as_json() {
 }
 
 #[tokio::test]
-async fn a_token_shows_personal_data_in_a_single_read_only() {
+async fn personal_data_is_masked_with_a_token_and_absent_without() {
     let routers = routers();
-    let (status, _, _) = send(&routers.up, "POST", SUBMIT, true, Some(filing_body("p.cn"))).await;
+    let (status, _, submitted) =
+        send(&routers.up, "POST", SUBMIT, true, Some(filing_body("p.cn"))).await;
     assert_eq!(status, StatusCode::CREATED);
     let phone = |v: &Value| v["website"]["owner"]["phone"].as_str().map(str::to_string);
+    assert_eq!(
+        phone(&submitted).as_deref(),
+        Some("138****0000"),
+        "write answers mask too"
+    );
     let (_, _, with) = send(&routers.up, "GET", "/v1/filings/1", true, None).await;
-    assert_eq!(phone(&with).as_deref(), Some("13800000000"));
+    assert_eq!(phone(&with).as_deref(), Some("138****0000"));
+    // The shared token names no one to audit: it may not reveal.
+    let reveal = "/v1/filings/1?reveal=true";
+    let (status, _, body) = send(&routers.up, "GET", reveal, true, None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(body["error"], "forbidden");
     let (status, _, _) = send(&routers.up, "GET", "/v1/filings/1", false, None).await;
     assert_eq!(
         status,
         StatusCode::UNAUTHORIZED,
         "reads need the token by default"
     );
+    // Public reads without a token: no contact at all, not even masked.
     let (_, _, without) = send(&routers.public, "GET", "/v1/filings/1", false, None).await;
-    assert_eq!(phone(&without).as_deref(), Some("138****0000"));
+    assert_eq!(without["website"]["owner"], Value::Null, "{without}");
+    let (_, _, list) = send(&routers.public, "GET", "/v1/filings", false, None).await;
+    assert_eq!(
+        list["filings"][0]["website"]["owner"],
+        Value::Null,
+        "{list}"
+    );
+    let (status, _, _) = send(&routers.public, "GET", reveal, false, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "a reveal needs a token");
     let (_, _, with) = send(&routers.public, "GET", "/v1/filings/1", true, None).await;
-    assert_eq!(phone(&with).as_deref(), Some("13800000000"));
+    assert_eq!(phone(&with).as_deref(), Some("138****0000"));
     let (_, _, list) = send(&routers.up, "GET", "/v1/filings", true, None).await;
     assert_eq!(phone(&list["filings"][0]).as_deref(), Some("138****0000"));
 }
@@ -583,6 +609,12 @@ impl Registry for Down {
         down()
     }
     async fn import(&self, _: Vec<ImportRecord>) -> Result<usize, RegistryError> {
+        down()
+    }
+    async fn filing_password(
+        &self,
+        _: i64,
+    ) -> Result<Option<crate::model::filing::FilingPassword>, RegistryError> {
         down()
     }
     async fn export(&self) -> Result<Vec<Filing>, RegistryError> {

@@ -2,9 +2,11 @@
 //! so the filing history records who made each change instead of what a shared
 //! token's holder chose to claim in `X-Icpgate-Actor`.
 //!
-//! The file holds one `NAME SHA256` pair per line: the name recorded as the actor,
-//! and the lowercase hex SHA-256 of that caller's token (the token itself is never
-//! stored; make one with `printf %s "$TOKEN" | sha256sum`). `#` starts a comment;
+//! The file holds one `NAME SHA256 [GRANTS]` line per caller: the name recorded as
+//! the actor, the lowercase hex SHA-256 of that caller's token (the token itself is
+//! never stored; make one with `printf %s "$TOKEN" | sha256sum`), and optionally
+//! what else the caller may do, comma-separated: `reveal` lets it see personal data
+//! in clear on request (`?reveal=true`, audited; see `admin::privacy`). `#` starts a comment;
 //! blank lines are ignored. A name is 1–64 of `A-Z a-z 0-9 . _ @ -`; names and
 //! tokens are unique. Any bad line refuses the whole file, naming its line — and
 //! never quoting it: a line that is wrong is often a raw token pasted where its hash
@@ -73,6 +75,8 @@ pub const MIN_TOKEN_CHARS: usize = 32;
 struct NamedToken {
     name: String,
     sha256: [u8; 32],
+    /// Whether it may reveal personal data (the `reveal` grant).
+    may_reveal: bool,
     /// Where it is written, for the message about a duplicate.
     line: usize,
 }
@@ -117,14 +121,22 @@ impl NamedTokens {
                 continue;
             }
             let fields: Vec<&str> = content.split_whitespace().collect();
-            let [name, hash] = fields[..] else {
-                return Err((
-                    line,
-                    format!("expected `NAME SHA256`, found {} field(s)", fields.len()),
-                ));
+            let (name, hash, grants) = match fields[..] {
+                [name, hash] => (name, hash, ""),
+                [name, hash, grants] => (name, hash, grants),
+                _ => {
+                    return Err((
+                        line,
+                        format!(
+                            "expected `NAME SHA256 [GRANTS]`, found {} field(s)",
+                            fields.len()
+                        ),
+                    ))
+                }
             };
             check_name(name).map_err(|message| (line, message))?;
             let sha256 = parse_sha256(hash).map_err(|message| (line, message))?;
+            let may_reveal = parse_grants(grants).map_err(|message| (line, message))?;
             if let Some(first) = tokens.iter().find(|t| t.name == name) {
                 return Err((
                     line,
@@ -143,6 +155,7 @@ impl NamedTokens {
             tokens.push(NamedToken {
                 name: name.to_string(),
                 sha256,
+                may_reveal,
                 line,
             });
         }
@@ -151,6 +164,11 @@ impl NamedTokens {
 
     pub fn is_empty(&self) -> bool {
         self.tokens.is_empty()
+    }
+
+    /// Whether the caller named `name` holds the `reveal` grant.
+    pub fn may_reveal(&self, name: &str) -> bool {
+        self.tokens.iter().any(|t| t.name == name && t.may_reveal)
     }
 
     pub fn len(&self) -> usize {
@@ -169,6 +187,20 @@ impl NamedTokens {
         }
         found
     }
+}
+
+/// The grants field: empty, or `reveal`. An unknown grant is described, not quoted.
+fn parse_grants(grants: &str) -> Result<bool, String> {
+    let mut reveal = false;
+    for grant in grants.split(',').filter(|g| !g.is_empty()) {
+        match grant {
+            "reveal" => reveal = true,
+            _ => {
+                return Err("unknown grant in the third field; the known grant is `reveal`".into())
+            }
+        }
+    }
+    Ok(reveal)
 }
 
 /// A bad name is described, never quoted: it may be a token in the wrong field.
@@ -281,6 +313,15 @@ impl AdminToken {
         }
     }
 
+    /// Whether `caller` may reveal personal data: a named token with the `reveal`
+    /// grant (the shared token names no one to audit, so it never may).
+    pub fn may_reveal(&self, caller: &Caller) -> bool {
+        match caller {
+            Caller::Named(name) => self.named.load().may_reveal(name),
+            Caller::Shared => false,
+        }
+    }
+
     /// How an operator sets the token, for error messages.
     pub fn source(&self) -> Arc<String> {
         self.source.load_full()
@@ -387,7 +428,14 @@ mod tests {
             // a missing hash
             (format!("alice {alice}\nbob\n"), Err((2, "found 1 field"))),
             // a space in the name shifts the fields
-            (format!("alice smith {alice}"), Err((1, "found 3 field"))),
+            (format!("alice smith {alice}"), Err((1, "is not a SHA-256"))),
+            (
+                format!("alice smith {alice} reveal"),
+                Err((1, "found 4 field")),
+            ),
+            // grants: `reveal`, and nothing unknown
+            (format!("alice {alice} reveal"), Ok(1)),
+            (format!("alice {alice} admin"), Err((1, "unknown grant"))),
             // a name with characters outside the set
             (format!("al/ice {alice}"), Err((1, "outside A-Z"))),
             // the same name twice
@@ -426,6 +474,7 @@ mod tests {
         assert_eq!(tokens.name_of("alice-secret"), Some("alice"));
         assert_eq!(tokens.name_of("bot-secret"), Some("bot@ci"));
         assert_eq!(tokens.name_of("alice-secreT"), None);
+        assert!(!tokens.may_reveal("alice"), "no grant given");
         assert_eq!(tokens.name_of(""), None);
         assert_eq!(
             tokens.name_of(&hash("alice-secret")),

@@ -64,6 +64,10 @@ pub struct RegistryConfig {
     pub url: Option<String>,
     /// JSON Lines of filings imported at start-up.
     pub seed: Option<PathBuf>,
+    /// The environment variable holding the key (at least 32 characters) that seals
+    /// the filing passwords of access-existing filings. Unset: passwords are
+    /// required but not kept (a reviewer checks them with the applicant).
+    pub secret_key_env: Option<String>,
 }
 
 impl Default for RegistryConfig {
@@ -73,6 +77,7 @@ impl Default for RegistryConfig {
             path: PathBuf::from("data/icpgate.db"),
             url: None,
             seed: None,
+            secret_key_env: None,
         }
     }
 }

@@ -21,6 +21,8 @@
 //!        │ resubmit ─► initial_review                                │
 //!        │                                                           │
 //!  initial_review, authority_review, rejected, approved ─ abandon ─► abandoned
+//!
+//!  abandoned, disconnected ─ cancel (the authority cancels the number) ─► cancelled
 //! ```
 //!
 //! | from | action (`Action::name`) | to |
@@ -30,29 +32,45 @@
 //! | `initial_review` | `initial-review`, reject (reason required) | `rejected` |
 //! | `authority_review` | `authority-review`, approve (ICP number required) | `approved` |
 //! | `authority_review` | `authority-review`, reject (reason required) | `rejected` |
-//! | `rejected` | `resubmit` (may replace entity, website, product) | `initial_review` |
+//! | `rejected` | `resubmit` (may replace entity, website, product; an access-existing filing's `icp_number`) | `initial_review` |
 //! | `initial_review`, `authority_review`, `rejected`, `approved` | `abandon` | `abandoned` |
-//! | `approved` | `cancel` | `cancelled` |
+//! | `approved`, `abandoned`, `disconnected` | `cancel` | `cancelled` |
 //! | `approved` | `disconnect` | `disconnected` |
 //! | `initial_review`, `authority_review`, `rejected`, `approved` | `change` (变更) | unchanged |
-//! | `abandoned`, `cancelled`, `disconnected` | — (terminal) | — |
+//! | `cancelled` | — (terminal) | — |
+//!
+//! Beyond the edges, [`rules`] holds what the authority enforces: a number fits its
+//! entity's province and names a website (`-N`), a change keeps the entity, and
+//! every text field keeps the limits of [`text`].
 //!
 //! Contract: [`Filing::apply`] either performs one step — new status, new fields,
 //! `updated_at`, and one [`HistoryEntry`] (who, when, from, to, reason) — or returns
 //! a [`TransitionError`] and leaves the filing exactly as it was.
 
 mod details;
+mod error;
 mod icp_number;
+mod password;
+mod privacy;
+mod rules;
 #[cfg(test)]
 mod tests;
+mod text;
 
 use std::fmt;
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+use crate::model::host::HostName;
+
 pub use details::{Contact, DetailError, Entity, EntityType, Website};
+pub use error::TransitionError;
 pub use icp_number::{IcpNumber, IcpNumberError, PROVINCES};
+pub use password::{FilingPassword, PASSWORD_MAX_CHARS};
+pub use text::{NAME_MAX_CHARS, REASON_MAX_CHARS};
+
+use rules::{check_number_fits, check_same_entity, clean_reason};
 
 /// Where a filing is in its lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -98,16 +116,23 @@ impl Status {
     /// most one live filing (`initial_review`, `authority_review`, `approved`,
     /// `rejected`).
     pub fn is_live(self) -> bool {
-        !self.is_terminal()
-    }
-
-    /// No step leads out of a terminal status (`abandoned`, `cancelled`,
-    /// `disconnected`).
-    pub fn is_terminal(self) -> bool {
-        matches!(
+        !matches!(
             self,
             Status::Abandoned | Status::Cancelled | Status::Disconnected
         )
+    }
+
+    /// A filing in this status claims its ICP number: one live number belongs to
+    /// one entity. A rejected filing's number is in question (it may be the wrong
+    /// one) and a cancelled one's is gone.
+    pub fn claims_number(self) -> bool {
+        !matches!(self, Status::Rejected | Status::Cancelled)
+    }
+
+    /// No step leads out of a terminal status (`cancelled`); `abandoned` and
+    /// `disconnected` no longer claim their domains but may still be cancelled.
+    pub fn is_terminal(self) -> bool {
+        self == Status::Cancelled
     }
 }
 
@@ -215,6 +240,10 @@ pub struct Submission {
     pub icp_number: Option<IcpNumber>,
     pub entity: Entity,
     pub website: Website,
+    /// Required for `access_existing`, refused for `new`; write-only (never
+    /// serialised), kept sealed by the registry until initial review ends.
+    #[serde(default, skip_serializing)]
+    pub filing_password: Option<FilingPassword>,
 }
 
 /// One step of the workflow, as the admin API names it.
@@ -231,11 +260,15 @@ pub enum Action {
         icp_number: Option<IcpNumber>,
         reason: Option<String>,
     },
-    /// Edit and resubmit a rejected filing.
+    /// Edit and resubmit a rejected filing; an access-existing filing may correct
+    /// its number.
     Resubmit {
         entity: Option<Entity>,
         website: Option<Website>,
         product: Option<Product>,
+        icp_number: Option<IcpNumber>,
+        /// A new filing password with a corrected number (kept by the registry).
+        filing_password: Option<FilingPassword>,
     },
     /// 放弃当前备案
     Abandon { reason: Option<String> },
@@ -277,46 +310,6 @@ impl Action {
     }
 }
 
-/// Why a step (or a submission, or an imported filing) was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum TransitionError {
-    #[error("cannot {action} a filing in status {from}; allowed next steps: {allowed}")]
-    Illegal {
-        action: &'static str,
-        from: Status,
-        allowed: String,
-    },
-    #[error("approving a new filing requires an icp_number")]
-    IcpNumberRequired,
-    #[error("a failed review requires a reason")]
-    ReasonRequired,
-    #[error(transparent)]
-    Detail(#[from] DetailError),
-    #[error("icp_number {given} does not match the number {existing} this access-existing filing carries")]
-    IcpNumberMismatch {
-        existing: IcpNumber,
-        given: IcpNumber,
-    },
-    #[error("an icp_number is accepted only when approving")]
-    IcpNumberOnRejection,
-    #[error("accessing an existing filing requires its icp_number")]
-    AccessExistingRequiresIcpNumber,
-    #[error("a new filing receives its icp_number on approval; do not supply one")]
-    IcpNumberOnNewFiling,
-    #[error("a filing in status {0} must carry an icp_number")]
-    MissingIcpNumber(Status),
-    #[error("an actor is required: every step records who made it")]
-    ActorRequired,
-    #[error("a change must supply entity, website or both")]
-    NothingToChange,
-    #[error("a filing must cover at least one domain")]
-    DomainsRequired,
-    #[error("domains must not contain an empty name")]
-    EmptyDomain,
-    #[error("domain {0} is listed twice")]
-    DuplicateDomain(String),
-}
-
 /// The action names each status accepts: the state machine's edges.
 fn allowed_in(status: Status) -> &'static [&'static str] {
     match status {
@@ -324,7 +317,8 @@ fn allowed_in(status: Status) -> &'static [&'static str] {
         Status::AuthorityReview => &["authority-review", "abandon", "change"],
         Status::Rejected => &["resubmit", "abandon", "change"],
         Status::Approved => &["abandon", "cancel", "disconnect", "change"],
-        Status::Abandoned | Status::Cancelled | Status::Disconnected => &[],
+        Status::Abandoned | Status::Disconnected => &["cancel"],
+        Status::Cancelled => &[],
     }
 }
 
@@ -347,6 +341,7 @@ impl Filing {
             icp_number,
             entity,
             website,
+            filing_password: _,
         } = submission;
         Ok(Filing {
             id,
@@ -401,32 +396,30 @@ impl Filing {
         allowed_in(self.status).to_vec()
     }
 
-    /// A copy with personal data (certificate number, owner phone and e-mail)
-    /// masked: the one masking of the admin API's lists and of reads without a token.
-    pub fn masked(&self) -> Filing {
-        Filing {
-            entity: self.entity.masked(),
-            website: self.website.masked(),
-            ..self.clone()
-        }
-    }
-
     /// Check the invariants `submit` and `apply` keep, for filings that arrive from
     /// elsewhere (`registry import`): domains, details, and an ICP number wherever
     /// one is required.
     pub fn validate(&self) -> Result<(), TransitionError> {
         validate_domains(&self.domains)?;
-        self.entity.validate()?;
-        self.website.validate()?;
-        let needs_number = self.kind == Kind::AccessExisting
-            || matches!(
-                self.status,
-                Status::Approved | Status::Cancelled | Status::Disconnected
-            );
-        if needs_number && self.icp_number.is_none() {
-            return Err(TransitionError::MissingIcpNumber(self.status));
+        // Details may be absent altogether (a filing imported from a record that
+        // never kept them); details that are given must be valid.
+        if self.entity != Entity::default() {
+            self.entity.validate()?;
         }
-        Ok(())
+        if self.website != Website::default() {
+            self.website.validate()?;
+        }
+        for entry in &self.history {
+            rules::check_history_entry(entry)?;
+        }
+        // A cancelled filing may never have held a number (cancelled once abandoned).
+        let needs_number = self.kind == Kind::AccessExisting
+            || matches!(self.status, Status::Approved | Status::Disconnected);
+        match &self.icp_number {
+            None if needs_number => Err(TransitionError::MissingIcpNumber(self.status)),
+            Some(number) => check_number_fits(number, &self.entity),
+            None => Ok(()),
+        }
     }
 
     /// Perform `action`'s changes on `self` (a scratch copy) and return the target
@@ -434,7 +427,7 @@ impl Filing {
     fn step(&mut self, action: Action) -> Result<(Status, Option<String>), TransitionError> {
         match action {
             Action::InitialReview { approve, reason } => {
-                review_outcome(approve, reason, Status::AuthorityReview)
+                review_outcome(approve, clean_reason(reason)?, Status::AuthorityReview)
             }
             Action::AuthorityReview {
                 approve,
@@ -445,19 +438,31 @@ impl Filing {
                 entity,
                 website,
                 product,
+                icp_number,
+                filing_password,
             } => {
+                if filing_password.is_some() && self.kind == Kind::New {
+                    return Err(TransitionError::FilingPasswordOnNewFiling);
+                }
                 self.replace_details(entity, website)?;
                 if let Some(product) = product {
                     self.product = product;
                 }
+                self.correct_number(icp_number)?;
                 Ok((Status::InitialReview, None))
             }
-            Action::Abandon { reason } => Ok((Status::Abandoned, clean_reason(reason))),
-            Action::Cancel { reason } => Ok((Status::Cancelled, clean_reason(reason))),
-            Action::Disconnect { reason } => Ok((Status::Disconnected, clean_reason(reason))),
+            Action::Abandon { reason } => Ok((Status::Abandoned, clean_reason(reason)?)),
+            Action::Cancel { reason } => Ok((Status::Cancelled, clean_reason(reason)?)),
+            Action::Disconnect { reason } => Ok((Status::Disconnected, clean_reason(reason)?)),
             Action::ChangeDetails { entity, website } => {
                 let note = change_note(entity.is_some(), website.is_some())?;
+                if let Some(entity) = &entity {
+                    check_same_entity(&self.entity, entity)?;
+                }
                 self.replace_details(entity, website)?;
+                if let Some(number) = &self.icp_number {
+                    check_number_fits(number, &self.entity)?;
+                }
                 Ok((self.status, Some(note)))
             }
         }
@@ -470,6 +475,7 @@ impl Filing {
         given: Option<IcpNumber>,
         reason: Option<String>,
     ) -> Result<(Status, Option<String>), TransitionError> {
+        let reason = clean_reason(reason)?;
         if !approve {
             if given.is_some() {
                 return Err(TransitionError::IcpNumberOnRejection);
@@ -483,8 +489,25 @@ impl Filing {
             (Kind::AccessExisting, existing, given) => existing.or(given),
             (Kind::New, existing, given) => given.or(existing),
         };
-        self.icp_number = Some(number.ok_or(TransitionError::IcpNumberRequired)?);
-        Ok((Status::Approved, clean_reason(reason)))
+        let number = number.ok_or(TransitionError::IcpNumberRequired)?;
+        check_number_fits(&number, &self.entity)?;
+        self.icp_number = Some(number);
+        Ok((Status::Approved, reason))
+    }
+
+    /// A resubmitted access-existing filing may correct the number it carries (a
+    /// rejection for a wrong number must be fixable); a new filing takes none.
+    fn correct_number(&mut self, given: Option<IcpNumber>) -> Result<(), TransitionError> {
+        if let Some(number) = given {
+            if self.kind == Kind::New {
+                return Err(TransitionError::IcpNumberOnNewFiling);
+            }
+            self.icp_number = Some(number);
+        }
+        match &self.icp_number {
+            Some(number) => check_number_fits(number, &self.entity),
+            None => Ok(()),
+        }
     }
 
     /// Replace entity and/or website after validating the replacements.
@@ -511,21 +534,31 @@ impl Submission {
         validate_domains(&self.domains)?;
         self.entity.validate()?;
         self.website.validate()?;
-        match (self.kind, &self.icp_number) {
-            (Kind::New, Some(_)) => Err(TransitionError::IcpNumberOnNewFiling),
-            (Kind::AccessExisting, None) => Err(TransitionError::AccessExistingRequiresIcpNumber),
-            _ => Ok(()),
+        match (self.kind, &self.icp_number, &self.filing_password) {
+            (Kind::New, Some(_), _) => Err(TransitionError::IcpNumberOnNewFiling),
+            (Kind::New, None, Some(_)) => Err(TransitionError::FilingPasswordOnNewFiling),
+            (Kind::New, None, None) => Ok(()),
+            (Kind::AccessExisting, None, _) => {
+                Err(TransitionError::AccessExistingRequiresIcpNumber)
+            }
+            (Kind::AccessExisting, Some(number), password) => {
+                check_number_fits(number, &self.entity)?;
+                password
+                    .as_ref()
+                    .map(|_| ())
+                    .ok_or(TransitionError::FilingPasswordRequired)
+            }
         }
     }
 }
 
-/// A review's result: `pass_to` on approval; `rejected` with a required reason.
+/// A review's result: `pass_to` on approval; `rejected` with a required reason
+/// (already cleaned).
 fn review_outcome(
     approve: bool,
     reason: Option<String>,
     pass_to: Status,
 ) -> Result<(Status, Option<String>), TransitionError> {
-    let reason = clean_reason(reason);
     if approve {
         return Ok((pass_to, reason));
     }
@@ -545,13 +578,6 @@ fn change_note(entity: bool, website: bool) -> Result<String, TransitionError> {
     }
 }
 
-/// A trimmed reason; blank counts as none.
-fn clean_reason(reason: Option<String>) -> Option<String> {
-    reason
-        .map(|r| r.trim().to_owned())
-        .filter(|r| !r.is_empty())
-}
-
 fn required_actor(actor: &str) -> Result<String, TransitionError> {
     let actor = actor.trim();
     if actor.is_empty() {
@@ -560,6 +586,9 @@ fn required_actor(actor: &str) -> Result<String, TransitionError> {
     Ok(actor.to_owned())
 }
 
+/// At least one domain, each listed once, each a registrable domain (ICANN section)
+/// in its normal form: a subdomain, or a name under a private suffix such as
+/// `github.io`, names the domain to file instead.
 fn validate_domains(domains: &[String]) -> Result<(), TransitionError> {
     if domains.is_empty() {
         return Err(TransitionError::DomainsRequired);
@@ -572,8 +601,24 @@ fn validate_domains(domains: &[String]) -> Result<(), TransitionError> {
         if !seen.insert(domain.as_str()) {
             return Err(TransitionError::DuplicateDomain(domain.clone()));
         }
+        check_registrable(domain)?;
     }
     Ok(())
+}
+
+fn check_registrable(domain: &str) -> Result<(), TransitionError> {
+    let host = HostName::parse(domain).map_err(|e| TransitionError::BadDomain {
+        domain: domain.chars().take(64).collect(),
+        reason: e.to_string(),
+    })?;
+    match host.registrable_domain() {
+        Some(registrable) if registrable.as_str() == domain => Ok(()),
+        Some(registrable) => Err(TransitionError::NotRegistrable {
+            domain: domain.to_owned(),
+            file: registrable.into_string(),
+        }),
+        None => Err(TransitionError::PublicSuffix(domain.to_owned())),
+    }
 }
 
 /// The allowed next steps of `status`, for error messages.

@@ -8,8 +8,14 @@
 //!   change always has its notification, across crashes and restarts;
 //! - [`Notifier::run`] delivers pending events oldest first, as
 //!   `POST <url>` with a JSON body ([`crate::registry::outbox_payload`]: ids, domains, from, to, actor,
-//!   reason, at, icp_number — never personal data), `X-Icpgate-Event: <id>`, and,
-//!   with a secret, `X-Icpgate-Signature: sha256=<hex HMAC-SHA256 of the body>`;
+//!   reason, at, icp_number — never personal data), `X-Icpgate-Event: <id>`,
+//!   `X-Icpgate-Timestamp: <Unix seconds of this attempt>` and, with a secret,
+//!   `X-Icpgate-Signature: sha256=<hex HMAC-SHA256 of "<timestamp>.<body>">`: the
+//!   timestamp is signed with the body, so a receiver refuses a replayed delivery by
+//!   its age (see docs/operations.md for a verification example);
+//! - the events of one filing are delivered in order: while one of them is not
+//!   delivered, the later events of the same filing wait (`Outbox::due` holds them
+//!   back); a failing event never holds back other filings' events;
 //! - a 2xx answer marks the event delivered; anything else (error, timeout, non-2xx)
 //!   schedules a retry after an exponential backoff (1 s, 2 s, 4 s, … capped at
 //!   5 min). Delivery runs on its own task: a failing webhook never blocks a change.
@@ -87,13 +93,15 @@ impl Backoff {
     }
 }
 
-/// `sha256=<hex>`: the HMAC-SHA256 of `body` under `secret`.
-pub fn signature(secret: &str, body: &[u8]) -> String {
+/// `sha256=<hex>`: the HMAC-SHA256 of `<timestamp>.<body>` under `secret`.
+pub fn signature(secret: &str, timestamp: &str, body: &[u8]) -> String {
     // HMAC accepts keys of any length, so this cannot fail.
     let mut mac = match Hmac::<Sha256>::new_from_slice(secret.as_bytes()) {
         Ok(mac) => mac,
         Err(_) => return String::new(),
     };
+    mac.update(timestamp.as_bytes());
+    mac.update(b".");
     mac.update(body);
     let digest = mac.finalize().into_bytes();
     let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
@@ -234,11 +242,14 @@ impl Notifier {
 
     async fn post(&self, event: &OutboxEvent) -> Result<(), NotifyError> {
         let body = Bytes::from(event.payload.clone());
+        let timestamp = (now_ms() / 1000).to_string();
         let mut request = Request::post(self.url.clone())
             .header(header::CONTENT_TYPE, "application/json")
-            .header("x-icpgate-event", event.id.to_string());
+            .header("x-icpgate-event", event.id.to_string())
+            .header("x-icpgate-timestamp", &timestamp);
         if let Some(secret) = &self.secret {
-            request = request.header("x-icpgate-signature", signature(secret, &body));
+            let signed = signature(secret, &timestamp, &body);
+            request = request.header("x-icpgate-signature", signed);
         }
         let response = self.client.request(request.body(Full::new(body))?).await?;
         if response.status().is_success() {
@@ -263,11 +274,18 @@ mod tests {
     }
 
     #[test]
-    fn signature_matches_rfc_4231_case_2() {
-        // RFC 4231 test case 2: key "Jefe", data "what do ya want for nothing?".
+    fn signature_covers_timestamp_dot_body() {
+        // HMAC-SHA256 under "Jefe" (RFC 4231's key) of `1700000000.{"event_id":1}`,
+        // computed independently (Python's hmac module).
+        let body = br#"{"event_id":1}"#;
         assert_eq!(
-            signature("Jefe", b"what do ya want for nothing?"),
-            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+            signature("Jefe", "1700000000", body),
+            "sha256=9d3abad5c82ea4d81374f3ad06ef093cde50c100773e06f986faeec23f15de51"
+        );
+        // The same body at another time signs differently: a replay is caught.
+        assert_ne!(
+            signature("Jefe", "1700000001", body),
+            signature("Jefe", "1700000000", body)
         );
     }
 }

@@ -12,6 +12,10 @@ pub enum RegistryError {
     DomainTaken { domain: String, filing_id: i64 },
     #[error("filing id {0} already exists")]
     IdTaken(i64),
+    /// One live ICP number belongs to one entity: `filing_id` holds `number` (its
+    /// entity part) for another entity.
+    #[error("ICP number {number} belongs to another entity: filing {filing_id} holds it")]
+    NumberTaken { number: String, filing_id: i64 },
     #[error(transparent)]
     Transition(#[from] TransitionError),
     #[error("line {line}: {source}")]
@@ -44,6 +48,9 @@ pub enum StorageError {
     /// it; nothing was stored, the write may be retried.
     #[error("domain {domain} changed hands during this write; retry")]
     LostRace { domain: String },
+    /// A filing password could not be sealed or opened.
+    #[error("filing password: {0}")]
+    Secret(#[from] super::SecretError),
     /// A synchronous backend's operation did not complete at once (a bug).
     #[error("a synchronous registry operation did not complete")]
     Stalled,
@@ -82,6 +89,7 @@ impl RegistryError {
             RegistryError::NotFound(_)
             | RegistryError::DomainTaken { .. }
             | RegistryError::IdTaken(_)
+            | RegistryError::NumberTaken { .. }
             | RegistryError::Transition(_) => false,
         }
     }

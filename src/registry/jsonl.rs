@@ -2,8 +2,8 @@
 //!
 //! An import record needs `domains`, `product` and `status` (and `icp_number` when
 //! approved); `id`, `kind`, `entity`, `website`, `history` and the timestamps are
-//! optional. Domains are normalised (Unicode to punycode, subdomains to their
-//! registrable domain); a bare public suffix is refused. Any bad line rejects the
+//! optional. Domains are normalised (Unicode to punycode, case); a subdomain or
+//! a bare public suffix is refused, naming the registrable domain to file instead. Any bad line rejects the
 //! whole file with its line number, before anything is stored.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -71,7 +71,9 @@ pub fn parse_line(line: usize, raw: &str) -> Result<Option<ImportRecord>, JsonlE
     Ok(Some(ImportRecord { line, id, filing }))
 }
 
-/// Normalise a list of domains to distinct registrable domains.
+/// Normalise a list of domains (Unicode to punycode, case, a trailing dot), each
+/// listed once. Whether each is a registrable domain is the model's rule
+/// (`Filing::validate`): a subdomain is refused there, naming the domain to file.
 pub fn registrable_domains(domains: &[String]) -> Result<Vec<String>, String> {
     if domains.is_empty() {
         return Err("domains must list at least one domain".to_string());
@@ -79,12 +81,7 @@ pub fn registrable_domains(domains: &[String]) -> Result<Vec<String>, String> {
     let mut out: Vec<String> = Vec::with_capacity(domains.len());
     for input in domains {
         let host = HostName::parse(input).map_err(|e| format!("domain {input:?}: {e}"))?;
-        let domain = host
-            .registrable_domain()
-            .ok_or_else(|| {
-                format!("domain {input:?} is a public suffix: nothing under it alone can be filed")
-            })?
-            .into_string();
+        let domain = host.as_str().to_owned();
         if !out.contains(&domain) {
             out.push(domain);
         }
@@ -110,7 +107,7 @@ fn into_filing(id: Option<i64>, record: Record) -> Result<Filing, String> {
             record.status.as_str()
         ));
     }
-    // Details are optional on import; those given must be valid.
+    // A detail given must be complete (an empty one reads like an absent one below).
     if let Some(entity) = &record.entity {
         entity.validate().map_err(|e| e.to_string())?;
     }
@@ -142,6 +139,9 @@ fn into_filing(id: Option<i64>, record: Record) -> Result<Filing, String> {
         created_at,
         updated_at,
     };
+    // Details are optional on import; the rest keeps every rule a stored filing
+    // keeps, so a bad line is named before anything is stored.
+    filing.validate().map_err(|e| e.to_string())?;
     Ok(filing)
 }
 
@@ -194,11 +194,11 @@ mod tests {
     }
 
     #[test]
-    fn subdomains_reduce_to_their_registrable_domain() {
+    fn domains_normalise_and_an_import_line_names_the_domain_to_file() {
         let got = registrable_domains(&[
-            "shop.example.com.cn".into(),
             "EXAMPLE.com.cn".into(),
-            "www.例子.中国".into(),
+            "example.com.cn.".into(),
+            "例子.中国".into(),
         ]);
         assert_eq!(
             got,
@@ -207,5 +207,26 @@ mod tests {
                 "xn--fsqu00a.xn--fiqs8s".to_string()
             ])
         );
+        let line = |domain: &str| {
+            format!(r#"{{"domains":["{domain}"],"product":"storefront","status":"rejected"}}"#)
+        };
+        let cases = [
+            // a subdomain: file its registrable domain
+            ("shop.example.com.cn", "file example.com.cn instead"),
+            // a name under a private suffix is a subdomain of an ICANN domain
+            ("myshop.github.io", "file github.io instead"),
+            // a Unicode subdomain names the punycode domain
+            ("www.例子.中国", "file xn--fsqu00a.xn--fiqs8s instead"),
+            // a bare suffix names nothing to file
+            ("com.cn", "is a public suffix"),
+        ];
+        for (input, want) in cases {
+            let got = parse(&format!("\n{}", line(input)));
+            assert!(
+                got.as_ref()
+                    .is_err_and(|e| e.line == 2 && e.message.contains(want)),
+                "{input}: {got:?}"
+            );
+        }
     }
 }

@@ -14,12 +14,16 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::workflow::{self, decode, encode, entity_identity, run_ready, WriteTx};
+use super::secret::SecretKey;
+use super::workflow::{
+    self, decode, encode, entity_identity, number_key, open_password, run_ready, NumberHolder,
+    WriteTx,
+};
 use super::{
     Change, FilingType, ImportRecord, ListFilter, Lookup, Outbox, OutboxEvent, Registry,
     RegistryError, StorageError, Submitted, CHANGES_BATCH,
 };
-use crate::model::filing::{Action, Filing, Status, Submission};
+use crate::model::filing::{Action, Filing, FilingPassword, Status, Submission};
 use crate::model::host::RegistrableDomain;
 
 /// A `Registry` (and `Outbox`) in memory. Clones share the same filings.
@@ -29,6 +33,8 @@ pub struct MemoryRegistry {
     faults: Arc<Faults>,
     /// Whether writes also record notifications in the outbox.
     outbox: bool,
+    /// Seals kept filing passwords (`registry.secret_key_env`).
+    secret_key: Option<Arc<SecretKey>>,
 }
 
 /// What a test can make the registry do wrong, and what it counts.
@@ -60,10 +66,12 @@ struct Row {
     doc: String,
     revision: i64,
     filing_type: Option<FilingType>,
+    sealed_password: Option<String>,
 }
 
 #[derive(Clone)]
 struct Event {
+    filing_id: i64,
     payload: String,
     attempts: u32,
     next_attempt_at_ms: i64,
@@ -79,6 +87,13 @@ impl MemoryRegistry {
     /// Record (or not) every submission and transition in the outbox.
     pub fn with_outbox(mut self, on: bool) -> MemoryRegistry {
         self.outbox = on;
+        self
+    }
+
+    /// Seal kept filing passwords with `key` (`registry.secret_key_env`); without
+    /// one they are not kept.
+    pub fn with_secret_key(mut self, key: Option<Arc<SecretKey>>) -> Self {
+        self.secret_key = key;
         self
     }
 
@@ -227,6 +242,37 @@ impl WriteTx for State {
         Ok(false)
     }
 
+    async fn number_holders(
+        &mut self,
+        entity_key: &str,
+        except: i64,
+    ) -> Result<Vec<NumberHolder>, RegistryError> {
+        let mut holders = Vec::new();
+        for (id, row) in self.filings.iter().filter(|(id, _)| **id != except) {
+            let filing = decode(*id, &row.doc)?;
+            if number_key(&filing).as_deref() == Some(entity_key) {
+                let (certificate, name) = entity_identity(&filing.entity);
+                holders.push(NumberHolder {
+                    id: *id,
+                    certificate,
+                    name,
+                });
+            }
+        }
+        Ok(holders)
+    }
+
+    async fn set_sealed_password(
+        &mut self,
+        id: i64,
+        sealed: Option<&str>,
+    ) -> Result<(), RegistryError> {
+        if let Some(row) = self.filings.get_mut(&id) {
+            row.sealed_password = sealed.map(str::to_owned);
+        }
+        Ok(())
+    }
+
     async fn bump_revision(&mut self) -> Result<i64, RegistryError> {
         self.revision += 1;
         Ok(self.revision)
@@ -240,18 +286,22 @@ impl WriteTx for State {
             doc,
             revision,
             filing_type: None,
+            sealed_password: None,
         };
         self.filings.insert(self.last_id, row);
         Ok(self.last_id)
     }
 
     async fn put_filing(&mut self, filing: &Filing, revision: i64) -> Result<(), RegistryError> {
-        let filing_type = self.filings.get(&filing.id).and_then(|row| row.filing_type);
+        let kept = self.filings.get(&filing.id);
+        let filing_type = kept.and_then(|row| row.filing_type);
+        let sealed_password = kept.and_then(|row| row.sealed_password.clone());
         let row = Row {
             status: filing.status,
             doc: encode(filing),
             revision,
             filing_type,
+            sealed_password,
         };
         self.filings.insert(filing.id, row);
         self.last_id = self.last_id.max(filing.id);
@@ -287,12 +337,13 @@ impl WriteTx for State {
 
     async fn enqueue(
         &mut self,
-        _filing_id: i64,
+        filing_id: i64,
         now_ms: i64,
         payload: impl FnOnce(i64) -> String,
     ) -> Result<(), RegistryError> {
         self.last_event += 1;
         let event = Event {
+            filing_id,
             payload: payload(self.last_event),
             attempts: 0,
             next_attempt_at_ms: now_ms,
@@ -337,7 +388,8 @@ impl Registry for MemoryRegistry {
         submission: Submission,
         actor: &str,
     ) -> Result<Submitted, RegistryError> {
-        self.write(|state| run_ready(workflow::submit(state, submission, actor, self.outbox)))
+        let key = self.secret_key.as_deref();
+        self.write(|state| run_ready(workflow::submit(state, submission, actor, self.outbox, key)))
     }
 
     async fn transition(
@@ -346,7 +398,17 @@ impl Registry for MemoryRegistry {
         action: Action,
         actor: &str,
     ) -> Result<Filing, RegistryError> {
-        self.write(|state| run_ready(workflow::transition(state, id, action, actor, self.outbox)))
+        let key = self.secret_key.as_deref();
+        self.write(|state| {
+            run_ready(workflow::transition(
+                state,
+                id,
+                action,
+                actor,
+                self.outbox,
+                key,
+            ))
+        })
     }
 
     async fn import(&self, records: Vec<ImportRecord>) -> Result<usize, RegistryError> {
@@ -356,6 +418,16 @@ impl Registry for MemoryRegistry {
 
     async fn filing_type(&self, id: i64) -> Result<Option<FilingType>, RegistryError> {
         self.read(|state| Ok(state.filings.get(&id).and_then(|row| row.filing_type)))
+    }
+
+    async fn filing_password(&self, id: i64) -> Result<Option<FilingPassword>, RegistryError> {
+        let sealed = self.read(|state| {
+            Ok(state
+                .filings
+                .get(&id)
+                .and_then(|row| row.sealed_password.clone()))
+        })?;
+        open_password(self.secret_key.as_deref(), id, sealed)
     }
 
     async fn export(&self) -> Result<Vec<Filing>, RegistryError> {
@@ -416,10 +488,14 @@ impl Registry for MemoryRegistry {
 impl Outbox for MemoryRegistry {
     async fn due(&self, now_ms: i64, limit: usize) -> Result<Vec<OutboxEvent>, RegistryError> {
         self.read(|state| {
+            // One filing's events go in order: only its oldest pending one is due.
+            let mut waiting = BTreeSet::new();
             Ok(state
                 .outbox
                 .iter()
-                .filter(|(_, e)| e.delivered_at_ms.is_none() && e.next_attempt_at_ms <= now_ms)
+                .filter(|(_, e)| e.delivered_at_ms.is_none())
+                .filter(|(_, e)| waiting.insert(e.filing_id))
+                .filter(|(_, e)| e.next_attempt_at_ms <= now_ms)
                 .take(limit)
                 .map(|(id, e)| OutboxEvent {
                     id: *id,

@@ -145,6 +145,27 @@ BEGIN
 END;
 ",
     },
+    Migration {
+        version: 4,
+        name: "filing rules: claimed ICP numbers, sealed filing passwords, ordered delivery per filing",
+        // The outbox index finds a filing's earlier pending event (one filing's
+        // events are delivered in order). `icp_entity_key` is `workflow::number_key`: the entity part of the number
+        // (`浙ICP备12345678号`) of a filing that claims one (`Status::claims_number`),
+        // so one entity per number is an index search. `sealed_password` holds an
+        // access-existing filing's filing password, sealed, until initial review ends;
+        // it is never part of the document (exports, the API, the outbox).
+        sql: "
+ALTER TABLE filings ADD COLUMN icp_entity_key TEXT;
+ALTER TABLE filings ADD COLUMN sealed_password TEXT;
+UPDATE filings SET icp_entity_key =
+    substr(json_extract(doc, '$.icp_number'), 1, instr(json_extract(doc, '$.icp_number'), '号'))
+WHERE json_valid(doc) AND json_extract(doc, '$.icp_number') IS NOT NULL
+  AND status NOT IN ('rejected', 'cancelled');
+CREATE INDEX IF NOT EXISTS filings_by_icp_entity_key ON filings(icp_entity_key);
+CREATE INDEX IF NOT EXISTS outbox_pending_by_filing ON outbox(filing_id, id)
+    WHERE delivered_at_ms IS NULL;
+",
+    },
 ];
 
 /// The table recording applied versions (PostgreSQL), created under the lock.
@@ -260,6 +281,22 @@ CREATE TRIGGER icpgate_filing_counts_on_update AFTER UPDATE ON icpgate_filings
 CREATE TRIGGER icpgate_filing_counts_on_delete AFTER DELETE ON icpgate_filings
     REFERENCING OLD TABLE AS icpgate_old_rows
     FOR EACH STATEMENT EXECUTE FUNCTION icpgate_count_deleted();
+",
+    },
+    Migration {
+        version: 4,
+        name: "filing rules: claimed ICP numbers, sealed filing passwords, ordered delivery per filing",
+        // As SQLite's migration 4.
+        sql: "
+ALTER TABLE icpgate_filings
+    ADD COLUMN IF NOT EXISTS icp_entity_key TEXT,
+    ADD COLUMN IF NOT EXISTS sealed_password TEXT;
+UPDATE icpgate_filings SET icp_entity_key = split_part(doc->>'icp_number', '号', 1) || '号'
+WHERE doc->>'icp_number' IS NOT NULL AND status NOT IN ('rejected', 'cancelled');
+CREATE INDEX IF NOT EXISTS icpgate_filings_by_icp_entity_key
+    ON icpgate_filings(icp_entity_key);
+CREATE INDEX IF NOT EXISTS icpgate_outbox_pending_by_filing ON icpgate_outbox(filing_id, id)
+    WHERE delivered_at_ms IS NULL;
 ",
     },
 ];

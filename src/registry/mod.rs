@@ -21,6 +21,7 @@ pub mod memory;
 mod migrations;
 mod open;
 pub mod postgres;
+mod secret;
 pub mod sqlite;
 mod workflow;
 
@@ -29,6 +30,7 @@ pub use open::{
     export_to, import_file, import_file_with, open, open_seeded, ImportProgress, OpenError,
     SeedError,
 };
+pub use secret::{SecretError, SecretKey, MIN_KEY_CHARS};
 pub use workflow::{now_ms, outbox_payload};
 
 use std::collections::BTreeMap;
@@ -40,7 +42,7 @@ use tokio::sync::Notify;
 
 use serde::Serialize;
 
-use crate::model::filing::{Action, Filing, Status, Submission};
+use crate::model::filing::{Action, Filing, FilingPassword, Status, Submission};
 use crate::model::host::RegistrableDomain;
 
 /// The seed's "filing type" (备案类型), reported for each submission.
@@ -99,7 +101,8 @@ pub struct OutboxEvent {
 #[async_trait]
 pub trait Outbox: Send + Sync + 'static {
     /// Undelivered events whose next attempt is due at `now_ms` (Unix milliseconds),
-    /// oldest first.
+    /// oldest first; of one filing only its oldest undelivered event, so a filing's
+    /// events are delivered in order and a failing one holds back only its own.
     async fn due(&self, now_ms: i64, limit: usize) -> Result<Vec<OutboxEvent>, RegistryError>;
     /// When the next undelivered event is due, if any.
     async fn next_due(&self) -> Result<Option<i64>, RegistryError>;
@@ -202,6 +205,10 @@ pub trait Registry: Send + Sync + 'static {
         let _ = id;
         Ok(None)
     }
+    /// The filing password kept (sealed) for filing `id` until its initial review
+    /// ends, opened with the registry's key; `None` when none is kept. Never part
+    /// of the filing document (so of no export, list, read or notification).
+    async fn filing_password(&self, id: i64) -> Result<Option<FilingPassword>, RegistryError>;
     /// Every filing, by id.
     async fn export(&self) -> Result<Vec<Filing>, RegistryError>;
     /// How many filings are in each status (every status present, zeros included).

@@ -12,7 +12,9 @@ use std::sync::Arc;
 use crate::config::{Backend, RegistryConfig};
 use crate::registry::postgres::PostgresRegistry;
 use crate::registry::sqlite::SqliteRegistry;
-use crate::registry::{jsonl, ImportAborted, ImportRecord, ListFilter, Registry, RegistryError};
+use crate::registry::{
+    jsonl, ImportAborted, ImportRecord, ListFilter, Registry, RegistryError, SecretError, SecretKey,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
@@ -22,6 +24,8 @@ pub enum OpenError {
     PostgresUrlMissing,
     #[error("cannot write the export: {0}")]
     Write(std::io::Error),
+    #[error("{0}")]
+    SecretKey(#[from] SecretError),
     #[error("{path}: {source}")]
     Seed {
         path: PathBuf,
@@ -43,15 +47,35 @@ pub enum SeedError {
 /// Open the registry a config names; with `outbox`, every change also records its
 /// notification.
 pub async fn open(config: &RegistryConfig, outbox: bool) -> Result<Arc<dyn Registry>, OpenError> {
+    let key = secret_key(config)?;
     match config.backend {
         Backend::Sqlite => Ok(Arc::new(
-            SqliteRegistry::open(&config.path)?.with_outbox(outbox),
+            SqliteRegistry::open(&config.path)?
+                .with_outbox(outbox)
+                .with_secret_key(key),
         )),
         Backend::Postgres => {
             let url = config.url.as_deref().ok_or(OpenError::PostgresUrlMissing)?;
             Ok(Arc::new(
-                PostgresRegistry::connect(url).await?.with_outbox(outbox),
+                PostgresRegistry::connect(url)
+                    .await?
+                    .with_outbox(outbox)
+                    .with_secret_key(key),
             ))
+        }
+    }
+}
+
+/// The key of `registry.secret_key_env`: a variable named but unset or short is
+/// refused at start; none named keeps no filing password (said once, here).
+fn secret_key(config: &RegistryConfig) -> Result<Option<Arc<SecretKey>>, OpenError> {
+    match config.secret_key_env.as_deref() {
+        Some(var) => Ok(Some(Arc::new(SecretKey::from_env(var)?))),
+        None => {
+            tracing::info!(
+                "registry.secret_key_env is not set: filing passwords are required but not kept"
+            );
+            Ok(None)
         }
     }
 }

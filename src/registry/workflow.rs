@@ -7,12 +7,18 @@
 //!   filing untouched when refused;
 //! - a registrable domain belongs to at most one live filing: a write that would
 //!   make a second one live is refused with `DomainTaken` naming the real holder;
+//! - an ICP number (its entity part, `浙ICP备12345678号`) belongs to one entity: a
+//!   write that would make another entity's filing claim it
+//!   (`Status::claims_number`) is refused with `NumberTaken` naming the holder;
 //! - every stored filing bumps the registry revision, which only grows;
 //! - a submission's filing type is stored with it (an import's only when it is an
 //!   access-existing filing: the others are unknown);
 //! - with the outbox on, the notification of each submission and transition is
 //!   enqueued in the same transaction as the change;
-//! - an import stores every record or none, and names the line of the one refused.
+//! - an import stores every record or none, and names the line of the one refused;
+//! - an access-existing filing's password is kept sealed (`SecretKey`) beside the
+//!   document, never in it, and erased when its initial review ends; without a key
+//!   it is not kept at all.
 //!
 //! The caller opens the transaction, runs one of [`submit`], [`transition`],
 //! [`import`] in it, and commits only on `Ok`. Synchronous backends (SQLite, memory)
@@ -24,8 +30,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use futures_util::FutureExt;
 use serde_json::{json, Value};
 
-use super::{FilingType, ImportRecord, RegistryError, StorageError, Submitted};
-use crate::model::filing::{now_rfc3339, Action, Entity, Filing, Kind, Status, Submission};
+use super::{FilingType, ImportRecord, RegistryError, SecretKey, StorageError, Submitted};
+use crate::model::filing::{
+    now_rfc3339, Action, Entity, Filing, FilingPassword, Kind, Status, Submission,
+};
 
 /// The storage operations of one write transaction. Every operation runs inside the
 /// transaction the backend opened; nothing is visible to others before its commit.
@@ -45,6 +53,19 @@ pub(crate) trait WriteTx {
         certificate: Option<&str>,
         name: &str,
     ) -> Result<bool, RegistryError>;
+    /// The filings other than `except` that claim an ICP number whose entity part
+    /// is `entity_key` (as stored by `put_filing`), with their entity identity.
+    async fn number_holders(
+        &mut self,
+        entity_key: &str,
+        except: i64,
+    ) -> Result<Vec<NumberHolder>, RegistryError>;
+    /// Keep `sealed` as filing `id`'s sealed filing password (`None`: erase it).
+    async fn set_sealed_password(
+        &mut self,
+        id: i64,
+        sealed: Option<&str>,
+    ) -> Result<(), RegistryError>;
     /// Advance the registry revision; returns the new one.
     async fn bump_revision(&mut self) -> Result<i64, RegistryError>;
     /// Reserve a fresh id for a new filing in `status` at `revision`.
@@ -78,17 +99,29 @@ pub(crate) trait WriteTx {
     async fn ids_imported(&mut self) -> Result<(), RegistryError>;
 }
 
+/// A filing claiming an ICP number, as `WriteTx::number_holders` finds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct NumberHolder {
+    pub id: i64,
+    /// `entity_identity` of its entity.
+    pub certificate: Option<String>,
+    pub name: String,
+}
+
 /// Validate and store a submission in `initial_review`, with its filing type.
 pub(crate) async fn submit<T: WriteTx>(
     tx: &mut T,
     submission: Submission,
     actor: &str,
     outbox: bool,
+    key: Option<&SecretKey>,
 ) -> Result<Submitted, RegistryError> {
     let filing_type = classify(tx, &submission).await?;
+    let password = submission.filing_password.clone();
     let mut filing = Filing::submit(0, submission, actor, &now_rfc3339())?;
     store(tx, &mut filing, None).await?;
     tx.set_filing_type(filing.id, filing_type).await?;
+    keep_password(tx, filing.id, password.as_ref(), key).await?;
     if outbox {
         enqueue(tx, &filing).await?;
     }
@@ -105,14 +138,67 @@ pub(crate) async fn transition<T: WriteTx>(
     action: Action,
     actor: &str,
     outbox: bool,
+    key: Option<&SecretKey>,
 ) -> Result<Filing, RegistryError> {
     let mut filing = tx.load(id).await?.ok_or(RegistryError::NotFound(id))?;
+    let password = match &action {
+        Action::Resubmit {
+            filing_password, ..
+        } => filing_password.clone(),
+        _ => None,
+    };
+    let from = filing.status;
     filing.apply(action, actor, &now_rfc3339())?;
     store(tx, &mut filing, Some(id)).await?;
+    if from == Status::InitialReview && filing.status != Status::InitialReview {
+        // Initial review is where the password is checked: it ends, the password goes.
+        tx.set_sealed_password(id, None).await?;
+    }
+    keep_password(tx, id, password.as_ref(), key).await?;
     if outbox {
         enqueue(tx, &filing).await?;
     }
     Ok(filing)
+}
+
+/// Keep an access-existing filing's password sealed until its initial review ends.
+/// Without a key (`registry.secret_key_env` unset) it is not kept.
+async fn keep_password<T: WriteTx>(
+    tx: &mut T,
+    id: i64,
+    password: Option<&FilingPassword>,
+    key: Option<&SecretKey>,
+) -> Result<(), RegistryError> {
+    let Some(password) = password else {
+        return Ok(());
+    };
+    match key {
+        Some(key) => {
+            let sealed = key.seal(id, password).map_err(StorageError::from)?;
+            tx.set_sealed_password(id, Some(&sealed)).await
+        }
+        None => {
+            tracing::warn!(
+                filing_id = id,
+                "filing password not kept: registry.secret_key_env is not set"
+            );
+            Ok(())
+        }
+    }
+}
+
+/// The password sealed as `sealed` for filing `id`, opened with `key`; a sealed
+/// value without a key to open it is an error, not a silent `None`.
+pub(crate) fn open_password(
+    key: Option<&SecretKey>,
+    id: i64,
+    sealed: Option<String>,
+) -> Result<Option<FilingPassword>, RegistryError> {
+    let Some(sealed) = sealed else {
+        return Ok(None);
+    };
+    let key = key.ok_or(StorageError::Secret(super::SecretError::Unopenable))?;
+    Ok(Some(key.open(id, &sealed).map_err(StorageError::from)?))
 }
 
 /// Store every record (the caller commits only on `Ok`); an error names its line.
@@ -126,6 +212,7 @@ pub(crate) async fn import<T: WriteTx>(
     for record in records {
         let at_line = RegistryError::at_line(record.line);
         let mut filing = record.filing;
+        filing.validate().map_err(|e| at_line(e.into()))?;
         if let Some(id) = record.id {
             if tx.load(id).await.map_err(at_line)?.is_some() {
                 return Err(at_line(RegistryError::IdTaken(id)));
@@ -153,6 +240,7 @@ async fn store<T: WriteTx>(
 ) -> Result<(), RegistryError> {
     let live = filing.status.is_live();
     let except = id.unwrap_or(0);
+    check_number_holders(tx, filing, except).await?;
     if live {
         for domain in &filing.domains {
             if let Some(filing_id) = tx.live_holder(domain, except).await? {
@@ -175,6 +263,42 @@ async fn store<T: WriteTx>(
         };
     }
     Ok(())
+}
+
+/// Refuse a filing that claims an ICP number another entity's filing claims: the
+/// same certificate number when both give one, else the same name, is one entity.
+async fn check_number_holders<T: WriteTx>(
+    tx: &mut T,
+    filing: &Filing,
+    except: i64,
+) -> Result<(), RegistryError> {
+    let Some(key) = number_key(filing) else {
+        return Ok(());
+    };
+    let (certificate, name) = entity_identity(&filing.entity);
+    for holder in tx.number_holders(&key, except).await? {
+        let same = match (&certificate, &holder.certificate) {
+            (Some(ours), Some(theirs)) => ours == theirs,
+            _ => name == holder.name,
+        };
+        if !same {
+            return Err(RegistryError::NumberTaken {
+                number: key,
+                filing_id: holder.id,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The entity part of the ICP number `filing` claims, as stored for
+/// `WriteTx::number_holders`; `None` when it claims none.
+pub(crate) fn number_key(filing: &Filing) -> Option<String> {
+    filing
+        .icp_number
+        .as_ref()
+        .filter(|_| filing.status.claims_number())
+        .map(|number| number.entity_key())
 }
 
 /// The seed's filing type: access of an existing filing by its kind; otherwise a new

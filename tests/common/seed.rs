@@ -66,5 +66,8 @@ pub fn submission(domains: &[&str], kind: &str, icp: Option<&str>) -> Value {
     if let Some(icp) = icp {
         body["icp_number"] = json!(icp);
     }
+    if kind == "access_existing" {
+        body["filing_password"] = json!("filing-pw-1234");
+    }
     body
 }

@@ -9,9 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::icp_number::{province, provinces_list};
-
-/// Longest entity or website name accepted, in characters.
-const NAME_MAX_CHARS: usize = 100;
+use super::text::{check_text, NAME_MAX_CHARS};
 /// Certificate numbers (unified social credit code, ID card, …): length bounds.
 const CERT_MIN_CHARS: usize = 6;
 const CERT_MAX_CHARS: usize = 32;
@@ -53,9 +51,11 @@ pub struct Entity {
     pub certificate_number: Option<String>,
     /// Province-level abbreviation, e.g. `浙`.
     pub province: Option<String>,
+    /// The person in charge of the entity (主体负责人); personal data.
+    pub owner: Option<Contact>,
 }
 
-/// A person to contact about a website (网站负责人).
+/// A person in charge: of a website (网站负责人) or of the entity (主体负责人).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct Contact {
@@ -91,13 +91,23 @@ pub enum DetailError {
     Phone { field: &'static str },
     #[error("{field} must be an e-mail address like name@example.cn")]
     Email { field: &'static str },
+    #[error("{field} must not contain control characters (CR, LF, NUL, tab, …)")]
+    ControlCharacter { field: &'static str },
+    #[error("{field} must not contain bidirectional override or isolate characters")]
+    BidiControl { field: &'static str },
+    #[error("{field} must contain a visible character, not only invisible ones")]
+    Invisible { field: &'static str },
 }
 
 impl Entity {
-    /// Check content: name, province abbreviation, certificate number.
+    /// Check content: name, province abbreviation, certificate number, owner.
     pub fn validate(&self) -> Result<(), DetailError> {
         check_name("entity.name", &self.name)?;
+        if let Some(owner) = &self.owner {
+            owner.validate_at(ENTITY_OWNER)?;
+        }
         if let Some(p) = &self.province {
+            check_text("entity.province", p, NAME_MAX_CHARS)?;
             if province(p.trim()).is_none() {
                 return Err(DetailError::UnknownProvince {
                     field: "entity.province",
@@ -118,12 +128,21 @@ impl Entity {
         Ok(())
     }
 
-    /// A copy with the certificate number masked, for list views.
+    /// A copy with the certificate number and the owner's phone and e-mail masked.
     pub fn masked(&self) -> Self {
         Entity {
             certificate_number: self.certificate_number.as_deref().map(mask_middle),
+            owner: self.owner.as_ref().map(Contact::masked),
             ..self.clone()
         }
+    }
+
+    /// The certificate number as compared (trimmed, upper-case), if given.
+    pub fn certificate_key(&self) -> Option<String> {
+        self.certificate_number
+            .as_deref()
+            .map(|c| c.trim().to_uppercase())
+            .filter(|c| !c.is_empty())
     }
 }
 
@@ -132,11 +151,13 @@ impl Contact {
     fn validate_at(&self, path: ContactPath) -> Result<(), DetailError> {
         check_name(path.name, &self.name)?;
         if let Some(phone) = &self.phone {
+            check_text(path.phone, phone, EMAIL_MAX_CHARS)?;
             if !is_phone(phone) {
                 return Err(DetailError::Phone { field: path.phone });
             }
         }
         if let Some(email) = &self.email {
+            check_text(path.email, email, EMAIL_MAX_CHARS)?;
             if !is_email(email) {
                 return Err(DetailError::Email { field: path.email });
             }
@@ -160,6 +181,12 @@ struct ContactPath {
     phone: &'static str,
     email: &'static str,
 }
+
+const ENTITY_OWNER: ContactPath = ContactPath {
+    name: "entity.owner.name",
+    phone: "entity.owner.phone",
+    email: "entity.owner.email",
+};
 
 const WEBSITE_OWNER: ContactPath = ContactPath {
     name: "website.owner.name",
@@ -186,16 +213,11 @@ impl Website {
     }
 }
 
+/// A required name: not blank, within the limits of `text::check_text`.
 fn check_name(field: &'static str, name: &str) -> Result<(), DetailError> {
-    let name = name.trim();
-    if name.is_empty() {
+    check_text(field, name, NAME_MAX_CHARS)?;
+    if name.trim().is_empty() {
         return Err(DetailError::Empty { field });
-    }
-    if name.chars().count() > NAME_MAX_CHARS {
-        return Err(DetailError::TooLong {
-            field,
-            max: NAME_MAX_CHARS,
-        });
     }
     Ok(())
 }
@@ -256,7 +278,7 @@ fn is_email(s: &str) -> bool {
 /// Keep the first 3 and the last 4 (long values) or 2 (short values) characters,
 /// replace the rest with '*': `13800000000` → `138****0000`. Values too short to
 /// keep both ends keep only their first character.
-fn mask_middle(s: &str) -> String {
+pub(super) fn mask_middle(s: &str) -> String {
     let chars: Vec<char> = s.chars().collect();
     let n = chars.len();
     let (head, tail) = match n {
@@ -297,6 +319,11 @@ pub(super) mod tests {
             entity_type: EntityType::Enterprise,
             certificate_number: Some("91330100MA2CXXXX1X".into()),
             province: Some("浙".into()),
+            owner: Some(Contact {
+                name: "李四".into(),
+                phone: Some("13900000001".into()),
+                email: Some("boss@example.cn".into()),
+            }),
         }
     }
 
@@ -358,6 +385,33 @@ pub(super) mod tests {
                 Err(DetailError::TooLong {
                     field: "entity.name",
                     max: 100,
+                }),
+            ),
+            // the person in charge is checked like a website's owner, by its own path
+            (
+                "owner phone",
+                Entity {
+                    owner: Some(Contact {
+                        phone: Some("12345".into()),
+                        ..entity().owner.unwrap_or_default()
+                    }),
+                    ..entity()
+                },
+                Err(DetailError::Phone {
+                    field: "entity.owner.phone",
+                }),
+            ),
+            (
+                "owner name with a line break",
+                Entity {
+                    owner: Some(Contact {
+                        name: "李\n四".into(),
+                        ..entity().owner.unwrap_or_default()
+                    }),
+                    ..entity()
+                },
+                Err(DetailError::ControlCharacter {
+                    field: "entity.owner.name",
                 }),
             ),
             // full province name is not an abbreviation

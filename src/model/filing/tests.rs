@@ -20,6 +20,8 @@ fn submission(kind: Kind) -> Submission {
         icp_number: (kind == Kind::AccessExisting).then(|| number("浙ICP备12345678号-1")),
         entity: entity(),
         website: website(),
+        filing_password: (kind == Kind::AccessExisting)
+            .then(|| FilingPassword::new("pw-123456".into()).unwrap()),
     }
 }
 
@@ -53,6 +55,8 @@ fn sample_actions() -> Vec<Action> {
             entity: None,
             website: None,
             product: None,
+            icp_number: None,
+            filing_password: None,
         },
         Action::Abandon { reason: None },
         Action::Cancel { reason: None },
@@ -80,9 +84,9 @@ fn transition_matrix() {
         (Status::AuthorityReview, ["-",                "approved",      "-",              "abandoned", "-",         "-",            "authority_review"]),
         (Status::Approved,        ["-",                "-",             "-",              "abandoned", "cancelled", "disconnected", "approved"]),
         (Status::Rejected,        ["-",                "-",             "initial_review", "abandoned", "-",         "-",            "rejected"]),
-        (Status::Abandoned,       ["-",                "-",             "-",              "-",         "-",         "-",            "-"]),
+        (Status::Abandoned,       ["-",                "-",             "-",              "-",         "cancelled", "-",            "-"]),
         (Status::Cancelled,       ["-",                "-",             "-",              "-",         "-",         "-",            "-"]),
-        (Status::Disconnected,    ["-",                "-",             "-",              "-",         "-",         "-",            "-"]),
+        (Status::Disconnected,    ["-",                "-",             "-",              "-",         "cancelled", "-",            "-"]),
     ];
     assert_eq!(expected.map(|(s, _)| s), Status::ALL);
     for kind in [Kind::New, Kind::AccessExisting] {
@@ -170,6 +174,43 @@ fn submission_is_validated() {
             },
             TransitionError::AccessExistingRequiresIcpNumber,
         ),
+        // ... and carry its filing password; a new filing has none
+        (
+            "access without password",
+            Submission {
+                filing_password: None,
+                ..submission(Kind::AccessExisting)
+            },
+            TransitionError::FilingPasswordRequired,
+        ),
+        (
+            "new with password",
+            Submission {
+                filing_password: FilingPassword::new("pw-123456".into()).ok(),
+                ..submission(Kind::New)
+            },
+            TransitionError::FilingPasswordOnNewFiling,
+        ),
+        // the number is the entity's province's, and names a website
+        (
+            "access with another province's number",
+            Submission {
+                icp_number: Some(number("京ICP备12345678号-1")),
+                ..submission(Kind::AccessExisting)
+            },
+            TransitionError::IcpNumberProvince {
+                number: number("京ICP备12345678号-1"),
+                province: "浙".into(),
+            },
+        ),
+        (
+            "access with an entity number",
+            Submission {
+                icp_number: Some(number("浙ICP备12345678号")),
+                ..submission(Kind::AccessExisting)
+            },
+            TransitionError::IcpNumberWithoutWebsite(number("浙ICP备12345678号")),
+        ),
         // no domains, an empty one, a duplicate
         (
             "no domains",
@@ -194,6 +235,18 @@ fn submission_is_validated() {
                 ..submission(Kind::New)
             },
             TransitionError::DuplicateDomain("a.cn".into()),
+        ),
+        // a filing names registrable domains, never a subdomain of one
+        (
+            "subdomain",
+            Submission {
+                domains: vec!["www.a.cn".into()],
+                ..submission(Kind::New)
+            },
+            TransitionError::NotRegistrable {
+                domain: "www.a.cn".into(),
+                file: "a.cn".into(),
+            },
         ),
         // details are validated
         (
@@ -238,6 +291,8 @@ fn history_records_every_step() {
                     owner: None,
                 }),
                 product: Some(Product::CorporateSite),
+                icp_number: None,
+                filing_password: None,
             },
             "alice",
             Status::InitialReview,
@@ -380,6 +435,8 @@ fn failed_apply_leaves_filing_unchanged() {
                 entity: None,
                 website: Some(bad_website.clone()),
                 product: Some(Product::CorporateSite),
+                icp_number: None,
+                filing_password: None,
             },
             "a",
             TransitionError::Detail(DetailError::Empty {
@@ -445,11 +502,11 @@ fn authority_approval_settles_the_number() {
     assert_eq!(f.icp_number, None);
     let action = Action::AuthorityReview {
         approve: true,
-        icp_number: Some(number("粤ICP备1234号")),
+        icp_number: Some(number("浙ICP备1234号-2")),
         reason: Some("ok".into()),
     };
     f.apply(action, "authority", T1).unwrap();
-    assert_eq!(f.icp_number, Some(number("粤ICP备1234号")));
+    assert_eq!(f.icp_number, Some(number("浙ICP备1234号-2")));
     assert_eq!(f.history.last().unwrap().reason.as_deref(), Some("ok"));
 }
 

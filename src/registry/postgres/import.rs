@@ -5,9 +5,10 @@
 //! kept when given and taken from the id sequence otherwise, one revision per
 //! filing, a domain live in at most one filing, every record or none. The fast path
 //! leaves those checks to the schema — the primary key refuses a taken id, the
-//! partial unique index a second live holder — and each chunk runs under a
-//! savepoint: when the schema refuses one, the chunk is rolled back and run again
-//! through `workflow::import`, which names the refused record's line and the holder.
+//! partial unique index a second live holder, one query over the chunk an ICP number
+//! another entity claims — and each chunk runs under a savepoint: when one is
+//! refused, the chunk is rolled back and run again through `workflow::import`, which
+//! names the refused record's line and the holder.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -17,7 +18,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{Json, ToSql, Type};
 
 use crate::model::filing::Kind;
-use crate::registry::workflow::{self, entity_identity, WriteTx};
+use crate::registry::workflow::{self, entity_identity, number_key, WriteTx};
 use crate::registry::{
     FilingType, ImportAborted, ImportFeed, ImportRecord, RegistryError, StorageError,
 };
@@ -54,20 +55,43 @@ async fn store_chunk(
     chunk: &mut [ImportRecord],
 ) -> Result<(), RegistryError> {
     tx.batch_execute("SAVEPOINT icpgate_import").await?;
-    match copy_rows(tx, chunk).await {
-        Ok(()) => {
-            tx.batch_execute("RELEASE SAVEPOINT icpgate_import").await?;
-            Ok(())
-        }
-        Err(error) if refused_by_schema(&error) => {
-            tx.batch_execute("ROLLBACK TO SAVEPOINT icpgate_import")
-                .await?;
-            let again = AtomicUsize::new(0);
-            workflow::import(tx, chunk.to_vec(), &again).await?;
-            Ok(())
-        }
-        Err(error) => Err(error),
+    let stored = match copy_rows(tx, chunk).await {
+        Ok(revisions) => !number_claimed_by_another(tx, revisions).await?,
+        Err(error) if refused_by_schema(&error) => false,
+        Err(error) => return Err(error),
+    };
+    if stored {
+        tx.batch_execute("RELEASE SAVEPOINT icpgate_import").await?;
+    } else {
+        tx.batch_execute("ROLLBACK TO SAVEPOINT icpgate_import")
+            .await?;
+        let again = AtomicUsize::new(0);
+        workflow::import(tx, chunk.to_vec(), &again).await?;
     }
+    Ok(())
+}
+
+/// One live ICP number belongs to one entity: whether a filing stored at one of
+/// `revisions` claims a number whose other claimant is another entity (the same
+/// certificate number when both give one, else the same name, as
+/// `workflow::check_number_holders` decides).
+async fn number_claimed_by_another(
+    tx: &Transaction<'_>,
+    revisions: (i64, i64),
+) -> Result<bool, RegistryError> {
+    let clash = tx
+        .query_opt(
+            "SELECT 1 FROM icpgate_filings a JOIN icpgate_filings b
+                 ON b.icp_entity_key = a.icp_entity_key AND b.id != a.id
+             WHERE a.revision BETWEEN $1 AND $2 AND a.icp_entity_key IS NOT NULL
+               AND CASE WHEN a.entity_certificate IS NOT NULL AND b.entity_certificate IS NOT NULL
+                        THEN a.entity_certificate != b.entity_certificate
+                        ELSE coalesce(a.entity_name, '') != coalesce(b.entity_name, '') END
+             LIMIT 1",
+            &[&revisions.0, &revisions.1],
+        )
+        .await?;
+    Ok(clash.is_some())
 }
 
 /// Whether PostgreSQL refused a row for a unique key (a taken id, a domain already
@@ -81,11 +105,11 @@ fn refused_by_schema(error: &RegistryError) -> bool {
 }
 
 /// COPY the filing and domain rows of `chunk`, one revision per filing, ids from
-/// the sequence where none is given.
+/// the sequence where none is given; the first and last revision given.
 async fn copy_rows(
     tx: &mut Transaction<'_>,
     chunk: &mut [ImportRecord],
-) -> Result<(), RegistryError> {
+) -> Result<(i64, i64), RegistryError> {
     let n = i64::try_from(chunk.len()).unwrap_or(i64::MAX);
     let last_revision: i64 = tx
         .query_one(
@@ -110,7 +134,7 @@ async fn copy_rows(
     let filings = tx
         .copy_in(
             "COPY icpgate_filings (id, status, doc, revision, entity_certificate, entity_name,
-             filing_type) FROM STDIN BINARY",
+             filing_type, icp_entity_key) FROM STDIN BINARY",
         )
         .await?;
     let types = [
@@ -118,6 +142,7 @@ async fn copy_rows(
         Type::TEXT,
         Type::JSONB,
         Type::INT8,
+        Type::TEXT,
         Type::TEXT,
         Type::TEXT,
         Type::TEXT,
@@ -131,7 +156,8 @@ async fn copy_rows(
         // Only an access-existing filing's type follows from the record itself.
         let filing_type =
             (filing.kind == Kind::AccessExisting).then_some(FilingType::AccessExisting.as_str());
-        let row: [&(dyn ToSql + Sync); 7] = [
+        let number = number_key(filing);
+        let row: [&(dyn ToSql + Sync); 8] = [
             &filing.id,
             &filing.status.as_str(),
             &Json(filing),
@@ -139,6 +165,7 @@ async fn copy_rows(
             &certificate,
             &name,
             &filing_type,
+            &number,
         ];
         writer.as_mut().write(&row).await?;
     }
@@ -158,7 +185,7 @@ async fn copy_rows(
         }
     }
     writer.as_mut().finish().await?;
-    Ok(())
+    Ok((last_revision - n + 1, last_revision))
 }
 
 /// `n` ids from the filings' id sequence, in order.

@@ -31,12 +31,15 @@ mod outbox;
 mod pages;
 
 use super::migrations;
-use super::workflow::{self, decode, entity_identity, now_ms, WriteTx};
+use super::secret::SecretKey;
+use super::workflow::{
+    self, decode, entity_identity, now_ms, number_key, open_password, NumberHolder, WriteTx,
+};
 use super::{
     status_counts, Change, FilingType, ImportFeed, ImportRecord, ListFilter, Lookup, Outbox,
     Registry, RegistryError, Submitted, CHANGES_BATCH,
 };
-use crate::model::filing::{Action, Filing, Status, Submission};
+use crate::model::filing::{Action, Filing, FilingPassword, Status, Submission};
 use crate::model::host::RegistrableDomain;
 
 /// Statements of the write and lookup paths, named for the index-use check
@@ -74,17 +77,22 @@ pub mod sql {
          WHERE entity_certificate = $1 AND status IN ('approved', 'disconnected') LIMIT 1";
     pub const HOLDS_NUMBER_BY_NAME: &str = "SELECT 1 FROM icpgate_filings
          WHERE entity_name = $1 AND status IN ('approved', 'disconnected') LIMIT 1";
+    pub const NUMBER_HOLDERS: &str = "SELECT id, entity_certificate, coalesce(entity_name, '')
+         FROM icpgate_filings WHERE icp_entity_key = $1 AND id != $2 LIMIT 64";
     pub const BUMP_REVISION: &str =
         "UPDATE icpgate_meta SET value = value + 1 WHERE key = 'revision' RETURNING value";
     pub const INSERT_FILING: &str =
         "INSERT INTO icpgate_filings (status, doc, revision) VALUES ($1, '{}', $2) RETURNING id";
     pub const PUT_FILING: &str = "INSERT INTO icpgate_filings
-         (id, status, doc, revision, entity_certificate, entity_name)
-         VALUES ($1, $2, $3, $4, $5, $6)
+         (id, status, doc, revision, entity_certificate, entity_name, icp_entity_key)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
          ON CONFLICT (id) DO UPDATE SET status = excluded.status, doc = excluded.doc,
          revision = excluded.revision, entity_certificate = excluded.entity_certificate,
-         entity_name = excluded.entity_name";
+         entity_name = excluded.entity_name, icp_entity_key = excluded.icp_entity_key";
     pub const SET_FILING_TYPE: &str = "UPDATE icpgate_filings SET filing_type = $2 WHERE id = $1";
+    pub const SET_SEALED_PASSWORD: &str =
+        "UPDATE icpgate_filings SET sealed_password = $2 WHERE id = $1";
+    pub const SEALED_PASSWORD: &str = "SELECT sealed_password FROM icpgate_filings WHERE id = $1";
     pub const DELETE_DOMAINS: &str = "DELETE FROM icpgate_filing_domains WHERE filing_id = $1";
     /// `ON CONFLICT DO NOTHING` leaves a domain another live filing holds unclaimed.
     pub const INSERT_DOMAIN: &str =
@@ -109,10 +117,13 @@ pub mod sql {
         ("live_holder", LIVE_HOLDER),
         ("holds_number_by_certificate", HOLDS_NUMBER_BY_CERTIFICATE),
         ("holds_number_by_name", HOLDS_NUMBER_BY_NAME),
+        ("number_holders", NUMBER_HOLDERS),
         ("bump_revision", BUMP_REVISION),
         ("insert_filing", INSERT_FILING),
         ("put_filing", PUT_FILING),
         ("set_filing_type", SET_FILING_TYPE),
+        ("set_sealed_password", SET_SEALED_PASSWORD),
+        ("sealed_password", SEALED_PASSWORD),
         ("delete_domains", DELETE_DOMAINS),
         ("insert_domain", INSERT_DOMAIN),
         ("enqueue", ENQUEUE),
@@ -135,6 +146,8 @@ pub struct PostgresRegistry {
     changed: Arc<Notify>,
     /// Whether writes also record notifications in the outbox.
     outbox: bool,
+    /// Seals kept filing passwords (`registry.secret_key_env`).
+    secret_key: Option<Arc<SecretKey>>,
 }
 
 impl PostgresRegistry {
@@ -162,12 +175,20 @@ impl PostgresRegistry {
             pool,
             changed,
             outbox: false,
+            secret_key: None,
         })
     }
 
     /// Record (or not) every submission and transition in the durable outbox.
     pub fn with_outbox(mut self, on: bool) -> PostgresRegistry {
         self.outbox = on;
+        self
+    }
+
+    /// Seal kept filing passwords with `key` (`registry.secret_key_env`); without
+    /// one they are not kept.
+    pub fn with_secret_key(mut self, key: Option<Arc<SecretKey>>) -> Self {
+        self.secret_key = key;
         self
     }
 }
@@ -303,7 +324,8 @@ impl Registry for PostgresRegistry {
     ) -> Result<Submitted, RegistryError> {
         let mut client = self.pool.get().await?;
         let mut tx = client.transaction().await?;
-        let submitted = workflow::submit(&mut tx, submission, actor, self.outbox).await?;
+        let key = self.secret_key.as_deref();
+        let submitted = workflow::submit(&mut tx, submission, actor, self.outbox, key).await?;
         commit(tx).await?;
         Ok(submitted)
     }
@@ -316,7 +338,8 @@ impl Registry for PostgresRegistry {
     ) -> Result<Filing, RegistryError> {
         let mut client = self.pool.get().await?;
         let mut tx = client.transaction().await?;
-        let filing = workflow::transition(&mut tx, id, action, actor, self.outbox).await?;
+        let key = self.secret_key.as_deref();
+        let filing = workflow::transition(&mut tx, id, action, actor, self.outbox, key).await?;
         commit(tx).await?;
         Ok(filing)
     }
@@ -345,6 +368,13 @@ impl Registry for PostgresRegistry {
         let row = client.query_opt(sql::FILING_TYPE, &[&id]).await?;
         let stored: Option<String> = row.map(|row| row.try_get(0)).transpose()?.flatten();
         Ok(stored.as_deref().and_then(FilingType::parse))
+    }
+
+    async fn filing_password(&self, id: i64) -> Result<Option<FilingPassword>, RegistryError> {
+        let client = self.pool.get().await?;
+        let row = client.query_opt(sql::SEALED_PASSWORD, &[&id]).await?;
+        let sealed: Option<String> = row.map(|row| row.try_get(0)).transpose()?.flatten();
+        open_password(self.secret_key.as_deref(), id, sealed)
     }
 
     async fn export(&self) -> Result<Vec<Filing>, RegistryError> {
@@ -449,6 +479,33 @@ impl WriteTx for Transaction<'_> {
         Ok(self.query_opt(&statement, &[&key]).await?.is_some())
     }
 
+    async fn number_holders(
+        &mut self,
+        entity_key: &str,
+        except: i64,
+    ) -> Result<Vec<NumberHolder>, RegistryError> {
+        let statement = self.prepare_cached(sql::NUMBER_HOLDERS).await?;
+        let rows = self.query(&statement, &[&entity_key, &except]).await?;
+        let holder = |row: &tokio_postgres::Row| -> Result<NumberHolder, tokio_postgres::Error> {
+            Ok(NumberHolder {
+                id: row.try_get(0)?,
+                certificate: row.try_get(1)?,
+                name: row.try_get(2)?,
+            })
+        };
+        Ok(rows.iter().map(holder).collect::<Result<_, _>>()?)
+    }
+
+    async fn set_sealed_password(
+        &mut self,
+        id: i64,
+        sealed: Option<&str>,
+    ) -> Result<(), RegistryError> {
+        let statement = self.prepare_cached(sql::SET_SEALED_PASSWORD).await?;
+        self.execute(&statement, &[&id, &sealed]).await?;
+        Ok(())
+    }
+
     async fn bump_revision(&mut self) -> Result<i64, RegistryError> {
         let statement = self.prepare_cached(sql::BUMP_REVISION).await?;
         Ok(self.query_one(&statement, &[]).await?.try_get(0)?)
@@ -474,6 +531,7 @@ impl WriteTx for Transaction<'_> {
                 &revision,
                 &certificate,
                 &name,
+                &number_key(filing),
             ],
         )
         .await?;

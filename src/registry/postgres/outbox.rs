@@ -17,8 +17,11 @@ impl Outbox for PostgresRegistry {
         let rows = client
             .query(
                 "UPDATE icpgate_outbox SET next_attempt_at_ms = $1 + $3
-                 WHERE id IN (SELECT id FROM icpgate_outbox
+                 WHERE id IN (SELECT id FROM icpgate_outbox o
                               WHERE delivered_at_ms IS NULL AND next_attempt_at_ms <= $1
+                                AND NOT EXISTS (SELECT 1 FROM icpgate_outbox e
+                                                WHERE e.filing_id = o.filing_id AND e.id < o.id
+                                                  AND e.delivered_at_ms IS NULL)
                               ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)
                  RETURNING id, payload, attempts",
                 &[&now_ms, &limit, &OUTBOX_CLAIM_MS],

@@ -5,9 +5,10 @@
 //! kept when given and handed out as AUTOINCREMENT would otherwise, one revision per
 //! filing, a domain live in at most one filing, every record or none. The fast path
 //! leaves those checks to the schema — the primary key refuses a taken id, the
-//! partial unique index a second live holder — and each chunk runs under a
-//! savepoint: when the schema refuses one, the chunk is rolled back and run again
-//! through `workflow::import`, which names the refused record's line and the holder.
+//! partial unique index a second live holder, one query over the chunk an ICP number
+//! another entity claims — and each chunk runs under a savepoint: when one is
+//! refused, the chunk is rolled back and run again through `workflow::import`, which
+//! names the refused record's line and the holder.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -15,12 +16,12 @@ use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, Transaction};
 
 use crate::model::filing::Kind;
-use crate::registry::workflow::{self, encode, entity_identity, run_ready};
+use crate::registry::workflow::{self, encode, entity_identity, number_key, run_ready};
 use crate::registry::{FilingType, ImportAborted, ImportRecord, RegistryError, StorageError};
 
 /// Filings per savepoint: a refused chunk is run again record by record.
 const CHUNK: usize = 256;
-/// Rows per multi-row `INSERT` (7 or 3 parameters each, far under SQLite's limit);
+/// Rows per multi-row `INSERT` (8 or 3 parameters each, far under SQLite's limit);
 /// the rows left over after the last full statement go in one at a time, so only
 /// two statement texts per table are ever prepared.
 const ROWS_PER_INSERT: usize = 32;
@@ -67,19 +68,24 @@ fn store_chunk(
     high: i64,
 ) -> Result<i64, RegistryError> {
     let savepoint = tx.savepoint()?;
-    match insert_rows(&savepoint, chunk, high) {
-        Ok(high) => {
+    let stored = match insert_rows(&savepoint, chunk, high) {
+        Ok((high, revisions)) if !number_claimed_by_another(&savepoint, revisions)? => Some(high),
+        Ok(_) => None,
+        Err(error) if refused_by_schema(&error) => None,
+        Err(error) => return Err(error),
+    };
+    match stored {
+        Some(high) => {
             savepoint.commit()?;
             Ok(high)
         }
-        Err(error) if refused_by_schema(&error) => {
+        None => {
             // Rolled back to the savepoint: the exact path names the refused line.
             drop(savepoint);
             let again = AtomicUsize::new(0);
             run_ready(workflow::import(tx, chunk.to_vec(), &again))?;
             highest_id(tx)
         }
-        Err(error) => Err(error),
     }
 }
 
@@ -92,13 +98,37 @@ fn refused_by_schema(error: &RegistryError) -> bool {
     )
 }
 
+/// One live ICP number belongs to one entity: whether a filing stored at one of
+/// `revisions` claims a number whose other claimant is another entity (the same
+/// certificate number when both give one, else the same name, as
+/// `workflow::check_number_holders` decides).
+fn number_claimed_by_another(
+    conn: &Connection,
+    revisions: (i64, i64),
+) -> Result<bool, RegistryError> {
+    let clash: Option<i64> = conn
+        .prepare_cached(
+            "SELECT 1 FROM filings a JOIN filings b
+                 ON b.icp_entity_key = a.icp_entity_key AND b.id != a.id
+             WHERE a.revision BETWEEN ?1 AND ?2 AND a.icp_entity_key IS NOT NULL
+               AND CASE WHEN a.entity_certificate IS NOT NULL AND b.entity_certificate IS NOT NULL
+                        THEN a.entity_certificate != b.entity_certificate
+                        ELSE coalesce(a.entity_name, '') != coalesce(b.entity_name, '') END
+             LIMIT 1",
+        )?
+        .query_row([revisions.0, revisions.1], |row| row.get(0))
+        .optional()?;
+    Ok(clash.is_some())
+}
+
 /// Insert the filing and domain rows of `chunk`, one revision per filing, ids after
-/// `high` where none is given; returns the new highest id.
+/// `high` where none is given; returns the new highest id and the first and last
+/// revision given.
 fn insert_rows(
     conn: &Connection,
     chunk: &mut [ImportRecord],
     mut high: i64,
-) -> Result<i64, RegistryError> {
+) -> Result<(i64, (i64, i64)), RegistryError> {
     let n = i64::try_from(chunk.len()).unwrap_or(i64::MAX);
     let last_revision: i64 = conn
         .prepare_cached(
@@ -106,7 +136,7 @@ fn insert_rows(
         )?
         .query_row([n], |row| row.get(0))?;
     let mut revision = last_revision - n;
-    let mut filings = Vec::with_capacity(chunk.len() * 7);
+    let mut filings = Vec::with_capacity(chunk.len() * 8);
     let mut domains = Vec::new();
     for record in chunk.iter_mut() {
         let id = record.id.unwrap_or(high + 1);
@@ -126,6 +156,7 @@ fn insert_rows(
             certificate.map_or(Value::Null, Value::Text),
             Value::Text(name),
             filing_type.unwrap_or(Value::Null),
+            number_key(filing).map_or(Value::Null, Value::Text),
         ]);
         let live = i64::from(filing.status.is_live());
         for domain in &filing.domains {
@@ -138,12 +169,13 @@ fn insert_rows(
     }
     insert_values(
         conn,
-        "filings (id, status, doc, revision, entity_certificate, entity_name, filing_type)",
-        7,
+        "filings (id, status, doc, revision, entity_certificate, entity_name, filing_type, \
+         icp_entity_key)",
+        8,
         filings,
     )?;
     insert_values(conn, "filing_domains (domain, filing_id, live)", 3, domains)?;
-    Ok(high)
+    Ok((high, (last_revision - n + 1, last_revision)))
 }
 
 /// `INSERT INTO <into> VALUES (?, …), …` of `values`, `width` to a row:

@@ -24,22 +24,25 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
+mod file_identity;
 mod import;
 mod outbox;
-mod file_identity;
 mod pages;
 
 use super::error::StorageError;
-use file_identity::FileIdentity;
 use super::migrations;
-
-use super::workflow::{self, decode, encode, entity_identity, now_ms, run_ready, WriteTx};
+use super::secret::SecretKey;
+use super::workflow::{
+    self, decode, encode, entity_identity, now_ms, number_key, open_password, run_ready,
+    NumberHolder, WriteTx,
+};
 use super::{
     status_counts, Change, FilingType, ImportFeed, ImportRecord, ListFilter, Lookup, Outbox,
     Registry, RegistryError, Submitted, CHANGES_BATCH,
 };
-use crate::model::filing::{Action, Filing, Status, Submission};
+use crate::model::filing::{Action, Filing, FilingPassword, Status, Submission};
 use crate::model::host::RegistrableDomain;
+use file_identity::FileIdentity;
 
 /// Statements of the write and lookup paths, named for the index-use check
 /// (`tests/registry_uses_indexes.rs`): none may scan `filings` or `filing_domains`.
@@ -72,17 +75,21 @@ pub mod sql {
          WHERE entity_certificate = ?1 AND status IN ('approved', 'disconnected') LIMIT 1";
     pub const HOLDS_NUMBER_BY_NAME: &str = "SELECT 1 FROM filings
          WHERE entity_name = ?1 AND status IN ('approved', 'disconnected') LIMIT 1";
+    pub const NUMBER_HOLDERS: &str = "SELECT id, entity_certificate, coalesce(entity_name, '')
+         FROM filings WHERE icp_entity_key = ?1 AND id != ?2 LIMIT 64";
     pub const BUMP_REVISION: &str =
         "UPDATE meta SET value = value + 1 WHERE key = 'revision' RETURNING value";
     pub const INSERT_FILING: &str =
         "INSERT INTO filings (status, doc, revision) VALUES (?1, '{}', ?2)";
     pub const PUT_FILING: &str = "INSERT INTO filings
-         (id, status, doc, revision, entity_certificate, entity_name)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         (id, status, doc, revision, entity_certificate, entity_name, icp_entity_key)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
          ON CONFLICT(id) DO UPDATE SET status = excluded.status, doc = excluded.doc,
          revision = excluded.revision, entity_certificate = excluded.entity_certificate,
-         entity_name = excluded.entity_name";
+         entity_name = excluded.entity_name, icp_entity_key = excluded.icp_entity_key";
     pub const SET_FILING_TYPE: &str = "UPDATE filings SET filing_type = ?2 WHERE id = ?1";
+    pub const SET_SEALED_PASSWORD: &str = "UPDATE filings SET sealed_password = ?2 WHERE id = ?1";
+    pub const SEALED_PASSWORD: &str = "SELECT sealed_password FROM filings WHERE id = ?1";
     pub const DELETE_DOMAINS: &str = "DELETE FROM filing_domains WHERE filing_id = ?1";
     pub const INSERT_DOMAIN: &str =
         "INSERT OR IGNORE INTO filing_domains (domain, filing_id, live) VALUES (?1, ?2, ?3)";
@@ -104,10 +111,13 @@ pub mod sql {
         ("live_holder", LIVE_HOLDER),
         ("holds_number_by_certificate", HOLDS_NUMBER_BY_CERTIFICATE),
         ("holds_number_by_name", HOLDS_NUMBER_BY_NAME),
+        ("number_holders", NUMBER_HOLDERS),
         ("bump_revision", BUMP_REVISION),
         ("insert_filing", INSERT_FILING),
         ("put_filing", PUT_FILING),
         ("set_filing_type", SET_FILING_TYPE),
+        ("set_sealed_password", SET_SEALED_PASSWORD),
+        ("sealed_password", SEALED_PASSWORD),
         ("delete_domains", DELETE_DOMAINS),
         ("insert_domain", INSERT_DOMAIN),
         ("enqueue", ENQUEUE),
@@ -126,6 +136,8 @@ pub struct SqliteRegistry {
     outbox: bool,
     /// The file opened; a write to a file deleted or replaced since is refused.
     file: Arc<FileIdentity>,
+    /// Seals kept filing passwords (`registry.secret_key_env`).
+    secret_key: Option<Arc<SecretKey>>,
 }
 
 impl SqliteRegistry {
@@ -149,12 +161,20 @@ impl SqliteRegistry {
             reader: Arc::new(Mutex::new(reader)),
             outbox: false,
             file: Arc::new(FileIdentity::of(path).map_err(StorageError::from)?),
+            secret_key: None,
         })
     }
 
     /// Record (or not) every submission and transition in the durable outbox.
     pub fn with_outbox(mut self, on: bool) -> SqliteRegistry {
         self.outbox = on;
+        self
+    }
+
+    /// Seal kept filing passwords with `key` (`registry.secret_key_env`); without
+    /// one they are not kept.
+    pub fn with_secret_key(mut self, key: Option<Arc<SecretKey>>) -> Self {
+        self.secret_key = key;
         self
     }
 
@@ -333,9 +353,12 @@ impl Registry for SqliteRegistry {
         actor: &str,
     ) -> Result<Submitted, RegistryError> {
         let actor = actor.to_string();
-        let outbox = self.outbox;
-        self.write(move |tx| run_ready(workflow::submit(tx, submission, &actor, outbox)))
-            .await
+        let (outbox, key) = (self.outbox, self.secret_key.clone());
+        self.write(move |tx| {
+            let key = key.as_deref();
+            run_ready(workflow::submit(tx, submission, &actor, outbox, key))
+        })
+        .await
     }
 
     async fn transition(
@@ -345,9 +368,12 @@ impl Registry for SqliteRegistry {
         actor: &str,
     ) -> Result<Filing, RegistryError> {
         let actor = actor.to_string();
-        let outbox = self.outbox;
-        self.write(move |tx| run_ready(workflow::transition(tx, id, action, &actor, outbox)))
-            .await
+        let (outbox, key) = (self.outbox, self.secret_key.clone());
+        self.write(move |tx| {
+            let key = key.as_deref();
+            run_ready(workflow::transition(tx, id, action, &actor, outbox, key))
+        })
+        .await
     }
 
     async fn import(&self, records: Vec<ImportRecord>) -> Result<usize, RegistryError> {
@@ -377,6 +403,19 @@ impl Registry for SqliteRegistry {
             Ok(stored.flatten().as_deref().and_then(FilingType::parse))
         })
         .await
+    }
+
+    async fn filing_password(&self, id: i64) -> Result<Option<FilingPassword>, RegistryError> {
+        let sealed = self
+            .read(move |conn| {
+                let stored: Option<Option<String>> = conn
+                    .prepare_cached(sql::SEALED_PASSWORD)?
+                    .query_row([id], |row| row.get(0))
+                    .optional()?;
+                Ok(stored.flatten())
+            })
+            .await?;
+        open_password(self.secret_key.as_deref(), id, sealed)
     }
 
     async fn export(&self) -> Result<Vec<Filing>, RegistryError> {
@@ -486,6 +525,32 @@ impl WriteTx for Transaction<'_> {
         Ok(self.prepare_cached(statement)?.exists([key])?)
     }
 
+    async fn number_holders(
+        &mut self,
+        entity_key: &str,
+        except: i64,
+    ) -> Result<Vec<NumberHolder>, RegistryError> {
+        let mut statement = self.prepare_cached(sql::NUMBER_HOLDERS)?;
+        let rows = statement.query_map(params![entity_key, except], |row| {
+            Ok(NumberHolder {
+                id: row.get(0)?,
+                certificate: row.get(1)?,
+                name: row.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    async fn set_sealed_password(
+        &mut self,
+        id: i64,
+        sealed: Option<&str>,
+    ) -> Result<(), RegistryError> {
+        self.prepare_cached(sql::SET_SEALED_PASSWORD)?
+            .execute(params![id, sealed])?;
+        Ok(())
+    }
+
     async fn bump_revision(&mut self) -> Result<i64, RegistryError> {
         Ok(self
             .prepare_cached(sql::BUMP_REVISION)?
@@ -506,7 +571,8 @@ impl WriteTx for Transaction<'_> {
             encode(filing),
             revision,
             certificate,
-            name
+            name,
+            number_key(filing)
         ])?;
         Ok(())
     }

@@ -13,8 +13,11 @@ impl Outbox for SqliteRegistry {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT id, payload, attempts FROM outbox
+                "SELECT id, payload, attempts FROM outbox o
                  WHERE delivered_at_ms IS NULL AND next_attempt_at_ms <= ?1
+                   AND NOT EXISTS (SELECT 1 FROM outbox e
+                                   WHERE e.filing_id = o.filing_id AND e.id < o.id
+                                     AND e.delivered_at_ms IS NULL)
                  ORDER BY id LIMIT ?2",
             )?;
             let rows = stmt.query_map(params![now_ms, limit], |row| {
