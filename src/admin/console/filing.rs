@@ -67,6 +67,19 @@ pub async fn reveal(
     render(&console, &frame, &id, true).await
 }
 
+/// `GET` on a form's address (a reload after a post, the language link): 303 to
+/// the filing's page; nothing is written or revealed by a GET.
+pub async fn back_to_filing(Path(params): Path<Vec<(String, String)>>) -> Response {
+    let id = params
+        .iter()
+        .find(|(name, _)| name == "id")
+        .and_then(|(_, value)| filing_id(value));
+    match id {
+        Some(id) => Redirect::to(&format!("/console/filings/{id}")).into_response(),
+        None => Redirect::to("/console/").into_response(),
+    }
+}
+
 /// A domain of the filing and what the gate does for it now.
 #[derive(Debug, Serialize)]
 struct DomainNow {

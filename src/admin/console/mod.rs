@@ -12,6 +12,7 @@
 //! | GET | /console/filings/{id} | a filing, personal data masked (`filing`) |
 //! | POST | /console/filings/{id}/{initial-review, authority-review, abandon, cancel, disconnect} | one step, 303 back with a flash |
 //! | POST | /console/filings/{id}/reveal | the filing with personal data, audited |
+//! | GET | /console/filings/{id}/{step or reveal} | 303 to the filing (a reload, a language switch) |
 //! | GET, POST | /console/check, POST /console/check.csv | verdicts of a list (`check`) |
 //! | GET | /console/traffic | top blocked domains and the block rate (`traffic`) |
 //! | GET | /console/search?q= | by domain or ICP number (`search`) |
@@ -85,8 +86,14 @@ pub fn router(admin: Arc<Admin>, guard: Arc<Guard>) -> Router {
         .route("/console/lang", get(i18n::switch))
         .route("/console/assets/console.css", get(stylesheet))
         .route("/console/filings/{id}", get(filing::show))
-        .route("/console/filings/{id}/reveal", post(filing::reveal))
-        .route("/console/filings/{id}/{step}", post(filing::step))
+        .route(
+            "/console/filings/{id}/reveal",
+            get(filing::back_to_filing).post(filing::reveal),
+        )
+        .route(
+            "/console/filings/{id}/{step}",
+            get(filing::back_to_filing).post(filing::step),
+        )
         .route("/console/check", get(check::form).post(check::run))
         .route("/console/check.csv", post(check::csv))
         .route("/console/traffic", get(traffic::traffic))
