@@ -301,6 +301,8 @@ certs_dir = "certs"
 
 [admin]
 token_env = "GATE_TOKEN"
+session_ttl = "12h"
+grafana_url = "https://grafana.example/d/icpgate"
 
 [dns]
 access_ips = ["203.0.113.10", "2001:db8::10"]
@@ -390,6 +392,11 @@ secret = "s3cret"
         assert!(c.upstreams.pool(Product::CorporateSite).tls);
         assert_eq!(c.tls.certs_dir, Some(PathBuf::from("certs")));
         assert_eq!(c.admin.token_env, "GATE_TOKEN");
+        assert_eq!(c.admin.session_ttl, Duration::from_secs(12 * 3600));
+        assert_eq!(
+            c.admin.grafana_url.as_deref(),
+            Some("https://grafana.example/d/icpgate")
+        );
         assert_eq!(c.dns.nameservers[0], "1.1.1.1:53".parse().unwrap());
         assert_eq!(c.dns.nameservers[1].port(), 5353);
         assert_eq!(c.log.format, LogFormat::Json);

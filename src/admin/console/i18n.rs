@@ -54,8 +54,8 @@ impl Lang {
         }
     }
 
-    /// The text of `key` in this language; the key itself when the catalog lacks
-    /// it (a test holds every key the console uses in the catalog).
+    /// The text of `key` in this language; "?" when the catalog lacks it (tests
+    /// hold every key the console uses in the catalog).
     pub fn text(self, key: &str) -> &'static str {
         CATALOG
             .iter()

@@ -65,9 +65,11 @@ impl Sessions {
         self.open.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Open a session for `actor` lasting `ttl`; its id.
-    fn open(&self, actor: String, ttl: Duration) -> String {
-        let id = random_token();
+    /// Open a session for `actor` lasting `ttl`; its id (None: the operating
+    /// system's random generator failed, and no guessable id is ever issued).
+    fn open(&self, actor: String, ttl: Duration) -> Option<String> {
+        let id = random_token()?;
+        let csrf = random_token()?;
         let now = Instant::now();
         let mut open = self.lock();
         open.retain(|_, s| s.expires > now);
@@ -82,12 +84,12 @@ impl Sessions {
         }
         let session = Session {
             actor,
-            csrf: random_token(),
+            csrf,
             expires: now + ttl,
             flash: None,
         };
         open.insert(id.clone(), session);
-        id
+        Some(id)
     }
 
     fn find(&self, id: &str) -> Option<Session> {
@@ -119,14 +121,11 @@ impl Sessions {
     }
 }
 
-/// 32 random bytes as 64 hex digits.
-fn random_token() -> String {
+/// 32 random bytes from the operating system as 64 hex digits.
+fn random_token() -> Option<String> {
     let mut bytes = [0u8; 32];
-    // The OS generator failing is not recoverable; a session must never be guessable.
-    if getrandom::getrandom(&mut bytes).is_err() {
-        panic!("the operating system's random generator failed");
-    }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    getrandom::getrandom(&mut bytes).ok()?;
+    Some(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// A signed-in member of staff, on every console page.
@@ -215,7 +214,14 @@ pub async fn login(State(console): State<Arc<Console>>, lang: Lang, request: Req
         Caller::Shared => "admin".to_string(),
     };
     let ttl = console.admin.gate.current().config.admin.session_ttl;
-    let id = console.sessions.open(actor.clone(), ttl);
+    let Some(id) = console.sessions.open(actor.clone(), ttl) else {
+        tracing::error!("console sign-in refused: the random generator failed");
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no session could be opened\n",
+        )
+            .into_response();
+    };
     tracing::info!(target: "icpgate::audit", actor, action = "console_login", "console sign-in");
     let mut response = Redirect::to("/console/").into_response();
     set_cookie(&mut response, &session_cookie(&id, ttl, tls));
@@ -274,7 +280,9 @@ mod tests {
     #[test]
     fn a_session_lives_until_its_expiry_and_ends_on_close() {
         let sessions = Sessions::default();
-        let id = sessions.open("alice".into(), Duration::from_secs(60));
+        let id = sessions
+            .open("alice".into(), Duration::from_secs(60))
+            .expect("a session");
         assert_eq!(id.len(), 64);
         assert_eq!(sessions.find(&id).map(|s| s.actor), Some("alice".into()));
         assert!(sessions.find("forged").is_none());
@@ -290,7 +298,9 @@ mod tests {
         assert!(sessions.take_flash(&id).is_none(), "a flash shows once");
         sessions.close(&id);
         assert!(sessions.find(&id).is_none());
-        let gone = sessions.open("bob".into(), Duration::ZERO);
+        let gone = sessions
+            .open("bob".into(), Duration::ZERO)
+            .expect("a session");
         assert!(sessions.find(&gone).is_none(), "expired at once");
     }
 
