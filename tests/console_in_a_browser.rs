@@ -3,7 +3,7 @@
 //! name resolved to this machine. Staff sign in, approve a filing through initial
 //! and authority review and see the gate serve its domain, reject another with a
 //! reason and see the block page say so, check a pasted list and download the CSV,
-//! and switch to Chinese. Every page is saved under `target/screenshots/` in both
+//! and switch to Chinese; on a phone-sized window the pages fit. Every page is saved under `target/screenshots/` in both
 //! languages, and the block page of each reason a browser can reach
 //! (`docs/console.md` describes them).
 //!
@@ -264,6 +264,32 @@ async fn pages(client: &Client, g: &TestGate, prefix: &str) {
     assert!(text_of(client, "#revealed").await.len() > 4);
 }
 
+/// On a phone-sized window the queue and a filing fit the width (long tables scroll
+/// inside their box, not the page).
+async fn phone(client: &Client, g: &TestGate) {
+    client.set_window_size(390, 844).await.expect("phone size");
+    let console = format!("http://127.0.0.1:{}/console", g.admin.port());
+    for (path, name) in [("/", "queue"), ("/filings/1", "filing")] {
+        client
+            .goto(&format!("{console}{path}"))
+            .await
+            .expect("page");
+        let overflow = client
+            .execute(
+                "return document.documentElement.scrollWidth - document.documentElement.clientWidth;",
+                vec![],
+            )
+            .await
+            .expect("measure");
+        assert_eq!(overflow.as_i64(), Some(0), "{path} fits a phone's width");
+        shoot(client, &format!("zh-{name}-phone")).await;
+    }
+    client
+        .set_window_size(1280, 1000)
+        .await
+        .expect("laptop size");
+}
+
 /// The block page of each reason a browser can reach, for a browser asking `lang`.
 async fn block_pages(client: &Client, http: SocketAddr, lang: &str) {
     let hosts = [
@@ -347,6 +373,7 @@ async fn staff_review_check_and_switch_language_in_chromium() {
         .expect("check");
     assert!(text_of(&client, "h1").await.contains("检查域名"));
     shoot(&client, "zh-check").await;
+    phone(&client, &g).await;
     click(&client, "#logout").await;
     assert!(
         text_of(&client, "h1").await.contains("登录"),
