@@ -14,7 +14,8 @@
 //!   history names the named token's holder, the gate serves the domain, an illegal
 //!   step shows the API's 409 message; personal data shows only on a reveal;
 //! - the language follows the switch link's cookie, else `Accept-Language`;
-//! - a checked list downloads as CSV.
+//! - a checked list downloads as CSV;
+//! - the queue lists the oldest initial review first, marks the overdue, pages by 50.
 
 mod common;
 
@@ -503,4 +504,58 @@ async fn a_checked_list_downloads_as_csv() {
         lines[3].starts_with("unfiled.org,") && lines[3].contains("not_filed"),
         "{lines:?}"
     );
+}
+
+/// The queue: initial reviews oldest first, overdue ones (past one working day,
+/// here a month) marked, 50 rows a page with links to page on.
+#[tokio::test]
+async fn the_queue_marks_overdue_reviews_and_pages() {
+    let old = serde_json::json!({
+        "domains": ["forgotten.cn"], "product": "storefront", "status": "initial_review",
+        "entity": {"name": "e", "type": "enterprise"}, "website": {"name": "w"},
+        "created_at": "2026-11-02T02:00:00Z", "updated_at": "2026-11-02T02:00:00Z",
+        "history": [{"at": "2026-11-02T02:00:00Z", "actor": "portal", "from": null,
+                     "to": "initial_review", "reason": null}],
+    });
+    let mut seed = vec![old.to_string()];
+    for n in 0..54 {
+        seed.push(filing(
+            &[&format!("shop{n}.cn")],
+            "initial_review",
+            "storefront",
+            None,
+        ));
+    }
+    seed.push(filing(
+        &["authority.cn"],
+        "authority_review",
+        "storefront",
+        None,
+    ));
+    let g = TestGate::start(&seed, None, None, "").await;
+    let mut console = ConsoleClient::new(g.admin);
+    console.sign_in(TOKEN).await;
+    let first = console.get("/console/").await.text();
+    // one "#id" link per row
+    let rows = |html: &str| html.matches("\">#").count();
+    assert_eq!(
+        rows(&first),
+        51,
+        "50 initial reviews and the one authority review"
+    );
+    assert!(first.contains("(55)"), "the total is shown");
+    let forgotten = first.find("forgotten.cn").expect("the oldest is listed");
+    assert!(
+        forgotten < first.find("shop0.cn").expect("shop0"),
+        "oldest first"
+    );
+    assert_eq!(
+        first.matches("class=\"overdue\"").count(),
+        1,
+        "only the month-old one"
+    );
+    assert!(first.contains("href=\"/console/?page=1\"") && !first.contains("?page=0"));
+    let second = console.get("/console/?page=1").await.text();
+    assert_eq!(rows(&second), 5);
+    assert!(second.contains("href=\"/console/?page=0\"") && !second.contains("?page=2"));
 }
