@@ -426,3 +426,65 @@ async fn a_mistyped_phone_is_not_echoed_into_debug_logs() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(!binary.lines().join("\n").contains("13912345678"));
 }
+
+/// The review console writes the same audit events as the API, with the signed-in
+/// actor, and also audits each reveal of personal data and each sign-in; the token
+/// a sign-in posts never reaches the log.
+#[tokio::test]
+async fn console_steps_and_reveals_are_audited_with_the_actor() {
+    let origin = start_origin("storefront").await;
+    let binary = Binary::start(origin, "format = \"json\"\nlevel = \"debug\"", None);
+    let listed = admin_request(
+        binary.admin,
+        "GET",
+        "/v1/filings?domain=pending.cn",
+        Some(TOKEN),
+        &[],
+        None,
+    )
+    .await;
+    let id = listed.json()["filings"][0]["id"]
+        .as_i64()
+        .expect("pending.cn");
+    let mut console = ConsoleClient::new(binary.admin);
+    assert_eq!(console.sign_in(TOKEN).await.status, 303);
+    let page = format!("/console/filings/{id}");
+    let csrf = console.csrf(&page).await;
+    let revealed = console
+        .post(&format!("{page}/reveal"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(revealed.status, 200);
+    let step = console
+        .post(
+            &format!("{page}/initial-review"),
+            &[("approve", "true"), ("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(step.status, 303);
+
+    let of_filing = |l: &Map<String, Value>| field(l, "filing_id") == id;
+    let audit = binary.wait_lines("icpgate::audit", 2, of_filing).await;
+    let actions: Vec<_> = audit
+        .iter()
+        .map(|l| (field(l, "action"), field(l, "actor")))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            (&json!("reveal"), &json!("admin")),
+            (&json!("initial-review"), &json!("admin"))
+        ],
+        "{audit:?}"
+    );
+    assert_eq!(field(&audit[1], "after"), "authority_review");
+    let login = binary
+        .wait_lines("icpgate::audit", 1, |l| {
+            field(l, "action") == "console_login"
+        })
+        .await;
+    assert_eq!(login.len(), 1);
+    assert!(
+        !binary.lines().join("\n").contains(TOKEN),
+        "the token is never logged"
+    );
+}

@@ -373,3 +373,45 @@ async fn a_fleet_delivers_each_event_once() {
         "each event exactly once across the fleet"
     );
 }
+
+/// A step taken in the review console is the API's step: its webhook event names
+/// the console's actor and carries the reason typed in the form.
+#[tokio::test]
+async fn a_console_review_sends_the_same_event() {
+    let (addr, seen) = start_receiver(0).await;
+    let g = TestGate::start(&[], None, None, &notify_config(addr)).await;
+    let (s, b) = g
+        .api(
+            "POST",
+            "/v1/filings",
+            Some(submission(&["console-hook.cn"], "new", None)),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let id = b["id"].as_i64().expect("id");
+    let mut console = common::ConsoleClient::new(g.admin);
+    console.sign_in(common::TOKEN).await;
+    let page = format!("/console/filings/{id}");
+    let csrf = console.csrf(&page).await;
+    let reply = console
+        .post(
+            &format!("{page}/initial-review"),
+            &[
+                ("approve", "false"),
+                ("reason", "证件模糊"),
+                ("csrf", &csrf),
+            ],
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::SEE_OTHER);
+    let events = delivered(&seen, 2).await;
+    let review = events
+        .iter()
+        .map(|(_, _, body)| body)
+        .find(|body| body["to"] == "rejected")
+        .expect("the console's rejection is delivered");
+    assert_eq!(review["from"], "initial_review");
+    assert_eq!(review["reason"], "证件模糊");
+    assert_eq!(review["actor"], "admin");
+    assert_eq!(review["domains"], json!(["console-hook.cn"]));
+}

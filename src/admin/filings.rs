@@ -173,14 +173,28 @@ pub async fn step(
     let name = route.as_str().rsplit('/').next().unwrap_or_default();
     body.check_fields(step, name)?;
     let action = body.into_action(step)?;
-    let name = action.name();
-    let filing = admin.registry.transition(id, action, &actor).await?;
-    let before = filing.history.last().and_then(|entry| entry.from);
-    admin.after_write(&filing, &actor, name, before).await;
-    Ok(Json(View::Masked.show(filing)))
+    admin
+        .apply_step(id, action, &actor)
+        .await
+        .map(|filing| Json(View::Masked.show(filing)))
 }
 
 impl Admin {
+    /// One workflow step through the registry, then enforced, announced and audited
+    /// (`after_write`): the one write path of the API and the review console.
+    pub(crate) async fn apply_step(
+        &self,
+        id: i64,
+        action: Action,
+        actor: &str,
+    ) -> Result<Filing, AdminError> {
+        let name = action.name();
+        let filing = self.registry.transition(id, action, actor).await?;
+        let before = filing.history.last().and_then(|entry| entry.from);
+        self.after_write(&filing, actor, name, before).await;
+        Ok(filing)
+    }
+
     /// Enforce a write at once in this process, move the gauges, write the audit event.
     async fn after_write(
         &self,
@@ -305,7 +319,21 @@ impl StepBody {
         }
     }
 
-    fn into_action(self, step: Step) -> Result<Action, AdminError> {
+    /// The fields a review form posts (the console's): the same reading as a JSON body.
+    pub(crate) fn of_form(
+        approve: Option<bool>,
+        reason: Option<String>,
+        icp_number: Option<String>,
+    ) -> StepBody {
+        StepBody {
+            approve,
+            reason,
+            icp_number,
+            ..StepBody::default()
+        }
+    }
+
+    pub(crate) fn into_action(self, step: Step) -> Result<Action, AdminError> {
         let approve = |name: &str| {
             self.approve.ok_or_else(|| {
                 AdminError::BadRequest(format!("approve: {name} needs \"approve\": true or false"))

@@ -28,11 +28,13 @@
 //! `extract` (extractors and the JSON reply), `filings` (the lifecycle), `reads`
 //! (health, metrics, decision), `check`, `blocked_hosts`, `tokens` (who holds a
 //! token), `privacy` (who sees personal data; the audited reveal), `service` (the
-//! router as the admin listener's service).
+//! router as the admin listener's service), `console` (the review console under
+//! `/console/`: HTML for staff, outside this table and the OpenAPI document).
 
 mod auth;
 mod blocked_hosts;
 mod check;
+pub mod console;
 mod error;
 mod extract;
 mod filings;
@@ -177,10 +179,12 @@ pub fn router(admin: Arc<Admin>) -> Router {
         };
         router = router.route(route.path, handler);
     }
+    let console = console::router(Arc::clone(&admin), Arc::clone(&guard));
     router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(admin)
+        .merge(console)
         .layer(map_response(nosniff))
 }
 

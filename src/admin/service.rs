@@ -50,6 +50,11 @@ impl Serve for AdminService {
         conn: Arc<ConnInfo>,
     ) -> impl Future<Output = Response<ProxyBody>> + Send {
         request.extensions_mut().insert(conn.client);
+        if conn.tls.is_some() {
+            request
+                .extensions_mut()
+                .insert(crate::admin::console::ServedOverTls);
+        }
         if let Some(uri) = without_empty_segments(request.uri()) {
             *request.uri_mut() = uri;
         }

@@ -60,6 +60,8 @@
 //! public_reads = false           # true: reads without personal data need no token
 //! hosts = []                     # Host names answered besides localhost, 127.0.0.1, ::1
 //!                                # and the listen address; others get 421 (DNS rebinding)
+//! session_ttl = "8h"             # how long a review console sign-in lasts (1m..7days)
+//! # grafana_url = "https://grafana.example.com/d/icpgate"  # the console links to it
 //!
 //! [dns]                          # for `icpgate check --dns`
 //! access_ips = []                # our addresses a filed domain should resolve to
@@ -299,6 +301,8 @@ certs_dir = "certs"
 
 [admin]
 token_env = "GATE_TOKEN"
+session_ttl = "12h"
+grafana_url = "https://grafana.example/d/icpgate"
 
 [dns]
 access_ips = ["203.0.113.10", "2001:db8::10"]
@@ -388,6 +392,11 @@ secret = "s3cret"
         assert!(c.upstreams.pool(Product::CorporateSite).tls);
         assert_eq!(c.tls.certs_dir, Some(PathBuf::from("certs")));
         assert_eq!(c.admin.token_env, "GATE_TOKEN");
+        assert_eq!(c.admin.session_ttl, Duration::from_secs(12 * 3600));
+        assert_eq!(
+            c.admin.grafana_url.as_deref(),
+            Some("https://grafana.example/d/icpgate")
+        );
         assert_eq!(c.dns.nameservers[0], "1.1.1.1:53".parse().unwrap());
         assert_eq!(c.dns.nameservers[1].port(), 5353);
         assert_eq!(c.log.format, LogFormat::Json);
@@ -565,6 +574,27 @@ secret = "s3cret"
                 "admin host with a scheme",
                 "[admin]\nhosts = [\"http://admin.example\"]\n",
                 &["admin.hosts:"],
+            ),
+            // The console's keys: a session of seconds or of months, a link that is no URL.
+            (
+                "console session too short",
+                "[admin]\nsession_ttl = \"10s\"\n",
+                &[":2:", "admin.session_ttl:", "between 1m and 7days"],
+            ),
+            (
+                "console session too long",
+                "[admin]\nsession_ttl = \"30days\"\n",
+                &["admin.session_ttl:"],
+            ),
+            (
+                "console session not a duration",
+                "[admin]\nsession_ttl = \"soon\"\n",
+                &["admin.session_ttl", "invalid duration"],
+            ),
+            (
+                "grafana link not a URL",
+                "[admin]\ngrafana_url = \"grafana.example\"\n",
+                &["admin.grafana_url:", "not an http(s) URL"],
             ),
             (
                 "bad nameserver",

@@ -219,6 +219,11 @@ pub struct AdminConfig {
     /// address, `localhost`, `127.0.0.1` and `::1`; any other Host is refused (421),
     /// against DNS rebinding. Ports are not compared.
     pub hosts: Vec<String>,
+    /// How long a console sign-in lasts (the session cookie's lifetime).
+    #[serde(deserialize_with = "de_duration")]
+    pub session_ttl: Duration,
+    /// The Grafana dashboard the console's traffic page links to (http or https URL).
+    pub grafana_url: Option<String>,
 }
 
 impl Default for AdminConfig {
@@ -229,6 +234,8 @@ impl Default for AdminConfig {
             tokens_file: None,
             public_reads: false,
             hosts: Vec::new(),
+            session_ttl: Duration::from_secs(8 * 3600),
+            grafana_url: None,
         }
     }
 }

@@ -2,6 +2,8 @@
 //! each other, ranges, URLs, server addresses). Returns the first problem, by key;
 //! `Config::from_toml_str` ties it to the file and line.
 
+use std::time::Duration;
+
 use super::{Backend, Config, Pool, BLOCK_STATUSES, MIN_HEADER_BYTES};
 use crate::model::filing::Product;
 
@@ -161,7 +163,20 @@ impl Config {
                 ));
             }
         }
-        Ok(())
+        self.validate_console()
+    }
+
+    /// The review console's keys: a session lasts between a minute and a week (a
+    /// stolen cookie must not live for ever); the Grafana link is an http(s) URL.
+    fn validate_console(&self) -> Result<(), Problem> {
+        let ttl = self.admin.session_ttl;
+        if ttl < Duration::from_secs(60) || ttl > Duration::from_secs(7 * 86_400) {
+            return Err(problem("admin.session_ttl", "must be between 1m and 7days"));
+        }
+        match &self.admin.grafana_url {
+            Some(url) => check_http_url("admin.grafana_url", url),
+            None => Ok(()),
+        }
     }
 
     fn validate_notify(&self) -> Result<(), Problem> {

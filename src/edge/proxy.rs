@@ -123,6 +123,9 @@ impl Gate {
             outcome.domain.as_deref(),
         );
         self.state
+            .block_rate
+            .observe(outcome.decision, outcome.reason);
+        self.state
             .metrics
             .request_duration
             .observe(elapsed.as_secs_f64());

@@ -11,6 +11,7 @@ use crate::gate::decision::{decide, FilingFacts, HostReading, Reason, RulePolicy
 use crate::gate::decision_cache::DecisionCache;
 use crate::gate::filed_domains::FiledDomains;
 use crate::model::host::{Authority, HostError, HostName, RegistrableDomain};
+use crate::observe::block_rate::BlockRate;
 use crate::observe::blocked_hosts::{BlockedHosts, DEFAULT_CAPACITY};
 use crate::observe::metrics::Metrics;
 use crate::registry::Change;
@@ -52,6 +53,8 @@ pub struct GateState {
     pub metrics: Arc<Metrics>,
     /// The registrable domains blocked most often, for `GET /v1/blocked-hosts`.
     pub blocked_hosts: Arc<BlockedHosts>,
+    /// Blocks per minute by reason over the last hour, for the console's traffic page.
+    pub block_rate: Arc<BlockRate>,
     /// Every domain with a filing: anything else is `not_filed` without a lookup.
     pub filed: Arc<FiledDomains>,
 }
@@ -66,6 +69,7 @@ impl GateState {
             cache: ArcSwap::new(cache),
             metrics,
             blocked_hosts: Arc::new(BlockedHosts::new(DEFAULT_CAPACITY)),
+            block_rate: Arc::new(BlockRate::default()),
             filed,
         }
     }

@@ -5,6 +5,7 @@
 //! - `gate`: `TestGate`, the gate started in this process, and its config text;
 //! - `process`: the real `icpgate` binary as a child process;
 //! - `client`: HTTP/1.1, HTTP/2 and raw clients, and the `Reply` they return;
+//! - `console`: the review console's forms and session cookie;
 //! - `metrics`: reading `/metrics` samples;
 //! - `pg`: a throwaway PostgreSQL database;
 //! - `wait`: the one polling loop;
@@ -13,6 +14,7 @@
 #![allow(dead_code)]
 
 pub mod client;
+pub mod console;
 pub mod gate;
 pub mod metrics;
 pub mod origin;
@@ -26,6 +28,8 @@ pub mod wait;
 // Each test binary uses some of these; the rest would warn as unused.
 #[allow(unused_imports)]
 pub use client::*;
+#[allow(unused_imports)]
+pub use console::*;
 #[allow(unused_imports)]
 pub use gate::*;
 #[allow(unused_imports)]
