@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use crate::admin::tokens::{check_exposure, AdminToken, LoadedTokens, TokensFileError};
 use crate::admin::{Admin, AdminService};
 use crate::config::{Config, ConfigError};
+use crate::edge::acme::Acme;
 use crate::edge::listener::{Connections, Listener, PlainHandshake, Plane};
 use crate::edge::proxy::{Gate, Runtime};
 use crate::edge::tls::{CertError, CertStore, TlsHandshake};
@@ -48,6 +49,8 @@ pub enum AppError {
     Certificates(#[from] CertError),
     #[error("TLS: {0}")]
     Tls(#[from] rustls::Error),
+    #[error("acme: {0}")]
+    Acme(#[from] crate::edge::acme::AcmeError),
     #[error("upstreams.{pool}: {source}")]
     UpstreamTls {
         pool: &'static str,
@@ -268,12 +271,17 @@ async fn start_https(
     stop_rx: &watch::Receiver<bool>,
 ) -> Result<(), AppError> {
     let certs = Arc::new(CertStore::open(dir)?);
+    let acme = start_acme(&gate.current().config, dir, gate, stop_rx)?;
     let tcp = bind("listen.https", addr).await?;
     running.https = tcp.local_addr().ok();
     let listener = Listener {
         tcp,
         gate: Arc::clone(gate),
-        handshake: Arc::new(TlsHandshake::new(Arc::clone(gate), Arc::clone(&certs))?),
+        handshake: Arc::new(TlsHandshake::new(
+            Arc::clone(gate),
+            Arc::clone(&certs),
+            acme,
+        )?),
         service: Arc::clone(gate),
         plane: Plane::Data,
         shutdown: stop_rx.clone(),
@@ -284,6 +292,22 @@ async fn start_https(
     tokio::spawn(Arc::clone(&certs).watch(CERTS_POLL, stop_rx.clone()));
     running.certs = Some(certs);
     Ok(())
+}
+
+/// Certificates on demand when `[acme]` is on: load what storage keeps and renew
+/// it in the background.
+fn start_acme(
+    config: &Config,
+    certs_dir: &Path,
+    gate: &Arc<Gate>,
+    stop_rx: &watch::Receiver<bool>,
+) -> Result<Option<Arc<Acme>>, AppError> {
+    if config.acme.directory.is_none() {
+        return Ok(None);
+    }
+    let acme = Acme::open(&config.acme, certs_dir, Arc::clone(gate))?;
+    tokio::spawn(Arc::clone(&acme).renew_forever(stop_rx.clone()));
+    Ok(Some(acme))
 }
 
 /// Bind `listen.admin` and serve the admin API through the same accept loop as the

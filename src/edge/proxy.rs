@@ -18,6 +18,7 @@ use http_body_util::Limited;
 use hyper::body::Incoming;
 
 use crate::config::{Config, IpNet};
+use crate::edge::acme::challenge::Challenges;
 use crate::edge::conn::ConnInfo;
 use crate::edge::forward::{self, ForwardContext};
 use crate::edge::proxy_body::{boxed, ProxyBody};
@@ -83,6 +84,8 @@ pub struct Gate {
     pub state: Arc<GateState>,
     pub runtime: ArcSwap<Runtime>,
     request_ids: RequestIds,
+    /// The ACME challenges being answered (none while ACME is off or idle).
+    pub acme_challenges: Arc<Challenges>,
 }
 
 type Reply = Response<ProxyBody>;
@@ -93,6 +96,7 @@ impl Gate {
             state,
             runtime: ArcSwap::from_pointee(runtime),
             request_ids: RequestIds::new(),
+            acme_challenges: Arc::default(),
         }
     }
 
@@ -150,6 +154,27 @@ impl Gate {
         runtime: &Runtime,
         request_id: &str,
     ) -> (Reply, Outcome) {
+        // The CA's HTTP-01 request for a name being validated (only filed names are
+        // ever ordered), answered before the rule since the name has no certificate yet.
+        let path = request.uri().path();
+        let asks_acme = path.starts_with(crate::edge::acme::challenge::HTTP01_PREFIX);
+        let answer = asks_acme
+            .then(|| authority_of(&request).ok())
+            .flatten()
+            .and_then(|authority| {
+                let answer = self.acme_challenges.answer_http01(&authority, path)?;
+                Some((answer, authority))
+            });
+        if let Some((answer, authority)) = answer {
+            let outcome = Outcome {
+                decision: "allow",
+                reason: Reason::Filed,
+                host: Some(authority),
+                domain: None,
+                upstream: None,
+            };
+            return (answer.map(boxed), outcome);
+        }
         let raw_authority = match authority_of(&request) {
             Ok(raw) => raw,
             Err(reason) => {
