@@ -57,8 +57,14 @@ fn installed(tool: &str) -> bool {
 
 impl Pebble {
     /// Start Pebble validating HTTP-01 on `http_port` and TLS-ALPN-01 on
-    /// `tls_port` of 127.0.0.1; None (skipped, or failed under CI) without it.
-    pub async fn start(test: &str, http_port: u16, tls_port: u16) -> Option<Pebble> {
+    /// `tls_port` of 127.0.0.1, issuing certificates valid for `validity` (Pebble's
+    /// default, 5 years, when None); None (skipped, or failed under CI) without it.
+    pub async fn start(
+        test: &str,
+        http_port: u16,
+        tls_port: u16,
+        validity: Option<Duration>,
+    ) -> Option<Pebble> {
         if !installed("pebble") || !installed("pebble-challtestsrv") {
             skip_or_fail(test, "`pebble` is not installed");
             return None;
@@ -81,6 +87,10 @@ impl Pebble {
             "httpPort": http_port, "tlsPort": tls_port,
             "ocspResponderURL": "", "externalAccountBindingRequired": false,
         }});
+        let mut config = config;
+        if let Some(validity) = validity {
+            config["pebble"]["certificateValidityPeriod"] = validity.as_secs().into();
+        }
         let config_file = dir.path().join("pebble.json");
         std::fs::write(&config_file, config.to_string()).expect("write pebble config");
         let log = dir.path().join("pebble.log");

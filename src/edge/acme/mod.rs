@@ -11,7 +11,8 @@
 //!   `acme.max_orders_per_hour` orders are placed per hour, over all names.
 //! - The account and every certificate persist in [`storage`]; a restart serves the
 //!   stored certificates with no new order. An expired certificate is never served.
-//! - [`Acme::renew_forever`] renews `acme.renew_before` ahead of expiry, later by a
+//! - [`Acme::renew_forever`] renews `acme.renew_before` ahead of expiry (checked
+//!   every minute, or ten times per `renew_before` when that is shorter), later by a
 //!   per-name jitter (up to a tenth of `renew_before`), and only names whose filing
 //!   is still approved: an ended filing's certificate runs out.
 
@@ -44,7 +45,8 @@ use storage::{DirStorage, StorageError, StoredCert};
 /// How long a ClientHello waits for its name's order before the handshake fails.
 pub const HELLO_WAITS_FOR_ORDER: Duration = Duration::from_secs(25);
 
-/// How often renewal looks for certificates due.
+/// How often renewal looks for certificates due, at most: also ten times per
+/// `renew_before`, so a short window (short-lived certificates) is not missed.
 const RENEW_CHECK: Duration = Duration::from_secs(60);
 
 /// First and longest back-off of a name whose order failed.
@@ -337,9 +339,12 @@ impl Acme {
         metrics.acme_certificate_expiry.set(expiry);
     }
 
-    /// Renew what is due, every [`RENEW_CHECK`], until `stop`.
+    /// Renew what is due, every [`RENEW_CHECK`] or tenth of `renew_before`, until `stop`.
     pub async fn renew_forever(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
-        let mut tick = tokio::time::interval(RENEW_CHECK);
+        let every = RENEW_CHECK
+            .min(self.settings.renew_before / 10)
+            .max(Duration::from_secs(1));
+        let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -357,7 +362,9 @@ impl Acme {
         let due: Vec<HostName> = match self.issued.lock() {
             Ok(issued) => issued
                 .iter()
-                .filter(|(name, cert)| now >= self.renew_at(name, cert.not_after))
+                .filter(|(name, cert)| {
+                    now >= renew_at(name, cert.not_after, self.settings.renew_before)
+                })
                 .map(|(name, _)| name.clone())
                 .collect(),
             Err(_) => return,
@@ -373,16 +380,6 @@ impl Acme {
         }
     }
 
-    /// When `name`'s certificate is due: `renew_before` ahead of expiry, later by
-    /// a jitter fixed per name, so names issued together do not renew together.
-    fn renew_at(&self, name: &HostName, not_after: SystemTime) -> SystemTime {
-        let mut hasher = DefaultHasher::new();
-        name.hash(&mut hasher);
-        let spread = self.settings.renew_before / 10;
-        let jitter = spread.mul_f64((hasher.finish() % 1000) as f64 / 1000.0);
-        not_after - self.settings.renew_before + jitter
-    }
-
     /// Whether the gate still serves `name` as filed (the same rule as handshakes).
     async fn still_filed(&self, name: &HostName) -> bool {
         let domain = name.registrable_domain();
@@ -390,6 +387,16 @@ impl Acme {
         let verdict = self.gate.state.verdict(domain.as_ref(), policy).await;
         verdict.reason == Reason::Filed
     }
+}
+
+/// When `name`'s certificate is due: `renew_before` ahead of expiry, later by a
+/// jitter fixed per name (up to a tenth of `renew_before`), so names issued
+/// together do not renew together.
+fn renew_at(name: &HostName, not_after: SystemTime, renew_before: Duration) -> SystemTime {
+    let mut hasher = DefaultHasher::new();
+    name.hash(&mut hasher);
+    let jitter = (renew_before / 10).mul_f64((hasher.finish() % 1000) as f64 / 1000.0);
+    not_after - renew_before + jitter
 }
 
 /// Why stored or issued PEM could not be served.
@@ -417,4 +424,51 @@ fn load(pem: &str, resumption: &Resumption) -> Result<Issued, IssuedError> {
     let certified = CertifiedKey::from_der(chain, key, &crate::edge::tls::provider())?;
     let config = crate::edge::tls::server_config(Arc::new(certified), resumption)?;
     Ok(Issued { config, not_after })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pem_valid_until(not_after: SystemTime) -> String {
+        let mut params = rcgen::CertificateParams::new(vec!["shop.cn".to_owned()]).expect("params");
+        params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        params.not_after = not_after.into();
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = params.self_signed(&key).expect("cert");
+        format!("{}{}", cert.pem(), key.serialize_pem())
+    }
+
+    #[test]
+    fn an_expired_certificate_is_not_valid() {
+        crate::edge::tls::install_crypto_provider();
+        let resumption = Resumption::new().expect("resumption");
+        let now = SystemTime::now();
+        // not_after relative to now, valid now
+        let cases = [(Duration::from_secs(3600), true), (Duration::ZERO, false)];
+        for (ahead, valid) in cases {
+            let issued = load(&pem_valid_until(now + ahead), &resumption).expect("load");
+            assert_eq!(
+                issued.is_valid(now + Duration::from_secs(1)),
+                valid,
+                "{ahead:?}"
+            );
+        }
+        // A PEM without a key, or without a certificate, is refused.
+        let pem = pem_valid_until(now + Duration::from_secs(60));
+        let cert_only = &pem[..pem.find("-----BEGIN PRIVATE KEY").expect("key")];
+        assert!(load(cert_only, &resumption).is_err());
+        assert!(load("", &resumption).is_err());
+    }
+
+    #[test]
+    fn renewal_is_due_renew_before_expiry_plus_a_bounded_jitter() {
+        let not_after = UNIX_EPOCH + Duration::from_secs(90 * 86_400);
+        let before = Duration::from_secs(30 * 86_400);
+        for name in ["a.cn", "b.cn", "shop.example.com", "xn--fiqs8s.cn"] {
+            let due = renew_at(&HostName::parse(name).expect("host"), not_after, before);
+            assert!(due >= not_after - before, "{name}");
+            assert!(due <= not_after - before + before / 10, "{name}");
+        }
+    }
 }
