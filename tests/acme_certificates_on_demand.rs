@@ -100,7 +100,8 @@ async fn acme_gate(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn filed_names_get_certificates_on_demand_and_nothing_else_orders() {
-    let ports = (free_port(), free_port());
+    let reserved = (reserve_port(), reserve_port());
+    let ports = (reserved.0.port, reserved.1.port);
     let test = "filed_names_get_certificates_on_demand_and_nothing_else_orders";
     let Some(pebble) = Pebble::start(test, ports.0, ports.1, None).await else {
         return;
@@ -194,7 +195,8 @@ async fn filed_names_get_certificates_on_demand_and_nothing_else_orders() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_01_is_answered_and_concurrent_hellos_share_one_order() {
-    let ports = (free_port(), free_port());
+    let reserved = (reserve_port(), reserve_port());
+    let ports = (reserved.0.port, reserved.1.port);
     let test = "http_01_is_answered_and_concurrent_hellos_share_one_order";
     let Some(pebble) = Pebble::start(test, ports.0, ports.1, None).await else {
         return;
@@ -236,7 +238,8 @@ async fn http_01_is_answered_and_concurrent_hellos_share_one_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn certificates_are_renewed_before_expiry_but_not_for_ended_filings() {
-    let ports = (free_port(), free_port());
+    let reserved = (reserve_port(), reserve_port());
+    let ports = (reserved.0.port, reserved.1.port);
     let test = "certificates_are_renewed_before_expiry_but_not_for_ended_filings";
     let validity = Some(Duration::from_secs(40));
     let Some(pebble) = Pebble::start(test, ports.0, ports.1, validity).await else {

@@ -14,7 +14,10 @@ use tokio::sync::watch;
 use crate::admin::tokens::{check_exposure, AdminToken, LoadedTokens, TokensFileError};
 use crate::admin::{Admin, AdminService};
 use crate::config::{Config, ConfigError};
-use crate::edge::acme::Acme;
+use crate::edge::acme::fleet::FleetStorage;
+use crate::edge::acme::seal::Sealer;
+use crate::edge::acme::storage::{DirStorage, Storage};
+use crate::edge::acme::{Acme, AcmeError};
 use crate::edge::listener::{Connections, Listener, PlainHandshake, Plane};
 use crate::edge::proxy::{Gate, Runtime};
 use crate::edge::tls::{CertError, CertStore, TlsHandshake};
@@ -51,6 +54,8 @@ pub enum AppError {
     Tls(#[from] rustls::Error),
     #[error("acme: {0}")]
     Acme(#[from] crate::edge::acme::AcmeError),
+    #[error("acme storage key: {0}")]
+    AcmeStorageKey(String),
     #[error("upstreams.{pool}: {source}")]
     UpstreamTls {
         pool: &'static str,
@@ -271,7 +276,14 @@ async fn start_https(
     stop_rx: &watch::Receiver<bool>,
 ) -> Result<(), AppError> {
     let certs = Arc::new(CertStore::open(dir)?);
-    let acme = start_acme(&gate.current().config, dir, gate, stop_rx)?;
+    let acme = start_acme(
+        &gate.current().config,
+        dir,
+        gate,
+        &running.registry,
+        stop_rx,
+    )
+    .await?;
     let tcp = bind("listen.https", addr).await?;
     running.https = tcp.local_addr().ok();
     let listener = Listener {
@@ -294,20 +306,50 @@ async fn start_https(
     Ok(())
 }
 
-/// Certificates on demand when `[acme]` is on: load what storage keeps and renew
-/// it in the background.
-fn start_acme(
+/// Certificates on demand when `[acme]` is on: load what storage keeps (a
+/// directory, or the fleet's registry), renew it and, in a fleet, follow what
+/// other nodes store.
+async fn start_acme(
     config: &Config,
     certs_dir: &Path,
     gate: &Arc<Gate>,
+    registry: &Arc<dyn Registry>,
     stop_rx: &watch::Receiver<bool>,
 ) -> Result<Option<Arc<Acme>>, AppError> {
     if config.acme.directory.is_none() {
         return Ok(None);
     }
-    let acme = Acme::open(&config.acme, certs_dir, Arc::clone(gate))?;
+    let storage = if config.acme.in_registry() {
+        let store = registry.acme_store().ok_or_else(|| {
+            AppError::AcmeStorageKey("this registry backend cannot hold ACME state".to_owned())
+        })?;
+        let sealer = Sealer::from_secret(&acme_storage_key(config)?)
+            .map_err(|e| AppError::AcmeStorageKey(e.to_string()))?;
+        Storage::Fleet(Box::new(FleetStorage::new(store, sealer)))
+    } else {
+        let dir = config.acme.storage_dir(certs_dir);
+        Storage::Dir(DirStorage::open(&dir).map_err(AcmeError::from)?)
+    };
+    let acme = Acme::open(&config.acme, storage, Arc::clone(gate)).await?;
     tokio::spawn(Arc::clone(&acme).renew_forever(stop_rx.clone()));
+    tokio::spawn(Arc::clone(&acme).follow_forever(stop_rx.clone()));
     Ok(Some(acme))
+}
+
+/// The key sealing the fleet's ACME private keys: `acme.storage_key_file`, else
+/// the variable `acme.storage_key_env`.
+fn acme_storage_key(config: &Config) -> Result<String, AppError> {
+    let acme = &config.acme;
+    match &acme.storage_key_file {
+        Some(file) => std::fs::read_to_string(file)
+            .map_err(|e| AppError::AcmeStorageKey(format!("{}: {e}", file.display()))),
+        None => std::env::var(&acme.storage_key_env).map_err(|_| {
+            AppError::AcmeStorageKey(format!(
+                "the variable {} is not set (acme.storage_key_env)",
+                acme.storage_key_env
+            ))
+        }),
+    }
 }
 
 /// Bind `listen.admin` and serve the admin API through the same accept loop as the

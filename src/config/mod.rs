@@ -95,6 +95,9 @@
 //! renew_before = "30d"           # renew this long before expiry
 //! max_orders_per_hour = 100
 //! # storage = "/var/lib/icpgate/acme"  # account + certificates; default tls.certs_dir/.acme
+//! #   storage = "registry"       # a fleet: in the PostgreSQL registry, keys sealed with:
+//! storage_key_env = "ICPGATE_ACME_STORAGE_KEY"  # env var holding the storage key (32+ chars)
+//! # storage_key_file = "/run/secrets/acme-storage-key"  # wins over storage_key_env
 //! ```
 //!
 //! On reload (SIGHUP) most settings apply at once;

@@ -468,8 +468,13 @@ pub struct AcmeConfig {
     /// Orders placed per hour at most, across all names (the CA's rate limits).
     pub max_orders_per_hour: u32,
     /// Directory holding the account key and the certificates; unset:
-    /// `.acme` inside `tls.certs_dir`.
+    /// `.acme` inside `tls.certs_dir`; `"registry"`: the PostgreSQL registry,
+    /// shared by the fleet, private keys sealed with the storage key.
     pub storage: Option<PathBuf>,
+    /// The environment variable holding the storage key (`storage = "registry"`).
+    pub storage_key_env: String,
+    /// A file holding the storage key; wins over `storage_key_env`.
+    pub storage_key_file: Option<PathBuf>,
 }
 
 impl Default for AcmeConfig {
@@ -482,11 +487,18 @@ impl Default for AcmeConfig {
             renew_before: Duration::from_secs(30 * 86_400),
             max_orders_per_hour: 100,
             storage: None,
+            storage_key_env: "ICPGATE_ACME_STORAGE_KEY".to_owned(),
+            storage_key_file: None,
         }
     }
 }
 
 impl AcmeConfig {
+    /// Whether the fleet's registry holds the ACME state (`storage = "registry"`).
+    pub fn in_registry(&self) -> bool {
+        self.storage.as_deref() == Some(std::path::Path::new("registry"))
+    }
+
     /// Where the account and certificates live, given the https certificates' directory.
     pub fn storage_dir(&self, certs_dir: &std::path::Path) -> PathBuf {
         self.storage

@@ -187,6 +187,7 @@ impl Config {
                 ("acme.ca_file", a.ca_file.is_some()),
                 ("acme.email", a.email.is_some()),
                 ("acme.storage", a.storage.is_some()),
+                ("acme.storage_key_file", a.storage_key_file.is_some()),
             ];
             return match stray.into_iter().find(|(_, set)| *set) {
                 Some((key, _)) => Err(problem(key, "set but acme.directory is not")),
@@ -216,6 +217,18 @@ impl Config {
                     format!("{email:?} is not an email address"),
                 ));
             }
+        }
+        if a.in_registry() && self.registry.backend != Backend::Postgres {
+            return Err(problem(
+                "acme.storage",
+                "\"registry\" needs registry.backend = \"postgres\" (a fleet's shared registry)",
+            ));
+        }
+        if a.storage_key_env.is_empty() || a.storage_key_env.contains(['=', '\0']) {
+            return Err(problem(
+                "acme.storage_key_env",
+                "must be an environment variable name",
+            ));
         }
         if a.renew_before.is_zero() {
             return Err(problem("acme.renew_before", "must be greater than zero"));

@@ -156,24 +156,8 @@ impl Gate {
     ) -> (Reply, Outcome) {
         // The CA's HTTP-01 request for a name being validated (only filed names are
         // ever ordered), answered before the rule since the name has no certificate yet.
-        let path = request.uri().path();
-        let asks_acme = path.starts_with(crate::edge::acme::challenge::HTTP01_PREFIX);
-        let answer = asks_acme
-            .then(|| authority_of(&request).ok())
-            .flatten()
-            .and_then(|authority| {
-                let answer = self.acme_challenges.answer_http01(&authority, path)?;
-                Some((answer, authority))
-            });
-        if let Some((answer, authority)) = answer {
-            let outcome = Outcome {
-                decision: "allow",
-                reason: Reason::Filed,
-                host: Some(authority),
-                domain: None,
-                upstream: None,
-            };
-            return (answer.map(boxed), outcome);
+        if let Some(answered) = self.answer_acme(&request).await {
+            return answered;
         }
         let raw_authority = match authority_of(&request) {
             Ok(raw) => raw,
@@ -219,6 +203,29 @@ impl Gate {
             .forward(request, pool, &raw_authority, conn, runtime, request_id)
             .await;
         (reply, outcome)
+    }
+
+    /// The CA's HTTP-01 request for a name being validated (only filed names are
+    /// ever ordered), answered before the rule since the name has no certificate
+    /// yet; None for every other request (one prefix comparison).
+    async fn answer_acme(&self, request: &Request<Incoming>) -> Option<(Reply, Outcome)> {
+        let path = request.uri().path();
+        if !path.starts_with(crate::edge::acme::challenge::HTTP01_PREFIX) {
+            return None;
+        }
+        let authority = authority_of(request).ok()?;
+        let answer = self
+            .acme_challenges
+            .answer_http01(&authority, path, &self.state.filed)
+            .await?;
+        let outcome = Outcome {
+            decision: "allow",
+            reason: Reason::Filed,
+            host: Some(authority),
+            domain: None,
+            upstream: None,
+        };
+        Some((answer.map(boxed), outcome))
     }
 
     /// Which pool serves this verdict, or None to block. Sets the outcome's decision.

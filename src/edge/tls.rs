@@ -174,6 +174,13 @@ impl HandshakeError {
     }
 }
 
+/// Whether a ClientHello offers `acme-tls/1` (an ACME CA validating TLS-ALPN-01).
+fn wants_acme_tls(hello: &ClientHello<'_>) -> bool {
+    hello
+        .alpn()
+        .is_some_and(|mut protocols| protocols.any(|p| p == ACME_TLS_ALPN))
+}
+
 /// Whether the gate lets a host with this reason through at all (the same rule as
 /// for plain-HTTP requests).
 fn admits(reason: Reason, policy: &Policy) -> bool {
@@ -257,7 +264,8 @@ impl TlsHandshake {
             .await
             .map_err(|_| HandshakeError::Timeout(within))??;
         let sni = start.client_hello().server_name().map(str::to_owned);
-        if let Some(answer) = self.acme_challenge(&start.client_hello(), sni.as_deref()) {
+        let asks_acme = wants_acme_tls(&start.client_hello());
+        if let Some(answer) = self.acme_challenge(asks_acme, sni.as_deref()).await {
             let mut stream = start.into_stream(answer).await?;
             let _ = tokio::io::AsyncWriteExt::shutdown(&mut stream).await;
             return Err(HandshakeError::AcmeChallenge);
@@ -277,19 +285,21 @@ impl TlsHandshake {
     }
 
     /// The TLS-ALPN-01 answer, when the hello asks for `acme-tls/1` for a name
-    /// being validated right now.
-    fn acme_challenge(
+    /// being validated right now (by this node, or in a fleet by another).
+    async fn acme_challenge(
         &self,
-        hello: &ClientHello<'_>,
+        asks_acme: bool,
         sni: Option<&str>,
     ) -> Option<Arc<ServerConfig>> {
-        self.acme.as_ref()?;
-        let mut alpn = hello.alpn()?;
-        if !alpn.any(|protocol| protocol == ACME_TLS_ALPN) {
+        if !asks_acme {
             return None;
         }
+        self.acme.as_ref()?;
         let host = HostName::parse(sni?).ok()?;
-        self.gate.acme_challenges.tls_alpn(&host)
+        self.gate
+            .acme_challenges
+            .tls_alpn_anywhere(&host, &self.gate.state.filed)
+            .await
     }
 
     /// The config to continue with for this SNI, or the refusal. The certificate is

@@ -114,6 +114,27 @@ CREATE INDEX IF NOT EXISTS filings_by_entity_certificate ON filings(entity_certi
 CREATE INDEX IF NOT EXISTS filings_by_entity_name ON filings(entity_name);
 ",
     },
+    Migration {
+        version: 3,
+        name: "ACME accounts, certificates and challenges (fleet storage)",
+        // Kept in step with PostgreSQL's migration 3; only a PostgreSQL registry
+        // stores ACME state (`acme.storage = "registry"`), a single node keeps it in
+        // a directory.
+        sql: "
+CREATE TABLE IF NOT EXISTS acme_accounts (directory TEXT PRIMARY KEY, sealed BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS acme_certificates (
+    name TEXT PRIMARY KEY,
+    sealed BLOB NOT NULL,
+    revision INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS acme_challenges (
+    name TEXT PRIMARY KEY,
+    token TEXT NOT NULL,
+    key_authorization TEXT NOT NULL,
+    expires_at_ms INTEGER NOT NULL
+);
+",
+    },
 ];
 
 /// The table recording applied versions (PostgreSQL), created under the lock.
@@ -184,6 +205,30 @@ UPDATE icpgate_filings SET
 CREATE INDEX IF NOT EXISTS icpgate_filings_by_entity_certificate
     ON icpgate_filings(entity_certificate);
 CREATE INDEX IF NOT EXISTS icpgate_filings_by_entity_name ON icpgate_filings(entity_name);
+",
+    },
+    Migration {
+        version: 3,
+        name: "ACME accounts, certificates and challenges (fleet storage)",
+        // Private keys are sealed by the nodes (AES-256-GCM, a key from their
+        // environment) before they reach this table. A certificate's revision comes
+        // from its own sequence: nodes follow new certificates by it.
+        sql: "
+CREATE TABLE IF NOT EXISTS icpgate_acme_accounts (directory TEXT PRIMARY KEY, sealed BYTEA NOT NULL);
+CREATE SEQUENCE IF NOT EXISTS icpgate_acme_revision;
+CREATE TABLE IF NOT EXISTS icpgate_acme_certificates (
+    name TEXT PRIMARY KEY,
+    sealed BYTEA NOT NULL,
+    revision BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS icpgate_acme_certificates_by_revision
+    ON icpgate_acme_certificates(revision);
+CREATE TABLE IF NOT EXISTS icpgate_acme_challenges (
+    name TEXT PRIMARY KEY,
+    token TEXT NOT NULL,
+    key_authorization TEXT NOT NULL,
+    expires_at_ms BIGINT NOT NULL
+);
 ",
     },
 ];

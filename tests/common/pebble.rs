@@ -24,6 +24,28 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
+/// A loopback port kept for a gate listener: bound (not listening) with
+/// SO_REUSEPORT, as the gate binds, so nothing else takes it meanwhile and no
+/// connection reaches this socket.
+pub struct ReservedPort {
+    _socket: tokio::net::TcpSocket,
+    pub port: u16,
+}
+
+pub fn reserve_port() -> ReservedPort {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_reuseaddr(true).expect("reuseaddr");
+    socket.set_reuseport(true).expect("reuseport");
+    socket
+        .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .expect("bind");
+    let port = socket.local_addr().expect("addr").port();
+    ReservedPort {
+        _socket: socket,
+        port,
+    }
+}
+
 /// A running Pebble; both processes are killed when it is dropped.
 pub struct Pebble {
     children: Vec<Child>,

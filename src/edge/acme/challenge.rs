@@ -4,10 +4,13 @@
 //! (RFC 8555 §8.3) served under `/.well-known/acme-challenge/` on `listen.http`.
 //!
 //! An answer exists only while its order runs: [`Challenges::publish`] returns a
-//! guard that withdraws it when dropped, whatever way the order ends.
+//! guard that withdraws it when dropped, whatever way the order ends. In a fleet the
+//! ordering node also publishes its answer in the registry, and a node that has no
+//! answer of its own asks the registry for one — only for a name under a filed
+//! domain (the filed-domain index answers first), so strangers cost no query.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
 use http::{header, Response, StatusCode};
@@ -16,7 +19,11 @@ use rustls::server::{ClientHello, ResolvesServerCert, ServerConfig};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
+use sha2::{Digest, Sha256};
+
+use crate::gate::filed_domains::FiledDomains;
 use crate::model::host::{Authority, HostName};
+use crate::registry::{now_ms, AcmeStore};
 
 /// The ALPN protocol of TLS-ALPN-01.
 pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
@@ -45,6 +52,8 @@ struct Answer {
 #[derive(Default)]
 pub struct Challenges {
     pending: Mutex<HashMap<HostName, Answer>>,
+    /// The fleet's answers, when ACME state lives in the registry.
+    shared: OnceLock<Arc<dyn AcmeStore>>,
 }
 
 impl std::fmt::Debug for Challenges {
@@ -94,6 +103,46 @@ impl Challenges {
         })
     }
 
+    /// Also answer what other nodes of the fleet published in `store`.
+    pub fn share_through(&self, store: Arc<dyn AcmeStore>) {
+        let _ = self.shared.set(store);
+    }
+
+    /// The answer another node published for `name`, if `name` is under a filed
+    /// domain: its token and key authorization.
+    async fn shared_answer(
+        &self,
+        name: &HostName,
+        filed: &FiledDomains,
+    ) -> Option<(String, String)> {
+        let store = self.shared.get()?;
+        if !name
+            .registrable_domain()
+            .is_some_and(|d| filed.contains(&d))
+        {
+            return None;
+        }
+        store
+            .challenge(name.as_str(), now_ms())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// The TLS-ALPN-01 config for `name`: this node's, else the fleet's.
+    pub async fn tls_alpn_anywhere(
+        &self,
+        name: &HostName,
+        filed: &FiledDomains,
+    ) -> Option<Arc<ServerConfig>> {
+        if let Some(config) = self.tls_alpn(name) {
+            return Some(config);
+        }
+        let (_, key_authorization) = self.shared_answer(name, filed).await?;
+        let digest = Sha256::digest(key_authorization.as_bytes());
+        alpn_config(name, &digest).ok()
+    }
+
     /// The TLS-ALPN-01 config for `name`, while it is being validated that way.
     pub fn tls_alpn(&self, name: &HostName) -> Option<Arc<ServerConfig>> {
         let pending = self.pending.lock().ok()?;
@@ -110,12 +159,23 @@ impl Challenges {
     /// The response to the CA's HTTP-01 request (`authority` as the gate reads
     /// it, `path` the request's), or None when it is not one for a name being
     /// validated: the request then goes to the gate rule as usual.
-    pub fn answer_http01(&self, authority: &str, path: &str) -> Option<Response<Full<Bytes>>> {
+    pub async fn answer_http01(
+        &self,
+        authority: &str,
+        path: &str,
+        filed: &FiledDomains,
+    ) -> Option<Response<Full<Bytes>>> {
         let token = path.strip_prefix(HTTP01_PREFIX)?;
         let Ok(Authority::Name(name)) = Authority::parse(authority) else {
             return None;
         };
-        let body = self.http01(&name, token)?;
+        let body = match self.http01(&name, token) {
+            Some(body) => body,
+            None => {
+                let (shared_token, body) = self.shared_answer(&name, filed).await?;
+                (shared_token == token).then_some(body)?
+            }
+        };
         Response::builder()
             .status(StatusCode::OK)
             .header(header::CONTENT_TYPE, "application/octet-stream")
@@ -185,13 +245,13 @@ mod tests {
         assert_eq!(challenges.http01(&name, "tok"), None);
     }
 
-    #[test]
-    fn http01_requests_are_matched_by_host_and_path() {
+    #[tokio::test]
+    async fn http01_requests_are_matched_by_host_and_path() {
         let challenges = Arc::new(Challenges::default());
         let _guard = challenges
             .publish(&host("shop.cn"), "abc", "abc.thumb", None)
             .expect("publish");
-        let ask = |host: &str, path: &str| challenges.answer_http01(host, path).map(|r| r.status());
+        let filed = FiledDomains::new(["shop.cn".to_owned()]);
         // host, path, answered
         let cases = [
             (
@@ -210,7 +270,8 @@ mod tests {
             ("127.0.0.1", "/.well-known/acme-challenge/abc", None), // an address
         ];
         for (host, path, answered) in cases {
-            assert_eq!(ask(host, path), answered, "{host} {path}");
+            let answer = challenges.answer_http01(host, path, &filed).await;
+            assert_eq!(answer.map(|r| r.status()), answered, "{host} {path}");
         }
     }
 }

@@ -11,20 +11,26 @@
 //!   `acme.max_orders_per_hour` orders are placed per hour, over all names.
 //! - The account and every certificate persist in [`storage`]; a restart serves the
 //!   stored certificates with no new order. An expired certificate is never served.
+//! - In a fleet ([`fleet`], `acme.storage = "registry"`): one node orders a name at
+//!   a time (the registry's advisory lock; the others wait for its certificate),
+//!   keys are sealed ([`seal`]), challenge answers are shared so any node answers
+//!   the CA, and every node serves a new certificate within [`fleet::FEED_POLL`].
 //! - [`Acme::renew_forever`] renews `acme.renew_before` ahead of expiry (checked
 //!   every minute, or ten times per `renew_before` when that is shorter), later by a
 //!   per-name jitter (up to a tenth of `renew_before`), and only names whose filing
 //!   is still approved: an ended filing's certificate runs out.
 
 pub mod challenge;
+pub mod fleet;
 pub mod order;
+pub mod seal;
 pub mod storage;
 pub mod trust;
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
-use std::path::Path;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -40,7 +46,7 @@ use crate::edge::tls::Resumption;
 use crate::gate::decision::Reason;
 use crate::model::host::HostName;
 use order::{OrderError, Orderer};
-use storage::{DirStorage, StorageError, StoredCert};
+use storage::{Storage, StorageError, StoredCert};
 
 /// How long a ClientHello waits for its name's order before the handshake fails.
 pub const HELLO_WAITS_FOR_ORDER: Duration = Duration::from_secs(25);
@@ -48,6 +54,9 @@ pub const HELLO_WAITS_FOR_ORDER: Duration = Duration::from_secs(25);
 /// How often renewal looks for certificates due, at most: also ten times per
 /// `renew_before`, so a short window (short-lived certificates) is not missed.
 const RENEW_CHECK: Duration = Duration::from_secs(60);
+
+/// How long a node waits for the certificate another node of the fleet orders.
+const PEER_PATIENCE: Duration = Duration::from_secs(120);
 
 /// First and longest back-off of a name whose order failed.
 const BACKOFF_FIRST: Duration = Duration::from_secs(60);
@@ -103,10 +112,12 @@ struct Backoff {
 /// The ACME side of the https listener; see the module contract.
 pub struct Acme {
     settings: AcmeConfig,
-    storage: DirStorage,
+    storage: Storage,
     gate: Arc<Gate>,
     account: OnceCell<instant_acme::Account>,
     issued: Mutex<HashMap<HostName, Arc<Issued>>>,
+    /// The newest storage revision served (a fleet's feed).
+    revision: AtomicI64,
     in_flight: Mutex<HashMap<HostName, watch::Receiver<Outcome>>>,
     backoff: Mutex<HashMap<HostName, Backoff>>,
     /// When each order of the last hour was placed.
@@ -115,44 +126,77 @@ pub struct Acme {
 }
 
 impl Acme {
-    /// Open the storage (`acme.storage`, else `.acme` in `certs_dir`) and load the
-    /// certificates kept there; a broken or expired one is skipped with a warning.
-    pub fn open(
+    /// Serve what `storage` keeps (a broken or expired certificate is skipped
+    /// with a warning); in a fleet, also answer the challenges other nodes publish.
+    pub async fn open(
         settings: &AcmeConfig,
-        certs_dir: &Path,
+        storage: Storage,
         gate: Arc<Gate>,
     ) -> Result<Arc<Acme>, AcmeError> {
-        let storage = DirStorage::open(&settings.storage_dir(certs_dir))?;
         let resumption = Resumption::new().map_err(|e| AcmeError::Failed(e.to_string()))?;
-        let now = SystemTime::now();
-        let mut issued = HashMap::new();
-        for stored in storage.certificates()? {
-            match load(&stored.pem, &resumption) {
-                Ok(cert) if cert.is_valid(now) => {
-                    issued.insert(stored.name, Arc::new(cert));
-                }
-                Ok(_) => {
-                    tracing::warn!(name = %stored.name.as_str(), "stored ACME certificate has expired: not served")
-                }
-                Err(error) => {
-                    tracing::warn!(name = %stored.name.as_str(), %error, "stored ACME certificate is unusable: not served")
-                }
-            }
+        if let Some(store) = storage.shared() {
+            gate.acme_challenges.share_through(Arc::clone(store));
         }
-        tracing::info!(certificates = issued.len(), "ACME certificates loaded");
         let acme = Arc::new(Acme {
             settings: settings.clone(),
             storage,
             gate,
             account: OnceCell::new(),
-            issued: Mutex::new(issued),
+            issued: Mutex::default(),
+            revision: AtomicI64::new(0),
             in_flight: Mutex::default(),
             backoff: Mutex::default(),
             placed: Mutex::default(),
             resumption,
         });
-        acme.update_gauges();
+        let loaded = acme.follow_once().await?;
+        tracing::info!(certificates = loaded, "ACME certificates loaded");
         Ok(acme)
+    }
+
+    /// Serve the certificates stored after the last revision seen (in a
+    /// directory: all of them); returns how many were loaded.
+    async fn follow_once(&self) -> Result<usize, StorageError> {
+        let since = self.revision.load(Ordering::Acquire);
+        let stored = self.storage.certificates_since(since).await?;
+        let now = SystemTime::now();
+        let mut loaded = 0;
+        for (cert, revision) in stored {
+            self.revision.fetch_max(revision, Ordering::AcqRel);
+            let name = cert.name.as_str();
+            match load(&cert.pem, &self.resumption) {
+                Ok(issued) if issued.is_valid(now) => {
+                    if let Ok(mut map) = self.issued.lock() {
+                        map.insert(cert.name.clone(), Arc::new(issued));
+                        loaded += 1;
+                    }
+                }
+                Ok(_) => tracing::warn!(name, "stored ACME certificate has expired: not served"),
+                Err(error) => {
+                    tracing::warn!(name, %error, "stored ACME certificate is unusable: not served")
+                }
+            }
+        }
+        self.update_gauges();
+        Ok(loaded)
+    }
+
+    /// In a fleet, serve what other nodes store, every [`fleet::FEED_POLL`], until `stop`.
+    pub async fn follow_forever(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        if self.storage.shared().is_none() {
+            return;
+        }
+        let mut tick = tokio::time::interval(fleet::FEED_POLL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.changed() => return,
+                _ = tick.tick() => {}
+            }
+            if let Err(error) = self.follow_once().await {
+                tracing::warn!(%error, "ACME certificates of the fleet not read");
+            }
+        }
     }
 
     /// The config serving `name`'s unexpired ACME certificate, if there is one.
@@ -203,7 +247,7 @@ impl Acme {
         self.take_budget()?;
         let (tx, rx) = watch::channel(None);
         in_flight.insert(name.clone(), rx.clone());
-        tokio::spawn(Arc::clone(self).run(name.clone(), tx));
+        tokio::spawn(Arc::clone(self).run(name.clone(), need, tx));
         Ok(Started::Ordering(rx))
     }
 
@@ -239,12 +283,15 @@ impl Acme {
     }
 
     /// The order task: place it, keep the result, tell the waiters.
-    async fn run(self: Arc<Self>, name: HostName, tx: watch::Sender<Outcome>) {
-        let result = self.issue(&name).await;
-        let outcome = match result {
-            Ok(issued) => {
-                tracing::info!(name = %name.as_str(), "ACME certificate issued");
-                self.count("issued");
+    async fn run(self: Arc<Self>, name: HostName, need: Need, tx: watch::Sender<Outcome>) {
+        let outcome = match self.issue(&name, need).await {
+            Ok((issued, ordered)) => {
+                if ordered {
+                    tracing::info!(name = %name.as_str(), "ACME certificate issued");
+                    self.count("issued");
+                } else {
+                    tracing::info!(name = %name.as_str(), "ACME certificate obtained by another node");
+                }
                 if let Ok(mut backoff) = self.backoff.lock() {
                     backoff.remove(&name);
                 }
@@ -267,7 +314,60 @@ impl Acme {
         let _ = tx.send(Some(outcome));
     }
 
-    async fn issue(&self, name: &HostName) -> Result<Arc<Issued>, OrderError> {
+    /// `name`'s certificate and whether this node ordered it: in a fleet, under
+    /// the name's order lock, or from the node that holds it.
+    async fn issue(&self, name: &HostName, need: Need) -> Result<(Arc<Issued>, bool), OrderError> {
+        let Some(store) = self.storage.shared() else {
+            return Ok((self.order_here(name).await?, true));
+        };
+        let slot = Mutex::new(None);
+        let locked = Box::pin(async {
+            // The node that held the lock before may have just stored it.
+            let result = match self.fresh_from_fleet(name, need).await {
+                Some(issued) => Ok((issued, false)),
+                None => self.order_here(name).await.map(|issued| (issued, true)),
+            };
+            if let Ok(mut slot) = slot.lock() {
+                *slot = Some(result);
+            }
+        });
+        let ran = store
+            .while_locked(name.as_str(), locked)
+            .await
+            .map_err(StorageError::from)?;
+        if ran {
+            return slot
+                .into_inner()
+                .ok()
+                .flatten()
+                .unwrap_or(Err(OrderError::Peer));
+        }
+        let deadline = Instant::now() + PEER_PATIENCE;
+        while Instant::now() < deadline {
+            tokio::time::sleep(fleet::FEED_POLL).await;
+            if let Some(issued) = self.fresh_from_fleet(name, need).await {
+                return Ok((issued, false));
+            }
+        }
+        Err(OrderError::Peer)
+    }
+
+    /// A certificate for `name` that the fleet stored and that meets `need`.
+    async fn fresh_from_fleet(&self, name: &HostName, need: Need) -> Option<Arc<Issued>> {
+        if let Err(error) = self.follow_once().await {
+            tracing::warn!(%error, "ACME certificates of the fleet not read");
+        }
+        let issued = self.issued.lock().ok()?.get(name).cloned()?;
+        let now = SystemTime::now();
+        let fresh = match need {
+            Need::Missing => issued.is_valid(now),
+            Need::Renewal => now < renew_at(name, issued.not_after, self.settings.renew_before),
+        };
+        fresh.then_some(issued)
+    }
+
+    /// Place the order from this node and store the certificate.
+    async fn order_here(&self, name: &HostName) -> Result<Arc<Issued>, OrderError> {
         let directory = self.settings.directory.as_deref().unwrap_or_default();
         let orderer = Orderer {
             directory,
@@ -278,18 +378,16 @@ impl Acme {
             .account
             .get_or_try_init(|| orderer.account(&self.storage))
             .await?;
-        let pem = order::order(
-            account,
-            name,
-            self.settings.challenge,
-            &self.gate.acme_challenges,
-        )
-        .await?;
+        let challenges = &self.gate.acme_challenges;
+        let kind = self.settings.challenge;
+        let shared = self.storage.shared();
+        let pem = order::order(account, name, kind, challenges, shared).await?;
         let issued = load(&pem, &self.resumption).map_err(OrderError::Issued)?;
-        self.storage.save_certificate(&StoredCert {
+        let cert = StoredCert {
             name: name.clone(),
             pem,
-        })?;
+        };
+        self.storage.save_certificate(&cert).await?;
         Ok(Arc::new(issued))
     }
 

@@ -14,10 +14,11 @@ use instant_acme::{
 };
 
 use super::challenge::{ChallengeError, Challenges, Published};
-use super::storage::{DirStorage, StorageError, StoredAccount};
+use super::storage::{Storage, StorageError, StoredAccount};
 use super::trust::{acme_client_config, TrustError};
 use crate::config::AcmeChallenge;
 use crate::model::host::HostName;
+use crate::registry::{now_ms, AcmeStore};
 
 /// How long the CA may take to validate and then to issue, each.
 const CA_PATIENCE: Duration = Duration::from_secs(60);
@@ -41,6 +42,8 @@ pub enum OrderError {
     Authorization(AuthorizationStatus),
     #[error("issued certificate: {0}")]
     Issued(super::IssuedError),
+    #[error("the node of the fleet ordering this name stored no certificate in time")]
+    Peer,
     #[error("order ended {0:?}, not ready")]
     NotReady(OrderStatus),
 }
@@ -54,7 +57,7 @@ pub struct Orderer<'a> {
 
 impl Orderer<'_> {
     /// The account stored for this directory, or a new one (then stored).
-    pub async fn account(&self, storage: &DirStorage) -> Result<Account, OrderError> {
+    pub async fn account(&self, storage: &Storage) -> Result<Account, OrderError> {
         let http = Client::builder(TokioExecutor::new()).build::<_, BodyWrapper<bytes::Bytes>>(
             hyper_rustls::HttpsConnectorBuilder::new()
                 .with_tls_config(acme_client_config(self.ca_file)?)
@@ -63,11 +66,8 @@ impl Orderer<'_> {
                 .build(),
         );
         let builder = Account::builder_with_http(Box::new(http));
-        if let Some(stored) = storage.account()? {
-            if stored.directory == self.directory {
-                return Ok(builder.from_credentials(stored.credentials).await?);
-            }
-            tracing::warn!(directory = %self.directory, "the stored ACME account belongs to another CA: creating one");
+        if let Some(stored) = storage.account(self.directory).await? {
+            return Ok(builder.from_credentials(stored.credentials).await?);
         }
         let contact = self.email.map(|email| format!("mailto:{email}"));
         let contact: Vec<&str> = contact.iter().map(String::as_str).collect();
@@ -79,22 +79,45 @@ impl Orderer<'_> {
         let (account, credentials) = builder
             .create(&new, self.directory.to_owned(), None)
             .await?;
-        storage.save_account(&StoredAccount {
-            directory: self.directory.to_owned(),
-            credentials,
-        })?;
+        storage
+            .save_account(&StoredAccount {
+                directory: self.directory.to_owned(),
+                credentials,
+            })
+            .await?;
         tracing::info!(directory = %self.directory, "ACME account created");
         Ok(account)
     }
 }
 
-/// Order a certificate for `name`, answering `kind` through `challenges`; returns
-/// the chain followed by the private key, in PEM.
+/// How long a challenge answer shared through the registry stays answerable.
+const SHARED_ANSWER_MS: i64 = 10 * 60 * 1000;
+
+/// Order a certificate for `name`, answering `kind` through `challenges` (and,
+/// in a fleet, through `shared`, so whichever node the CA reaches answers);
+/// returns the chain followed by the private key, in PEM.
 pub async fn order(
     account: &Account,
     name: &HostName,
     kind: AcmeChallenge,
     challenges: &Arc<Challenges>,
+    shared: Option<&Arc<dyn AcmeStore>>,
+) -> Result<String, OrderError> {
+    let result = order_answering(account, name, kind, challenges, shared).await;
+    if let Some(store) = shared {
+        if let Err(error) = store.withdraw_challenge(name.as_str()).await {
+            tracing::debug!(%error, "shared ACME challenge not withdrawn; it expires");
+        }
+    }
+    result
+}
+
+async fn order_answering(
+    account: &Account,
+    name: &HostName,
+    kind: AcmeChallenge,
+    challenges: &Arc<Challenges>,
+    shared: Option<&Arc<dyn AcmeStore>>,
 ) -> Result<String, OrderError> {
     let identifiers = [Identifier::Dns(name.as_str().to_owned())];
     let mut order = account.new_order(&NewOrder::new(&identifiers)).await?;
@@ -124,6 +147,18 @@ pub async fn order(
             key_authorization.as_str(),
             alpn_digest,
         )?);
+        if let Some(store) = shared {
+            let expires = now_ms() + SHARED_ANSWER_MS;
+            store
+                .publish_challenge(
+                    name.as_str(),
+                    &challenge.token,
+                    key_authorization.as_str(),
+                    expires,
+                )
+                .await
+                .map_err(StorageError::from)?;
+        }
         challenge.set_ready().await?;
     }
     let patience = RetryPolicy::new().timeout(CA_PATIENCE);

@@ -1,5 +1,6 @@
-//! Where the ACME account and the certificates it obtained persist, for a single
-//! node: one directory (`acme.storage`), owner-only.
+//! Where the ACME account and the certificates it obtained persist: [`Storage`],
+//! a directory for a single node ([`DirStorage`], `acme.storage`, owner-only) or
+//! the registry for a fleet ([`super::fleet::FleetStorage`]).
 //!
 //! Layout: `account.json` holds the CA's directory URL and the account credentials
 //! (its private key included); `certs/NAME.pem` holds one name's chain followed by
@@ -7,6 +8,7 @@
 //! crash never leaves a half-written key or certificate in place.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -25,6 +27,62 @@ pub enum StorageError {
         path: PathBuf,
         source: serde_json::Error,
     },
+    #[error("registry: {0}")]
+    Registry(#[from] crate::registry::RegistryError),
+    #[error(transparent)]
+    Seal(#[from] super::seal::SealError),
+    #[error("stored ACME account: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// Where this node keeps its ACME state.
+pub enum Storage {
+    Dir(DirStorage),
+    Fleet(Box<super::fleet::FleetStorage>),
+}
+
+impl Storage {
+    /// The account stored for `directory`.
+    pub async fn account(&self, directory: &str) -> Result<Option<StoredAccount>, StorageError> {
+        match self {
+            Storage::Dir(dir) => Ok(dir.account()?.filter(|a| a.directory == directory)),
+            Storage::Fleet(fleet) => fleet.account(directory).await,
+        }
+    }
+
+    pub async fn save_account(&self, account: &StoredAccount) -> Result<(), StorageError> {
+        match self {
+            Storage::Dir(dir) => dir.save_account(account),
+            Storage::Fleet(fleet) => fleet.save_account(account).await,
+        }
+    }
+
+    /// Certificates stored after `revision` (a directory has none: all, at 0).
+    pub async fn certificates_since(
+        &self,
+        revision: i64,
+    ) -> Result<Vec<(StoredCert, i64)>, StorageError> {
+        match self {
+            Storage::Dir(dir) => Ok(dir.certificates()?.into_iter().map(|c| (c, 0)).collect()),
+            Storage::Fleet(fleet) => fleet.certificates_since(revision).await,
+        }
+    }
+
+    /// Store `cert`; returns its revision (0 in a directory).
+    pub async fn save_certificate(&self, cert: &StoredCert) -> Result<i64, StorageError> {
+        match self {
+            Storage::Dir(dir) => dir.save_certificate(cert).map(|()| 0),
+            Storage::Fleet(fleet) => fleet.save_certificate(cert).await,
+        }
+    }
+
+    /// The registry, when the fleet shares this storage.
+    pub fn shared(&self) -> Option<&Arc<dyn crate::registry::AcmeStore>> {
+        match self {
+            Storage::Dir(_) => None,
+            Storage::Fleet(fleet) => Some(&fleet.store),
+        }
+    }
 }
 
 /// The account as stored: which CA it belongs to, and instant-acme's credentials.
