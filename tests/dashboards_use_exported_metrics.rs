@@ -237,6 +237,9 @@ async fn the_dashboard_is_a_grafana_model_on_exported_metrics_only() {
         "icpgate_filings_overdue_initial_review",
         // issue 15
         "icpgate_upstream_servers_down{",
+        // issue 14
+        "icpgate_acme_certificate_expiry_seconds{",
+        "icpgate_acme_orders_total{",
     ] {
         assert!(all.contains(needle), "no panel shows {needle}");
     }
@@ -267,7 +270,9 @@ async fn the_alert_rules_cover_issue_6_on_exported_metrics_only() {
             "IcpgateUpstreamErrorRate",
             "IcpgateRegistryRevisionsDiverging",
             "IcpgateInitialReviewOverdue",
-            "IcpgateUpstreamServersDown"
+            "IcpgateUpstreamServersDown",
+            // issue 14
+            "IcpgateAcmeCertificateNotRenewed"
         ]
     );
     for alert in &alerts {

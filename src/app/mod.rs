@@ -14,6 +14,10 @@ use tokio::sync::watch;
 use crate::admin::tokens::{check_exposure, AdminToken, LoadedTokens, TokensFileError};
 use crate::admin::{Admin, AdminService};
 use crate::config::{Config, ConfigError};
+use crate::edge::acme::fleet::FleetStorage;
+use crate::edge::acme::seal::Sealer;
+use crate::edge::acme::storage::{DirStorage, Storage};
+use crate::edge::acme::{Acme, AcmeError};
 use crate::edge::listener::{Connections, Listener, PlainHandshake, Plane};
 use crate::edge::proxy::{Gate, Runtime};
 use crate::edge::tls::{CertError, CertStore, TlsHandshake};
@@ -48,6 +52,10 @@ pub enum AppError {
     Certificates(#[from] CertError),
     #[error("TLS: {0}")]
     Tls(#[from] rustls::Error),
+    #[error("acme: {0}")]
+    Acme(#[from] crate::edge::acme::AcmeError),
+    #[error("acme storage key: {0}")]
+    AcmeStorageKey(String),
     #[error("upstreams.{pool}: {source}")]
     UpstreamTls {
         pool: &'static str,
@@ -280,12 +288,24 @@ async fn start_https(
     stop_rx: &watch::Receiver<bool>,
 ) -> Result<(), AppError> {
     let certs = Arc::new(CertStore::open(dir)?);
+    let acme = start_acme(
+        &gate.current().config,
+        dir,
+        gate,
+        &running.registry,
+        stop_rx,
+    )
+    .await?;
     let tcp = bind("listen.https", addr).await?;
     running.https = tcp.local_addr().ok();
     let listener = Listener {
         tcp,
         gate: Arc::clone(gate),
-        handshake: Arc::new(TlsHandshake::new(Arc::clone(gate), Arc::clone(&certs))?),
+        handshake: Arc::new(TlsHandshake::new(
+            Arc::clone(gate),
+            Arc::clone(&certs),
+            acme,
+        )?),
         service: Arc::clone(gate),
         plane: Plane::Data,
         shutdown: stop_rx.clone(),
@@ -296,6 +316,52 @@ async fn start_https(
     tokio::spawn(Arc::clone(&certs).watch(CERTS_POLL, stop_rx.clone()));
     running.certs = Some(certs);
     Ok(())
+}
+
+/// Certificates on demand when `[acme]` is on: load what storage keeps (a
+/// directory, or the fleet's registry), renew it and, in a fleet, follow what
+/// other nodes store.
+async fn start_acme(
+    config: &Config,
+    certs_dir: &Path,
+    gate: &Arc<Gate>,
+    registry: &Arc<dyn Registry>,
+    stop_rx: &watch::Receiver<bool>,
+) -> Result<Option<Arc<Acme>>, AppError> {
+    if config.acme.directory.is_none() {
+        return Ok(None);
+    }
+    let storage = if config.acme.in_registry() {
+        let store = registry.acme_store().ok_or_else(|| {
+            AppError::AcmeStorageKey("this registry backend cannot hold ACME state".to_owned())
+        })?;
+        let sealer = Sealer::from_secret(&acme_storage_key(config)?)
+            .map_err(|e| AppError::AcmeStorageKey(e.to_string()))?;
+        Storage::Fleet(Box::new(FleetStorage::new(store, sealer)))
+    } else {
+        let dir = config.acme.storage_dir(certs_dir);
+        Storage::Dir(DirStorage::open(&dir).map_err(AcmeError::from)?)
+    };
+    let acme = Acme::open(&config.acme, storage, Arc::clone(gate)).await?;
+    tokio::spawn(Arc::clone(&acme).renew_forever(stop_rx.clone()));
+    tokio::spawn(Arc::clone(&acme).follow_forever(stop_rx.clone()));
+    Ok(Some(acme))
+}
+
+/// The key sealing the fleet's ACME private keys: `acme.storage_key_file`, else
+/// the variable `acme.storage_key_env`.
+fn acme_storage_key(config: &Config) -> Result<String, AppError> {
+    let acme = &config.acme;
+    match &acme.storage_key_file {
+        Some(file) => std::fs::read_to_string(file)
+            .map_err(|e| AppError::AcmeStorageKey(format!("{}: {e}", file.display()))),
+        None => std::env::var(&acme.storage_key_env).map_err(|_| {
+            AppError::AcmeStorageKey(format!(
+                "the variable {} is not set (acme.storage_key_env)",
+                acme.storage_key_env
+            ))
+        }),
+    }
 }
 
 /// Bind `listen.admin` and serve the admin API through the same accept loop as the

@@ -88,6 +88,18 @@
 //! # url = "https://..."
 //! # secret = "..."               # HMAC key; needs url
 //! # ca_file = "hook-ca.pem"      # extra trust root for an https receiver
+//!
+//! [acme]                         # certificates on demand for filed names, off by default
+//! # directory = "https://acme-v02.api.letsencrypt.org/directory"  # needs listen.https
+//! # ca_file = "acme-ca.pem"      # extra trust roots for the CA's API
+//! # email = "ops@example.cn"     # account contact
+//! challenge = "tls-alpn-01"      # "tls-alpn-01" (listen.https) | "http-01" (listen.http)
+//! renew_before = "30d"           # renew this long before expiry
+//! max_orders_per_hour = 100
+//! # storage = "/var/lib/icpgate/acme"  # account + certificates; default tls.certs_dir/.acme
+//! #   storage = "registry"       # a fleet: in the PostgreSQL registry, keys sealed with:
+//! storage_key_env = "ICPGATE_ACME_STORAGE_KEY"  # env var holding the storage key (32+ chars)
+//! # storage_key_file = "/run/secrets/acme-storage-key"  # wins over storage_key_env
 //! ```
 //!
 //! On reload (SIGHUP) most settings apply at once;
@@ -120,6 +132,7 @@ pub struct Config {
     pub log: LogConfig,
     pub limits: Limits,
     pub notify: NotifyConfig,
+    pub acme: AcmeConfig,
     /// The file this configuration was read from (for messages and reload).
     pub source: PathBuf,
 }
@@ -170,6 +183,7 @@ struct RawConfig {
     log: LogConfig,
     limits: Limits,
     notify: NotifyConfig,
+    acme: AcmeConfig,
 }
 
 impl RawConfig {
@@ -186,6 +200,7 @@ impl RawConfig {
             log: self.log,
             limits: self.limits,
             notify: self.notify,
+            acme: self.acme,
             source,
         }
     }
@@ -235,6 +250,7 @@ impl Config {
                 a.tls.certs_dir.is_some() != b.tls.certs_dir.is_some(),
             ),
             ("log.format", a.log.format != b.log.format),
+            ("acme", a.acme != b.acme),
         ];
         changes
             .into_iter()
@@ -496,6 +512,42 @@ secret = "s3cret"
                 "[listen]\nhttps = \"127.0.0.1:8443\"\n",
                 &["tls.certs_dir: required when listen.https is set"],
             ),
+            // [acme]: the directory needs the https listener; the rest needs the directory.
+            (
+                "acme without https",
+                "[acme]\ndirectory = \"https://ca.example/dir\"\n",
+                &[":2:", "acme.directory: needs listen.https"],
+            ),
+            (
+                "acme key without a directory",
+                "[acme]\nemail = \"ops@example.cn\"\n",
+                &[":2:", "acme.email: set but acme.directory is not"],
+            ),
+            (
+                "acme directory that is no URL",
+                "[listen]\nhttps = \"127.0.0.1:8443\"\n[tls]\ncerts_dir = \"c\"\n[acme]\ndirectory = \"ca.example\"\n",
+                &[":6:", "acme.directory:"],
+            ),
+            (
+                "acme email that is no address",
+                "[listen]\nhttps = \"127.0.0.1:8443\"\n[tls]\ncerts_dir = \"c\"\n[acme]\ndirectory = \"https://ca.example/dir\"\nemail = \"ops at example\"\n",
+                &[":7:", "acme.email:"],
+            ),
+            (
+                "acme http-01 without the http listener",
+                "[listen]\nhttp = \"\"\nhttps = \"127.0.0.1:8443\"\n[tls]\ncerts_dir = \"c\"\n[acme]\ndirectory = \"https://ca.example/dir\"\nchallenge = \"http-01\"\n",
+                &["acme.challenge:", "listen.http"],
+            ),
+            (
+                "acme challenge unknown",
+                "[acme]\nchallenge = \"dns-01\"\n",
+                &[":2:", "dns-01"],
+            ),
+            (
+                "acme zero budget",
+                "[listen]\nhttps = \"127.0.0.1:8443\"\n[tls]\ncerts_dir = \"c\"\n[acme]\ndirectory = \"https://ca.example/dir\"\nmax_orders_per_hour = 0\n",
+                &["acme.max_orders_per_hour: must be greater than zero"],
+            ),
             (
                 "PROXY senders named without PROXY protocol",
                 "[listen]\nproxy_protocol_from = [\"10.0.0.0/8\"]\n",
@@ -629,6 +681,11 @@ secret = "s3cret"
             ),
             // admin switched off.
             ("no admin", "[listen]\nadmin = \"\"\n"),
+            // ACME with every key.
+            (
+                "acme",
+                "[listen]\nhttps = \"127.0.0.1:8443\"\n[tls]\ncerts_dir = \"c\"\n[acme]\ndirectory = \"https://ca.example/dir\"\nca_file = \"ca.pem\"\nemail = \"ops@example.cn\"\nchallenge = \"http-01\"\nrenew_before = \"20d\"\nmax_orders_per_hour = 5\nstorage = \"/var/lib/icpgate/acme\"\n",
+            ),
             ("block 404", "[policy]\nblock_status = 404\n"),
             ("empty pools", "[upstreams.storefront]\nservers = []\n"),
         ];

@@ -450,3 +450,71 @@ fn de_nameservers<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SocketAddr>, D:
         })
         .collect()
 }
+
+/// How the ACME CA checks that the gate answers for a name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+pub enum AcmeChallenge {
+    /// RFC 8737, answered on `listen.https`.
+    #[default]
+    #[serde(rename = "tls-alpn-01")]
+    TlsAlpn01,
+    /// RFC 8555 §8.3, answered on `listen.http`.
+    #[serde(rename = "http-01")]
+    Http01,
+}
+
+/// `[acme]`: certificates on demand for filed names (off while `directory` is unset).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AcmeConfig {
+    /// The CA's ACME directory URL.
+    pub directory: Option<String>,
+    /// Extra trust roots (PEM) for the CA's API: private CAs and tests.
+    pub ca_file: Option<PathBuf>,
+    /// Contact address given to the CA with the account.
+    pub email: Option<String>,
+    pub challenge: AcmeChallenge,
+    /// Renew this long before a certificate expires.
+    #[serde(deserialize_with = "de_duration")]
+    pub renew_before: Duration,
+    /// Orders placed per hour at most, across all names (the CA's rate limits).
+    pub max_orders_per_hour: u32,
+    /// Directory holding the account key and the certificates; unset:
+    /// `.acme` inside `tls.certs_dir`; `"registry"`: the PostgreSQL registry,
+    /// shared by the fleet, private keys sealed with the storage key.
+    pub storage: Option<PathBuf>,
+    /// The environment variable holding the storage key (`storage = "registry"`).
+    pub storage_key_env: String,
+    /// A file holding the storage key; wins over `storage_key_env`.
+    pub storage_key_file: Option<PathBuf>,
+}
+
+impl Default for AcmeConfig {
+    fn default() -> Self {
+        AcmeConfig {
+            directory: None,
+            ca_file: None,
+            email: None,
+            challenge: AcmeChallenge::TlsAlpn01,
+            renew_before: Duration::from_secs(30 * 86_400),
+            max_orders_per_hour: 100,
+            storage: None,
+            storage_key_env: "ICPGATE_ACME_STORAGE_KEY".to_owned(),
+            storage_key_file: None,
+        }
+    }
+}
+
+impl AcmeConfig {
+    /// Whether the fleet's registry holds the ACME state (`storage = "registry"`).
+    pub fn in_registry(&self) -> bool {
+        self.storage.as_deref() == Some(std::path::Path::new("registry"))
+    }
+
+    /// Where the account and certificates live, given the https certificates' directory.
+    pub fn storage_dir(&self, certs_dir: &std::path::Path) -> PathBuf {
+        self.storage
+            .clone()
+            .unwrap_or_else(|| certs_dir.join(".acme"))
+    }
+}

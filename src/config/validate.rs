@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::{Backend, Config, Pool, BLOCK_STATUSES, MIN_HEADER_BYTES};
+use super::{AcmeChallenge, Backend, Config, Pool, BLOCK_STATUSES, MIN_HEADER_BYTES};
 use crate::model::filing::Product;
 
 /// A validation failure before it is tied to a file.
@@ -143,7 +143,8 @@ impl Config {
                 format!("{bad:?} is not a host name"),
             ));
         }
-        self.validate_notify()
+        self.validate_notify()?;
+        self.validate_acme()
     }
 
     fn validate_admin(&self) -> Result<(), Problem> {
@@ -188,6 +189,72 @@ impl Config {
             }
             (None, None) => Ok(()),
         }
+    }
+}
+
+impl Config {
+    /// `[acme]`: a directory URL turns it on; it needs the listener its challenge
+    /// is answered on, and every other key needs the directory.
+    fn validate_acme(&self) -> Result<(), Problem> {
+        let a = &self.acme;
+        let Some(directory) = &a.directory else {
+            let stray = [
+                ("acme.ca_file", a.ca_file.is_some()),
+                ("acme.email", a.email.is_some()),
+                ("acme.storage", a.storage.is_some()),
+                ("acme.storage_key_file", a.storage_key_file.is_some()),
+            ];
+            return match stray.into_iter().find(|(_, set)| *set) {
+                Some((key, _)) => Err(problem(key, "set but acme.directory is not")),
+                None => Ok(()),
+            };
+        };
+        check_http_url("acme.directory", directory)?;
+        if self.listen.https.is_none() {
+            return Err(problem(
+                "acme.directory",
+                "needs listen.https: certificates are served there",
+            ));
+        }
+        if a.challenge == AcmeChallenge::Http01 && self.listen.http.is_none() {
+            return Err(problem(
+                "acme.challenge",
+                "\"http-01\" needs listen.http: the CA asks there",
+            ));
+        }
+        if let Some(email) = &a.email {
+            let well_formed = email.split_once('@').is_some_and(|(user, host)| {
+                !user.is_empty() && is_plain_name(host) && !email.contains(char::is_whitespace)
+            });
+            if !well_formed {
+                return Err(problem(
+                    "acme.email",
+                    format!("{email:?} is not an email address"),
+                ));
+            }
+        }
+        if a.in_registry() && self.registry.backend != Backend::Postgres {
+            return Err(problem(
+                "acme.storage",
+                "\"registry\" needs registry.backend = \"postgres\" (a fleet's shared registry)",
+            ));
+        }
+        if a.storage_key_env.is_empty() || a.storage_key_env.contains(['=', '\0']) {
+            return Err(problem(
+                "acme.storage_key_env",
+                "must be an environment variable name",
+            ));
+        }
+        if a.renew_before.is_zero() {
+            return Err(problem("acme.renew_before", "must be greater than zero"));
+        }
+        if a.max_orders_per_hour == 0 {
+            return Err(problem(
+                "acme.max_orders_per_hour",
+                "must be greater than zero",
+            ));
+        }
+        Ok(())
     }
 }
 

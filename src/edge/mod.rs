@@ -1,6 +1,7 @@
 //! The data plane: listeners and connections, PROXY protocol, client deadlines, TLS
 //! gated by SNI, the hyper service, forwarding, upstream pools and block pages.
 
+pub mod acme;
 mod block_page;
 pub mod client_deadlines;
 pub mod conn;

@@ -18,6 +18,7 @@ use http_body_util::Limited;
 use hyper::body::Incoming;
 
 use crate::config::{Config, IpNet};
+use crate::edge::acme::challenge::Challenges;
 use crate::edge::conn::ConnInfo;
 use crate::edge::forward::{self, ForwardContext};
 use crate::edge::proxy_body::{boxed, ProxyBody};
@@ -83,6 +84,8 @@ pub struct Gate {
     pub state: Arc<GateState>,
     pub runtime: ArcSwap<Runtime>,
     request_ids: RequestIds,
+    /// The ACME challenges being answered (none while ACME is off or idle).
+    pub acme_challenges: Arc<Challenges>,
 }
 
 type Reply = Response<ProxyBody>;
@@ -93,6 +96,7 @@ impl Gate {
             state,
             runtime: ArcSwap::from_pointee(runtime),
             request_ids: RequestIds::new(),
+            acme_challenges: Arc::default(),
         }
     }
 
@@ -153,6 +157,11 @@ impl Gate {
         runtime: &Runtime,
         request_id: &str,
     ) -> (Reply, Outcome) {
+        // The CA's HTTP-01 request for a name being validated (only filed names are
+        // ever ordered), answered before the rule since the name has no certificate yet.
+        if let Some(answered) = self.answer_acme(&request).await {
+            return answered;
+        }
         let raw_authority = match authority_of(&request) {
             Ok(raw) => raw,
             Err(reason) => {
@@ -197,6 +206,29 @@ impl Gate {
             .forward(request, pool, &raw_authority, conn, runtime, request_id)
             .await;
         (reply, outcome)
+    }
+
+    /// The CA's HTTP-01 request for a name being validated (only filed names are
+    /// ever ordered), answered before the rule since the name has no certificate
+    /// yet; None for every other request (one prefix comparison).
+    async fn answer_acme(&self, request: &Request<Incoming>) -> Option<(Reply, Outcome)> {
+        let path = request.uri().path();
+        if !path.starts_with(crate::edge::acme::challenge::HTTP01_PREFIX) {
+            return None;
+        }
+        let authority = authority_of(request).ok()?;
+        let answer = self
+            .acme_challenges
+            .answer_http01(&authority, path, &self.state.filed)
+            .await?;
+        let outcome = Outcome {
+            decision: "allow",
+            reason: Reason::Filed,
+            host: Some(authority),
+            domain: None,
+            upstream: None,
+        };
+        Some((answer.map(boxed), outcome))
     }
 
     /// Which pool serves this verdict, or None to block. Sets the outcome's decision.

@@ -12,10 +12,16 @@
 //!   `policy.mode = "report-only"` / `on_registry_error = "allow"` let through on
 //!   plain HTTP too). Otherwise the handshake goes on with a config that has no
 //!   certificate, so rustls ends it with a fatal `access_denied` alert.
+//! - With `[acme]` on, a name no `tls.certs_dir` certificate covers is served the
+//!   certificate [`Acme`] obtained for it, and one is ordered (the hello waits for
+//!   it) only when the name's verdict is `filed`; see [`crate::edge::acme`]. A
+//!   ClientHello asking for `acme-tls/1` for a name being validated gets the
+//!   TLS-ALPN-01 answer, before the gate rule, and the connection ends there.
 //! - No SNI (e.g. a client connecting to an IP address) is refused.
 //! - The whole handshake is bounded by `limits.header_read_timeout`.
 //! - Every handshake is counted once in `icpgate_tls_handshakes_total{result}`
-//!   (`ok`, `refused_unfiled`, `refused_no_sni`, `refused_no_cert`, `error`).
+//!   (`ok`, `refused_unfiled`, `refused_no_sni`, `refused_no_cert`, `error`,
+//!   `acme_challenge`).
 //! - TLS 1.2 and 1.3 only, ALPN `h2` and `http/1.1`; rustls with the `ring` provider.
 //! - Sessions resume (tickets, and TLS 1.2 session IDs) across certificate reloads;
 //!   see [`Resumption`].
@@ -40,6 +46,8 @@ use tokio_rustls::server::TlsStream;
 use tokio_rustls::LazyConfigAcceptor;
 
 use crate::config::Policy;
+use crate::edge::acme::challenge::ACME_TLS_ALPN;
+use crate::edge::acme::{Acme, AcmeError};
 use crate::edge::conn::{ClientAddr, ConnInfo, TlsInfo};
 use crate::edge::listener::{Handshake, Handshaken};
 use crate::edge::proxy::Gate;
@@ -76,13 +84,13 @@ const SESSION_CACHE_ENTRIES: usize = 4096;
 /// keys that rotate every 6 hours and live 12; the keys are per process, so in a
 /// fleet a client resumes only on the node that issued its ticket.
 #[derive(Clone)]
-pub(crate) struct Resumption {
+pub struct Resumption {
     storage: Arc<dyn StoresServerSessions>,
     ticketer: Arc<dyn ProducesTickets>,
 }
 
 impl Resumption {
-    pub(crate) fn new() -> Result<Resumption, rustls::Error> {
+    pub fn new() -> Result<Resumption, rustls::Error> {
         Ok(Resumption {
             storage: ServerSessionMemoryCache::new(SESSION_CACHE_ENTRIES),
             ticketer: rustls::crypto::ring::Ticketer::new()?,
@@ -145,6 +153,10 @@ pub enum HandshakeError {
     Timeout(std::time::Duration),
     #[error("handshake failed: {0}")]
     Io(#[from] std::io::Error),
+    #[error("no ACME certificate for SNI {sni:?}: {error}")]
+    Acme { sni: String, error: AcmeError },
+    #[error("answered an ACME TLS-ALPN-01 challenge")]
+    AcmeChallenge,
 }
 
 impl HandshakeError {
@@ -154,9 +166,19 @@ impl HandshakeError {
             HandshakeError::NoSni => "refused_no_sni",
             HandshakeError::Refused { .. } => "refused_unfiled",
             HandshakeError::NoCertificate { .. } => "refused_no_cert",
-            HandshakeError::Timeout(_) | HandshakeError::Io(_) => "error",
+            HandshakeError::Timeout(_) | HandshakeError::Io(_) | HandshakeError::Acme { .. } => {
+                "error"
+            }
+            HandshakeError::AcmeChallenge => "acme_challenge",
         }
     }
+}
+
+/// Whether a ClientHello offers `acme-tls/1` (an ACME CA validating TLS-ALPN-01).
+fn wants_acme_tls(hello: &ClientHello<'_>) -> bool {
+    hello
+        .alpn()
+        .is_some_and(|mut protocols| protocols.any(|p| p == ACME_TLS_ALPN))
 }
 
 /// Whether the gate lets a host with this reason through at all (the same rule as
@@ -170,15 +192,22 @@ fn admits(reason: Reason, policy: &Policy) -> bool {
 pub struct TlsHandshake {
     gate: Arc<Gate>,
     certs: Arc<CertStore>,
+    /// Certificates on demand, when `[acme]` is on.
+    acme: Option<Arc<Acme>>,
     /// Offers no certificate: a refused handshake ends with an alert.
     refuse: Arc<ServerConfig>,
 }
 
 impl TlsHandshake {
-    pub fn new(gate: Arc<Gate>, certs: Arc<CertStore>) -> Result<TlsHandshake, rustls::Error> {
+    pub fn new(
+        gate: Arc<Gate>,
+        certs: Arc<CertStore>,
+        acme: Option<Arc<Acme>>,
+    ) -> Result<TlsHandshake, rustls::Error> {
         Ok(TlsHandshake {
             gate,
             certs,
+            acme,
             refuse: config_with(Arc::new(Fixed(None)), None)?,
         })
     }
@@ -190,10 +219,16 @@ impl TlsHandshake {
         IO: AsyncRead + AsyncWrite + Unpin,
     {
         let within = self.gate.current().config.limits.header_read_timeout;
-        let result = match tokio::time::timeout(within, self.negotiate(io)).await {
-            Ok(result) => result,
-            Err(_) => Err(HandshakeError::Timeout(within)),
+        // A hello may wait for its name's ACME order on top of the usual bound.
+        let order_wait = match self.acme {
+            Some(_) => crate::edge::acme::HELLO_WAITS_FOR_ORDER,
+            None => std::time::Duration::ZERO,
         };
+        let result =
+            match tokio::time::timeout(within + order_wait, self.negotiate(io, within)).await {
+                Ok(result) => result,
+                Err(_) => Err(HandshakeError::Timeout(within)),
+            };
         let label = result.as_ref().map_or_else(HandshakeError::label, |_| "ok");
         self.gate
             .state
@@ -216,12 +251,25 @@ impl TlsHandshake {
         }
     }
 
-    async fn negotiate<IO>(&self, io: IO) -> Result<(TlsStream<IO>, TlsInfo), HandshakeError>
+    async fn negotiate<IO>(
+        &self,
+        io: IO,
+        within: std::time::Duration,
+    ) -> Result<(TlsStream<IO>, TlsInfo), HandshakeError>
     where
         IO: AsyncRead + AsyncWrite + Unpin,
     {
-        let start = LazyConfigAcceptor::new(Acceptor::default(), io).await?;
+        let hello = LazyConfigAcceptor::new(Acceptor::default(), io);
+        let start = tokio::time::timeout(within, hello)
+            .await
+            .map_err(|_| HandshakeError::Timeout(within))??;
         let sni = start.client_hello().server_name().map(str::to_owned);
+        let asks_acme = wants_acme_tls(&start.client_hello());
+        if let Some(answer) = self.acme_challenge(asks_acme, sni.as_deref()).await {
+            let mut stream = start.into_stream(answer).await?;
+            let _ = tokio::io::AsyncWriteExt::shutdown(&mut stream).await;
+            return Err(HandshakeError::AcmeChallenge);
+        }
         let decided = match sni {
             None => Err(HandshakeError::NoSni),
             Some(sni) => self.decide(sni).await,
@@ -236,9 +284,28 @@ impl TlsHandshake {
         }
     }
 
+    /// The TLS-ALPN-01 answer, when the hello asks for `acme-tls/1` for a name
+    /// being validated right now (by this node, or in a fleet by another).
+    async fn acme_challenge(
+        &self,
+        asks_acme: bool,
+        sni: Option<&str>,
+    ) -> Option<Arc<ServerConfig>> {
+        if !asks_acme {
+            return None;
+        }
+        self.acme.as_ref()?;
+        let host = HostName::parse(sni?).ok()?;
+        self.gate
+            .acme_challenges
+            .tls_alpn_anywhere(&host, &self.gate.state.filed)
+            .await
+    }
+
     /// The config to continue with for this SNI, or the refusal. The certificate is
-    /// looked up first, so names we serve no certificate for (scanners, random
-    /// names) never reach the registry.
+    /// looked up first, so without ACME names we serve no certificate for
+    /// (scanners, random names) never reach the registry; with ACME they reach
+    /// the filed-domain index, which answers unfiled names without a lookup.
     async fn decide(&self, sni: String) -> Result<(Arc<ServerConfig>, TlsInfo), HandshakeError> {
         let Ok(host) = HostName::parse(&sni) else {
             return Err(HandshakeError::Refused {
@@ -246,9 +313,13 @@ impl TlsHandshake {
                 reason: Reason::InvalidHost,
             });
         };
-        let Some(served) = self.certs.find(&host) else {
-            return Err(HandshakeError::NoCertificate { sni });
+        let served = match self.certs.find(&host) {
+            Some(served) => Some(Arc::clone(&served.config)),
+            None => self.acme.as_ref().and_then(|acme| acme.served(&host)),
         };
+        if served.is_none() && self.acme.is_none() {
+            return Err(HandshakeError::NoCertificate { sni });
+        }
         let domain = host.registrable_domain();
         let runtime = self.gate.current();
         let verdict = self
@@ -265,11 +336,20 @@ impl TlsHandshake {
         if verdict.reason != Reason::Filed {
             tracing::info!(target: "icpgate::report_only", reason = verdict.reason.as_str(), sni = %host.as_str(), "TLS handshake admitted without a filing");
         }
+        let config = match (served, &self.acme) {
+            (Some(config), _) => config,
+            // Only an approved filing orders, whatever report-only lets through.
+            (None, Some(acme)) if verdict.reason == Reason::Filed => acme
+                .obtain(&host)
+                .await
+                .map_err(|error| HandshakeError::Acme { sni, error })?,
+            (None, _) => return Err(HandshakeError::NoCertificate { sni }),
+        };
         let tls = TlsInfo {
             sni: host,
             sni_domain: domain,
         };
-        Ok((Arc::clone(&served.config), tls))
+        Ok((config, tls))
     }
 }
 

@@ -30,13 +30,17 @@ pub const UPSTREAM_ERROR_KINDS: [&str; 5] = [
     "status_5xx",
     "unasked_switch",
 ];
-pub const TLS_RESULTS: [&str; 5] = [
+pub const TLS_RESULTS: [&str; 6] = [
     "ok",
     "refused_unfiled",
     "refused_no_sni",
     "refused_no_cert",
     "error",
+    "acme_challenge",
 ];
+/// How an ACME order ended: a certificate, a failure (the name backs off), or not
+/// placed because `acme.max_orders_per_hour` was used up.
+pub const ACME_ORDER_RESULTS: [&str; 3] = ["issued", "failed", "rate_limited"];
 
 pub struct Metrics {
     registry: Registry,
@@ -60,6 +64,11 @@ pub struct Metrics {
     pub filings_overdue_initial_review: IntGauge,
     /// Admin API credentials that matched no token (see `admin::throttle`).
     pub admin_auth_failures: IntCounter,
+    pub acme_orders: IntCounterVec,
+    /// Certificates obtained through ACME and still valid.
+    pub acme_certificates: IntGauge,
+    /// Unix time at which the first of them expires (0: none).
+    pub acme_certificate_expiry: IntGauge,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -160,6 +169,18 @@ impl Metrics {
                 "icpgate_admin_auth_failures_total",
                 "Admin API requests whose credentials matched no token.",
             )?,
+            acme_orders: IntCounterVec::new(
+                Opts::new("icpgate_acme_orders_total", "ACME certificate orders by result."),
+                &["result"],
+            )?,
+            acme_certificates: IntGauge::new(
+                "icpgate_acme_certificates",
+                "Certificates obtained through ACME and not expired.",
+            )?,
+            acme_certificate_expiry: IntGauge::new(
+                "icpgate_acme_certificate_expiry_seconds",
+                "Unix time at which the first ACME certificate expires; 0 when there is none.",
+            )?,
             registry,
         };
         metrics.register_all()?;
@@ -186,6 +207,9 @@ impl Metrics {
         r.register(Box::new(self.build_info.clone()))?;
         r.register(Box::new(self.filings_overdue_initial_review.clone()))?;
         r.register(Box::new(self.admin_auth_failures.clone()))?;
+        r.register(Box::new(self.acme_orders.clone()))?;
+        r.register(Box::new(self.acme_certificates.clone()))?;
+        r.register(Box::new(self.acme_certificate_expiry.clone()))?;
         r.register(Box::new(process::ProcessCollector::new()?))?;
         Ok(())
     }
@@ -216,6 +240,9 @@ impl Metrics {
         }
         for result in TLS_RESULTS {
             self.tls_handshakes.with_label_values(&[result]);
+        }
+        for result in ACME_ORDER_RESULTS {
+            self.acme_orders.with_label_values(&[result]);
         }
         for status in Status::ALL {
             self.filings.with_label_values(&[status.as_str()]);

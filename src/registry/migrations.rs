@@ -166,6 +166,27 @@ CREATE INDEX IF NOT EXISTS outbox_pending_by_filing ON outbox(filing_id, id)
     WHERE delivered_at_ms IS NULL;
 ",
     },
+    Migration {
+        version: 5,
+        name: "ACME accounts, certificates and challenges (fleet storage)",
+        // Kept in step with PostgreSQL's migration 5; only a PostgreSQL registry
+        // stores ACME state (`acme.storage = "registry"`), a single node keeps it in
+        // a directory.
+        sql: "
+CREATE TABLE IF NOT EXISTS acme_accounts (directory TEXT PRIMARY KEY, sealed BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS acme_certificates (
+    name TEXT PRIMARY KEY,
+    sealed BLOB NOT NULL,
+    revision INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS acme_challenges (
+    name TEXT PRIMARY KEY,
+    token TEXT NOT NULL,
+    key_authorization TEXT NOT NULL,
+    expires_at_ms INTEGER NOT NULL
+);
+",
+    },
 ];
 
 /// The table recording applied versions (PostgreSQL), created under the lock.
@@ -297,6 +318,30 @@ CREATE INDEX IF NOT EXISTS icpgate_filings_by_icp_entity_key
     ON icpgate_filings(icp_entity_key);
 CREATE INDEX IF NOT EXISTS icpgate_outbox_pending_by_filing ON icpgate_outbox(filing_id, id)
     WHERE delivered_at_ms IS NULL;
+",
+    },
+    Migration {
+        version: 5,
+        name: "ACME accounts, certificates and challenges (fleet storage)",
+        // Private keys are sealed by the nodes (AES-256-GCM, a key from their
+        // environment) before they reach this table. A certificate's revision comes
+        // from its own sequence: nodes follow new certificates by it.
+        sql: "
+CREATE TABLE IF NOT EXISTS icpgate_acme_accounts (directory TEXT PRIMARY KEY, sealed BYTEA NOT NULL);
+CREATE SEQUENCE IF NOT EXISTS icpgate_acme_revision;
+CREATE TABLE IF NOT EXISTS icpgate_acme_certificates (
+    name TEXT PRIMARY KEY,
+    sealed BYTEA NOT NULL,
+    revision BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS icpgate_acme_certificates_by_revision
+    ON icpgate_acme_certificates(revision);
+CREATE TABLE IF NOT EXISTS icpgate_acme_challenges (
+    name TEXT PRIMARY KEY,
+    token TEXT NOT NULL,
+    key_authorization TEXT NOT NULL,
+    expires_at_ms BIGINT NOT NULL
+);
 ",
     },
 ];

@@ -15,6 +15,7 @@
 //! The writes (submit, transition, import) are written once, in `workflow`, over the
 //! storage operations each backend supplies; backends differ only in their queries.
 
+pub mod acme_store;
 mod error;
 pub mod jsonl;
 pub mod memory;
@@ -25,6 +26,7 @@ mod secret;
 pub mod sqlite;
 mod workflow;
 
+pub use acme_store::AcmeStore;
 pub use error::{RegistryError, StorageError};
 pub use open::{
     export_to, import_file, import_file_with, open, open_seeded, ImportProgress, OpenError,
@@ -238,6 +240,10 @@ pub trait Registry: Send + Sync + 'static {
     }
     /// The durable outbox, when this backend records notifications.
     fn outbox(&self) -> Option<Arc<dyn Outbox>> {
+        None
+    }
+    /// Fleet-wide ACME storage, when this backend is shared by nodes (PostgreSQL).
+    fn acme_store(&self) -> Option<Arc<dyn AcmeStore>> {
         None
     }
 }

@@ -10,6 +10,7 @@
 //! - `pg`: a throwaway PostgreSQL database;
 //! - `wait`: the one polling loop;
 //! - `tools`: skipping locally, failing under CI, when something is missing;
+//! - `pebble` (used as `common::pebble::*`): the ACME test CA on loopback;
 //! - `tls` (used as `common::tls::*`): a test CA, TLS clients and requests.
 #![allow(dead_code)]
 
@@ -18,6 +19,7 @@ pub mod console;
 pub mod gate;
 pub mod metrics;
 pub mod origin;
+pub mod pebble;
 pub mod pg;
 pub mod process;
 pub mod seed;

@@ -448,6 +448,12 @@ impl Registry for PostgresRegistry {
         self.outbox
             .then(|| Arc::new(self.clone()) as Arc<dyn Outbox>)
     }
+
+    fn acme_store(&self) -> Option<Arc<dyn super::AcmeStore>> {
+        Some(Arc::new(super::acme_store::PgAcmeStore {
+            pool: self.pool.clone(),
+        }))
+    }
 }
 
 /// The storage operations of the shared write path, in one transaction.
