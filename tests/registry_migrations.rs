@@ -243,7 +243,10 @@ async fn a_sqlite_registry_of_the_previous_release_upgrades_in_place() {
 
     let registry = SqliteRegistry::open(&path).expect("open old registry");
     let versions = sqlite_versions(&path);
-    assert_eq!(versions.iter().map(|v| v.0).collect::<Vec<_>>(), vec![1, 2, 3]);
+    assert_eq!(
+        versions.iter().map(|v| v.0).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
     check_upgraded(&registry, &filings, 6).await;
     let revision = registry.revision().await.expect("revision");
     let everything = registry.export().await.expect("export");
@@ -367,7 +370,10 @@ async fn a_postgres_registry_of_the_previous_release_upgrades_in_place() {
 
     let registry = PostgresRegistry::connect(&db.url).await.expect("connect");
     let versions = pg_versions(&db.url).await;
-    assert_eq!(versions.iter().map(|v| v.0).collect::<Vec<_>>(), vec![1, 2, 3]);
+    assert_eq!(
+        versions.iter().map(|v| v.0).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
     check_upgraded(&registry, &filings, 6).await;
     let revision = registry.revision().await.expect("revision");
     let everything = registry.export().await.expect("export");
