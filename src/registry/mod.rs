@@ -14,6 +14,9 @@
 //!
 //! The writes (submit, transition, import) are written once, in `workflow`, over the
 //! storage operations each backend supplies; backends differ only in their queries.
+//! A backend's bulk import (`sqlite/import.rs`, `postgres/import.rs`) stores many
+//! records per statement and leaves the checks to the schema; a chunk the schema
+//! refuses is run again through `workflow::import`, which names the line.
 
 pub mod acme_store;
 mod error;

@@ -130,8 +130,18 @@ async fn copy_rows(
             })?,
         };
     }
+    copy_filings(tx, chunk, last_revision - n).await?;
+    copy_domains(tx, chunk).await?;
+    Ok((last_revision - n + 1, last_revision))
+}
 
-    let filings = tx
+/// COPY the filing rows of `chunk`, at the revisions after `revision`.
+async fn copy_filings(
+    tx: &Transaction<'_>,
+    chunk: &[ImportRecord],
+    mut revision: i64,
+) -> Result<(), RegistryError> {
+    let sink = tx
         .copy_in(
             "COPY icpgate_filings (id, status, doc, revision, entity_certificate, entity_name,
              filing_type, icp_entity_key) FROM STDIN BINARY",
@@ -147,9 +157,8 @@ async fn copy_rows(
         Type::TEXT,
         Type::TEXT,
     ];
-    let mut writer = std::pin::pin!(BinaryCopyInWriter::new(filings, &types));
-    let mut revision = last_revision - n;
-    for record in chunk.iter() {
+    let mut writer = std::pin::pin!(BinaryCopyInWriter::new(sink, &types));
+    for record in chunk {
         revision += 1;
         let filing = &record.filing;
         let (certificate, name) = entity_identity(&filing.entity);
@@ -170,13 +179,17 @@ async fn copy_rows(
         writer.as_mut().write(&row).await?;
     }
     writer.as_mut().finish().await?;
+    Ok(())
+}
 
-    let domains = tx
+/// COPY the domain rows of `chunk`'s filings.
+async fn copy_domains(tx: &Transaction<'_>, chunk: &[ImportRecord]) -> Result<(), RegistryError> {
+    let sink = tx
         .copy_in("COPY icpgate_filing_domains (domain, filing_id, live) FROM STDIN BINARY")
         .await?;
     let types = [Type::TEXT, Type::INT8, Type::BOOL];
-    let mut writer = std::pin::pin!(BinaryCopyInWriter::new(domains, &types));
-    for record in chunk.iter() {
+    let mut writer = std::pin::pin!(BinaryCopyInWriter::new(sink, &types));
+    for record in chunk {
         let filing = &record.filing;
         let live = filing.status.is_live();
         for domain in &filing.domains {
@@ -185,7 +198,7 @@ async fn copy_rows(
         }
     }
     writer.as_mut().finish().await?;
-    Ok((last_revision - n + 1, last_revision))
+    Ok(())
 }
 
 /// `n` ids from the filings' id sequence, in order.

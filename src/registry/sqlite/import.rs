@@ -20,11 +20,11 @@ use crate::registry::workflow::{self, encode, entity_identity, number_key, run_r
 use crate::registry::{FilingType, ImportAborted, ImportRecord, RegistryError, StorageError};
 
 /// Filings per savepoint: a refused chunk is run again record by record.
-const CHUNK: usize = 256;
+const CHUNK: usize = 2048;
 /// Rows per multi-row `INSERT` (8 or 3 parameters each, far under SQLite's limit);
 /// the rows left over after the last full statement go in one at a time, so only
 /// two statement texts per table are ever prepared.
-const ROWS_PER_INSERT: usize = 32;
+const ROWS_PER_INSERT: usize = 128;
 
 /// Store every record of `batches` in `tx` (the caller commits only on `Ok`),
 /// counting them in `stored`; an error names the line of the record refused, and an

@@ -235,22 +235,22 @@ fn create_private(path: &Path) -> Result<(), RegistryError> {
 
 impl SqliteRegistry {
     /// Run an import in one write transaction with a page cache large enough that
-    /// the indexes being filled stay in memory until the commit, then give that
-    /// memory back.
+    /// the indexes being filled stay in memory until the commit, and statement
+    /// journals in memory (SQLite fixes where they go when the transaction
+    /// begins); then give that memory back.
     async fn bulk_import<F>(&self, import: F) -> Result<usize, RegistryError>
     where
         F: FnOnce(&mut Transaction<'_>) -> Result<usize, RegistryError> + Send + 'static,
     {
-        let imported = self
-            .write(move |tx| {
-                tx.pragma_update(None, "cache_size", IMPORT_CACHE_KIB)?;
-                import(tx)
-            })
-            .await;
-        let restored = Self::with_conn(&self.writer, |conn| {
-            Ok(conn.pragma_update(None, "cache_size", DEFAULT_CACHE_KIB)?)
-        })
-        .await;
+        let settings = |cache: i64, temp: &'static str| {
+            move |conn: &mut Connection| -> Result<(), RegistryError> {
+                conn.pragma_update(None, "cache_size", cache)?;
+                Ok(conn.pragma_update(None, "temp_store", temp)?)
+            }
+        };
+        Self::with_conn(&self.writer, settings(IMPORT_CACHE_KIB, "MEMORY")).await?;
+        let imported = self.write(import).await;
+        let restored = Self::with_conn(&self.writer, settings(DEFAULT_CACHE_KIB, "DEFAULT")).await;
         let count = imported?;
         restored?;
         Ok(count)
