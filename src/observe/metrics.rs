@@ -77,111 +77,83 @@ pub struct MetricsError(#[from] prometheus::Error);
 
 impl Metrics {
     pub fn new() -> Result<Metrics, MetricsError> {
-        let registry = Registry::new();
         let metrics = Metrics {
-            requests: IntCounterVec::new(
-                Opts::new(
-                    "icpgate_requests_total",
-                    "Requests by gate decision and reason.",
-                ),
+            requests: counters(
+                "icpgate_requests_total",
+                "Requests by gate decision and reason.",
                 &["decision", "reason"],
             )?,
-            request_duration: Histogram::with_opts(
-                HistogramOpts::new(
-                    "icpgate_request_duration_seconds",
-                    "Time from request head to response head.",
-                )
-                .buckets(DURATION_BUCKETS.to_vec()),
+            request_duration: histogram(
+                "icpgate_request_duration_seconds",
+                "Time from request head to response head.",
             )?,
-            cache_lookups: IntCounterVec::new(
-                Opts::new(
-                    "icpgate_cache_lookups_total",
-                    "Decision cache lookups by result.",
-                ),
+            cache_lookups: counters(
+                "icpgate_cache_lookups_total",
+                "Decision cache lookups by result.",
                 &["result"],
             )?,
-            cache_entries: IntGauge::new(
-                "icpgate_cache_entries",
-                "Entries in the decision cache.",
-            )?,
-            filed_domains: IntGauge::new(
+            cache_entries: gauge("icpgate_cache_entries", "Entries in the decision cache.")?,
+            filed_domains: gauge(
                 "icpgate_filed_domains",
                 "Registrable domains in this node's filed-domain index (any status).",
             )?,
-            registry_errors: IntCounter::new(
-                "icpgate_registry_errors_total",
-                "Failed registry lookups.",
+            registry_errors: counter("icpgate_registry_errors_total", "Failed registry lookups.")?,
+            registry_lookup_duration: histogram(
+                "icpgate_registry_lookup_duration_seconds",
+                "Registry lookups on cache misses.",
             )?,
-            registry_lookup_duration: Histogram::with_opts(
-                HistogramOpts::new(
-                    "icpgate_registry_lookup_duration_seconds",
-                    "Registry lookups on cache misses.",
-                )
-                .buckets(DURATION_BUCKETS.to_vec()),
-            )?,
-            upstream_errors: IntCounterVec::new(
-                Opts::new(
-                    "icpgate_upstream_errors_total",
-                    "Upstream failures by pool and kind.",
-                ),
+            upstream_errors: counters(
+                "icpgate_upstream_errors_total",
+                "Upstream failures by pool and kind.",
                 &["pool", "kind"],
             )?,
             upstream_duration: HistogramVec::new(
-                HistogramOpts::new(
-                    "icpgate_upstream_duration_seconds",
-                    "Upstream response time by pool.",
-                )
-                .buckets(DURATION_BUCKETS.to_vec()),
+                duration_opts("icpgate_upstream_duration_seconds", "Upstream response time by pool."),
                 &["pool"],
             )?,
-            upstream_servers_down: IntGaugeVec::new(
-                Opts::new(
-                    "icpgate_upstream_servers_down",
-                    "Upstream servers passed over after a failed connect, by pool.",
-                ),
+            upstream_servers_down: gauges(
+                "icpgate_upstream_servers_down",
+                "Upstream servers passed over after a failed connect, by pool.",
                 &["pool"],
             )?,
-            tls_handshakes: IntCounterVec::new(
-                Opts::new("icpgate_tls_handshakes_total", "TLS handshakes by result."),
+            tls_handshakes: counters(
+                "icpgate_tls_handshakes_total",
+                "TLS handshakes by result.",
                 &["result"],
             )?,
-            filings: IntGaugeVec::new(
-                Opts::new("icpgate_filings", "Filings by status."),
-                &["status"],
-            )?,
-            connections_active: IntGauge::new(
-                "icpgate_connections_active",
-                "Open client connections.",
-            )?,
-            registry_revision: IntGauge::new(
+            filings: gauges("icpgate_filings", "Filings by status.", &["status"])?,
+            connections_active: gauge("icpgate_connections_active", "Open client connections.")?,
+            registry_revision: gauge(
                 "icpgate_registry_revision",
                 "Registry revision this node has seen.",
             )?,
-            build_info: IntGaugeVec::new(
-                Opts::new("icpgate_build_info", "Build information; always 1."),
+            build_info: gauges(
+                "icpgate_build_info",
+                "Build information; always 1.",
                 &["version"],
             )?,
-            filings_overdue_initial_review: IntGauge::new(
+            filings_overdue_initial_review: gauge(
                 "icpgate_filings_overdue_initial_review",
                 "Filings waiting in initial review for more than one working day (Mon-Fri, China time).",
             )?,
-            admin_auth_failures: IntCounter::new(
+            admin_auth_failures: counter(
                 "icpgate_admin_auth_failures_total",
                 "Admin API requests whose credentials matched no token.",
             )?,
-            acme_orders: IntCounterVec::new(
-                Opts::new("icpgate_acme_orders_total", "ACME certificate orders by result."),
+            acme_orders: counters(
+                "icpgate_acme_orders_total",
+                "ACME certificate orders by result.",
                 &["result"],
             )?,
-            acme_certificates: IntGauge::new(
+            acme_certificates: gauge(
                 "icpgate_acme_certificates",
                 "Certificates obtained through ACME and not expired.",
             )?,
-            acme_certificate_expiry: IntGauge::new(
+            acme_certificate_expiry: gauge(
                 "icpgate_acme_certificate_expiry_seconds",
                 "Unix time at which the first ACME certificate expires; 0 when there is none.",
             )?,
-            registry,
+            registry: Registry::new(),
         };
         metrics.register_all()?;
         metrics.touch_label_sets();
@@ -266,6 +238,31 @@ impl Metrics {
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
         String::from_utf8(buf).unwrap_or_default()
     }
+}
+
+fn counter(name: &str, help: &str) -> prometheus::Result<IntCounter> {
+    IntCounter::new(name, help)
+}
+
+fn counters(name: &str, help: &str, labels: &[&str]) -> prometheus::Result<IntCounterVec> {
+    IntCounterVec::new(Opts::new(name, help), labels)
+}
+
+fn gauge(name: &str, help: &str) -> prometheus::Result<IntGauge> {
+    IntGauge::new(name, help)
+}
+
+fn gauges(name: &str, help: &str, labels: &[&str]) -> prometheus::Result<IntGaugeVec> {
+    IntGaugeVec::new(Opts::new(name, help), labels)
+}
+
+/// A histogram of durations in seconds, over [`DURATION_BUCKETS`].
+fn duration_opts(name: &str, help: &str) -> HistogramOpts {
+    HistogramOpts::new(name, help).buckets(DURATION_BUCKETS.to_vec())
+}
+
+fn histogram(name: &str, help: &str) -> prometheus::Result<Histogram> {
+    Histogram::with_opts(duration_opts(name, help))
 }
 
 #[cfg(test)]
