@@ -12,7 +12,8 @@ use serde::Deserialize;
 
 use super::ImportRecord;
 use crate::model::filing::{
-    now_rfc3339, Entity, Filing, HistoryEntry, IcpNumber, Kind, Product, Status, Website,
+    now_rfc3339, Entity, Filing, HistoryEntry, IcpNumber, Kind, PendingChange, Product, Status,
+    Website,
 };
 use crate::model::host::HostName;
 
@@ -39,6 +40,7 @@ struct Record {
     history: Option<Vec<HistoryEntry>>,
     created_at: Option<String>,
     updated_at: Option<String>,
+    pending_change: Option<PendingChange>,
 }
 
 /// Parse a whole JSON Lines document. Blank lines are skipped.
@@ -133,6 +135,7 @@ fn into_filing(id: Option<i64>, record: Record) -> Result<Filing, String> {
         history,
         created_at,
         updated_at,
+        pending_change: record.pending_change,
     };
     // Details are optional on import; the rest keeps every rule a stored filing
     // keeps, so a bad line is named before anything is stored.
