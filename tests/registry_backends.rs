@@ -969,9 +969,16 @@ async fn a_filing_password_is_kept_sealed_until_initial_review_ends(backend: Bac
     ] {
         assert!(!text.contains("Sekret"), "{text}");
     }
-    // Initial review ends (here: rejected): the password is erased.
-    step(&backend, id, initial(false)).await;
+    // Initial review ends (here: rejected): the password is erased, and the history
+    // records that the reviewer had it to verify.
+    let rejected = step(&backend, id, initial(false)).await;
     assert_eq!(registry.filing_password(id).await.expect("password"), None);
+    let last = rejected.history.last().expect("history");
+    assert_eq!(last.actor, "reviewer");
+    assert_eq!(
+        last.reason.as_deref(),
+        Some("材料不全 (filing password verified at initial review, then erased)")
+    );
     // A resubmission with a corrected number brings a new one, kept until the review ends.
     let resubmit = Action::Resubmit {
         entity: None,

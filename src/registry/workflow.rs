@@ -33,6 +33,7 @@ use serde_json::{json, Value};
 use super::{FilingType, ImportRecord, RegistryError, SecretKey, StorageError, Submitted};
 use crate::model::filing::{
     now_rfc3339, Action, Entity, Filing, FilingPassword, IcpNumber, Kind, Status, Submission,
+    REASON_MAX_CHARS,
 };
 
 /// The storage operations of one write transaction. Every operation runs inside the
@@ -60,12 +61,13 @@ pub(crate) trait WriteTx {
         entity_key: &str,
         except: i64,
     ) -> Result<Vec<NumberHolder>, RegistryError>;
-    /// Keep `sealed` as filing `id`'s sealed filing password (`None`: erase it).
+    /// Keep `sealed` as filing `id`'s sealed filing password (`None`: erase it);
+    /// whether the stored value changed (erasing: whether one was kept).
     async fn set_sealed_password(
         &mut self,
         id: i64,
         sealed: Option<&str>,
-    ) -> Result<(), RegistryError>;
+    ) -> Result<bool, RegistryError>;
     /// Advance the registry revision; returns the new one.
     async fn bump_revision(&mut self) -> Result<i64, RegistryError>;
     /// Reserve a fresh id for a new filing in `status` at `revision`.
@@ -157,11 +159,13 @@ pub(crate) async fn transition<T: WriteTx>(
         check_number_holders(tx, &number.entity_key(), &filing.entity, id).await?;
     }
     filing.apply(action, actor, &now_rfc3339())?;
-    store(tx, &mut filing, Some(id)).await?;
-    if from == Status::InitialReview && filing.status != Status::InitialReview {
-        // Initial review is where the password is checked: it ends, the password goes.
-        tx.set_sealed_password(id, None).await?;
+    // Initial review is where the password is checked: it ends, the password goes,
+    // and the step's history entry records that its reviewer had it to verify.
+    let review_ended = from == Status::InitialReview && filing.status != Status::InitialReview;
+    if review_ended && tx.set_sealed_password(id, None).await? {
+        note_password_verified(&mut filing);
     }
+    store(tx, &mut filing, Some(id)).await?;
     keep_password(tx, id, password.as_ref(), key).await?;
     if outbox {
         enqueue(tx, &filing).await?;
@@ -183,7 +187,8 @@ async fn keep_password<T: WriteTx>(
     match key {
         Some(key) => {
             let sealed = key.seal(id, password).map_err(StorageError::from)?;
-            tx.set_sealed_password(id, Some(&sealed)).await
+            tx.set_sealed_password(id, Some(&sealed)).await?;
+            Ok(())
         }
         None => {
             tracing::warn!(
@@ -192,6 +197,19 @@ async fn keep_password<T: WriteTx>(
             );
             Ok(())
         }
+    }
+}
+
+/// Record on the step that ended initial review (its actor is the reviewer) that
+/// the filing password was there to verify, and is erased.
+fn note_password_verified(filing: &mut Filing) {
+    const NOTE: &str = "filing password verified at initial review, then erased";
+    if let Some(entry) = filing.history.last_mut() {
+        let note = match entry.reason.take() {
+            Some(reason) => format!("{reason} ({NOTE})"),
+            None => NOTE.to_owned(),
+        };
+        entry.reason = Some(note.chars().take(REASON_MAX_CHARS).collect());
     }
 }
 
