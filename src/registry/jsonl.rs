@@ -92,11 +92,10 @@ fn into_filing(id: Option<i64>, record: Record) -> Result<Filing, String> {
     }
     let domains = registrable_domains(&record.domains)?;
     let kind = record.kind.unwrap_or(Kind::New);
+    // A cancelled filing may never have held a number (the authority cancels
+    // abandoned filings too), as `Filing::validate` says.
     let needs_number = kind == Kind::AccessExisting
-        || matches!(
-            record.status,
-            Status::Approved | Status::Cancelled | Status::Disconnected
-        );
+        || matches!(record.status, Status::Approved | Status::Disconnected);
     if needs_number && record.icp_number.is_none() {
         return Err(format!(
             "icp_number: a {} filing in status {} needs its ICP number",
@@ -165,6 +164,8 @@ mod tests {
             (r#"{"domains":["example.com"],"product":"storefront","status":"approved","icp_number":"浙ICP备12345678号-1"}"#, Ok(1)),
             // blank lines are skipped, Unicode domain accepted
             ("\n{\"domains\":[\"例子.中国\"],\"product\":\"corporate_site\",\"status\":\"initial_review\"}\n\n", Ok(1)),
+            // cancelled without a number: cancelled once abandoned, never approved
+            (r#"{"domains":["c.cn"],"product":"storefront","status":"cancelled"}"#, Ok(1)),
             // approved without a number is refused on its line
             ("\n{\"domains\":[\"a.cn\"],\"product\":\"storefront\",\"status\":\"approved\"}", Err(2)),
             // so is an access-existing filing without one, whatever its status
