@@ -17,9 +17,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{eventually, filing, require_tool, start_origin, TestGate, TOKEN};
+use common::{eventually, filing, require_tool, sha256_hex, start_origin, TestGate};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
+
+/// The named token staff sign in with, granted `reveal` in `admin.tokens_file`.
+const REVIEWER: &str = "reviewer-token-7d1e42c9b3a05f86e2c4d901";
 
 /// A running chromedriver, stopped when dropped.
 struct Driver {
@@ -114,6 +117,20 @@ async fn text_of(client: &Client, css: &str) -> String {
         .unwrap_or_default()
 }
 
+/// Wait for the filing page after a form's redirect to show status `want`: right
+/// after a click the old page (or an element of it gone stale) may still answer.
+async fn status_becomes(client: &Client, want: &str) {
+    let seen = eventually(Duration::from_secs(20), || async {
+        text_of(client, "#status").await == want
+    })
+    .await;
+    assert!(
+        seen,
+        "status {want}, saw {:?}",
+        text_of(client, "#status").await
+    );
+}
+
 async fn click(client: &Client, css: &str) {
     let element = client.wait().for_element(Locator::Css(css)).await;
     element
@@ -160,7 +177,7 @@ async fn review_flows(client: &Client, g: &TestGate, downloads: &Path) {
         .path()
         .ends_with("/console/login"));
     shoot(client, "en-login").await;
-    type_into(client, "#token", TOKEN).await;
+    type_into(client, "#token", REVIEWER).await;
     click(client, "#sign-in").await;
     assert!(text_of(client, "#initial-queue")
         .await
@@ -172,12 +189,12 @@ async fn review_flows(client: &Client, g: &TestGate, downloads: &Path) {
     click(client, "#initial-approve").await;
     type_into(client, "#initial-reason", "materials complete").await;
     click(client, "#initial-submit").await;
+    status_becomes(client, "authority review").await;
     assert!(text_of(client, "#flash").await.contains("Recorded"));
-    assert_eq!(text_of(client, "#status").await, "authority review");
     click(client, "#authority-approve").await;
     type_into(client, "#authority-icp", "浙ICP备44556677号-1").await;
     click(client, "#authority-submit").await;
-    assert_eq!(text_of(client, "#status").await, "approved");
+    status_becomes(client, "approved").await;
     assert!(text_of(client, "#domains").await.contains("served"));
     shoot(client, "en-filing-approved").await;
     client
@@ -194,7 +211,7 @@ async fn review_flows(client: &Client, g: &TestGate, downloads: &Path) {
     click(client, "#initial-reject").await;
     type_into(client, "#initial-reason", "营业执照不清晰").await;
     click(client, "#initial-submit").await;
-    assert_eq!(text_of(client, "#status").await, "rejected");
+    status_becomes(client, "rejected").await;
     assert!(text_of(client, "#history").await.contains("营业执照不清晰"));
     client
         .goto(&format!("http://incomplete.cn:{}/", g.http.port()))
@@ -339,7 +356,8 @@ async fn staff_review_check_and_switch_language_in_chromium() {
             Some("鄂ICP备30303030号-2"),
         ),
     ];
-    let g = TestGate::start(&seed, Some(origin), None, "").await;
+    let reviewer = format!("reviewer {} reveal\n", sha256_hex(REVIEWER));
+    let g = TestGate::start_with_named_tokens(&seed, Some(origin), &reviewer).await;
     let driver = start_driver().await;
     let work = tempfile::tempdir().expect("tempdir");
     let downloads = work.path().join("downloads");

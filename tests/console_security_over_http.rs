@@ -20,8 +20,8 @@
 mod common;
 
 use common::{
-    csrf_of, filing, set_cookie, set_cookie_line, start_origin, submission, ConsoleClient,
-    TestGate, TOKEN,
+    csrf_of, filing, set_cookie, set_cookie_line, sha256_hex, start_origin, submission,
+    ConsoleClient, TestGate, TOKEN,
 };
 use std::net::SocketAddr;
 
@@ -35,15 +35,7 @@ fn location(reply: &common::Reply) -> &str {
         .unwrap_or("")
 }
 
-fn sha256_hex(token: &str) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(token.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// The named token of "alice" in the gates below.
+/// The named token of "alice" in the gates below, granted `reveal`.
 const ALICE: &str = "alice-token-0123456789abcdef0123";
 
 /// A gate with a filing waiting for initial review (id 1), the named token of
@@ -51,7 +43,7 @@ const ALICE: &str = "alice-token-0123456789abcdef0123";
 async fn gate_with_alice(origin: Option<SocketAddr>, admin_lines: &str) -> TestGate {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("admin-tokens");
-    std::fs::write(&file, format!("alice {}\n", sha256_hex(ALICE))).expect("tokens");
+    std::fs::write(&file, format!("alice {} reveal\n", sha256_hex(ALICE))).expect("tokens");
     let seed = [filing(
         &["waiting.cn"],
         "initial_review",
@@ -376,9 +368,9 @@ async fn reviews_through_the_console_are_the_apis_steps() {
 }
 
 #[tokio::test]
-async fn personal_data_shows_only_when_revealed() {
-    let g = TestGate::start(&[], None, None, "").await;
-    let (status, _) = g
+async fn personal_data_shows_only_when_revealed_by_a_token_granted_reveal() {
+    let g = gate_with_alice(None, "").await;
+    let (status, filing) = g
         .api(
             "POST",
             "/v1/filings",
@@ -386,25 +378,37 @@ async fn personal_data_shows_only_when_revealed() {
         )
         .await;
     assert_eq!(status, StatusCode::CREATED);
+    let page_path = format!("/console/filings/{}", filing["id"]);
+    let secrets = ["13800000000", "ops@example.cn", "91330100MA27XXXX1X"];
+    // The shared token names no one to audit: it may not reveal.
+    let mut shared = ConsoleClient::new(g.admin);
+    shared.sign_in(TOKEN).await;
+    let page = shared.get(&page_path).await.text();
+    let csrf = csrf_of(&page).expect("csrf");
+    let refused = shared
+        .post(&format!("{page_path}/reveal"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
     let mut console = ConsoleClient::new(g.admin);
-    console.sign_in(TOKEN).await;
-    let page = console.get("/console/filings/1").await.text();
-    for secret in ["13800000000", "ops@example.cn", "91330100MA27XXXX1X"] {
+    console.sign_in(ALICE).await;
+    let page = console.get(&page_path).await.text();
+    for secret in secrets {
         assert!(!page.contains(secret), "{secret} masked");
+        assert!(!refused.text().contains(secret), "{secret} not revealed");
     }
     let csrf = csrf_of(&page).expect("csrf");
     let revealed = console
-        .post("/console/filings/1/reveal", &[("csrf", &csrf)])
+        .post(&format!("{page_path}/reveal"), &[("csrf", &csrf)])
         .await;
     assert_eq!(revealed.status, StatusCode::OK);
     assert_eq!(revealed.headers["cache-control"], "no-store");
-    for secret in ["13800000000", "ops@example.cn", "91330100MA27XXXX1X"] {
+    for secret in secrets {
         assert!(revealed.text().contains(secret), "{secret} revealed");
     }
     // Search finds it by domain (one hit: straight to the filing) and lists are masked.
     let hit = console.get("/console/search?q=www.shop.cn").await;
     assert_eq!(hit.status, StatusCode::SEE_OTHER);
-    assert_eq!(location(&hit), "/console/filings/1");
+    assert_eq!(location(&hit), page_path);
     let none = console.get("/console/search?q=nothing.cn").await;
     assert!(none.text().contains("No filing found"));
 }

@@ -185,6 +185,7 @@ backend_cases!(
     the_filing_rules_hold_for_steps_and_imports,
     a_failing_event_holds_back_only_its_own_filing,
     a_filing_password_is_kept_sealed_until_initial_review_ends,
+    an_entity_change_is_reviewed_while_the_filing_keeps_serving,
 );
 
 // ---- fixtures ----
@@ -713,6 +714,21 @@ async fn one_icp_number_belongs_to_one_entity(backend: Backend) {
         get(&backend, rival.id).await.status,
         Status::AuthorityReview
     );
+    // The clash is named before any other rule about the number (another province's
+    // entity claiming it hears that it is taken, not that the province differs).
+    let beijing = Entity {
+        province: Some("京".into()),
+        ..entity("北京另一家科技有限公司", Some("91110000MA01YYYY2Y"))
+    };
+    let far = submit_by(&backend, &["far-rival.cn"], beijing).await;
+    step(&backend, far.id, initial(true)).await;
+    let refused = registry
+        .transition(far.id, authority_pass("浙ICP备30000001号-1"), "authority")
+        .await;
+    assert!(
+        matches!(refused, Err(RegistryError::NumberTaken { filing_id, .. }) if filing_id == held.id),
+        "{refused:?}"
+    );
 
     // Nor can it claim it by accessing an existing filing.
     let mut access = submission(&["rival-access.cn"]);
@@ -954,9 +970,16 @@ async fn a_filing_password_is_kept_sealed_until_initial_review_ends(backend: Bac
     ] {
         assert!(!text.contains("Sekret"), "{text}");
     }
-    // Initial review ends (here: rejected): the password is erased.
-    step(&backend, id, initial(false)).await;
+    // Initial review ends (here: rejected): the password is erased, and the history
+    // records that the reviewer had it to verify.
+    let rejected = step(&backend, id, initial(false)).await;
     assert_eq!(registry.filing_password(id).await.expect("password"), None);
+    let last = rejected.history.last().expect("history");
+    assert_eq!(last.actor, "reviewer");
+    assert_eq!(
+        last.reason.as_deref(),
+        Some("材料不全 (filing password verified at initial review, then erased)")
+    );
     // A resubmission with a corrected number brings a new one, kept until the review ends.
     let resubmit = Action::Resubmit {
         entity: None,
@@ -987,6 +1010,48 @@ async fn a_filing_password_is_kept_sealed_until_initial_review_ends(backend: Bac
         )
         .await;
     assert!(refused.is_err(), "{refused:?}");
+}
+
+async fn an_entity_change_is_reviewed_while_the_filing_keeps_serving(backend: Backend) {
+    let zhe = Entity {
+        province: Some("浙".into()),
+        ..entity("杭州示例科技有限公司", Some("91330100MA27XXXX1X"))
+    };
+    let filing = submit_by(&backend, &["renamed.cn"], zhe.clone()).await;
+    step(&backend, filing.id, initial(true)).await;
+    step(&backend, filing.id, authority_pass("浙ICP备30000011号-1")).await;
+    let renamed = Entity {
+        name: "杭州新名科技有限公司".into(),
+        ..zhe.clone()
+    };
+    let change = Action::ChangeDetails {
+        entity: Some(renamed.clone()),
+        website: None,
+    };
+    step(&backend, filing.id, change).await;
+    // Stored as pending: still approved (served) under the registered name.
+    let stored = get(&backend, filing.id).await;
+    assert_eq!(
+        (stored.status, stored.entity.name.as_str()),
+        (Status::Approved, "杭州示例科技有限公司")
+    );
+    let pending = stored.pending_change.as_ref().map(|p| p.entity.clone());
+    assert_eq!(pending, Some(renamed));
+    let lookup = backend.registry.lookup(&domain("renamed.cn")).await;
+    let served = lookup.expect("lookup").filing.map(|f| f.status);
+    assert_eq!(served, Some(Status::Approved));
+    step(&backend, filing.id, initial(true)).await;
+    let approval = Action::AuthorityReview {
+        approve: true,
+        icp_number: None,
+        reason: None,
+    };
+    let applied = step(&backend, filing.id, approval).await;
+    assert_eq!(applied.entity.name, "杭州新名科技有限公司");
+    assert_eq!(applied.pending_change, None);
+    assert_eq!(applied.icp_number, Some(icp("浙ICP备30000011号-1")));
+    // Submission, two reviews, approval, then the change, its two reviews.
+    assert_eq!(applied.history.len(), 6, "{:?}", applied.history);
 }
 
 async fn every_write_bumps_the_revision_and_is_replayed_in_order(backend: Backend) {

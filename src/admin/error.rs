@@ -96,7 +96,9 @@ impl From<RegistryError> for AdminError {
             | RegistryError::IdTaken(_)
             | RegistryError::NumberTaken { .. } => AdminError::Conflict(error.to_string()),
             RegistryError::Transition(
-                TransitionError::Illegal { .. } | TransitionError::EntityReplaced,
+                TransitionError::Illegal { .. }
+                | TransitionError::EntityReplaced
+                | TransitionError::ChangePending,
             ) => AdminError::Conflict(error.to_string()),
             RegistryError::Transition(_) => AdminError::BadRequest(error.to_string()),
             RegistryError::Unavailable(_) | RegistryError::Corrupt { .. } => {

@@ -101,7 +101,7 @@ pub async fn list(
     } else {
         None
     };
-    let view = reader.view(false, 0, "")?;
+    let view = reader.unrevealed();
     let shown: Vec<Filing> = filings.into_iter().map(|f| view.show(f)).collect();
     Ok(Json(json!({ "filings": shown, "next": next })))
 }
@@ -124,18 +124,18 @@ pub async fn get(
     Query(query): Query<GetQuery>,
 ) -> Result<Json<Value>, AdminError> {
     let filing = admin.registry.get(id).await?.ok_or(AdminError::NotFound)?;
-    let view = reader.view(
-        query.reveal,
-        id,
-        "personal data and any kept filing password",
-    )?;
+    let password = match query.reveal {
+        true => admin.registry.filing_password(id).await?,
+        false => None,
+    };
+    let what = match password {
+        Some(_) => "personal data and the filing password",
+        None => "personal data",
+    };
+    let view = reader.view(query.reveal, id, what)?;
     let mut body = serde_json::to_value(view.show(filing)).unwrap_or_default();
-    if view == View::Revealed {
-        if let Some(password) = admin.registry.filing_password(id).await? {
-            if let Some(object) = body.as_object_mut() {
-                object.insert("filing_password".into(), password.expose().into());
-            }
-        }
+    if let (Some(password), Some(object)) = (password, body.as_object_mut()) {
+        object.insert("filing_password".into(), password.expose().into());
     }
     Ok(Json(body))
 }

@@ -57,17 +57,22 @@ impl View {
 }
 
 impl Reader {
+    /// The view of a read that reveals nothing: masked with a token, public without.
+    pub fn unrevealed(&self) -> View {
+        match self.actor {
+            Some(_) => View::Masked,
+            None => View::Public,
+        }
+    }
+
     /// The view of a read that asks to `reveal` (or not) `what` of filing
     /// `filing_id`; a reveal goes through [`authorize_reveal`].
     pub fn view(&self, reveal: bool, filing_id: i64, what: &str) -> Result<View, AdminError> {
-        match (&self.actor, reveal) {
-            (None, false) => Ok(View::Public),
-            (Some(_), false) => Ok(View::Masked),
-            (actor, true) => {
-                authorize_reveal(actor.as_ref(), self.grants, filing_id, what)?;
-                Ok(View::Revealed)
-            }
+        if !reveal {
+            return Ok(self.unrevealed());
         }
+        authorize_reveal(self.actor.as_ref(), self.grants, filing_id, what)?;
+        Ok(View::Revealed)
     }
 }
 

@@ -47,12 +47,14 @@
 //! `updated_at`, and one [`HistoryEntry`] (who, when, from, to, reason) — or returns
 //! a [`TransitionError`] and leaves the filing exactly as it was.
 
+mod change;
 mod details;
 mod error;
 mod icp_number;
 mod password;
 mod privacy;
 mod rules;
+mod submission;
 #[cfg(test)]
 mod tests;
 mod text;
@@ -62,15 +64,15 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::host::HostName;
-
+pub use change::PendingChange;
 pub use details::{Contact, DetailError, Entity, EntityType, Website};
 pub use error::TransitionError;
 pub use icp_number::{IcpNumber, IcpNumberError, PROVINCES};
 pub use password::{FilingPassword, PASSWORD_MAX_CHARS};
+pub use submission::Submission;
 pub use text::{NAME_MAX_CHARS, REASON_MAX_CHARS};
 
-use rules::{check_number_fits, check_same_entity, clean_reason};
+use rules::{check_number_fits, clean_reason, validate_domains};
 
 /// Where a filing is in its lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -224,26 +226,9 @@ pub struct Filing {
     pub history: Vec<HistoryEntry>,
     pub created_at: String,
     pub updated_at: String,
-}
-
-/// What a submission (`POST /v1/filings`) supplies; the rest is assigned.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Submission {
-    #[serde(default)]
-    pub kind: Kind,
-    pub product: Product,
-    /// Registrable domains, punycode, already normalised by the caller.
-    pub domains: Vec<String>,
-    /// Required for `access_existing`; refused for `new` (assigned on approval).
-    #[serde(default)]
-    pub icp_number: Option<IcpNumber>,
-    pub entity: Entity,
-    pub website: Website,
-    /// Required for `access_existing`, refused for `new`; write-only (never
-    /// serialised), kept sealed by the registry until initial review ends.
-    #[serde(default, skip_serializing)]
-    pub filing_password: Option<FilingPassword>,
+    /// A change of the entity under review (变更 of an approved filing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_change: Option<PendingChange>,
 }
 
 /// One step of the workflow, as the admin API names it.
@@ -361,6 +346,7 @@ impl Filing {
             }],
             created_at: now.to_owned(),
             updated_at: now.to_owned(),
+            pending_change: None,
         })
     }
 
@@ -368,16 +354,21 @@ impl Filing {
     /// status/fields/updated_at/history are updated; on error the filing is unchanged.
     pub fn apply(&mut self, action: Action, actor: &str, now: &str) -> Result<(), TransitionError> {
         let from = self.status;
-        if !allowed_in(from).contains(&action.name()) {
+        let allowed = self.allowed_actions();
+        if !allowed.contains(&action.name()) {
             return Err(TransitionError::Illegal {
                 action: action.name(),
                 from,
-                allowed: describe_allowed(from),
+                allowed: describe_allowed(from, &allowed),
             });
         }
         let actor = required_actor(actor)?;
         let mut next = self.clone();
         let (to, reason) = next.step(action)?;
+        if to != Status::Approved {
+            // A change under review is moot once the filing leaves `approved`.
+            next.pending_change = None;
+        }
         next.status = to;
         next.updated_at = now.to_owned();
         next.history.push(HistoryEntry {
@@ -391,9 +382,16 @@ impl Filing {
         Ok(())
     }
 
-    /// The actions legal from the current status (names as `Action::name()`).
+    /// The actions legal now (names as `Action::name()`): the status's edges, and
+    /// the review step a pending entity change waits for.
     pub fn allowed_actions(&self) -> Vec<&'static str> {
-        allowed_in(self.status).to_vec()
+        let mut allowed = allowed_in(self.status).to_vec();
+        match self.pending_change.as_ref().map(|p| p.review) {
+            Some(Status::InitialReview) => allowed.insert(0, "initial-review"),
+            Some(Status::AuthorityReview) => allowed.insert(0, "authority-review"),
+            _ => {}
+        }
+        allowed
     }
 
     /// Check the invariants `submit` and `apply` keep, for filings that arrive from
@@ -412,6 +410,9 @@ impl Filing {
         for entry in &self.history {
             rules::check_history_entry(entry)?;
         }
+        if let Some(pending) = &self.pending_change {
+            pending.entity.validate()?;
+        }
         // A cancelled filing may never have held a number (cancelled once abandoned).
         let needs_number = self.kind == Kind::AccessExisting
             || matches!(self.status, Status::Approved | Status::Disconnected);
@@ -426,8 +427,18 @@ impl Filing {
     /// status and the reason to record. The caller has checked legality.
     fn step(&mut self, action: Action) -> Result<(Status, Option<String>), TransitionError> {
         match action {
+            Action::InitialReview { approve, reason } if self.status == Status::Approved => {
+                self.review_change(false, approve, None, clean_reason(reason)?)
+            }
             Action::InitialReview { approve, reason } => {
                 review_outcome(approve, clean_reason(reason)?, Status::AuthorityReview)
+            }
+            Action::AuthorityReview {
+                approve,
+                icp_number,
+                reason,
+            } if self.status == Status::Approved => {
+                self.review_change(true, approve, icp_number, clean_reason(reason)?)
             }
             Action::AuthorityReview {
                 approve,
@@ -454,17 +465,7 @@ impl Filing {
             Action::Abandon { reason } => Ok((Status::Abandoned, clean_reason(reason)?)),
             Action::Cancel { reason } => Ok((Status::Cancelled, clean_reason(reason)?)),
             Action::Disconnect { reason } => Ok((Status::Disconnected, clean_reason(reason)?)),
-            Action::ChangeDetails { entity, website } => {
-                let note = change_note(entity.is_some(), website.is_some())?;
-                if let Some(entity) = &entity {
-                    check_same_entity(&self.entity, entity)?;
-                }
-                self.replace_details(entity, website)?;
-                if let Some(number) = &self.icp_number {
-                    check_number_fits(number, &self.entity)?;
-                }
-                Ok((self.status, Some(note)))
-            }
+            Action::ChangeDetails { entity, website } => self.change(entity, website),
         }
     }
 
@@ -528,30 +529,6 @@ impl Filing {
     }
 }
 
-impl Submission {
-    /// Check domains, details, and the ICP number rule for the kind.
-    pub fn validate(&self) -> Result<(), TransitionError> {
-        validate_domains(&self.domains)?;
-        self.entity.validate()?;
-        self.website.validate()?;
-        match (self.kind, &self.icp_number, &self.filing_password) {
-            (Kind::New, Some(_), _) => Err(TransitionError::IcpNumberOnNewFiling),
-            (Kind::New, None, Some(_)) => Err(TransitionError::FilingPasswordOnNewFiling),
-            (Kind::New, None, None) => Ok(()),
-            (Kind::AccessExisting, None, _) => {
-                Err(TransitionError::AccessExistingRequiresIcpNumber)
-            }
-            (Kind::AccessExisting, Some(number), password) => {
-                check_number_fits(number, &self.entity)?;
-                password
-                    .as_ref()
-                    .map(|_| ())
-                    .ok_or(TransitionError::FilingPasswordRequired)
-            }
-        }
-    }
-}
-
 /// A review's result: `pass_to` on approval; `rejected` with a required reason
 /// (already cleaned).
 fn review_outcome(
@@ -568,16 +545,6 @@ fn review_outcome(
     }
 }
 
-/// The history note for a change of details (变更).
-fn change_note(entity: bool, website: bool) -> Result<String, TransitionError> {
-    match (entity, website) {
-        (true, true) => Ok("changed entity and website".to_owned()),
-        (true, false) => Ok("changed entity".to_owned()),
-        (false, true) => Ok("changed website".to_owned()),
-        (false, false) => Err(TransitionError::NothingToChange),
-    }
-}
-
 fn required_actor(actor: &str) -> Result<String, TransitionError> {
     let actor = actor.trim();
     if actor.is_empty() {
@@ -586,44 +553,8 @@ fn required_actor(actor: &str) -> Result<String, TransitionError> {
     Ok(actor.to_owned())
 }
 
-/// At least one domain, each listed once, each a registrable domain (ICANN section)
-/// in its normal form: a subdomain, or a name under a private suffix such as
-/// `github.io`, names the domain to file instead.
-fn validate_domains(domains: &[String]) -> Result<(), TransitionError> {
-    if domains.is_empty() {
-        return Err(TransitionError::DomainsRequired);
-    }
-    let mut seen = std::collections::HashSet::new();
-    for domain in domains {
-        if domain.trim().is_empty() {
-            return Err(TransitionError::EmptyDomain);
-        }
-        if !seen.insert(domain.as_str()) {
-            return Err(TransitionError::DuplicateDomain(domain.clone()));
-        }
-        check_registrable(domain)?;
-    }
-    Ok(())
-}
-
-fn check_registrable(domain: &str) -> Result<(), TransitionError> {
-    let host = HostName::parse(domain).map_err(|e| TransitionError::BadDomain {
-        domain: domain.chars().take(64).collect(),
-        reason: e.to_string(),
-    })?;
-    match host.registrable_domain() {
-        Some(registrable) if registrable.as_str() == domain => Ok(()),
-        Some(registrable) => Err(TransitionError::NotRegistrable {
-            domain: domain.to_owned(),
-            file: registrable.into_string(),
-        }),
-        None => Err(TransitionError::PublicSuffix(domain.to_owned())),
-    }
-}
-
-/// The allowed next steps of `status`, for error messages.
-fn describe_allowed(status: Status) -> String {
-    let allowed = allowed_in(status);
+/// The allowed next steps from `status`, for error messages.
+fn describe_allowed(status: Status, allowed: &[&str]) -> String {
     if allowed.is_empty() {
         return format!("none ({status} is final)");
     }

@@ -207,6 +207,7 @@ mod tests {
                 .collect(),
             created_at: updated_at.to_string(),
             updated_at: updated_at.to_string(),
+            pending_change: None,
         }
     }
 

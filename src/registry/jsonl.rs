@@ -12,7 +12,8 @@ use serde::Deserialize;
 
 use super::ImportRecord;
 use crate::model::filing::{
-    now_rfc3339, Entity, Filing, HistoryEntry, IcpNumber, Kind, Product, Status, Website,
+    now_rfc3339, Entity, Filing, HistoryEntry, IcpNumber, Kind, PendingChange, Product, Status,
+    Website,
 };
 use crate::model::host::HostName;
 
@@ -39,6 +40,7 @@ struct Record {
     history: Option<Vec<HistoryEntry>>,
     created_at: Option<String>,
     updated_at: Option<String>,
+    pending_change: Option<PendingChange>,
 }
 
 /// Parse a whole JSON Lines document. Blank lines are skipped.
@@ -95,11 +97,10 @@ fn into_filing(id: Option<i64>, record: Record) -> Result<Filing, String> {
     }
     let domains = registrable_domains(&record.domains)?;
     let kind = record.kind.unwrap_or(Kind::New);
+    // A cancelled filing may never have held a number (the authority cancels
+    // abandoned filings too), as `Filing::validate` says.
     let needs_number = kind == Kind::AccessExisting
-        || matches!(
-            record.status,
-            Status::Approved | Status::Cancelled | Status::Disconnected
-        );
+        || matches!(record.status, Status::Approved | Status::Disconnected);
     if needs_number && record.icp_number.is_none() {
         return Err(format!(
             "icp_number: a {} filing in status {} needs its ICP number",
@@ -138,6 +139,7 @@ fn into_filing(id: Option<i64>, record: Record) -> Result<Filing, String> {
         history,
         created_at,
         updated_at,
+        pending_change: record.pending_change,
     };
     // Details are optional on import; the rest keeps every rule a stored filing
     // keeps, so a bad line is named before anything is stored.
@@ -167,6 +169,8 @@ mod tests {
             (r#"{"domains":["example.com"],"product":"storefront","status":"approved","icp_number":"浙ICP备12345678号-1"}"#, Ok(1)),
             // blank lines are skipped, Unicode domain accepted
             ("\n{\"domains\":[\"例子.中国\"],\"product\":\"corporate_site\",\"status\":\"initial_review\"}\n\n", Ok(1)),
+            // cancelled without a number: cancelled once abandoned, never approved
+            (r#"{"domains":["c.cn"],"product":"storefront","status":"cancelled"}"#, Ok(1)),
             // approved without a number is refused on its line
             ("\n{\"domains\":[\"a.cn\"],\"product\":\"storefront\",\"status\":\"approved\"}", Err(2)),
             // so is an access-existing filing without one, whatever its status

@@ -266,11 +266,13 @@ impl WriteTx for State {
         &mut self,
         id: i64,
         sealed: Option<&str>,
-    ) -> Result<(), RegistryError> {
-        if let Some(row) = self.filings.get_mut(&id) {
-            row.sealed_password = sealed.map(str::to_owned);
-        }
-        Ok(())
+    ) -> Result<bool, RegistryError> {
+        let Some(row) = self.filings.get_mut(&id) else {
+            return Ok(false);
+        };
+        let changed = row.sealed_password.as_deref() != sealed;
+        row.sealed_password = sealed.map(str::to_owned);
+        Ok(changed)
     }
 
     async fn bump_revision(&mut self) -> Result<i64, RegistryError> {

@@ -32,7 +32,8 @@ use serde_json::{json, Value};
 
 use super::{FilingType, ImportRecord, RegistryError, SecretKey, StorageError, Submitted};
 use crate::model::filing::{
-    now_rfc3339, Action, Entity, Filing, FilingPassword, Kind, Status, Submission,
+    now_rfc3339, Action, Entity, Filing, FilingPassword, IcpNumber, Kind, Status, Submission,
+    REASON_MAX_CHARS,
 };
 
 /// The storage operations of one write transaction. Every operation runs inside the
@@ -60,12 +61,13 @@ pub(crate) trait WriteTx {
         entity_key: &str,
         except: i64,
     ) -> Result<Vec<NumberHolder>, RegistryError>;
-    /// Keep `sealed` as filing `id`'s sealed filing password (`None`: erase it).
+    /// Keep `sealed` as filing `id`'s sealed filing password (`None`: erase it);
+    /// whether the stored value changed (erasing: whether one was kept).
     async fn set_sealed_password(
         &mut self,
         id: i64,
         sealed: Option<&str>,
-    ) -> Result<(), RegistryError>;
+    ) -> Result<bool, RegistryError>;
     /// Advance the registry revision; returns the new one.
     async fn bump_revision(&mut self) -> Result<i64, RegistryError>;
     /// Reserve a fresh id for a new filing in `status` at `revision`.
@@ -118,6 +120,10 @@ pub(crate) async fn submit<T: WriteTx>(
 ) -> Result<Submitted, RegistryError> {
     let filing_type = classify(tx, &submission).await?;
     let password = submission.filing_password.clone();
+    // Another entity's number is named as such before any other rule about it.
+    if let Some(number) = &submission.icp_number {
+        check_number_holders(tx, &number.entity_key(), &submission.entity, 0).await?;
+    }
     let mut filing = Filing::submit(0, submission, actor, &now_rfc3339())?;
     store(tx, &mut filing, None).await?;
     tx.set_filing_type(filing.id, filing_type).await?;
@@ -148,12 +154,18 @@ pub(crate) async fn transition<T: WriteTx>(
         _ => None,
     };
     let from = filing.status;
-    filing.apply(action, actor, &now_rfc3339())?;
-    store(tx, &mut filing, Some(id)).await?;
-    if from == Status::InitialReview && filing.status != Status::InitialReview {
-        // Initial review is where the password is checked: it ends, the password goes.
-        tx.set_sealed_password(id, None).await?;
+    // Another entity's number is named as such before any other rule about it.
+    if let Some(number) = number_given(&action) {
+        check_number_holders(tx, &number.entity_key(), &filing.entity, id).await?;
     }
+    filing.apply(action, actor, &now_rfc3339())?;
+    // Initial review is where the password is checked: it ends, the password goes,
+    // and the step's history entry records that its reviewer had it to verify.
+    let review_ended = from == Status::InitialReview && filing.status != Status::InitialReview;
+    if review_ended && tx.set_sealed_password(id, None).await? {
+        note_password_verified(&mut filing);
+    }
+    store(tx, &mut filing, Some(id)).await?;
     keep_password(tx, id, password.as_ref(), key).await?;
     if outbox {
         enqueue(tx, &filing).await?;
@@ -175,7 +187,8 @@ async fn keep_password<T: WriteTx>(
     match key {
         Some(key) => {
             let sealed = key.seal(id, password).map_err(StorageError::from)?;
-            tx.set_sealed_password(id, Some(&sealed)).await
+            tx.set_sealed_password(id, Some(&sealed)).await?;
+            Ok(())
         }
         None => {
             tracing::warn!(
@@ -184,6 +197,19 @@ async fn keep_password<T: WriteTx>(
             );
             Ok(())
         }
+    }
+}
+
+/// Record on the step that ended initial review (its actor is the reviewer) that
+/// the filing password was there to verify, and is erased.
+fn note_password_verified(filing: &mut Filing) {
+    const NOTE: &str = "filing password verified at initial review, then erased";
+    if let Some(entry) = filing.history.last_mut() {
+        let note = match entry.reason.take() {
+            Some(reason) => format!("{reason} ({NOTE})"),
+            None => NOTE.to_owned(),
+        };
+        entry.reason = Some(note.chars().take(REASON_MAX_CHARS).collect());
     }
 }
 
@@ -240,7 +266,9 @@ async fn store<T: WriteTx>(
 ) -> Result<(), RegistryError> {
     let live = filing.status.is_live();
     let except = id.unwrap_or(0);
-    check_number_holders(tx, filing, except).await?;
+    if let Some(key) = number_key(filing) {
+        check_number_holders(tx, &key, &filing.entity, except).await?;
+    }
     if live {
         for domain in &filing.domains {
             if let Some(filing_id) = tx.live_holder(domain, except).await? {
@@ -265,30 +293,42 @@ async fn store<T: WriteTx>(
     Ok(())
 }
 
-/// Refuse a filing that claims an ICP number another entity's filing claims: the
-/// same certificate number when both give one, else the same name, is one entity.
+/// Refuse `entity` claiming the ICP number whose entity part is `key` when another
+/// entity's filing (not `except`) claims it: the same certificate number when both
+/// give one, else the same name, is one entity.
 async fn check_number_holders<T: WriteTx>(
     tx: &mut T,
-    filing: &Filing,
+    key: &str,
+    entity: &Entity,
     except: i64,
 ) -> Result<(), RegistryError> {
-    let Some(key) = number_key(filing) else {
-        return Ok(());
-    };
-    let (certificate, name) = entity_identity(&filing.entity);
-    for holder in tx.number_holders(&key, except).await? {
+    let (certificate, name) = entity_identity(entity);
+    for holder in tx.number_holders(key, except).await? {
         let same = match (&certificate, &holder.certificate) {
             (Some(ours), Some(theirs)) => ours == theirs,
             _ => name == holder.name,
         };
         if !same {
             return Err(RegistryError::NumberTaken {
-                number: key,
+                number: key.to_owned(),
                 filing_id: holder.id,
             });
         }
     }
     Ok(())
+}
+
+/// The ICP number a step gives (approval by the authority, a corrected number).
+fn number_given(action: &Action) -> Option<&IcpNumber> {
+    match action {
+        Action::AuthorityReview {
+            approve: true,
+            icp_number,
+            ..
+        }
+        | Action::Resubmit { icp_number, .. } => icp_number.as_ref(),
+        _ => None,
+    }
 }
 
 /// The entity part of the ICP number `filing` claims, as stored for

@@ -18,6 +18,15 @@ pub const TOKEN_ENV: &str = "ICPGATE_TEST_ADMIN_TOKEN";
 /// At least 32 characters: a shorter shared token is refused at start.
 pub const TOKEN: &str = "test-admin-token-5f3c-8e1d-4b7a-9c20-d6e5";
 
+/// A token's line in `admin.tokens_file` holds its SHA-256, never the token.
+pub fn sha256_hex(token: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// Write [`TOKEN`] to `dir/admin-token`; the `[admin]` line that reads it.
 pub fn admin_token_file(dir: &std::path::Path) -> String {
     let path = dir.join("admin-token");
@@ -64,6 +73,24 @@ impl TestGate {
         let shared = format!("[admin]\n{}\n", admin_token_file(dir.path()));
         let text = config_text(dir.path(), seed, &[], &[], "", "")
             .replace(&shared, &format!("{shared}{admin_lines}\n"));
+        TestGate::launch(dir, &text).await
+    }
+
+    /// A gate on `seed` (storefront pool `origin`) whose `admin.tokens_file` holds
+    /// `token_lines` (`NAME SHA256 [reveal]`, see [`sha256_hex`]) beside the shared token.
+    pub async fn start_with_named_tokens(
+        seed: &[String],
+        origin: Option<SocketAddr>,
+        token_lines: &str,
+    ) -> TestGate {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("admin-tokens");
+        std::fs::write(&file, token_lines).expect("tokens file");
+        let origins: Vec<SocketAddr> = origin.into_iter().collect();
+        let text = config_text(dir.path(), seed, &origins, &[], "", "").replace(
+            "[admin]\n",
+            &format!("[admin]\ntokens_file = \"{}\"\n", file.display()),
+        );
         TestGate::launch(dir, &text).await
     }
 

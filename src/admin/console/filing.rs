@@ -16,12 +16,14 @@ use http::StatusCode;
 use minijinja::{context, Value};
 use serde::{Deserialize, Serialize};
 
+use crate::admin::auth::Actor;
 use crate::admin::console::i18n::Lang;
 use crate::admin::console::session::{Flash, Staff};
 use crate::admin::console::templates::{Frame, Page};
 use crate::admin::console::{csrf_refused, read_form, Console};
 use crate::admin::error::AdminError;
 use crate::admin::filings::{Step, StepBody};
+use crate::admin::privacy::authorize_reveal;
 use crate::gate::decision::disposition;
 use crate::model::filing::Filing;
 
@@ -64,6 +66,14 @@ pub async fn reveal(
     if !frame.staff.csrf_ok(form.csrf.as_deref()) {
         return csrf_refused(frame.lang, &frame.staff);
     }
+    let Some(filing_id) = filing_id(&id) else {
+        return frame.error(StatusCode::NOT_FOUND, "not_found", "");
+    };
+    // The API's one permission check and audit write: a token granted `reveal`.
+    let actor = Actor(frame.staff.actor.clone());
+    if authorize_reveal(Some(&actor), frame.staff.grants, filing_id, "personal data").is_err() {
+        return frame.error(StatusCode::FORBIDDEN, "reveal_forbidden", "");
+    }
     render(&console, &frame, &id, true).await
 }
 
@@ -103,16 +113,6 @@ async fn render(console: &Console, frame: &Frame, id: &str, revealed: bool) -> R
             )
         }
     };
-    if revealed {
-        tracing::info!(
-            target: "icpgate::audit",
-            actor = frame.staff.actor,
-            action = "reveal",
-            filing_id = filing.id,
-            domains = %filing.domains.join(","),
-            "personal data revealed"
-        );
-    }
     let domains = domains_now(console, &filing).await;
     let shown = if revealed {
         filing.clone()

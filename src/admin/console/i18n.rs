@@ -265,6 +265,7 @@ pub const CATALOG: &[(&str, &str, &str)] = &[
     ("search_empty", "Enter a domain or an ICP number.", "请输入域名或备案号。"),
     ("error_title", "Error", "错误"),
     ("not_found", "There is no such page or filing.", "页面或备案不存在。"),
+    ("reveal_forbidden", "Your token may not reveal personal data: ask for `reveal` to be granted to its name in admin.tokens_file.", "您的令牌无权显示个人信息：请在 admin.tokens_file 中为其名称授予 reveal。"),
     ("csrf_refused", "This form has expired or was not sent from this console (CSRF check failed). Reload the page and try again.", "表单已过期或并非由本控制台提交（CSRF校验失败）。请刷新页面后重试。"),
     ("registry_unavailable", "The registry is unavailable:", "备案库暂不可用："),
     ("back_to_queue", "Back to the queue", "返回审核队列"),

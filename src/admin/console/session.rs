@@ -27,6 +27,7 @@ use serde::Deserialize;
 use crate::admin::console::i18n::{cookie, Lang};
 use crate::admin::console::templates::{page, Page};
 use crate::admin::console::{Console, ServedOverTls};
+use crate::admin::privacy::Grants;
 use crate::admin::tokens::{constant_time_eq, Caller};
 use crate::edge::conn::ClientAddr;
 
@@ -49,6 +50,8 @@ pub struct Flash {
 #[derive(Debug, Clone)]
 struct Session {
     actor: String,
+    /// What the signed-in token allows (a reveal needs `reveal`).
+    grants: Grants,
     csrf: String,
     expires: Instant,
     flash: Option<Flash>,
@@ -67,7 +70,7 @@ impl Sessions {
 
     /// Open a session for `actor` lasting `ttl`; its id (None: the operating
     /// system's random generator failed, and no guessable id is ever issued).
-    fn open(&self, actor: String, ttl: Duration) -> Option<String> {
+    fn open(&self, actor: String, grants: Grants, ttl: Duration) -> Option<String> {
         let id = random_token()?;
         let csrf = random_token()?;
         let now = Instant::now();
@@ -84,6 +87,7 @@ impl Sessions {
         }
         let session = Session {
             actor,
+            grants,
             csrf,
             expires: now + ttl,
             flash: None,
@@ -134,6 +138,7 @@ pub struct Staff {
     /// The session id (its cookie's value).
     pub id: String,
     pub actor: String,
+    pub grants: Grants,
     pub csrf: String,
 }
 
@@ -156,6 +161,7 @@ impl FromRequestParts<Arc<Console>> for Staff {
             Some(session) => Ok(Staff {
                 id,
                 actor: session.actor,
+                grants: session.grants,
                 csrf: session.csrf,
             }),
             None => Err(Redirect::to("/console/login").into_response()),
@@ -209,12 +215,15 @@ pub async fn login(State(console): State<Arc<Console>>, lang: Lang, request: Req
         let message = lang.text("login_wrong").to_string();
         return login_page(lang, StatusCode::UNAUTHORIZED, Some(message));
     };
+    let grants = Grants {
+        reveal: tokens.may_reveal(&caller),
+    };
     let actor = match caller {
         Caller::Named(name) => name,
         Caller::Shared => "admin".to_string(),
     };
     let ttl = console.admin.gate.current().config.admin.session_ttl;
-    let Some(id) = console.sessions.open(actor.clone(), ttl) else {
+    let Some(id) = console.sessions.open(actor.clone(), grants, ttl) else {
         tracing::error!("console sign-in refused: the random generator failed");
         return (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -281,7 +290,7 @@ mod tests {
     fn a_session_lives_until_its_expiry_and_ends_on_close() {
         let sessions = Sessions::default();
         let id = sessions
-            .open("alice".into(), Duration::from_secs(60))
+            .open("alice".into(), Grants::default(), Duration::from_secs(60))
             .expect("a session");
         assert_eq!(id.len(), 64);
         assert_eq!(sessions.find(&id).map(|s| s.actor), Some("alice".into()));
@@ -299,7 +308,7 @@ mod tests {
         sessions.close(&id);
         assert!(sessions.find(&id).is_none());
         let gone = sessions
-            .open("bob".into(), Duration::ZERO)
+            .open("bob".into(), Grants::default(), Duration::ZERO)
             .expect("a session");
         assert!(sessions.find(&gone).is_none(), "expired at once");
     }
@@ -320,6 +329,7 @@ mod tests {
         let staff = Staff {
             id: "s".into(),
             actor: "a".into(),
+            grants: Grants::default(),
             csrf: "right".into(),
         };
         assert!(staff.csrf_ok(Some("right")));

@@ -52,6 +52,10 @@ pub enum TransitionError {
     IcpNumberProvince { number: IcpNumber, province: String },
     #[error("icp_number {0} names no website: a website's number ends in -N, e.g. {0}-1")]
     IcpNumberWithoutWebsite(IcpNumber),
+    #[error("an entity change of this filing is already under review: wait for its outcome")]
+    ChangePending,
+    #[error("an entity change keeps the filing's icp_number: do not supply one")]
+    IcpNumberOnChangeReview,
     #[error("a change cannot replace the entity (another certificate number is another entity): cancel this filing and file anew")]
     EntityReplaced,
     #[error(

@@ -10,29 +10,30 @@
 //!   checks and audits that, in `admin::privacy`).
 
 use super::details::mask_middle;
-use super::{Entity, EntityType, Filing, HistoryEntry, Website};
+use super::{Entity, EntityType, Filing, HistoryEntry, PendingChange, Website};
 
 impl Filing {
     /// Phones, e-mails and certificate numbers masked; names in clear.
     pub fn masked(&self) -> Filing {
+        let pending_change = self.pending_change.as_ref().map(|p| PendingChange {
+            entity: p.entity.masked(),
+            review: p.review,
+        });
         Filing {
             entity: self.entity.masked(),
             website: self.website.masked(),
+            pending_change,
             ..self.clone()
         }
     }
 
     /// No personal data: what anyone who can reach the admin port may read.
     pub fn public_view(&self) -> Filing {
-        let entity = Entity {
-            name: match self.entity.entity_type {
-                EntityType::Individual => mask_middle(&self.entity.name),
-                _ => self.entity.name.clone(),
-            },
-            certificate_number: None,
-            owner: None,
-            ..self.entity.clone()
-        };
+        let entity = public_entity(&self.entity);
+        let pending_change = self.pending_change.as_ref().map(|p| PendingChange {
+            entity: public_entity(&p.entity),
+            review: p.review,
+        });
         let website = Website {
             name: self.website.name.clone(),
             owner: None,
@@ -49,8 +50,23 @@ impl Filing {
             entity,
             website,
             history,
+            pending_change,
             ..self.clone()
         }
+    }
+}
+
+/// An entity without personal data: no certificate number or contact, and an
+/// individual's name masked.
+fn public_entity(entity: &Entity) -> Entity {
+    Entity {
+        name: match entity.entity_type {
+            EntityType::Individual => mask_middle(&entity.name),
+            _ => entity.name.clone(),
+        },
+        certificate_number: None,
+        owner: None,
+        ..entity.clone()
     }
 }
 
@@ -83,6 +99,7 @@ mod tests {
             }],
             created_at: "2024-05-01T08:00:00Z".into(),
             updated_at: "2024-05-01T08:00:00Z".into(),
+            pending_change: None,
         }
     }
 

@@ -10,6 +10,7 @@
 
 use super::text::{check_text, NAME_MAX_CHARS, REASON_MAX_CHARS};
 use super::{Entity, HistoryEntry, IcpNumber, TransitionError};
+use crate::model::host::HostName;
 
 /// A website's number (`-N`), issued by the entity's province when it names one.
 pub(super) fn check_number_fits(
@@ -61,6 +62,41 @@ pub(super) fn check_history_entry(entry: &HistoryEntry) -> Result<(), Transition
         check_text("history.reason", reason, REASON_MAX_CHARS)?;
     }
     Ok(())
+}
+
+/// At least one domain, each listed once, each a registrable domain (ICANN section)
+/// in its normal form: a subdomain, or a name under a private suffix such as
+/// `github.io`, names the domain to file instead.
+pub(super) fn validate_domains(domains: &[String]) -> Result<(), TransitionError> {
+    if domains.is_empty() {
+        return Err(TransitionError::DomainsRequired);
+    }
+    let mut seen = std::collections::HashSet::new();
+    for domain in domains {
+        if domain.trim().is_empty() {
+            return Err(TransitionError::EmptyDomain);
+        }
+        if !seen.insert(domain.as_str()) {
+            return Err(TransitionError::DuplicateDomain(domain.clone()));
+        }
+        check_registrable(domain)?;
+    }
+    Ok(())
+}
+
+fn check_registrable(domain: &str) -> Result<(), TransitionError> {
+    let host = HostName::parse(domain).map_err(|e| TransitionError::BadDomain {
+        domain: domain.chars().take(64).collect(),
+        reason: e.to_string(),
+    })?;
+    match host.registrable_domain() {
+        Some(registrable) if registrable.as_str() == domain => Ok(()),
+        Some(registrable) => Err(TransitionError::NotRegistrable {
+            domain: domain.to_owned(),
+            file: registrable.into_string(),
+        }),
+        None => Err(TransitionError::PublicSuffix(domain.to_owned())),
+    }
 }
 
 #[cfg(test)]

@@ -90,8 +90,8 @@ pub mod sql {
          revision = excluded.revision, entity_certificate = excluded.entity_certificate,
          entity_name = excluded.entity_name, icp_entity_key = excluded.icp_entity_key";
     pub const SET_FILING_TYPE: &str = "UPDATE icpgate_filings SET filing_type = $2 WHERE id = $1";
-    pub const SET_SEALED_PASSWORD: &str =
-        "UPDATE icpgate_filings SET sealed_password = $2 WHERE id = $1";
+    pub const SET_SEALED_PASSWORD: &str = "UPDATE icpgate_filings SET sealed_password = $2
+         WHERE id = $1 AND sealed_password IS DISTINCT FROM $2";
     pub const SEALED_PASSWORD: &str = "SELECT sealed_password FROM icpgate_filings WHERE id = $1";
     pub const DELETE_DOMAINS: &str = "DELETE FROM icpgate_filing_domains WHERE filing_id = $1";
     /// `ON CONFLICT DO NOTHING` leaves a domain another live filing holds unclaimed.
@@ -506,10 +506,9 @@ impl WriteTx for Transaction<'_> {
         &mut self,
         id: i64,
         sealed: Option<&str>,
-    ) -> Result<(), RegistryError> {
+    ) -> Result<bool, RegistryError> {
         let statement = self.prepare_cached(sql::SET_SEALED_PASSWORD).await?;
-        self.execute(&statement, &[&id, &sealed]).await?;
-        Ok(())
+        Ok(self.execute(&statement, &[&id, &sealed]).await? > 0)
     }
 
     async fn bump_revision(&mut self) -> Result<i64, RegistryError> {

@@ -88,7 +88,8 @@ pub mod sql {
          revision = excluded.revision, entity_certificate = excluded.entity_certificate,
          entity_name = excluded.entity_name, icp_entity_key = excluded.icp_entity_key";
     pub const SET_FILING_TYPE: &str = "UPDATE filings SET filing_type = ?2 WHERE id = ?1";
-    pub const SET_SEALED_PASSWORD: &str = "UPDATE filings SET sealed_password = ?2 WHERE id = ?1";
+    pub const SET_SEALED_PASSWORD: &str =
+        "UPDATE filings SET sealed_password = ?2 WHERE id = ?1 AND sealed_password IS NOT ?2";
     pub const SEALED_PASSWORD: &str = "SELECT sealed_password FROM filings WHERE id = ?1";
     pub const DELETE_DOMAINS: &str = "DELETE FROM filing_domains WHERE filing_id = ?1";
     pub const INSERT_DOMAIN: &str =
@@ -545,10 +546,11 @@ impl WriteTx for Transaction<'_> {
         &mut self,
         id: i64,
         sealed: Option<&str>,
-    ) -> Result<(), RegistryError> {
-        self.prepare_cached(sql::SET_SEALED_PASSWORD)?
+    ) -> Result<bool, RegistryError> {
+        let changed = self
+            .prepare_cached(sql::SET_SEALED_PASSWORD)?
             .execute(params![id, sealed])?;
-        Ok(())
+        Ok(changed > 0)
     }
 
     async fn bump_revision(&mut self) -> Result<i64, RegistryError> {
