@@ -111,11 +111,11 @@ impl Gate {
         let request_id = self.request_ids.for_request(request.headers());
         let method = request.method().clone();
         let (mut response, outcome) = self.handle(request, &conn, &runtime, &request_id).await;
-        if let Ok(value) = HeaderValue::from_str(&request_id) {
-            response
-                .headers_mut()
-                .entry("x-request-id")
-                .or_insert(value);
+        // Block pages and forwarded answers carry it already: no second copy.
+        if !response.headers().contains_key("x-request-id") {
+            if let Ok(value) = HeaderValue::from_str(&request_id) {
+                response.headers_mut().insert("x-request-id", value);
+            }
         }
         let elapsed = started.elapsed();
         self.state
@@ -301,12 +301,8 @@ impl Gate {
             );
         }
         let pool = runtime.upstreams.pool(pool_name);
-        let path = request
-            .uri()
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_string();
-        let Ok(uri) = pool.uri_for(host, &path) else {
+        let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
+        let Ok(uri) = pool.uri_for(host, path) else {
             return error_reply(
                 StatusCode::BAD_REQUEST,
                 "invalid_path",

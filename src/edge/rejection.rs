@@ -157,11 +157,13 @@ pub fn wants_json(accept: Option<&HeaderValue>) -> bool {
     let mut html_q = 0.0_f32;
     for range in value.split(',') {
         let mut parts = range.split(';');
-        let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+        let media = parts.next().unwrap_or("").trim();
         let Some(q) = quality(parts) else { continue };
-        if is_json_type(&media) {
+        if is_json_type(media) {
             json_q = json_q.max(q);
-        } else if media == "text/html" || media == "application/xhtml+xml" {
+        } else if media.eq_ignore_ascii_case("text/html")
+            || media.eq_ignore_ascii_case("application/xhtml+xml")
+        {
             html_q = html_q.max(q);
         }
     }
@@ -206,11 +208,15 @@ fn blocked_by_link(operator_url: &str) -> Option<HeaderValue> {
 }
 
 /// `application/json` or any structured-syntax `+json` type (RFC 6839).
+/// Case-insensitive (media types are), without lowering a copy.
 fn is_json_type(media: &str) -> bool {
-    media == "application/json"
-        || media
-            .split_once('/')
-            .is_some_and(|(kind, sub)| kind != "*" && sub.ends_with("+json"))
+    media.eq_ignore_ascii_case("application/json")
+        || media.split_once('/').is_some_and(|(kind, sub)| {
+            kind != "*"
+                && sub.len() >= 5
+                && sub.is_char_boundary(sub.len() - 5)
+                && sub[sub.len() - 5..].eq_ignore_ascii_case("+json")
+        })
 }
 
 /// The q value of a media range's parameters: 1 when absent, None when malformed.
