@@ -31,7 +31,7 @@ use http::header::{
     HeaderName, HeaderValue, CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, LINK,
     RETRY_AFTER, VARY, X_CONTENT_TYPE_OPTIONS,
 };
-use http::{Response, StatusCode};
+use http::{HeaderMap, Response, StatusCode};
 use http_body_util::Full;
 use serde_json::json;
 
@@ -179,6 +179,9 @@ fn respond(
 ) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(Bytes::from(body)));
     *resp.status_mut() = status;
+    // Room for every header a refusal carries (these six, the reason, Link or
+    // Retry-After), so the map is allocated once and never grows.
+    *resp.headers_mut() = HeaderMap::with_capacity(12);
     let headers = resp.headers_mut();
     let content_type = if json { JSON_TYPE } else { HTML_TYPE };
     headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
