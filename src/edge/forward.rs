@@ -12,6 +12,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, Uri, Version};
 
 use crate::edge::proxy_body::ProxyBody;
+use crate::edge::rejection::X_REQUEST_ID;
 
 /// Headers that describe one connection, never the message.
 const HOP_BY_HOP: [&str; 10] = [
@@ -88,14 +89,20 @@ fn write_forwarded_for(out: &mut String, ip: IpAddr) {
     };
 }
 
+// Names as constants: a `&str` name is copied into a new HeaderName on every insert.
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+
 // The values are copied once, into the header value; no intermediate String.
-fn append(headers: &mut HeaderMap, name: &'static str, value: &str) {
+fn append(headers: &mut HeaderMap, name: HeaderName, value: &str) {
     if let Ok(value) = HeaderValue::from_str(value) {
         headers.append(name, value);
     }
 }
 
-fn set(headers: &mut HeaderMap, name: &'static str, value: &str) {
+fn set(headers: &mut HeaderMap, name: HeaderName, value: &str) {
     if let Ok(value) = HeaderValue::from_str(value) {
         headers.insert(name, value);
     }
@@ -116,11 +123,11 @@ fn add_forwarding_headers(headers: &mut HeaderMap, version: Version, ctx: &Forwa
     }
     // Writing into a String cannot fail.
     let _ = write!(buf, "{}", ctx.client_ip);
-    set(headers, "x-forwarded-for", &buf);
-    headers.insert("x-forwarded-proto", HeaderValue::from_static(ctx.proto));
-    set(headers, "x-forwarded-host", ctx.host);
+    set(headers, X_FORWARDED_FOR, &buf);
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(ctx.proto));
+    set(headers, X_FORWARDED_HOST, ctx.host);
     if !ctx.keep_forwarded_for {
-        headers.remove("forwarded");
+        headers.remove(FORWARDED);
     }
     buf.clear();
     buf.push_str("for=");
@@ -129,9 +136,9 @@ fn add_forwarding_headers(headers: &mut HeaderMap, version: Version, ctx: &Forwa
     buf.extend(ctx.host.chars().filter(|&c| c != '"'));
     buf.push_str("\";proto=");
     buf.push_str(ctx.proto);
-    append(headers, "forwarded", &buf);
-    headers.append("via", HeaderValue::from_static(via_value(version)));
-    set(headers, "x-request-id", ctx.request_id);
+    append(headers, FORWARDED, &buf);
+    headers.append(header::VIA, HeaderValue::from_static(via_value(version)));
+    set(headers, X_REQUEST_ID, ctx.request_id);
 }
 
 /// The `Via` value for a client's HTTP version (static: no per-request formatting).
@@ -161,7 +168,7 @@ pub fn upstream_request(
     let headers = request.headers_mut();
     strip_hop_by_hop(headers);
     headers.remove(header::HOST);
-    set(headers, "host", ctx.host);
+    set(headers, header::HOST, ctx.host);
     if websocket {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, HeaderValue::from_static(WEBSOCKET));
@@ -184,9 +191,9 @@ pub fn downstream_response<B>(
     }
     parts
         .headers
-        .append("via", HeaderValue::from_static("1.1 icpgate"));
-    if !parts.headers.contains_key("x-request-id") {
-        set(&mut parts.headers, "x-request-id", request_id);
+        .append(header::VIA, HeaderValue::from_static("1.1 icpgate"));
+    if !parts.headers.contains_key(X_REQUEST_ID) {
+        set(&mut parts.headers, X_REQUEST_ID, request_id);
     }
     Response::from_parts(parts, boxed(body))
 }

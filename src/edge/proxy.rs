@@ -112,9 +112,11 @@ impl Gate {
         let method = request.method().clone();
         let (mut response, outcome) = self.handle(request, &conn, &runtime, &request_id).await;
         // Block pages and forwarded answers carry it already: no second copy.
-        if !response.headers().contains_key("x-request-id") {
+        if !response.headers().contains_key(rejection::X_REQUEST_ID) {
             if let Ok(value) = HeaderValue::from_str(&request_id) {
-                response.headers_mut().insert("x-request-id", value);
+                response
+                    .headers_mut()
+                    .insert(rejection::X_REQUEST_ID, value);
             }
         }
         let elapsed = started.elapsed();

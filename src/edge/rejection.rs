@@ -197,9 +197,30 @@ fn respond(
     resp
 }
 
+/// [`link_value`] for `operator_url`, remembered per thread: the URL changes only
+/// on a reload, so the header is rendered once, then shared (a `HeaderValue`
+/// clone is a reference count).
+fn blocked_by_link(operator_url: &str) -> Option<HeaderValue> {
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<(String, Option<HeaderValue>)>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        match &*last {
+            Some((url, value)) if url == operator_url => value.clone(),
+            _ => {
+                let value = link_value(operator_url);
+                *last = Some((operator_url.to_string(), value.clone()));
+                value
+            }
+        }
+    })
+}
+
 /// `<operator_url>; rel="blocked-by"` (RFC 7725 §3), or None when the URL is empty
 /// or holds characters that would break the header's syntax.
-fn blocked_by_link(operator_url: &str) -> Option<HeaderValue> {
+fn link_value(operator_url: &str) -> Option<HeaderValue> {
     let usable = !operator_url.is_empty()
         && operator_url
             .chars()
