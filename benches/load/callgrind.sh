@@ -84,9 +84,9 @@ for path in allow:www.example.com block:unfiled-host.cn flood:RANDOM; do
     name=${path%%:*}; host=${path#*:}
     drive "$host" "$WARMUP"
     rm -f "$work"/cg.*.[0-9]*
-    callgrind_control -z "$VG" >/dev/null
+    callgrind_control -z "$VG" >/dev/null 2>&1
     drive "$host" "$N"
-    callgrind_control -d "$name" "$VG" >/dev/null
+    callgrind_control -d "$name" "$VG" >/dev/null 2>&1
     sleep 1
     dump=$(ls -t "$work"/cg.*.* | head -1)
     ir=$(total_ir "$dump")

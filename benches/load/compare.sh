@@ -11,10 +11,12 @@
 # in front of the same origin (an nginx of its own, answering "ok" from memory).
 # Printed per path and gate: req/s, p50/p99 (h2load: mean), CPU µs per request of
 # the gate's processes (user + system ticks from /proc/PID/stat over the requests
-# served) and non-2xx counts; then throughput and CPU ratios against the best peer.
+# served) and the count of wrong answers (non-2xx allowed, 2xx blocked); then
+# throughput and CPU ratios against the best peer.
 # With ROUNDS > 1 each figure is the median of the alternating rounds.
 #
 # Usage: benches/load/compare.sh [DURATION=10] [CONNECTIONS=32] [FILINGS=100000] [ROUNDS=1]
+#        ICPGATE_BIN=/path/to/icpgate benches/load/compare.sh ...   (no build)
 # Pinned view (document both): taskset -c 0 for the gates and -c 1 for the load, e.g.
 #   GATE_CPUS=0 LOAD_CPUS=1 benches/load/compare.sh
 # Needs root for apt-get when nginx, haproxy, wrk or h2load are missing. Loopback only.
@@ -35,7 +37,9 @@ for tool in nginx haproxy wrk h2load; do command -v "$tool" >/dev/null || missin
 if [ ${#missing[@]} -gt 0 ]; then
     apt-get -o DPkg::Lock::Timeout=600 install -y nginx haproxy wrk nghttp2-client >/dev/null
 fi
-[ -x target/release/icpgate ] && [ -z "${REBUILD:-}" ] || cargo build --release --quiet
+# ICPGATE_BIN runs another build (e.g. a copy of an earlier commit's) instead.
+BIN=${ICPGATE_BIN:-target/release/icpgate}
+[ -n "${ICPGATE_BIN:-}" ] || cargo build --release --quiet
 work=$(mktemp -d /tmp/icpgate-compare.XXXXXX)
 chmod 755 "$work"
 pids=()
@@ -117,7 +121,7 @@ NGINX
 cat > "$work/haproxy.cfg" <<HAP
 global
     nbthread $THREADS
-    maxconn 20000
+    maxconn 4096
     pidfile $work/haproxy.pid
 defaults
     mode http
@@ -152,7 +156,7 @@ servers = ["127.0.0.1:$ORIGIN"]
 [log]
 level = "warn"
 TOML
-"${GATE_PIN[@]}" ./target/release/icpgate serve --config "$work/icpgate.toml" 2>"$work/icpgate.log" &
+"${GATE_PIN[@]}" "$BIN" serve --config "$work/icpgate.toml" 2>"$work/icpgate.log" &
 pids+=($!)
 ICP_PID=$!
 for _ in $(seq 1 600); do
@@ -201,17 +205,19 @@ run_path() { # path gate -> "req/s p50_ms p99_ms cpu_us non2xx"
     before=$(cpu_ticks $procs)
     case $path in
         allow|block|flood)
-            local host=www.example.com extra=()
-            [ "$path" = block ] && host=unfiled-host.cn
+            # The flood's script sets a new Host per request; the others one fixed Host.
+            local extra=(-H "Host: www.example.com")
+            [ "$path" = block ] && extra=(-H "Host: unfiled-host.cn")
             [ "$path" = flood ] && extra=(-s "$work/flood.lua")
             out=$("${LOAD_PIN[@]}" wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" --latency "${extra[@]}" \
-                -H "Host: $host" "http://127.0.0.1:${PLAIN[$gate]}/" 2>&1)
+                "http://127.0.0.1:${PLAIN[$gate]}/" 2>&1)
             requests=$(awk '/requests in/ {print $1}' <<<"$out")
             rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
             p50=$(to_ms "$(awk '$1=="50%" {print $2}' <<<"$out")")
             p99=$(to_ms "$(awk '$1=="99%" {print $2}' <<<"$out")")
+            # Unexpected answers: non-2xx when allowed, 2xx when blocked.
             bad=$(awk '/Non-2xx/ {print $5}' <<<"$out"); bad=${bad:-0}
-            [ "$path" = allow ] || bad=0 ;;
+            [ "$path" = allow ] || bad=$((requests - bad)) ;;
         tls-h1|tls-h2)
             local mode=(--h1 -m1)
             [ "$path" = tls-h2 ] && mode=(-m"$STREAMS")
@@ -221,7 +227,7 @@ run_path() { # path gate -> "req/s p50_ms p99_ms cpu_us non2xx"
             rps=$(awk '/^finished in/ {print $4}' <<<"$out")
             p50=$(to_ms "$(awk '/^time for request:/ {print $6}' <<<"$out")")  # mean
             p99=$(to_ms "$(awk '/^time for request:/ {print $5}' <<<"$out")")  # max
-            bad=$(awk '/^status codes:/ {gsub(",","",$0); print $6+$8+$10}' <<<"$out") ;;
+            bad=$(awk '/^status codes:/ {gsub(",","",$0); print $5+$7+$9}' <<<"$out") ;;
     esac
     after=$(cpu_ticks $procs)
     local cpu_us
@@ -247,7 +253,7 @@ for line in open(sys.argv[1]):
     path, gate, *vals = line.split()
     rows.setdefault((path, gate), []).append([float(v) if v != "nan" else float("nan") for v in vals])
 med = {k: [statistics.median(col) for col in zip(*v)] for k, v in rows.items()}
-print("%-7s %-8s %11s %9s %9s %10s %7s" % ("path", "gate", "req/s", "p50_ms", "p99_ms", "cpu_us/req", "non2xx"))
+print("%-7s %-8s %11s %9s %9s %10s %7s" % ("path", "gate", "req/s", "p50_ms", "p99_ms", "cpu_us/req", "wrong"))
 for (path, gate), (rps, p50, p99, cpu, bad) in med.items():
     print("%-7s %-8s %11.0f %9.3f %9.3f %10.2f %7.0f" % (path, gate, rps, p50, p99, cpu, bad))
 print("\nratios icpgate / best peer (throughput: >1 better; CPU per request: <1 better)")
