@@ -169,7 +169,7 @@ pub(super) fn block_html(reason: Reason, ctx: &BlockContext<'_>, status: StatusC
     detail_row(&mut out, "原因 / Reason", Some(reason.as_str()));
     detail_row(&mut out, "请求 ID / Request ID", Some(ctx.request_id));
     detail_row(&mut out, "拦截方 / Blocked by", Some(ctx.operator));
-    detail_row(&mut out, "状态 / Status", Some(&status_line(status)));
+    status_row(&mut out, status);
     out.push_str(frame.after_details);
     out
 }
@@ -280,6 +280,20 @@ fn detail_row(out: &mut String, label: &str, value: Option<&str>) {
     match value.filter(|v| !v.is_empty()) {
         Some(value) => out.push_str(&escape_html(value)),
         None => out.push('—'),
+    }
+    out.push_str("</dd>\n");
+}
+
+/// The details row `detail_row(out, "状态 / Status", Some(&status_line(status)))`
+/// writes, without formatting the line into a String of its own first.
+fn status_row(out: &mut String, status: StatusCode) {
+    out.push_str("<dt>");
+    out.push_str(&escape_html("状态 / Status"));
+    out.push_str("</dt><dd>");
+    out.push_str(status.as_str());
+    if let Some(text) = status.canonical_reason() {
+        out.push(' ');
+        out.push_str(&escape_html(text));
     }
     out.push_str("</dd>\n");
 }

@@ -12,6 +12,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, Uri, Version};
 
 use crate::edge::proxy_body::ProxyBody;
+use crate::edge::rejection::X_REQUEST_ID;
 
 /// Headers that describe one connection, never the message.
 const HOP_BY_HOP: [&str; 10] = [
@@ -77,58 +78,77 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-fn forwarded_for_value(ip: IpAddr) -> String {
-    match ip {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => format!("\"[{v6}]\""),
-    }
+/// Writes the `for=` node of a `Forwarded` element (RFC 7239 §6: an IPv6 address
+/// is bracketed and quoted).
+fn write_forwarded_for(out: &mut String, ip: IpAddr) {
+    use std::fmt::Write;
+    // Writing into a String cannot fail.
+    let _ = match ip {
+        IpAddr::V4(v4) => write!(out, "{v4}"),
+        IpAddr::V6(v6) => write!(out, "\"[{v6}]\""),
+    };
 }
 
-fn append(headers: &mut HeaderMap, name: &'static str, value: String) {
-    if let Ok(value) = HeaderValue::from_str(&value) {
+// Names as constants: a `&str` name is copied into a new HeaderName on every insert.
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+
+// The values are copied once, into the header value; no intermediate String.
+fn append(headers: &mut HeaderMap, name: HeaderName, value: &str) {
+    if let Ok(value) = HeaderValue::from_str(value) {
         headers.append(name, value);
     }
 }
 
-fn set(headers: &mut HeaderMap, name: &'static str, value: String) {
-    if let Ok(value) = HeaderValue::from_str(&value) {
+fn set(headers: &mut HeaderMap, name: HeaderName, value: &str) {
+    if let Ok(value) = HeaderValue::from_str(value) {
         headers.insert(name, value);
     }
 }
 
-/// Add the proxy's own headers to an upstream request.
+/// Add the proxy's own headers to an upstream request. Every value is built in
+/// one reused buffer and copied once into its header value.
 fn add_forwarding_headers(headers: &mut HeaderMap, version: Version, ctx: &ForwardContext<'_>) {
-    let client = ctx.client_ip.to_string();
-    let chain = headers
+    use std::fmt::Write;
+    let mut buf = String::with_capacity(64 + ctx.host.len());
+    if let Some(prior) = headers
         .get("x-forwarded-for")
         .and_then(|v| v.to_str().ok())
         .filter(|_| ctx.keep_forwarded_for)
-        .map(|prior| format!("{prior}, {client}"))
-        .unwrap_or(client);
-    set(headers, "x-forwarded-for", chain);
-    set(headers, "x-forwarded-proto", ctx.proto.to_string());
-    set(headers, "x-forwarded-host", ctx.host.to_string());
-    if !ctx.keep_forwarded_for {
-        headers.remove("forwarded");
+    {
+        buf.push_str(prior);
+        buf.push_str(", ");
     }
-    let host = ctx.host.replace('"', "");
-    let forwarded = format!(
-        "for={};host=\"{host}\";proto={}",
-        forwarded_for_value(ctx.client_ip),
-        ctx.proto
-    );
-    append(headers, "forwarded", forwarded);
-    append(headers, "via", format!("{} icpgate", via_version(version)));
-    set(headers, "x-request-id", ctx.request_id.to_string());
+    // Writing into a String cannot fail.
+    let _ = write!(buf, "{}", ctx.client_ip);
+    set(headers, X_FORWARDED_FOR, &buf);
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(ctx.proto));
+    set(headers, X_FORWARDED_HOST, ctx.host);
+    if !ctx.keep_forwarded_for {
+        headers.remove(FORWARDED);
+    }
+    buf.clear();
+    buf.push_str("for=");
+    write_forwarded_for(&mut buf, ctx.client_ip);
+    buf.push_str(";host=\"");
+    buf.extend(ctx.host.chars().filter(|&c| c != '"'));
+    buf.push_str("\";proto=");
+    buf.push_str(ctx.proto);
+    append(headers, FORWARDED, &buf);
+    headers.append(header::VIA, HeaderValue::from_static(via_value(version)));
+    set(headers, X_REQUEST_ID, ctx.request_id);
 }
 
-fn via_version(version: Version) -> &'static str {
+/// The `Via` value for a client's HTTP version (static: no per-request formatting).
+fn via_value(version: Version) -> &'static str {
     match version {
-        Version::HTTP_09 => "0.9",
-        Version::HTTP_10 => "1.0",
-        Version::HTTP_2 => "2",
-        Version::HTTP_3 => "3",
-        _ => "1.1",
+        Version::HTTP_09 => "0.9 icpgate",
+        Version::HTTP_10 => "1.0 icpgate",
+        Version::HTTP_2 => "2 icpgate",
+        Version::HTTP_3 => "3 icpgate",
+        _ => "1.1 icpgate",
     }
 }
 
@@ -148,7 +168,7 @@ pub fn upstream_request(
     let headers = request.headers_mut();
     strip_hop_by_hop(headers);
     headers.remove(header::HOST);
-    set(headers, "host", ctx.host.to_string());
+    set(headers, header::HOST, ctx.host);
     if websocket {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, HeaderValue::from_static(WEBSOCKET));
@@ -169,9 +189,11 @@ pub fn downstream_response<B>(
     if parts.status != http::StatusCode::SWITCHING_PROTOCOLS {
         strip_hop_by_hop(&mut parts.headers);
     }
-    append(&mut parts.headers, "via", "1.1 icpgate".to_string());
-    if !parts.headers.contains_key("x-request-id") {
-        set(&mut parts.headers, "x-request-id", request_id.to_string());
+    parts
+        .headers
+        .append(header::VIA, HeaderValue::from_static("1.1 icpgate"));
+    if !parts.headers.contains_key(X_REQUEST_ID) {
+        set(&mut parts.headers, X_REQUEST_ID, request_id);
     }
     Response::from_parts(parts, boxed(body))
 }

@@ -111,11 +111,13 @@ impl Gate {
         let request_id = self.request_ids.for_request(request.headers());
         let method = request.method().clone();
         let (mut response, outcome) = self.handle(request, &conn, &runtime, &request_id).await;
-        if let Ok(value) = HeaderValue::from_str(&request_id) {
-            response
-                .headers_mut()
-                .entry("x-request-id")
-                .or_insert(value);
+        // Block pages and forwarded answers carry it already: no second copy.
+        if !response.headers().contains_key(rejection::X_REQUEST_ID) {
+            if let Ok(value) = HeaderValue::from_str(&request_id) {
+                response
+                    .headers_mut()
+                    .insert(rejection::X_REQUEST_ID, value);
+            }
         }
         let elapsed = started.elapsed();
         self.state
@@ -176,21 +178,25 @@ impl Gate {
             .verdict_for_host(&raw_authority, runtime.rule_policy())
             .await;
         let verdict = sni_checked(found.verdict, found.domain.as_ref(), conn);
-        // What the page and the log show: the normalised name, else the raw text.
-        let (shown, logged) = match &found.authority {
-            Ok(Authority::Name(name)) => (name.as_str(), name.as_str().to_string()),
-            Ok(Authority::Ip(_)) => (raw_authority.as_str(), raw_authority.clone()),
-            Err(_) => (raw_authority.as_str(), loggable(&raw_authority)),
+        // What the page shows: the normalised name, else the raw text.
+        let shown = match &found.authority {
+            Ok(Authority::Name(name)) => name.as_str(),
+            _ => raw_authority.as_str(),
         };
         let mut outcome = Outcome {
             decision: "allow",
             reason: verdict.reason,
-            host: Some(logged),
-            domain: found.domain.as_ref().map(|d| d.as_str().to_string()),
+            host: None,
+            domain: None,
             upstream: None,
         };
-        let Some(pool) = self.route(&verdict, runtime, &mut outcome) else {
-            let reply = self.refuse(
+        let pool = self.route(&verdict, runtime, &mut outcome);
+        if outcome.decision == Disposition::WouldBlock.as_str() {
+            let host = logged_host(&found.authority, &raw_authority);
+            tracing::info!(target: "icpgate::report_only", reason = verdict.reason.as_str(), host = %host, "would block");
+        }
+        let reply = match pool {
+            None => self.refuse(
                 verdict.reason,
                 Some(shown),
                 found.domain.as_ref(),
@@ -198,13 +204,20 @@ impl Gate {
                 &request,
                 runtime,
                 request_id,
-            );
-            return (reply, outcome);
+            ),
+            Some(pool) => {
+                outcome.upstream = Some(pool.as_str());
+                self.forward(request, pool, &raw_authority, conn, runtime, request_id)
+                    .await
+            }
         };
-        outcome.upstream = Some(pool.as_str());
-        let reply = self
-            .forward(request, pool, &raw_authority, conn, runtime, request_id)
-            .await;
+        // Moved, not copied, into the log's outcome once the reply is built.
+        outcome.host = Some(match found.authority {
+            Ok(Authority::Name(name)) => name.into_string(),
+            Ok(Authority::Ip(_)) => raw_authority,
+            Err(_) => loggable(&raw_authority),
+        });
+        outcome.domain = found.domain.map(RegistrableDomain::into_string);
         (reply, outcome)
     }
 
@@ -241,9 +254,6 @@ impl Gate {
         let policy = &runtime.config.policy;
         let disposition = disposition(verdict.reason, policy.mode, policy.on_registry_error);
         outcome.decision = disposition.as_str();
-        if disposition == Disposition::WouldBlock {
-            tracing::info!(target: "icpgate::report_only", reason = verdict.reason.as_str(), host = outcome.host.as_deref().unwrap_or("-"), "would block");
-        }
         let filed_pool = verdict.filing.as_ref().map(|f| f.product);
         disposition
             .forwards()
@@ -301,12 +311,8 @@ impl Gate {
             );
         }
         let pool = runtime.upstreams.pool(pool_name);
-        let path = request
-            .uri()
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_string();
-        let Ok(uri) = pool.uri_for(host, &path) else {
+        let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
+        let Ok(uri) = pool.uri_for(host, path) else {
             return error_reply(
                 StatusCode::BAD_REQUEST,
                 "invalid_path",
@@ -472,6 +478,19 @@ fn body_over_limit(error: &(dyn std::error::Error + 'static)) -> bool {
 /// An invalid authority as the access log shows it: at most 100 characters, with
 /// control characters and quotes escaped, so garbage is visible but cannot forge
 /// log lines.
+/// The host as the log shows it: the normalised name, an address as written, else
+/// the raw text escaped and truncated.
+fn logged_host<'a>(
+    authority: &'a Result<Authority, crate::model::host::HostError>,
+    raw: &'a str,
+) -> std::borrow::Cow<'a, str> {
+    match authority {
+        Ok(Authority::Name(name)) => name.as_str().into(),
+        Ok(Authority::Ip(_)) => raw.into(),
+        Err(_) => loggable(raw).into(),
+    }
+}
+
 fn loggable(raw: &str) -> String {
     let truncated: String = raw.chars().take(100).collect();
     let escaped = format!("{truncated:?}");

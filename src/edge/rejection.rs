@@ -31,7 +31,7 @@ use http::header::{
     HeaderName, HeaderValue, CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, LINK,
     RETRY_AFTER, VARY, X_CONTENT_TYPE_OPTIONS,
 };
-use http::{Response, StatusCode};
+use http::{HeaderMap, Response, StatusCode};
 use http_body_util::Full;
 use serde_json::json;
 
@@ -157,11 +157,13 @@ pub fn wants_json(accept: Option<&HeaderValue>) -> bool {
     let mut html_q = 0.0_f32;
     for range in value.split(',') {
         let mut parts = range.split(';');
-        let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+        let media = parts.next().unwrap_or("").trim();
         let Some(q) = quality(parts) else { continue };
-        if is_json_type(&media) {
+        if is_json_type(media) {
             json_q = json_q.max(q);
-        } else if media == "text/html" || media == "application/xhtml+xml" {
+        } else if media.eq_ignore_ascii_case("text/html")
+            || media.eq_ignore_ascii_case("application/xhtml+xml")
+        {
             html_q = html_q.max(q);
         }
     }
@@ -177,6 +179,9 @@ fn respond(
 ) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(Bytes::from(body)));
     *resp.status_mut() = status;
+    // Room for every header a refusal carries (these six, the reason, Link or
+    // Retry-After), so the map is allocated once and never grows.
+    *resp.headers_mut() = HeaderMap::with_capacity(12);
     let headers = resp.headers_mut();
     let content_type = if json { JSON_TYPE } else { HTML_TYPE };
     headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -192,9 +197,30 @@ fn respond(
     resp
 }
 
+/// [`link_value`] for `operator_url`, remembered per thread: the URL changes only
+/// on a reload, so the header is rendered once, then shared (a `HeaderValue`
+/// clone is a reference count).
+fn blocked_by_link(operator_url: &str) -> Option<HeaderValue> {
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<(String, Option<HeaderValue>)>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        match &*last {
+            Some((url, value)) if url == operator_url => value.clone(),
+            _ => {
+                let value = link_value(operator_url);
+                *last = Some((operator_url.to_string(), value.clone()));
+                value
+            }
+        }
+    })
+}
+
 /// `<operator_url>; rel="blocked-by"` (RFC 7725 §3), or None when the URL is empty
 /// or holds characters that would break the header's syntax.
-fn blocked_by_link(operator_url: &str) -> Option<HeaderValue> {
+fn link_value(operator_url: &str) -> Option<HeaderValue> {
     let usable = !operator_url.is_empty()
         && operator_url
             .chars()
@@ -206,11 +232,15 @@ fn blocked_by_link(operator_url: &str) -> Option<HeaderValue> {
 }
 
 /// `application/json` or any structured-syntax `+json` type (RFC 6839).
+/// Case-insensitive (media types are), without lowering a copy.
 fn is_json_type(media: &str) -> bool {
-    media == "application/json"
-        || media
-            .split_once('/')
-            .is_some_and(|(kind, sub)| kind != "*" && sub.ends_with("+json"))
+    media.eq_ignore_ascii_case("application/json")
+        || media.split_once('/').is_some_and(|(kind, sub)| {
+            kind != "*"
+                && sub.len() >= 5
+                && sub.is_char_boundary(sub.len() - 5)
+                && sub[sub.len() - 5..].eq_ignore_ascii_case("+json")
+        })
 }
 
 /// The q value of a media range's parameters: 1 when absent, None when malformed.

@@ -71,6 +71,10 @@ impl HostName {
         &self.0
     }
 
+    pub fn into_string(self) -> String {
+        self.0
+    }
+
     /// Parse a bare domain name (no port), e.g. from config, JSONL import, admin
     /// API, SNI. Accepts Unicode (IDNA UTS-46 non-transitional → punycode),
     /// uppercase, one trailing dot. IP addresses are refused with
