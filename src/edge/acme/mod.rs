@@ -6,9 +6,11 @@
 //!   name is `filed` (the filed-domain index answers unfiled names first, so a flood
 //!   of random SNI names costs neither a registry query nor an order).
 //! - One order at a time per name: concurrent hellos wait on the same order, up to
-//!   [`HELLO_WAITS_FOR_ORDER`], then fail their handshake.
+//!   `acme.order_timeout`, then fail their handshake.
 //! - A failed order backs its name off (1 min, doubling, at most 1 h); at most
-//!   `acme.max_orders_per_hour` orders are placed per hour, over all names.
+//!   `acme.max_orders_per_hour` orders are placed per hour, over all names: only
+//!   orders this node places (in a fleet, once it holds the name's lock), not
+//!   hellos or renewals served by another node's order.
 //! - The account and every certificate persist in [`storage`]; a restart serves the
 //!   stored certificates with no new order. An expired certificate is never served.
 //! - In a fleet ([`fleet`], `acme.storage = "registry"`): one node orders a name at
@@ -46,9 +48,6 @@ use crate::model::host::HostName;
 use order::{OrderError, Orderer};
 use renew::renew_at;
 use storage::{Storage, StorageError, StoredCert};
-
-/// How long a ClientHello waits for its name's order before the handshake fails.
-pub const HELLO_WAITS_FOR_ORDER: Duration = Duration::from_secs(25);
 
 /// How long a node waits for the certificate another node of the fleet orders.
 const PEER_PATIENCE: Duration = Duration::from_secs(120);
@@ -209,10 +208,10 @@ impl Acme {
             Started::Served(config) => return Ok(config),
             Started::Ordering(outcome) => outcome,
         };
-        let waited =
-            tokio::time::timeout(HELLO_WAITS_FOR_ORDER, outcome.wait_for(Option::is_some)).await;
+        let patience = self.order_timeout();
+        let waited = tokio::time::timeout(patience, outcome.wait_for(Option::is_some)).await;
         match waited {
-            Err(_) => Err(AcmeError::Timeout(HELLO_WAITS_FOR_ORDER)),
+            Err(_) => Err(AcmeError::Timeout(patience)),
             Ok(Err(_)) => Err(AcmeError::Failed("the order was dropped".to_owned())),
             Ok(Ok(done)) => match done.as_ref() {
                 Some(Ok(issued)) => Ok(Arc::clone(&issued.config)),
@@ -222,8 +221,13 @@ impl Acme {
         }
     }
 
-    /// Join `name`'s order in flight, or place one (unless the name backs off or
-    /// the hourly budget is used up). Under the in-flight lock, so an order that
+    /// How long a ClientHello waits for its name's order (`acme.order_timeout`).
+    pub fn order_timeout(&self) -> Duration {
+        self.settings.order_timeout
+    }
+
+    /// Join `name`'s order in flight, or start one (unless the name backs off;
+    /// the hourly budget is taken only when this node places it). Under the in-flight lock, so an order that
     /// just finished is seen as served, not ordered again.
     fn start(self: &Arc<Self>, name: &HostName, need: Need) -> Result<Started, AcmeError> {
         let mut in_flight = self
@@ -239,7 +243,6 @@ impl Acme {
             }
         }
         self.check_backoff(name)?;
-        self.take_budget()?;
         let (tx, rx) = watch::channel(None);
         in_flight.insert(name.clone(), rx.clone());
         tokio::spawn(Arc::clone(self).run(name.clone(), need, tx));
@@ -295,6 +298,11 @@ impl Acme {
                 }
                 self.update_gauges();
                 Ok(issued)
+            }
+            // Counted as rate_limited already; the name did nothing to back off for.
+            Err(error @ OrderError::RateLimited) => {
+                tracing::warn!(name = %name.as_str(), %error, "ACME order not placed");
+                Err(error.to_string())
             }
             Err(error) => {
                 tracing::warn!(name = %name.as_str(), %error, "ACME order failed");
@@ -361,8 +369,9 @@ impl Acme {
         fresh.then_some(issued)
     }
 
-    /// Place the order from this node and store the certificate.
+    /// Place the order from this node, within the hourly budget, and store the certificate.
     async fn order_here(&self, name: &HostName) -> Result<Arc<Issued>, OrderError> {
+        self.take_budget().map_err(|_| OrderError::RateLimited)?;
         let directory = self.settings.directory.as_deref().unwrap_or_default();
         let orderer = Orderer {
             directory,
