@@ -12,7 +12,9 @@
 //!   orders this node places (in a fleet, once it holds the name's lock), not
 //!   hellos or renewals served by another node's order.
 //! - The account and every certificate persist in [`storage`]; a restart serves the
-//!   stored certificates with no new order. An expired certificate is never served.
+//!   stored certificates with no new order. An expired certificate is never served,
+//!   nor one the CA withdraws ([`status`]: revoked, or about to be): that one is
+//!   treated as absent, ordered anew while its name is filed.
 //! - In a fleet ([`fleet`], `acme.storage = "registry"`): one node orders a name at
 //!   a time (the registry's advisory lock; the others wait for its certificate),
 //!   keys are sealed ([`seal`]), challenge answers are shared so any node answers
@@ -27,11 +29,12 @@ pub mod fleet;
 pub mod order;
 mod renew;
 pub mod seal;
+mod status;
 pub mod storage;
 pub mod trust;
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -75,11 +78,25 @@ pub enum AcmeError {
 pub struct Issued {
     pub config: Arc<ServerConfig>,
     pub not_after: SystemTime,
+    /// The leaf, which names the certificate to the CA ([`status`]).
+    leaf: CertificateDer<'static>,
+    /// When to ask the CA about this certificate next: at once when new.
+    status_next: Mutex<Instant>,
 }
 
 impl Issued {
     fn is_valid(&self, now: SystemTime) -> bool {
         now < self.not_after
+    }
+
+    fn status_due(&self, now: Instant) -> bool {
+        self.status_next.lock().is_ok_and(|next| *next <= now)
+    }
+
+    fn check_status_in(&self, wait: Duration) {
+        if let Ok(mut next) = self.status_next.lock() {
+            *next = Instant::now() + wait;
+        }
     }
 }
 
@@ -109,6 +126,8 @@ pub struct Acme {
     storage: Storage,
     gate: Arc<Gate>,
     account: OnceCell<instant_acme::Account>,
+    /// Set once the CA's directory turned out to have no `renewalInfo`.
+    ari_unsupported: AtomicBool,
     issued: Mutex<HashMap<HostName, Arc<Issued>>>,
     /// The newest storage revision served (a fleet's feed).
     revision: AtomicI64,
@@ -136,6 +155,7 @@ impl Acme {
             storage,
             gate,
             account: OnceCell::new(),
+            ari_unsupported: AtomicBool::new(false),
             issued: Mutex::default(),
             revision: AtomicI64::new(0),
             in_flight: Mutex::default(),
@@ -369,19 +389,22 @@ impl Acme {
         fresh.then_some(issued)
     }
 
-    /// Place the order from this node, within the hourly budget, and store the certificate.
-    async fn order_here(&self, name: &HostName) -> Result<Arc<Issued>, OrderError> {
-        self.take_budget().map_err(|_| OrderError::RateLimited)?;
-        let directory = self.settings.directory.as_deref().unwrap_or_default();
+    /// The ACME account: the stored one, or a new one (then stored) on first use.
+    async fn account(&self) -> Result<&instant_acme::Account, OrderError> {
         let orderer = Orderer {
-            directory,
+            directory: self.settings.directory.as_deref().unwrap_or_default(),
             ca_file: self.settings.ca_file.as_deref(),
             email: self.settings.email.as_deref(),
         };
-        let account = self
-            .account
+        self.account
             .get_or_try_init(|| orderer.account(&self.storage))
-            .await?;
+            .await
+    }
+
+    /// Place the order from this node, within the hourly budget, and store the certificate.
+    async fn order_here(&self, name: &HostName) -> Result<Arc<Issued>, OrderError> {
+        self.take_budget().map_err(|_| OrderError::RateLimited)?;
+        let account = self.account().await?;
         let challenges = &self.gate.acme_challenges;
         let kind = self.settings.challenge;
         let shared = self.storage.shared();
@@ -464,9 +487,15 @@ fn load(pem: &str, resumption: &Resumption) -> Result<Issued, IssuedError> {
     let seconds = parsed.validity().not_after.timestamp().max(0) as u64;
     let not_after = UNIX_EPOCH + Duration::from_secs(seconds);
     let key = PrivateKeyDer::from_pem_slice(pem.as_bytes())?;
+    let leaf = leaf.clone().into_owned();
     let certified = CertifiedKey::from_der(chain, key, &crate::edge::tls::provider())?;
     let config = crate::edge::tls::server_config(Arc::new(certified), resumption)?;
-    Ok(Issued { config, not_after })
+    Ok(Issued {
+        config,
+        not_after,
+        leaf,
+        status_next: Mutex::new(Instant::now()),
+    })
 }
 
 #[cfg(test)]
