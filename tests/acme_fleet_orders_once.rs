@@ -8,6 +8,8 @@
 //! - `acme.max_orders_per_hour` counts orders a node places, not hellos that
 //!   waited on another node's order.
 //! - Private keys are stored sealed: the registry never holds one in the clear.
+//! - A certificate one node stores reaches the others through the registry's
+//!   NOTIFY, not a poll.
 //! - Two nodes whose certificate falls due at once renew it with ONE order: the
 //!   node that did not take the lock serves the renewed certificate it stored.
 
@@ -201,6 +203,17 @@ async fn two_nodes_renewing_at_once_place_one_order() {
     let first = leaf(&client, a.https(), name)
         .await
         .expect("first certificate");
+    // B serves it unasked through the registry's NOTIFY, well before its
+    // fallback poll (5 s) would find it.
+    let noticed = wait_until(Duration::from_secs(1), || async {
+        let metrics = b.metrics().await;
+        (sample_required(&metrics, "icpgate_acme_certificates", &[]) == 1.0).then_some(())
+    })
+    .await;
+    assert!(
+        noticed.is_some(),
+        "node B did not learn of A's certificate within 1 s"
+    );
     let served_by_b = wait_until(Duration::from_secs(5), || async {
         (leaf(&client, b.https(), name).await? == first).then_some(())
     })

@@ -18,7 +18,8 @@
 //! - In a fleet ([`fleet`], `acme.storage = "registry"`): one node orders a name at
 //!   a time (the registry's advisory lock; the others wait for its certificate),
 //!   keys are sealed ([`seal`]), challenge answers are shared so any node answers
-//!   the CA, and every node serves a new certificate within [`fleet::FEED_POLL`].
+//!   the CA, and every node serves a new certificate once the registry's NOTIFY
+//!   arrives (at the latest after [`fleet::FEED_FALLBACK`]).
 //! - [`Acme::renew_forever`] renews `acme.renew_before` ahead of expiry (checked
 //!   every minute, or ten times per `renew_before` when that is shorter), later by a
 //!   per-name jitter (up to a tenth of `renew_before`), and only names whose filing
@@ -195,17 +196,19 @@ impl Acme {
         Ok(loaded)
     }
 
-    /// In a fleet, serve what other nodes store, every [`fleet::FEED_POLL`], until `stop`.
+    /// In a fleet, serve what other nodes store, woken by the registry's NOTIFY
+    /// (and every [`fleet::FEED_FALLBACK`] without one), until `stop`.
     pub async fn follow_forever(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
-        if self.storage.shared().is_none() {
+        let Some(stored) = self.storage.shared().map(|s| s.certificate_stored()) else {
             return;
-        }
-        let mut tick = tokio::time::interval(fleet::FEED_POLL);
+        };
+        let mut tick = tokio::time::interval(fleet::FEED_FALLBACK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = stop.changed() => return,
                 _ = tick.tick() => {}
+                _ = stored.notified() => {}
             }
             if let Err(error) = self.follow_once().await {
                 tracing::warn!(%error, "ACME certificates of the fleet not read");
