@@ -10,6 +10,8 @@
 //! - A cancelled filing's name is refused at the handshake, certificate or not.
 //! - Certificates are renewed `renew_before` their expiry, those of ended filings
 //!   are not.
+//! - A certificate the CA revoked stops being served (its renewal information
+//!   says to replace it at once), and a still-filed name gets a new one.
 
 mod common;
 
@@ -17,6 +19,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::ari::RenewalInfoFront;
 use common::pebble::*;
 use common::tls::get_h1;
 use common::*;
@@ -294,6 +297,77 @@ async fn certificates_are_renewed_before_expiry_but_not_for_ended_filings() {
         pebble.mentions("ended-shop.cn"),
         ended_before,
         "an ended filing's certificate is not renewed"
+    );
+    gate.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_certificate_is_no_longer_served() {
+    let reserved = (reserve_port(), reserve_port());
+    let ports = (reserved.0.port, reserved.1.port);
+    let test = "a_revoked_certificate_is_no_longer_served";
+    let Some(mut pebble) = Pebble::start(test, ports.0, ports.1, None).await else {
+        return;
+    };
+    // Debian's Pebble serves no renewal information: the front adds it, from
+    // Pebble's own revocations.
+    let front = RenewalInfoFront::start(pebble.api()).await;
+    pebble.directory = front.directory.clone();
+    let seed = [approved("revoked-shop.cn", "浙ICP备20000006号-1")];
+    // renew_before 20 s: status checks every 2 s (Pebble's certificates last years).
+    let mut gate = acme_gate(&pebble, &seed, ports, "renew_before = \"20s\"\n").await;
+    let client = trusting(&pebble.root_pem().await);
+    let served = || async {
+        let stream = handshake(&client, gate.https(), "revoked-shop.cn").await;
+        leaf(&stream.expect("handshake"))
+    };
+    let first = served().await;
+
+    // While the CA stands behind it, the checks keep it served.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        served().await,
+        first,
+        "an unrevoked certificate stays served"
+    );
+    assert_eq!(orders(&gate.metrics().await, "issued"), 1.0);
+
+    // Revoke it with the gate's own account.
+    let storage =
+        icpgate::edge::acme::storage::DirStorage::open(&gate.dir.path().join("certs/.acme"))
+            .expect("the gate's ACME storage");
+    let orderer = icpgate::edge::acme::order::Orderer {
+        directory: &front.directory,
+        ca_file: Some(&pebble.ca_file),
+        email: None,
+    };
+    let account = orderer
+        .account(&icpgate::edge::acme::storage::Storage::Dir(storage))
+        .await
+        .expect("the gate's account");
+    let revoked = CertificateDer::from(first.clone());
+    let request = instant_acme::RevocationRequest {
+        certificate: &revoked,
+        reason: None,
+    };
+    account.revoke(&request).await.expect("revoke");
+
+    let replaced = wait_until(Duration::from_secs(20), || async {
+        let stream = handshake(&client, gate.https(), "revoked-shop.cn")
+            .await
+            .ok()?;
+        (leaf(&stream) != first).then_some(())
+    })
+    .await;
+    assert!(
+        replaced.is_some(),
+        "the revoked certificate is still served\n{}",
+        pebble.log_text()
+    );
+    assert_eq!(
+        orders(&gate.metrics().await, "issued"),
+        2.0,
+        "a new certificate for the still-filed name"
     );
     gate.stop().await;
 }

@@ -549,6 +549,11 @@ secret = "s3cret"
                 &["acme.max_orders_per_hour: must be greater than zero"],
             ),
             (
+                "acme order_timeout longer than a client waits",
+                "[listen]\nhttps = \"127.0.0.1:8443\"\n[tls]\ncerts_dir = \"c\"\n[acme]\ndirectory = \"https://ca.example/dir\"\norder_timeout = \"10m\"\n",
+                &["acme.order_timeout: must be greater than zero and at most 5m"],
+            ),
+            (
                 "PROXY senders named without PROXY protocol",
                 "[listen]\nproxy_protocol_from = [\"10.0.0.0/8\"]\n",
                 &[

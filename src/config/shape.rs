@@ -479,6 +479,9 @@ pub struct AcmeConfig {
     pub renew_before: Duration,
     /// Orders placed per hour at most, across all names (the CA's rate limits).
     pub max_orders_per_hour: u32,
+    /// How long a ClientHello waits for its name's order before its handshake fails.
+    #[serde(deserialize_with = "de_duration")]
+    pub order_timeout: Duration,
     /// Directory holding the account key and the certificates; unset:
     /// `.acme` inside `tls.certs_dir`; `"registry"`: the PostgreSQL registry,
     /// shared by the fleet, private keys sealed with the storage key.
@@ -498,6 +501,7 @@ impl Default for AcmeConfig {
             challenge: AcmeChallenge::TlsAlpn01,
             renew_before: Duration::from_secs(30 * 86_400),
             max_orders_per_hour: 100,
+            order_timeout: Duration::from_secs(25),
             storage: None,
             storage_key_env: "ICPGATE_ACME_STORAGE_KEY".to_owned(),
             storage_key_file: None,

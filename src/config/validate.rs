@@ -254,6 +254,13 @@ impl Config {
                 "must be greater than zero",
             ));
         }
+        // A hello held longer than a client waits only holds a connection open.
+        if a.order_timeout.is_zero() || a.order_timeout > Duration::from_secs(300) {
+            return Err(problem(
+                "acme.order_timeout",
+                "must be greater than zero and at most 5m",
+            ));
+        }
         Ok(())
     }
 }

@@ -220,8 +220,8 @@ impl TlsHandshake {
     {
         let within = self.gate.current().config.limits.header_read_timeout;
         // A hello may wait for its name's ACME order on top of the usual bound.
-        let order_wait = match self.acme {
-            Some(_) => crate::edge::acme::HELLO_WAITS_FOR_ORDER,
+        let order_wait = match &self.acme {
+            Some(acme) => acme.order_timeout(),
             None => std::time::Duration::ZERO,
         };
         let result =

@@ -6,10 +6,12 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use deadpool_postgres::Pool;
 use sha2::{Digest, Sha256};
+use tokio::sync::Notify;
 
 use super::RegistryError;
 
@@ -29,6 +31,8 @@ pub type Locked<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 pub trait AcmeStore: Send + Sync + 'static {
     async fn account(&self, directory: &str) -> Result<Option<Vec<u8>>, RegistryError>;
     async fn save_account(&self, directory: &str, sealed: &[u8]) -> Result<(), RegistryError>;
+    /// Woken when any node stored a certificate (PostgreSQL NOTIFY).
+    fn certificate_stored(&self) -> Arc<Notify>;
     /// Certificates stored (or replaced) after `revision`, oldest first.
     async fn certificates_since(&self, revision: i64) -> Result<Vec<SealedCert>, RegistryError>;
     /// Store `name`'s certificate; returns its revision.
@@ -64,10 +68,16 @@ fn lock_key(name: &str) -> i64 {
 /// [`AcmeStore`] over the PostgreSQL registry's pool.
 pub struct PgAcmeStore {
     pub(super) pool: Pool,
+    /// Woken by the registry's LISTEN connection (`icpgate_acme`).
+    pub(super) stored: Arc<Notify>,
 }
 
 #[async_trait]
 impl AcmeStore for PgAcmeStore {
+    fn certificate_stored(&self) -> Arc<Notify> {
+        Arc::clone(&self.stored)
+    }
+
     async fn account(&self, directory: &str) -> Result<Option<Vec<u8>>, RegistryError> {
         let client = self.pool.get().await?;
         let row = client
@@ -123,6 +133,9 @@ impl AcmeStore for PgAcmeStore {
                 &[&name, &sealed],
             )
             .await?;
+        // Every node's feed wakes once this is visible (autocommitted above).
+        let channel = super::postgres::ACME_CHANNEL;
+        client.batch_execute(&format!("NOTIFY {channel}")).await?;
         Ok(row.try_get(0)?)
     }
 

@@ -11,9 +11,11 @@
 //! - `wait`: the one polling loop;
 //! - `tools`: skipping locally, failing under CI, when something is missing;
 //! - `pebble` (used as `common::pebble::*`): the ACME test CA on loopback;
+//! - `ari` (used as `common::ari::*`): renewal information (RFC 9773) for Pebble;
 //! - `tls` (used as `common::tls::*`): a test CA, TLS clients and requests.
 #![allow(dead_code)]
 
+pub mod ari;
 pub mod client;
 pub mod console;
 pub mod gate;

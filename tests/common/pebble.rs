@@ -172,22 +172,58 @@ impl Pebble {
 
     /// Pebble's root (a new one every start), from its management API.
     pub async fn root_pem(&self) -> String {
+        self.api().management_get("/roots/0").await
+    }
+
+    /// Pebble's endpoints, for requests a test makes itself.
+    pub fn api(&self) -> PebbleApi {
+        PebbleApi {
+            directory: self.directory.clone(),
+            ca_file: self.ca_file.clone(),
+            management: self.management,
+        }
+    }
+}
+
+/// Pebble's API (its directory) and management API, both behind its API certificate.
+#[derive(Clone)]
+pub struct PebbleApi {
+    pub directory: String,
+    /// The API's certificate; its key lies beside it, in `api.key`.
+    pub ca_file: PathBuf,
+    management: SocketAddr,
+}
+
+impl PebbleApi {
+    /// GET `path` from the ACME API; returns the body.
+    pub async fn api_get(&self, path: &str) -> String {
+        let authority = self.directory.trim_start_matches("https://");
+        let authority = authority.split('/').next().unwrap_or_default();
+        self.get(authority.parse().expect("API address"), path)
+            .await
+    }
+
+    /// GET `path` from the management API; returns the body.
+    pub async fn management_get(&self, path: &str) -> String {
+        self.get(self.management, path).await
+    }
+
+    async fn get(&self, addr: SocketAddr, path: &str) -> String {
         let mut config = icpgate::edge::acme::trust::acme_client_config(Some(&self.ca_file))
             .expect("client config");
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-        let tcp = TcpStream::connect(self.management)
-            .await
-            .expect("management");
+        let tcp = TcpStream::connect(addr).await.expect("pebble");
         let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
-        let tls = connector.connect(name, tcp).await.expect("management TLS");
+        let tls = connector.connect(name, tcp).await.expect("pebble TLS");
         let mut sender = http1_over(tls).await;
         let request = http::Request::builder()
-            .uri("/roots/0")
-            .header("host", "localhost")
+            .uri(path)
+            // Pebble's directory names its URLs after the host asked for.
+            .header("host", addr.to_string())
             .body(Full::new(Bytes::new()))
             .expect("request");
-        let reply = collect(sender.send_request(request).await.expect("roots")).await;
+        let reply = collect(sender.send_request(request).await.expect(path)).await;
         String::from_utf8_lossy(&reply.body).into_owned()
     }
 }

@@ -1,7 +1,8 @@
 //! ACME storage for a fleet (`acme.storage = "registry"`): the account and the
 //! certificates in the PostgreSQL registry, sealed with the nodes' storage key
 //! ([`super::seal`]), and followed by revision so that a certificate one node
-//! obtains is served by every node within [`FEED_POLL`].
+//! obtains is served by every node as soon as the registry's NOTIFY arrives, or
+//! within [`FEED_FALLBACK`] when it does not (the listener reconnecting).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,8 +12,11 @@ use super::storage::{StorageError, StoredAccount, StoredCert};
 use crate::model::host::HostName;
 use crate::registry::AcmeStore;
 
-/// How often a node looks for certificates other nodes stored.
+/// How often a node waiting on another node's order looks for its certificate.
 pub const FEED_POLL: Duration = Duration::from_millis(500);
+
+/// How often a node looks for certificates other nodes stored when no NOTIFY came.
+pub const FEED_FALLBACK: Duration = Duration::from_secs(5);
 
 /// The registry-backed storage of one node.
 pub struct FleetStorage {

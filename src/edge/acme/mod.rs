@@ -6,15 +6,20 @@
 //!   name is `filed` (the filed-domain index answers unfiled names first, so a flood
 //!   of random SNI names costs neither a registry query nor an order).
 //! - One order at a time per name: concurrent hellos wait on the same order, up to
-//!   [`HELLO_WAITS_FOR_ORDER`], then fail their handshake.
+//!   `acme.order_timeout`, then fail their handshake.
 //! - A failed order backs its name off (1 min, doubling, at most 1 h); at most
-//!   `acme.max_orders_per_hour` orders are placed per hour, over all names.
+//!   `acme.max_orders_per_hour` orders are placed per hour, over all names: only
+//!   orders this node places (in a fleet, once it holds the name's lock), not
+//!   hellos or renewals served by another node's order.
 //! - The account and every certificate persist in [`storage`]; a restart serves the
-//!   stored certificates with no new order. An expired certificate is never served.
+//!   stored certificates with no new order. An expired certificate is never served,
+//!   nor one the CA withdraws ([`status`]: revoked, or about to be): that one is
+//!   treated as absent, ordered anew while its name is filed.
 //! - In a fleet ([`fleet`], `acme.storage = "registry"`): one node orders a name at
 //!   a time (the registry's advisory lock; the others wait for its certificate),
 //!   keys are sealed ([`seal`]), challenge answers are shared so any node answers
-//!   the CA, and every node serves a new certificate within [`fleet::FEED_POLL`].
+//!   the CA, and every node serves a new certificate once the registry's NOTIFY
+//!   arrives (at the latest after [`fleet::FEED_FALLBACK`]).
 //! - [`Acme::renew_forever`] renews `acme.renew_before` ahead of expiry (checked
 //!   every minute, or ten times per `renew_before` when that is shorter), later by a
 //!   per-name jitter (up to a tenth of `renew_before`), and only names whose filing
@@ -25,11 +30,12 @@ pub mod fleet;
 pub mod order;
 mod renew;
 pub mod seal;
+mod status;
 pub mod storage;
 pub mod trust;
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -46,9 +52,6 @@ use crate::model::host::HostName;
 use order::{OrderError, Orderer};
 use renew::renew_at;
 use storage::{Storage, StorageError, StoredCert};
-
-/// How long a ClientHello waits for its name's order before the handshake fails.
-pub const HELLO_WAITS_FOR_ORDER: Duration = Duration::from_secs(25);
 
 /// How long a node waits for the certificate another node of the fleet orders.
 const PEER_PATIENCE: Duration = Duration::from_secs(120);
@@ -76,11 +79,25 @@ pub enum AcmeError {
 pub struct Issued {
     pub config: Arc<ServerConfig>,
     pub not_after: SystemTime,
+    /// The leaf, which names the certificate to the CA ([`status`]).
+    leaf: CertificateDer<'static>,
+    /// When to ask the CA about this certificate next: at once when new.
+    status_next: Mutex<Instant>,
 }
 
 impl Issued {
     fn is_valid(&self, now: SystemTime) -> bool {
         now < self.not_after
+    }
+
+    fn status_due(&self, now: Instant) -> bool {
+        self.status_next.lock().is_ok_and(|next| *next <= now)
+    }
+
+    fn check_status_in(&self, wait: Duration) {
+        if let Ok(mut next) = self.status_next.lock() {
+            *next = Instant::now() + wait;
+        }
     }
 }
 
@@ -110,6 +127,8 @@ pub struct Acme {
     storage: Storage,
     gate: Arc<Gate>,
     account: OnceCell<instant_acme::Account>,
+    /// Set once the CA's directory turned out to have no `renewalInfo`.
+    ari_unsupported: AtomicBool,
     issued: Mutex<HashMap<HostName, Arc<Issued>>>,
     /// The newest storage revision served (a fleet's feed).
     revision: AtomicI64,
@@ -137,6 +156,7 @@ impl Acme {
             storage,
             gate,
             account: OnceCell::new(),
+            ari_unsupported: AtomicBool::new(false),
             issued: Mutex::default(),
             revision: AtomicI64::new(0),
             in_flight: Mutex::default(),
@@ -176,17 +196,19 @@ impl Acme {
         Ok(loaded)
     }
 
-    /// In a fleet, serve what other nodes store, every [`fleet::FEED_POLL`], until `stop`.
+    /// In a fleet, serve what other nodes store, woken by the registry's NOTIFY
+    /// (and every [`fleet::FEED_FALLBACK`] without one), until `stop`.
     pub async fn follow_forever(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
-        if self.storage.shared().is_none() {
+        let Some(stored) = self.storage.shared().map(|s| s.certificate_stored()) else {
             return;
-        }
-        let mut tick = tokio::time::interval(fleet::FEED_POLL);
+        };
+        let mut tick = tokio::time::interval(fleet::FEED_FALLBACK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = stop.changed() => return,
                 _ = tick.tick() => {}
+                _ = stored.notified() => {}
             }
             if let Err(error) = self.follow_once().await {
                 tracing::warn!(%error, "ACME certificates of the fleet not read");
@@ -209,10 +231,10 @@ impl Acme {
             Started::Served(config) => return Ok(config),
             Started::Ordering(outcome) => outcome,
         };
-        let waited =
-            tokio::time::timeout(HELLO_WAITS_FOR_ORDER, outcome.wait_for(Option::is_some)).await;
+        let patience = self.order_timeout();
+        let waited = tokio::time::timeout(patience, outcome.wait_for(Option::is_some)).await;
         match waited {
-            Err(_) => Err(AcmeError::Timeout(HELLO_WAITS_FOR_ORDER)),
+            Err(_) => Err(AcmeError::Timeout(patience)),
             Ok(Err(_)) => Err(AcmeError::Failed("the order was dropped".to_owned())),
             Ok(Ok(done)) => match done.as_ref() {
                 Some(Ok(issued)) => Ok(Arc::clone(&issued.config)),
@@ -222,8 +244,13 @@ impl Acme {
         }
     }
 
-    /// Join `name`'s order in flight, or place one (unless the name backs off or
-    /// the hourly budget is used up). Under the in-flight lock, so an order that
+    /// How long a ClientHello waits for its name's order (`acme.order_timeout`).
+    pub fn order_timeout(&self) -> Duration {
+        self.settings.order_timeout
+    }
+
+    /// Join `name`'s order in flight, or start one (unless the name backs off;
+    /// the hourly budget is taken only when this node places it). Under the in-flight lock, so an order that
     /// just finished is seen as served, not ordered again.
     fn start(self: &Arc<Self>, name: &HostName, need: Need) -> Result<Started, AcmeError> {
         let mut in_flight = self
@@ -239,7 +266,6 @@ impl Acme {
             }
         }
         self.check_backoff(name)?;
-        self.take_budget()?;
         let (tx, rx) = watch::channel(None);
         in_flight.insert(name.clone(), rx.clone());
         tokio::spawn(Arc::clone(self).run(name.clone(), need, tx));
@@ -295,6 +321,11 @@ impl Acme {
                 }
                 self.update_gauges();
                 Ok(issued)
+            }
+            // Counted as rate_limited already; the name did nothing to back off for.
+            Err(error @ OrderError::RateLimited) => {
+                tracing::warn!(name = %name.as_str(), %error, "ACME order not placed");
+                Err(error.to_string())
             }
             Err(error) => {
                 tracing::warn!(name = %name.as_str(), %error, "ACME order failed");
@@ -361,18 +392,22 @@ impl Acme {
         fresh.then_some(issued)
     }
 
-    /// Place the order from this node and store the certificate.
-    async fn order_here(&self, name: &HostName) -> Result<Arc<Issued>, OrderError> {
-        let directory = self.settings.directory.as_deref().unwrap_or_default();
+    /// The ACME account: the stored one, or a new one (then stored) on first use.
+    async fn account(&self) -> Result<&instant_acme::Account, OrderError> {
         let orderer = Orderer {
-            directory,
+            directory: self.settings.directory.as_deref().unwrap_or_default(),
             ca_file: self.settings.ca_file.as_deref(),
             email: self.settings.email.as_deref(),
         };
-        let account = self
-            .account
+        self.account
             .get_or_try_init(|| orderer.account(&self.storage))
-            .await?;
+            .await
+    }
+
+    /// Place the order from this node, within the hourly budget, and store the certificate.
+    async fn order_here(&self, name: &HostName) -> Result<Arc<Issued>, OrderError> {
+        self.take_budget().map_err(|_| OrderError::RateLimited)?;
+        let account = self.account().await?;
         let challenges = &self.gate.acme_challenges;
         let kind = self.settings.challenge;
         let shared = self.storage.shared();
@@ -455,9 +490,15 @@ fn load(pem: &str, resumption: &Resumption) -> Result<Issued, IssuedError> {
     let seconds = parsed.validity().not_after.timestamp().max(0) as u64;
     let not_after = UNIX_EPOCH + Duration::from_secs(seconds);
     let key = PrivateKeyDer::from_pem_slice(pem.as_bytes())?;
+    let leaf = leaf.clone().into_owned();
     let certified = CertifiedKey::from_der(chain, key, &crate::edge::tls::provider())?;
     let config = crate::edge::tls::server_config(Arc::new(certified), resumption)?;
-    Ok(Issued { config, not_after })
+    Ok(Issued {
+        config,
+        not_after,
+        leaf,
+        status_next: Mutex::new(Instant::now()),
+    })
 }
 
 #[cfg(test)]

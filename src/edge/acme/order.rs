@@ -44,6 +44,8 @@ pub enum OrderError {
     Issued(super::IssuedError),
     #[error("the node of the fleet ordering this name stored no certificate in time")]
     Peer,
+    #[error("acme.max_orders_per_hour is used up")]
+    RateLimited,
     #[error("order ended {0:?}, not ready")]
     NotReady(OrderStatus),
 }

@@ -1,7 +1,8 @@
 //! Renewal: certificates are renewed `acme.renew_before` ahead of expiry, later by
 //! a per-name jitter, in the background, and only while the name's filing is
 //! approved; an ended filing's certificate runs out (and is refused at the
-//! handshake long before, like any name of an ended filing).
+//! handshake long before, like any name of an ended filing). Each check first asks
+//! the CA which certificates it withdrew ([`super::status`]) and orders those anew.
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
@@ -35,8 +36,18 @@ impl Acme {
         }
     }
 
-    /// Place renewal orders for the certificates due whose filing is still approved.
+    /// Place renewal orders for the certificates due whose filing is still approved,
+    /// and new orders for those the CA withdrew ([`super::status`]).
     pub async fn renew_due(self: &Arc<Self>) {
+        for name in self.drop_withdrawn().await {
+            if !self.still_filed(&name).await {
+                tracing::debug!(name = %name.as_str(), "filing no longer approved: withdrawn certificate not replaced");
+                continue;
+            }
+            if let Err(error) = self.start(&name, Need::Missing) {
+                tracing::debug!(name = %name.as_str(), %error, "replacement not placed now");
+            }
+        }
         self.update_gauges();
         let now = SystemTime::now();
         let due: Vec<HostName> = match self.issued.lock() {

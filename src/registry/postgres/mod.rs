@@ -132,6 +132,8 @@ pub mod sql {
 }
 
 const CHANNEL: &str = "icpgate_registry";
+/// The NOTIFY channel of ACME certificates stored by any node ([`super::acme_store`]).
+pub(super) const ACME_CHANNEL: &str = "icpgate_acme";
 
 /// How long a node's claim on a due notification keeps other nodes' notifiers off
 /// it; an attempt records its outcome well within this (the notifier's attempt
@@ -144,6 +146,8 @@ pub struct PostgresRegistry {
     pool: Pool,
     /// Woken by NOTIFY from any node's write.
     changed: Arc<Notify>,
+    /// Woken by NOTIFY from any node's stored ACME certificate.
+    acme_changed: Arc<Notify>,
     /// Whether writes also record notifications in the outbox.
     outbox: bool,
     /// Seals kept filing passwords (`registry.secret_key_env`).
@@ -170,10 +174,13 @@ impl PostgresRegistry {
             .build()?;
         migrate(&mut *pool.get().await?).await?;
         let changed = Arc::new(Notify::new());
-        tokio::spawn(listen_forever(config, Arc::clone(&changed)));
+        let acme_changed = Arc::new(Notify::new());
+        let wake = [Arc::clone(&changed), Arc::clone(&acme_changed)];
+        tokio::spawn(listen_forever(config, wake));
         Ok(PostgresRegistry {
             pool,
             changed,
+            acme_changed,
             outbox: false,
             secret_key: None,
         })
@@ -230,16 +237,17 @@ async fn commit(tx: Transaction<'_>) -> Result<(), RegistryError> {
     Ok(())
 }
 
-/// Keep one LISTEN connection open (reconnecting with backoff) and wake `changed`
-/// on every notification and after every reconnect (changes may have been missed).
-async fn listen_forever(config: tokio_postgres::Config, changed: Arc<Notify>) {
+/// Keep one LISTEN connection open (reconnecting with backoff) and wake
+/// `[changed, acme_changed]` on every notification of their channel, both after
+/// every reconnect (changes may have been missed).
+async fn listen_forever(config: tokio_postgres::Config, wake: [Arc<Notify>; 2]) {
     let mut backoff = Duration::from_millis(200);
     loop {
-        match listen_once(&config, &changed).await {
+        match listen_once(&config, &wake).await {
             Ok(()) => backoff = Duration::from_millis(200),
             Err(error) => tracing::warn!(%error, "registry change listener lost; reconnecting"),
         }
-        changed.notify_one();
+        wake.iter().for_each(|w| w.notify_one());
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(10));
     }
@@ -247,7 +255,7 @@ async fn listen_forever(config: tokio_postgres::Config, changed: Arc<Notify>) {
 
 async fn listen_once(
     config: &tokio_postgres::Config,
-    changed: &Notify,
+    [changed, acme_changed]: &[Arc<Notify>; 2],
 ) -> Result<(), tokio_postgres::Error> {
     let (client, mut connection) = config.connect(NoTls).await?;
     let (sender, mut messages) = tokio::sync::mpsc::unbounded_channel();
@@ -255,8 +263,8 @@ async fn listen_once(
         let mut stream = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
         while let Some(message) = futures_util::StreamExt::next(&mut stream).await {
             match message {
-                Ok(AsyncMessage::Notification(_)) => {
-                    if sender.send(()).is_err() {
+                Ok(AsyncMessage::Notification(note)) => {
+                    if sender.send(note.channel() == ACME_CHANNEL).is_err() {
                         break;
                     }
                 }
@@ -266,10 +274,16 @@ async fn listen_once(
         }
         Ok(())
     });
-    client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
+    client
+        .batch_execute(&format!("LISTEN {CHANNEL}; LISTEN {ACME_CHANNEL}"))
+        .await?;
     changed.notify_one();
-    while messages.recv().await.is_some() {
-        changed.notify_one();
+    acme_changed.notify_one();
+    while let Some(acme) = messages.recv().await {
+        match acme {
+            true => acme_changed.notify_one(),
+            false => changed.notify_one(),
+        }
     }
     drop(client);
     driver.await.unwrap_or(Ok(()))
@@ -452,6 +466,7 @@ impl Registry for PostgresRegistry {
     fn acme_store(&self) -> Option<Arc<dyn super::AcmeStore>> {
         Some(Arc::new(super::acme_store::PgAcmeStore {
             pool: self.pool.clone(),
+            stored: Arc::clone(&self.acme_changed),
         }))
     }
 }
