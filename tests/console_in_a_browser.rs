@@ -19,11 +19,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use common::dns::{dns_section, start_dns, Rec};
 use common::pg::PgDatabase;
 use common::tls::{connect, get_h1, TestCa};
 use common::{
     eventually, filing, raw, require_tool, sha256_hex, standard_seed, start_origin, submission,
-    TestGate,
+    TestGate, TOKEN,
 };
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
@@ -531,10 +532,11 @@ async fn staff_review_check_and_switch_language_in_chromium() {
     shoot(&client, "zh-check").await;
     phone(&client, &g).await;
     click(&client, "#logout").await;
-    assert!(
-        text_of(&client, "h1").await.contains("登录"),
-        "signed out, in Chinese"
-    );
+    let signed_out = eventually(Duration::from_secs(20), || async {
+        text_of(&client, "h1").await.contains("登录")
+    })
+    .await;
+    assert!(signed_out, "signed out, in Chinese");
     shoot(&client, "zh-login").await;
     client.close().await.expect("close");
 
@@ -553,4 +555,73 @@ async fn staff_review_check_and_switch_language_in_chromium() {
     block_pages(&zh, g.http, "zh").await;
     file_block_pages(&zh, &fetched, work.path(), "zh").await;
     zh.close().await.expect("close");
+}
+
+/// Check `domains` with DNS ticked on the check page; the results show every text
+/// of `want` (waited for: right after the click the old page may still answer).
+async fn check_with_dns(client: &Client, check: &str, domains: &str, want: &[&str]) {
+    client.goto(check).await.expect("check");
+    type_into(client, "#domains", domains).await;
+    click(client, "#dns").await;
+    click(client, "#check-submit").await;
+    let shown = |results: &str| want.iter().all(|text| results.contains(text));
+    let seen = eventually(Duration::from_secs(20), || async {
+        shown(&text_of(client, "#check-results").await)
+    })
+    .await;
+    let results = text_of(client, "#check-results").await;
+    assert!(seen, "{want:?} in {results}");
+}
+
+/// With `[dns]` asking a resolver on loopback, the check page adds each domain's
+/// DNS verdict, in the page's language: filed and pointed here, pointed here but not
+/// filed, filed but pointed elsewhere, and a failed lookup.
+#[tokio::test]
+async fn the_check_page_gives_dns_verdicts_in_both_languages() {
+    if !require_tool("chromium") || !require_tool("chromedriver") {
+        return;
+    }
+    let v4 = |s: &str| Rec::A(s.parse().expect("v4"));
+    let zone = vec![
+        ("shop.example.com", v4("203.0.113.10")),
+        ("unfiled-shop.cn", v4("203.0.113.10")),
+        ("v6.example.com", v4("192.0.2.1")),
+        ("broken.example.com", Rec::ServFail),
+    ];
+    let server = start_dns(zone).await;
+    let g = TestGate::start(&standard_seed(), None, None, &dns_section(server)).await;
+    let driver = start_driver().await;
+    let work = tempfile::tempdir().expect("tempdir");
+    let client = browser(&driver, &work.path().join("profile"), work.path(), "en-US").await;
+    let console = format!("http://127.0.0.1:{}/console", g.admin.port());
+    client
+        .goto(&format!("{console}/login"))
+        .await
+        .expect("login");
+    type_into(&client, "#token", TOKEN).await;
+    click(&client, "#sign-in").await;
+
+    let domains = "shop.example.com\nunfiled-shop.cn\nv6.example.com\nbroken.example.com";
+    let check = format!("{console}/check");
+    let english = [
+        "DNS verdict",
+        "compliant: filed and pointed here",
+        "violation: pointed here, not filed",
+        "filed, not pointed here",
+        "DNS lookup failed",
+    ];
+    check_with_dns(&client, &check, domains, &english).await;
+    shoot(&client, "en-check-dns").await;
+
+    click(&client, "#lang-switch").await;
+    let chinese = [
+        "DNS结论",
+        "合规：已备案且已解析到本接入",
+        "违规：已解析到本接入但未备案",
+        "已备案，未解析到本接入",
+        "DNS查询失败",
+    ];
+    check_with_dns(&client, &check, domains, &chinese).await;
+    shoot(&client, "zh-check-dns").await;
+    client.close().await.expect("close");
 }

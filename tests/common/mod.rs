@@ -6,6 +6,7 @@
 //! - `process`: the real `icpgate` binary as a child process;
 //! - `client`: HTTP/1.1, HTTP/2 and raw clients, and the `Reply` they return;
 //! - `console`: the review console's forms and session cookie;
+//! - `dns` (used as `common::dns::*`): a DNS responder on loopback;
 //! - `metrics`: reading `/metrics` samples;
 //! - `pg`: a throwaway PostgreSQL database;
 //! - `wait`: the one polling loop;
@@ -16,6 +17,7 @@
 
 pub mod client;
 pub mod console;
+pub mod dns;
 pub mod gate;
 pub mod metrics;
 pub mod origin;

@@ -296,6 +296,12 @@ pub const CATALOG: &[(&str, &str, &str)] = &[
     ("reason_invalid_host", "invalid host", "主机名无效"),
     ("reason_sni_mismatch", "SNI mismatch", "SNI不匹配"),
     ("reason_registry_unavailable", "registry unavailable", "备案库不可用"),
+    ("verdict_compliant", "compliant: filed and pointed here", "合规：已备案且已解析到本接入"),
+    ("verdict_violation", "violation: pointed here, not filed", "违规：已解析到本接入但未备案"),
+    ("verdict_not_pointed", "filed, not pointed here", "已备案，未解析到本接入"),
+    ("verdict_not_connected", "not filed, not pointed here", "未备案，未解析到本接入"),
+    ("verdict_dns_error", "DNS lookup failed", "DNS查询失败"),
+    ("verdict_invalid", "not a domain", "不是有效域名"),
     ("kind_new", "new filing", "新增备案"),
     ("kind_access_existing", "access to an existing filing", "接入已有备案"),
     ("product_storefront", "storefront", "店铺"),
@@ -310,6 +316,7 @@ pub const CATALOG: &[(&str, &str, &str)] = &[
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::compliance::Verdict;
     use crate::model::filing::{Kind, Product, Status};
     use crate::model::reason::Reason;
 
@@ -364,10 +371,19 @@ mod tests {
 
     /// The names the pages look up by value (`t["status_" ~ status]`) are all there.
     #[test]
-    fn every_status_reason_kind_and_product_has_a_text() {
+    fn every_status_reason_verdict_kind_and_product_has_a_text() {
         let mut keys: Vec<String> = Vec::new();
         keys.extend(Status::ALL.iter().map(|s| format!("status_{}", s.as_str())));
         keys.extend(Reason::ALL.iter().map(|r| format!("reason_{}", r.as_str())));
+        let verdicts = [
+            Verdict::Compliant,
+            Verdict::Violation,
+            Verdict::NotPointed,
+            Verdict::NotConnected,
+            Verdict::DnsError,
+            Verdict::Invalid,
+        ];
+        keys.extend(verdicts.map(|v| format!("verdict_{}", v.as_str())));
         keys.extend([Kind::New, Kind::AccessExisting].map(|k| format!("kind_{}", k.as_str())));
         keys.extend(
             [Product::Storefront, Product::CorporateSite]
