@@ -4,7 +4,9 @@
 //! and authority review and see the gate serve its domain, reject another with a
 //! reason and see the block page say so, check a pasted list and download the CSV,
 //! and switch to Chinese; on a phone-sized window the pages fit. Every page is saved under `target/screenshots/` in both
-//! languages, and the block page of each reason a browser can reach
+//! languages, and the block page of every reason: navigated to for those a browser
+//! can reach, fetched over a socket and opened from a file for the rest (no Host,
+//! a bad Host, a Host other than the TLS connection's SNI, a failing registry)
 //! (`docs/console.md` describes them).
 //!
 //! Without `chromium` and `chromedriver` the test skips locally and fails under CI
@@ -17,7 +19,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{eventually, filing, require_tool, sha256_hex, start_origin, TestGate};
+use common::dns::{dns_section, start_dns, Rec};
+use common::pg::PgDatabase;
+use common::tls::{connect, get_h1, TestCa};
+use common::{
+    eventually, filing, raw, require_tool, sha256_hex, standard_seed, start_origin, submission,
+    TestGate, TOKEN,
+};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
 
@@ -332,6 +340,135 @@ async fn block_pages(client: &Client, http: SocketAddr, lang: &str) {
     }
 }
 
+/// Each reason a browser cannot reach by navigating, with its title in both
+/// languages (`src/edge/block_page.rs`).
+const FETCHED_REASONS: [(&str, &str, &str); 4] = [
+    ("missing_host", "请求缺少主机名", "The request has no Host"),
+    (
+        "invalid_host",
+        "请求的主机名无效",
+        "The request's Host is invalid",
+    ),
+    (
+        "sni_mismatch",
+        "该主机名不能在此连接上访问",
+        "This host cannot be served on this connection",
+    ),
+    (
+        "registry_unavailable",
+        "备案信息暂时无法查询",
+        "The filing registry is temporarily unavailable",
+    ),
+];
+
+/// The body of a raw HTTP/1.0 answer (the gate closes after it: no chunking).
+fn body_of(answer: &[u8]) -> String {
+    let text = String::from_utf8_lossy(answer);
+    let (_, body) = text.split_once("\r\n\r\n").unwrap_or(("", ""));
+    body.to_string()
+}
+
+/// The block pages of the reasons a browser cannot trigger by navigating, fetched
+/// over sockets from gates made to refuse that way: reason and HTML.
+async fn fetch_unreachable_block_pages(http: SocketAddr) -> Vec<(&'static str, String)> {
+    let wait = Duration::from_secs(5);
+    let mut pages = vec![
+        (
+            "missing_host",
+            body_of(&raw(http, b"GET / HTTP/1.0\r\n\r\n", wait).await),
+        ),
+        (
+            "invalid_host",
+            body_of(&raw(http, b"GET / HTTP/1.0\r\nHost: a..b.com\r\n\r\n", wait).await),
+        ),
+    ];
+    // TLS for shop.example.com, then a request for another filed domain.
+    let ca = TestCa::new();
+    let certs = tempfile::tempdir().expect("certs dir");
+    ca.write_pair(certs.path(), "example", &["example.com", "*.example.com"]);
+    let extra = format!("[tls]\ncerts_dir = \"{}\"\n", certs.path().display());
+    let listen = "https = \"127.0.0.1:0\"";
+    let tls = TestGate::start_with_listen(&standard_seed(), None, None, listen, &extra).await;
+    let stream = connect(
+        &ca.client(&[b"http/1.1"], true),
+        tls.https(),
+        "shop.example.com",
+    )
+    .await
+    .expect("handshake");
+    let reply = get_h1(stream, "example.com.cn", "/").await;
+    assert_eq!(reply.reason(), Some("sni_mismatch"), "{}", reply.text());
+    pages.push(("sni_mismatch", reply.text()));
+    if let Some(html) = registry_unavailable_page().await {
+        pages.push(("registry_unavailable", html));
+    }
+    pages
+}
+
+/// A pending filing looked up while PostgreSQL refuses the gate's connections.
+/// None when `ICPGATE_TEST_PG_URL` is not set (a failure under CI).
+async fn registry_unavailable_page() -> Option<String> {
+    let db = PgDatabase::create("registry_unavailable block page").await?;
+    let gate = TestGate::start_with_registry(
+        &format!("backend = \"postgres\"\nurl = \"{}\"", db.url),
+        None,
+    )
+    .await;
+    let body = submission(&["waits.cn"], "new", None);
+    let (status, filing) = gate.api("POST", "/v1/filings", Some(body)).await;
+    assert_eq!(status, 201, "{filing}");
+    let admin_url = std::env::var("ICPGATE_TEST_PG_URL").expect("checked by create");
+    let (client, connection) = tokio_postgres::connect(&admin_url, tokio_postgres::NoTls)
+        .await
+        .expect("connect as admin");
+    tokio::spawn(connection);
+    let name = db.url.rsplit('/').next().expect("database name");
+    // New connections refused, open ones cut: every lookup fails.
+    client
+        .batch_execute(&format!(
+            "ALTER DATABASE {name} ALLOW_CONNECTIONS false; \
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}';"
+        ))
+        .await
+        .expect("refuse the gate's connections");
+    let reply = gate.get("www.waits.cn", "/").await;
+    assert_eq!(
+        reply.reason(),
+        Some("registry_unavailable"),
+        "{}",
+        reply.text()
+    );
+    Some(reply.text())
+}
+
+/// Open each fetched page from a file in `client` (asking for `lang`): it names
+/// its reason in both languages; a screenshot of each.
+async fn file_block_pages(client: &Client, pages: &[(&str, String)], dir: &Path, lang: &str) {
+    for (reason, html) in pages {
+        let (_, zh, en) = FETCHED_REASONS
+            .iter()
+            .find(|(r, _, _)| r == reason)
+            .expect("a known reason");
+        let en_escaped = en.replace('\'', "&#39;");
+        assert!(
+            html.contains(zh) && html.contains(&en_escaped) && html.contains(reason),
+            "{reason}: {html}"
+        );
+        let file = dir.join(format!("block-{reason}.html"));
+        std::fs::write(&file, html).expect("write the page");
+        client
+            .goto(&format!("file://{}", file.display()))
+            .await
+            .expect("open the page");
+        let shown = text_of(client, "body").await;
+        assert!(
+            shown.contains(zh) && shown.contains(en),
+            "{reason}: {shown}"
+        );
+        shoot(client, &format!("block-{reason}-{lang}")).await;
+    }
+}
+
 #[tokio::test]
 async fn staff_review_check_and_switch_language_in_chromium() {
     if !require_tool("chromium") || !require_tool("chromedriver") {
@@ -372,6 +509,8 @@ async fn staff_review_check_and_switch_language_in_chromium() {
     .await;
     review_flows(&client, &g, &downloads).await;
     block_pages(&client, g.http, "en").await;
+    let fetched = fetch_unreachable_block_pages(g.http).await;
+    file_block_pages(&client, &fetched, work.path(), "en").await;
     pages(&client, &g, "en").await;
 
     // Switch language with the link: the page, its flash and the next pages in Chinese.
@@ -393,10 +532,11 @@ async fn staff_review_check_and_switch_language_in_chromium() {
     shoot(&client, "zh-check").await;
     phone(&client, &g).await;
     click(&client, "#logout").await;
-    assert!(
-        text_of(&client, "h1").await.contains("登录"),
-        "signed out, in Chinese"
-    );
+    let signed_out = eventually(Duration::from_secs(20), || async {
+        text_of(&client, "h1").await.contains("登录")
+    })
+    .await;
+    assert!(signed_out, "signed out, in Chinese");
     shoot(&client, "zh-login").await;
     client.close().await.expect("close");
 
@@ -413,5 +553,75 @@ async fn staff_review_check_and_switch_language_in_chromium() {
         .expect("console");
     assert!(text_of(&zh, "label[for=token]").await.contains("管理令牌"));
     block_pages(&zh, g.http, "zh").await;
+    file_block_pages(&zh, &fetched, work.path(), "zh").await;
     zh.close().await.expect("close");
+}
+
+/// Check `domains` with DNS ticked on the check page; the results show every text
+/// of `want` (waited for: right after the click the old page may still answer).
+async fn check_with_dns(client: &Client, check: &str, domains: &str, want: &[&str]) {
+    client.goto(check).await.expect("check");
+    type_into(client, "#domains", domains).await;
+    click(client, "#dns").await;
+    click(client, "#check-submit").await;
+    let shown = |results: &str| want.iter().all(|text| results.contains(text));
+    let seen = eventually(Duration::from_secs(20), || async {
+        shown(&text_of(client, "#check-results").await)
+    })
+    .await;
+    let results = text_of(client, "#check-results").await;
+    assert!(seen, "{want:?} in {results}");
+}
+
+/// With `[dns]` asking a resolver on loopback, the check page adds each domain's
+/// DNS verdict, in the page's language: filed and pointed here, pointed here but not
+/// filed, filed but pointed elsewhere, and a failed lookup.
+#[tokio::test]
+async fn the_check_page_gives_dns_verdicts_in_both_languages() {
+    if !require_tool("chromium") || !require_tool("chromedriver") {
+        return;
+    }
+    let v4 = |s: &str| Rec::A(s.parse().expect("v4"));
+    let zone = vec![
+        ("shop.example.com", v4("203.0.113.10")),
+        ("unfiled-shop.cn", v4("203.0.113.10")),
+        ("v6.example.com", v4("192.0.2.1")),
+        ("broken.example.com", Rec::ServFail),
+    ];
+    let server = start_dns(zone).await;
+    let g = TestGate::start(&standard_seed(), None, None, &dns_section(server)).await;
+    let driver = start_driver().await;
+    let work = tempfile::tempdir().expect("tempdir");
+    let client = browser(&driver, &work.path().join("profile"), work.path(), "en-US").await;
+    let console = format!("http://127.0.0.1:{}/console", g.admin.port());
+    client
+        .goto(&format!("{console}/login"))
+        .await
+        .expect("login");
+    type_into(&client, "#token", TOKEN).await;
+    click(&client, "#sign-in").await;
+
+    let domains = "shop.example.com\nunfiled-shop.cn\nv6.example.com\nbroken.example.com";
+    let check = format!("{console}/check");
+    let english = [
+        "DNS verdict",
+        "compliant: filed and pointed here",
+        "violation: pointed here, not filed",
+        "filed, not pointed here",
+        "DNS lookup failed",
+    ];
+    check_with_dns(&client, &check, domains, &english).await;
+    shoot(&client, "en-check-dns").await;
+
+    click(&client, "#lang-switch").await;
+    let chinese = [
+        "DNS结论",
+        "合规：已备案且已解析到本接入",
+        "违规：已解析到本接入但未备案",
+        "已备案，未解析到本接入",
+        "DNS查询失败",
+    ];
+    check_with_dns(&client, &check, domains, &chinese).await;
+    shoot(&client, "zh-check-dns").await;
+    client.close().await.expect("close");
 }

@@ -317,10 +317,27 @@ async fn reviews_through_the_console_are_the_apis_steps() {
         )
         .await;
     let detail = api_409["detail"].as_str().expect("409 detail");
+    let detail = detail.replace('"', "&quot;");
     assert!(
-        page.contains("Refused:") && page.contains(&detail.replace('"', "&quot;")),
+        page.contains("this step is not allowed") && page.contains(&detail),
         "{detail} in {page}"
     );
+    // In Chinese: the refusal's own line, the API's message kept as the detail.
+    console
+        .headers
+        .push(("accept-language".into(), "zh-CN".into()));
+    console
+        .post(
+            "/console/filings/1/initial-review",
+            &[("approve", "true"), ("csrf", &csrf)],
+        )
+        .await;
+    let page = console.get("/console/filings/1").await.text();
+    assert!(
+        page.contains("备案当前状态不允许此步骤") && page.contains(&detail),
+        "{detail} in {page}"
+    );
+    console.headers.pop();
 
     // An ending step needs its confirmation box.
     let reply = console
@@ -384,6 +401,10 @@ async fn personal_data_shows_only_when_revealed_by_a_token_granted_reveal() {
     let mut shared = ConsoleClient::new(g.admin);
     shared.sign_in(TOKEN).await;
     let page = shared.get(&page_path).await.text();
+    assert!(
+        !page.contains("id=\"reveal\"") && page.contains("id=\"reveal-not-granted\""),
+        "no button without the grant, and a note why: {page}"
+    );
     let csrf = csrf_of(&page).expect("csrf");
     let refused = shared
         .post(&format!("{page_path}/reveal"), &[("csrf", &csrf)])
@@ -392,6 +413,8 @@ async fn personal_data_shows_only_when_revealed_by_a_token_granted_reveal() {
     let mut console = ConsoleClient::new(g.admin);
     console.sign_in(ALICE).await;
     let page = console.get(&page_path).await.text();
+    assert!(page.contains("id=\"reveal\""), "the button with the grant");
+    assert!(!page.contains("reveal-not-granted"));
     for secret in secrets {
         assert!(!page.contains(secret), "{secret} masked");
         assert!(!refused.text().contains(secret), "{secret} not revealed");

@@ -26,7 +26,7 @@ use crate::model::filing::{
     Action, Entity, Filing, FilingPassword, IcpNumber, Product, Status, Submission, Website,
 };
 use crate::model::host::RegistrableDomain;
-use crate::registry::{jsonl, ListFilter};
+use crate::registry::{jsonl, ListFilter, RegistryError};
 
 /// The `{id}` of a filing's path: a positive integer, else the filing is not found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -188,6 +188,17 @@ impl Admin {
         action: Action,
         actor: &str,
     ) -> Result<Filing, AdminError> {
+        Ok(self.apply_step_typed(id, action, actor).await?)
+    }
+
+    /// `apply_step` with the registry's own error, for the console to say which
+    /// refusal it was in the reader's language.
+    pub(crate) async fn apply_step_typed(
+        &self,
+        id: i64,
+        action: Action,
+        actor: &str,
+    ) -> Result<Filing, RegistryError> {
         let name = action.name();
         let filing = self.registry.transition(id, action, actor).await?;
         let before = filing.history.last().and_then(|entry| entry.from);

@@ -6,6 +6,7 @@
 //! - `process`: the real `icpgate` binary as a child process;
 //! - `client`: HTTP/1.1, HTTP/2 and raw clients, and the `Reply` they return;
 //! - `console`: the review console's forms and session cookie;
+//! - `dns` (used as `common::dns::*`): a DNS responder on loopback;
 //! - `metrics`: reading `/metrics` samples;
 //! - `pg`: a throwaway PostgreSQL database;
 //! - `wait`: the one polling loop;
@@ -18,6 +19,7 @@
 pub mod ari;
 pub mod client;
 pub mod console;
+pub mod dns;
 pub mod gate;
 pub mod metrics;
 pub mod origin;

@@ -25,7 +25,8 @@ use crate::admin::error::AdminError;
 use crate::admin::filings::{Step, StepBody};
 use crate::admin::privacy::authorize_reveal;
 use crate::gate::decision::disposition;
-use crate::model::filing::Filing;
+use crate::model::filing::{Filing, TransitionError};
+use crate::registry::RegistryError;
 
 /// The steps the console's forms post; the others (resubmit, change) carry
 /// details only the API takes.
@@ -122,6 +123,8 @@ async fn render(console: &Console, frame: &Frame, id: &str, revealed: bool) -> R
     let content = context! {
         f => Value::from_serialize(&shown),
         revealed => revealed,
+        // Without the grant the button is not offered: its POST would answer 403.
+        may_reveal => frame.staff.grants.reveal,
         domains => domains,
         allowed => filing.allowed_actions(),
     };
@@ -220,7 +223,11 @@ async fn apply(
         Ok(action) => action,
         Err(e) => return Some(refused("flash_bad_input", e.to_string())),
     };
-    match console.admin.apply_step(id, action, &staff.actor).await {
+    match console
+        .admin
+        .apply_step_typed(id, action, &staff.actor)
+        .await
+    {
         Ok(filing) => Some(Flash {
             ok: true,
             key: "flash_done",
@@ -228,7 +235,72 @@ async fn apply(
                 .text(&format!("status_{}", filing.status.as_str()))
                 .to_string(),
         }),
-        Err(AdminError::NotFound) => None,
-        Err(e) => Some(refused("flash_refused", e.to_string())),
+        Err(RegistryError::NotFound(_)) => None,
+        // The API's message stays the detail; the key says it in the page's language.
+        Err(e) => Some(refused(refusal_key(&e), AdminError::from(e).to_string())),
+    }
+}
+
+/// The catalog line for a refused step: the known refusals have their own.
+fn refusal_key(error: &RegistryError) -> &'static str {
+    match error {
+        RegistryError::Transition(TransitionError::Illegal { .. }) => "flash_illegal_step",
+        RegistryError::Transition(TransitionError::ChangePending) => "flash_change_pending",
+        RegistryError::Transition(TransitionError::EntityReplaced) => "flash_entity_replaced",
+        RegistryError::Transition(_) => "flash_bad_input",
+        RegistryError::NumberTaken { .. } => "flash_number_taken",
+        RegistryError::DomainTaken { .. } => "flash_domain_taken",
+        RegistryError::AtLine { source, .. } => refusal_key(source),
+        RegistryError::Unavailable(_) | RegistryError::Corrupt { .. } => "registry_unavailable",
+        RegistryError::NotFound(_) | RegistryError::IdTaken(_) => "flash_refused",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admin::console::i18n::CATALOG;
+    use crate::model::filing::Status;
+
+    /// Each known refusal has its own line in the catalog, in both languages.
+    #[test]
+    fn known_refusals_have_their_own_line() {
+        let taken = |n: &str| RegistryError::NumberTaken {
+            number: n.to_string(),
+            filing_id: 2,
+        };
+        let cases = [
+            // a review of a filing no longer in review
+            (
+                RegistryError::Transition(TransitionError::Illegal {
+                    from: Status::Approved,
+                    action: "initial-review",
+                    allowed: "cancel, disconnect".into(),
+                }),
+                "flash_illegal_step",
+            ),
+            // another entity's ICP number
+            (taken("浙ICP备1号"), "flash_number_taken"),
+            // a domain of another live filing
+            (
+                RegistryError::DomainTaken {
+                    domain: "a.cn".into(),
+                    filing_id: 3,
+                },
+                "flash_domain_taken",
+            ),
+            // the same refusal at an import line
+            (
+                RegistryError::AtLine {
+                    line: 4,
+                    source: Box::new(taken("浙ICP备2号")),
+                },
+                "flash_number_taken",
+            ),
+        ];
+        for (error, key) in cases {
+            assert_eq!(refusal_key(&error), key, "{error}");
+            assert!(CATALOG.iter().any(|(k, _, _)| *k == key), "{key}");
+        }
     }
 }

@@ -217,6 +217,7 @@ pub const CATALOG: &[(&str, &str, &str)] = &[
     ("h_change", "Change", "变更"),
     ("h_reason", "Reason", "原因"),
     ("masked_note", "Personal data is masked.", "个人信息已隐藏。"),
+    ("reveal_not_granted", "Your token is not granted `reveal` (admin.tokens_file), so it cannot show it.", "您的令牌未被授予 reveal（admin.tokens_file），因此无法显示。"),
     ("reveal_button", "Show personal data", "显示个人信息"),
     ("revealed_note", "Personal data is shown; this was written to the audit log with your name.", "个人信息已显示；此操作已连同您的名称记入审计日志。"),
     ("initial_review_title", "Initial review (初审)", "初审"),
@@ -236,6 +237,13 @@ pub const CATALOG: &[(&str, &str, &str)] = &[
     ("flash_refused", "Refused:", "操作被拒绝："),
     ("flash_need_confirm", "Tick the confirmation box first.", "请先勾选确认框。"),
     ("flash_bad_input", "Invalid input:", "输入无效："),
+    ("flash_illegal_step", "Refused: this step is not allowed in the filing's present status.", "操作被拒绝：备案当前状态不允许此步骤。"),
+    ("flash_change_pending", "Refused: a change of this filing is pending.", "操作被拒绝：该备案有待处理的变更。"),
+    ("flash_entity_replaced", "Refused: the filing's entity was replaced.", "操作被拒绝：该备案的主体已被更换。"),
+    ("flash_number_taken", "Refused: this ICP number belongs to another entity.", "操作被拒绝：该备案号属于其他主体。"),
+    ("flash_domain_taken", "Refused: a domain already belongs to another live filing.", "操作被拒绝：域名已属于另一个有效备案。"),
+    ("render_failed", "This console page failed to render; the error is in the gate's log.", "控制台页面渲染失败；错误已记入网关日志。"),
+    ("session_failed", "No session could be opened (the system's random generator failed); try again.", "无法创建会话（系统随机数生成器故障）；请重试。"),
     ("check_title", "Check domains", "检查域名"),
     ("check_hint", "One domain per line; # starts a comment. At most 1000.", "每行一个域名，# 开始注释。最多1000个。"),
     ("check_dns", "Also look up DNS", "同时查询DNS"),
@@ -288,6 +296,12 @@ pub const CATALOG: &[(&str, &str, &str)] = &[
     ("reason_invalid_host", "invalid host", "主机名无效"),
     ("reason_sni_mismatch", "SNI mismatch", "SNI不匹配"),
     ("reason_registry_unavailable", "registry unavailable", "备案库不可用"),
+    ("verdict_compliant", "compliant: filed and pointed here", "合规：已备案且已解析到本接入"),
+    ("verdict_violation", "violation: pointed here, not filed", "违规：已解析到本接入但未备案"),
+    ("verdict_not_pointed", "filed, not pointed here", "已备案，未解析到本接入"),
+    ("verdict_not_connected", "not filed, not pointed here", "未备案，未解析到本接入"),
+    ("verdict_dns_error", "DNS lookup failed", "DNS查询失败"),
+    ("verdict_invalid", "not a domain", "不是有效域名"),
     ("kind_new", "new filing", "新增备案"),
     ("kind_access_existing", "access to an existing filing", "接入已有备案"),
     ("product_storefront", "storefront", "店铺"),
@@ -302,6 +316,7 @@ pub const CATALOG: &[(&str, &str, &str)] = &[
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::compliance::Verdict;
     use crate::model::filing::{Kind, Product, Status};
     use crate::model::reason::Reason;
 
@@ -356,10 +371,19 @@ mod tests {
 
     /// The names the pages look up by value (`t["status_" ~ status]`) are all there.
     #[test]
-    fn every_status_reason_kind_and_product_has_a_text() {
+    fn every_status_reason_verdict_kind_and_product_has_a_text() {
         let mut keys: Vec<String> = Vec::new();
         keys.extend(Status::ALL.iter().map(|s| format!("status_{}", s.as_str())));
         keys.extend(Reason::ALL.iter().map(|r| format!("reason_{}", r.as_str())));
+        let verdicts = [
+            Verdict::Compliant,
+            Verdict::Violation,
+            Verdict::NotPointed,
+            Verdict::NotConnected,
+            Verdict::DnsError,
+            Verdict::Invalid,
+        ];
+        keys.extend(verdicts.map(|v| format!("verdict_{}", v.as_str())));
         keys.extend([Kind::New, Kind::AccessExisting].map(|k| format!("kind_{}", k.as_str())));
         keys.extend(
             [Product::Storefront, Product::CorporateSite]

@@ -25,7 +25,7 @@ use http::{header, HeaderValue, StatusCode};
 use serde::Deserialize;
 
 use crate::admin::console::i18n::{cookie, Lang};
-use crate::admin::console::templates::{page, Page};
+use crate::admin::console::templates::{page, plain_error, Page};
 use crate::admin::console::{Console, ServedOverTls};
 use crate::admin::privacy::Grants;
 use crate::admin::tokens::{constant_time_eq, Caller};
@@ -225,11 +225,7 @@ pub async fn login(State(console): State<Arc<Console>>, lang: Lang, request: Req
     let ttl = console.admin.gate.current().config.admin.session_ttl;
     let Some(id) = console.sessions.open(actor.clone(), grants, ttl) else {
         tracing::error!("console sign-in refused: the random generator failed");
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no session could be opened\n",
-        )
-            .into_response();
+        return plain_error(StatusCode::SERVICE_UNAVAILABLE, lang, "session_failed");
     };
     tracing::info!(target: "icpgate::audit", actor, action = "console_login", "console sign-in");
     let mut response = Redirect::to("/console/").into_response();

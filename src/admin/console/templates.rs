@@ -140,13 +140,15 @@ pub fn page(which: Page, lang: Lang, frame: Option<&Frame>, content: Value) -> R
         Ok(html) => Html(html).into_response(),
         Err(error) => {
             tracing::error!(page = which.template(), %error, "console page failed to render");
-            (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "console page failed to render\n",
-            )
-                .into_response()
+            plain_error(StatusCode::INTERNAL_SERVER_ERROR, lang, "render_failed")
         }
     }
+}
+
+/// A plain-text error in `lang`, for when no page can be rendered.
+pub fn plain_error(status: StatusCode, lang: Lang, key: &str) -> Response {
+    let headers = [(http::header::CONTENT_LANGUAGE, lang.html_lang())];
+    (status, headers, format!("{}\n", lang.text(key))).into_response()
 }
 
 #[cfg(test)]
@@ -180,6 +182,30 @@ mod tests {
                     "{name}: t.{key} is not in the catalog"
                 );
             }
+        }
+    }
+
+    /// The answers given when no page can be rendered are in the reader's language.
+    #[test]
+    fn plain_errors_are_in_both_languages() {
+        let cases = [
+            (Lang::En, "render_failed", "failed to render"),
+            (Lang::Zh, "render_failed", "渲染失败"),
+            (Lang::En, "session_failed", "No session could be opened"),
+            (Lang::Zh, "session_failed", "无法创建会话"),
+        ];
+        for (lang, key, words) in cases {
+            let response = plain_error(StatusCode::SERVICE_UNAVAILABLE, lang, key);
+            assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(response.headers()["content-language"], lang.html_lang());
+            let body = futures_util::FutureExt::now_or_never(axum::body::to_bytes(
+                response.into_body(),
+                1 << 20,
+            ))
+            .and_then(Result::ok)
+            .unwrap_or_default();
+            let text = String::from_utf8_lossy(&body);
+            assert!(text.contains(words), "{key} in {lang:?}: {text}");
         }
     }
 
