@@ -15,7 +15,7 @@
 
 mod common;
 
-use common::{submission, TestGate, TOKEN};
+use common::{sha256_hex, submission, TestGate, TOKEN};
 use serde_json::{json, Value};
 
 async fn gate() -> TestGate {
@@ -389,14 +389,6 @@ async fn a_token_file_rotates_on_reload_without_a_restart() {
         .api_with("POST", "/v1/filings", Some(body), Some(second))
         .await;
     assert_eq!(status, 201);
-}
-
-fn sha256_hex(token: &str) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(token.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// POST `path` with `token` and an `X-Icpgate-Actor` claim; the status and body.

@@ -41,24 +41,14 @@ const ALICE: &str = "alice-token-0123456789abcdef0123";
 /// A gate with a filing waiting for initial review (id 1), the named token of
 /// "alice" besides the shared one, and `admin_lines` in `[admin]`.
 async fn gate_with_alice(origin: Option<SocketAddr>, admin_lines: &str) -> TestGate {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let file = dir.path().join("admin-tokens");
-    std::fs::write(&file, format!("alice {} reveal\n", sha256_hex(ALICE))).expect("tokens");
     let seed = [filing(
         &["waiting.cn"],
         "initial_review",
         "storefront",
         None,
     )];
-    let origins: Vec<SocketAddr> = origin.into_iter().collect();
-    let text = common::config_text(dir.path(), &seed, &origins, &[], "", "").replace(
-        "[admin]\n",
-        &format!(
-            "[admin]\ntokens_file = \"{}\"\n{admin_lines}\n",
-            file.display()
-        ),
-    );
-    TestGate::launch(dir, &text).await
+    let alice = format!("alice {} reveal\n", sha256_hex(ALICE));
+    TestGate::start_with_named_tokens_and(&seed, origin, &alice, admin_lines).await
 }
 
 #[tokio::test]

@@ -318,14 +318,6 @@ async fn filing_writes_are_audited_and_personal_data_is_never_logged() {
 /// The token of the named caller granted `reveal`.
 const REVEAL_TOKEN: &str = "auditor-token-0123456789abcdef0123";
 
-fn sha256_hex(token: &str) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(token.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 #[tokio::test]
 async fn every_reveal_of_personal_data_is_audited_with_its_actor() {
     let origin = start_origin("storefront").await;

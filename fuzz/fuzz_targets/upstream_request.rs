@@ -8,22 +8,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use http::header::{HeaderName, HeaderValue};
 use http::{Request, Uri};
-use icpgate::edge::forward::{upstream_request, ForwardContext};
+use icpgate::edge::forward::{upstream_request, ForwardContext, HOP_BY_HOP};
 use icpgate::edge::proxy_body::full;
 use libfuzzer_sys::fuzz_target;
-
-const HOP_BY_HOP: [&str; 10] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "http2-settings",
-];
 
 fuzz_target!(|data: &[u8]| {
     let Some((&flags, rest)) = data.split_first() else {

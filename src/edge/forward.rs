@@ -15,7 +15,7 @@ use crate::edge::proxy_body::ProxyBody;
 use crate::edge::rejection::X_REQUEST_ID;
 
 /// Headers that describe one connection, never the message.
-const HOP_BY_HOP: [&str; 10] = [
+pub const HOP_BY_HOP: [&str; 10] = [
     "connection",
     "keep-alive",
     "proxy-connection",

@@ -83,13 +83,26 @@ impl TestGate {
         origin: Option<SocketAddr>,
         token_lines: &str,
     ) -> TestGate {
+        TestGate::start_with_named_tokens_and(seed, origin, token_lines, "").await
+    }
+
+    /// As [`TestGate::start_with_named_tokens`], with `admin_lines` also in `[admin]`.
+    pub async fn start_with_named_tokens_and(
+        seed: &[String],
+        origin: Option<SocketAddr>,
+        token_lines: &str,
+        admin_lines: &str,
+    ) -> TestGate {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("admin-tokens");
         std::fs::write(&file, token_lines).expect("tokens file");
         let origins: Vec<SocketAddr> = origin.into_iter().collect();
         let text = config_text(dir.path(), seed, &origins, &[], "", "").replace(
             "[admin]\n",
-            &format!("[admin]\ntokens_file = \"{}\"\n", file.display()),
+            &format!(
+                "[admin]\ntokens_file = \"{}\"\n{admin_lines}\n",
+                file.display()
+            ),
         );
         TestGate::launch(dir, &text).await
     }
