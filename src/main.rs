@@ -86,10 +86,25 @@ fn main() -> ExitCode {
     match run(cli.command) {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("icpgate: {error:#}");
+            eprintln!("icpgate: {}", error_chain(&error));
             ExitCode::from(2)
         }
     }
+}
+
+/// The error and its causes on one line, each said once: many of our errors already
+/// carry their cause in their own message (an import's "line 3: …"), which anyhow's
+/// `{:#}` would repeat after it.
+fn error_chain(error: &anyhow::Error) -> String {
+    let mut said = error.to_string();
+    for cause in error.chain().skip(1) {
+        let cause = cause.to_string();
+        if !said.contains(&cause) {
+            said.push_str(": ");
+            said.push_str(&cause);
+        }
+    }
+    said
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -173,6 +173,12 @@ fn a_bad_line_deep_in_the_file_stores_nothing_and_files_stay_private() {
         "names file and line: {}",
         run.stderr
     );
+    assert_eq!(
+        run.stderr.matches("line 4500:").count(),
+        1,
+        "says the line once, not once per error layer: {}",
+        run.stderr
+    );
     // An export over an existing, world-readable file: empty, and private now.
     let out = dir.path().join("empty.jsonl");
     std::fs::write(&out, "old").expect("write");
@@ -198,5 +204,53 @@ fn a_bad_line_deep_in_the_file_stores_nothing_and_files_stay_private() {
     assert_eq!(
         export(&config, dir.path(), "full.jsonl").lines().count(),
         5000
+    );
+}
+
+/// The journal mode of the registry file, read by a connection of the test's own.
+fn journal_mode(db: &Path) -> String {
+    let conn = rusqlite::Connection::open(db).expect("open registry");
+    conn.query_row("PRAGMA journal_mode", [], |row| row.get(0))
+        .expect("journal_mode")
+}
+
+#[test]
+fn an_import_leaves_the_registry_in_wal_mode_whether_or_not_another_process_holds_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config(dir.path());
+    let db = dir.path().join("registry.db");
+    // Alone: the import runs under a rollback journal and puts the WAL back.
+    let first = dir.path().join("first.jsonl");
+    std::fs::write(&first, filings(400, "alone").join("\n")).expect("write");
+    let run = import(&config, &first);
+    assert!(run.ok, "{}{}", run.stdout, run.stderr);
+    assert_eq!(journal_mode(&db), "wal");
+    assert!(
+        !dir.path().join("registry.db-journal").exists(),
+        "no rollback journal left behind"
+    );
+    // Held open by another connection (a running gate, say) in the middle of a
+    // read: the import cannot leave the WAL and runs in it instead.
+    let holder = rusqlite::Connection::open(&db).expect("open registry");
+    holder
+        .execute_batch("BEGIN; SELECT count(*) FROM filings;")
+        .expect("hold a read");
+    let second = dir.path().join("second.jsonl");
+    std::fs::write(&second, filings(300, "held").join("\n")).expect("write");
+    let run = import(&config, &second);
+    assert!(run.ok, "{}{}", run.stdout, run.stderr);
+    holder.execute_batch("COMMIT").expect("end the read");
+    drop(holder);
+    assert_eq!(journal_mode(&db), "wal");
+    // A refused file after both: nothing of it stored, the registry still whole.
+    let bad = dir.path().join("bad.jsonl");
+    let mut lines = filings(50, "late");
+    lines[49] = "{not a filing".to_string();
+    std::fs::write(&bad, lines.join("\n")).expect("write");
+    assert!(!import(&config, &bad).ok);
+    assert_eq!(journal_mode(&db), "wal");
+    assert_eq!(
+        export(&config, dir.path(), "all.jsonl").lines().count(),
+        700
     );
 }
