@@ -418,6 +418,11 @@ async fn personal_data_shows_only_when_revealed_by_a_token_granted_reveal() {
     for secret in secrets {
         assert!(revealed.text().contains(secret), "{secret} revealed");
     }
+    // A filing that is not there: 404, as the API answers, with nothing to audit.
+    let missing = console
+        .post("/console/filings/999999/reveal", &[("csrf", &csrf)])
+        .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
     // Search finds it by domain (one hit: straight to the filing) and lists are masked.
     let hit = console.get("/console/search?q=www.shop.cn").await;
     assert_eq!(hit.status, StatusCode::SEE_OTHER);
