@@ -239,22 +239,102 @@ impl SqliteRegistry {
     /// the indexes being filled stay in memory until the commit, and statement
     /// journals in memory (SQLite fixes where they go when the transaction
     /// begins); then give that memory back.
+    ///
+    /// When no other connection has the file open (the `registry import` command,
+    /// seeding at first start), the transaction runs under a rollback journal
+    /// instead of the WAL: in WAL mode every page of the import is written twice,
+    /// once into the WAL and once more by the checkpoint after the commit (10 GiB
+    /// each way at ten million filings), while a rollback journal holds only the
+    /// pages the file had before, none for a fresh registry. All or nothing holds
+    /// either way. Our own reader connection is closed for the import (an open
+    /// connection keeps the file in WAL mode) and opened again after it; when
+    /// another process holds the file, the import stays in the WAL.
     async fn bulk_import<F>(&self, import: F) -> Result<usize, RegistryError>
     where
         F: FnOnce(&mut Transaction<'_>) -> Result<usize, RegistryError> + Send + 'static,
     {
-        let settings = |cache: i64, temp: &'static str| {
-            move |conn: &mut Connection| -> Result<(), RegistryError> {
-                conn.pragma_update(None, "cache_size", cache)?;
-                Ok(conn.pragma_update(None, "temp_store", temp)?)
+        let reader = Arc::clone(&self.reader);
+        let writer = Arc::clone(&self.writer);
+        let file = Arc::clone(&self.file);
+        tokio::task::spawn_blocking(move || {
+            let mut reader = reader
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut writer = writer
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            file.check()?;
+            drop(std::mem::replace(
+                &mut *reader,
+                Connection::open_in_memory()?,
+            ));
+            let journal = ImportJournal::enter(&mut writer);
+            let imported = (|| -> Result<usize, RegistryError> {
+                writer.pragma_update(None, "cache_size", IMPORT_CACHE_KIB)?;
+                writer.pragma_update(None, "temp_store", "MEMORY")?;
+                let mut tx = writer.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let count = import(&mut tx)?;
+                tx.commit()?;
+                Ok(count)
+            })();
+            // Whatever the import's outcome, the connections go back as they were.
+            let restored = (|| -> Result<(), RegistryError> {
+                writer.pragma_update(None, "cache_size", DEFAULT_CACHE_KIB)?;
+                writer.pragma_update(None, "temp_store", "DEFAULT")?;
+                journal.leave(&mut writer)
+            })();
+            let reopened = open_connection(file.path()).map(|conn| *reader = conn);
+            let count = imported?;
+            restored?;
+            reopened?;
+            Ok(count)
+        })
+        .await?
+    }
+}
+
+/// The journal an import ran under: the rollback journal when the file could be
+/// taken out of WAL mode, the WAL otherwise.
+enum ImportJournal {
+    Rollback,
+    Wal,
+}
+
+impl ImportJournal {
+    /// Leave WAL mode if no other connection holds the file; never wait for one.
+    fn enter(conn: &mut Connection) -> ImportJournal {
+        let switched = conn.busy_timeout(std::time::Duration::ZERO).and_then(|()| {
+            conn.pragma_update_and_check(None, "journal_mode", "TRUNCATE", |row| {
+                row.get::<_, String>(0)
+            })
+        });
+        let _ = conn.busy_timeout(BUSY_TIMEOUT);
+        match switched {
+            Ok(mode) if mode.eq_ignore_ascii_case("truncate") => ImportJournal::Rollback,
+            Ok(mode) => {
+                tracing::info!(%mode, "import runs in the WAL: the journal mode did not change");
+                ImportJournal::Wal
             }
-        };
-        Self::with_conn(&self.writer, settings(IMPORT_CACHE_KIB, "MEMORY")).await?;
-        let imported = self.write(import).await;
-        let restored = Self::with_conn(&self.writer, settings(DEFAULT_CACHE_KIB, "DEFAULT")).await;
-        let count = imported?;
-        restored?;
-        Ok(count)
+            Err(error) => {
+                tracing::info!(%error, "import runs in the WAL: another connection holds the registry");
+                ImportJournal::Wal
+            }
+        }
+    }
+
+    /// Back to WAL mode, which every other connection expects.
+    fn leave(self, conn: &mut Connection) -> Result<(), RegistryError> {
+        if let ImportJournal::Rollback = self {
+            let mode: String =
+                conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
+            if !mode.eq_ignore_ascii_case("wal") {
+                return Err(StorageError::Io(std::io::Error::other(format!(
+                    "registry stayed in journal mode {mode} after an import"
+                )))
+                .into());
+            }
+        }
+        Ok(())
     }
 }
 
