@@ -102,6 +102,15 @@ pub mod sql {
          (filing_id, payload, created_at_ms, next_attempt_at_ms) VALUES ($1, '', $2, $2)
          RETURNING id";
     pub const SET_PAYLOAD: &str = "UPDATE icpgate_outbox SET payload = $1 WHERE id = $2";
+    /// Whether a filing an import chunk stored (revisions $1..=$2) claims an ICP
+    /// number another entity holds (`import::number_claimed_by_another`).
+    pub const NUMBER_CLAIMED_IN_CHUNK: &str = "SELECT 1 FROM icpgate_filings a
+         JOIN icpgate_filings b ON b.icp_entity_key = a.icp_entity_key AND b.id != a.id
+         WHERE a.revision BETWEEN $1 AND $2 AND a.icp_entity_key IS NOT NULL
+           AND CASE WHEN a.entity_certificate IS NOT NULL AND b.entity_certificate IS NOT NULL
+                    THEN a.entity_certificate != b.entity_certificate
+                    ELSE coalesce(a.entity_name, '') != coalesce(b.entity_name, '') END
+         LIMIT 1";
 
     /// Every statement a write or a lookup runs (and the list pages), by name.
     pub const INDEXED: &[(&str, &str)] = &[
@@ -128,6 +137,7 @@ pub mod sql {
         ("insert_domain", INSERT_DOMAIN),
         ("enqueue", ENQUEUE),
         ("set_payload", SET_PAYLOAD),
+        ("number_claimed_in_chunk", NUMBER_CLAIMED_IN_CHUNK),
     ];
 }
 

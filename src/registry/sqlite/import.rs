@@ -107,15 +107,7 @@ fn number_claimed_by_another(
     revisions: (i64, i64),
 ) -> Result<bool, RegistryError> {
     let clash: Option<i64> = conn
-        .prepare_cached(
-            "SELECT 1 FROM filings a JOIN filings b
-                 ON b.icp_entity_key = a.icp_entity_key AND b.id != a.id
-             WHERE a.revision BETWEEN ?1 AND ?2 AND a.icp_entity_key IS NOT NULL
-               AND CASE WHEN a.entity_certificate IS NOT NULL AND b.entity_certificate IS NOT NULL
-                        THEN a.entity_certificate != b.entity_certificate
-                        ELSE coalesce(a.entity_name, '') != coalesce(b.entity_name, '') END
-             LIMIT 1",
-        )?
+        .prepare_cached(super::sql::NUMBER_CLAIMED_IN_CHUNK)?
         .query_row([revisions.0, revisions.1], |row| row.get(0))
         .optional()?;
     Ok(clash.is_some())
