@@ -10,6 +10,9 @@
 //! - A key file of the wrong length stops start-up with an error naming the file and
 //!   the key; on reload it is refused, the key in force stays, and tickets keep
 //!   resuming.
+//! - The same holds for the real binary with a real SIGHUP, seen by another TLS
+//!   stack: `openssl s_client -sess_out` on node A, `-sess_in` on node B (openssl
+//!   must be on PATH; without it the test fails under CI and is skipped elsewhere).
 
 mod common;
 
@@ -277,4 +280,158 @@ async fn a_key_file_of_the_wrong_length_is_refused_naming_it() {
         HandshakeKind::Resumed,
         "A stopped sealing with the key in force"
     );
+}
+
+/// The https address a `serve` process logged (`listening (https) addr=Some(..)`).
+fn logged_https(gate: &Served) -> SocketAddr {
+    let log = gate.log.lock().expect("log lock");
+    let line = log
+        .iter()
+        .find(|line| line.contains("listening (https)"))
+        .unwrap_or_else(|| panic!("no https listener logged: {log:?}"));
+    let start = line.find("Some(").expect("address logged") + "Some(".len();
+    let end = start + line[start..].find(')').expect("address logged");
+    line[start..end].parse().expect("socket address")
+}
+
+/// `openssl s_client` over TLS 1.3 to `addr` for example.com, sending one request so
+/// the tickets arrive before the connection closes; what it printed.
+async fn s_client(ca_file: &Path, addr: SocketAddr, session: (&str, &Path)) -> String {
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new("openssl")
+        .args([
+            "s_client",
+            "-tls1_3",
+            "-servername",
+            "example.com",
+            "-connect",
+        ])
+        .arg(addr.to_string())
+        .arg("-CAfile")
+        .arg(ca_file)
+        .args(["-alpn", "http/1.1", "-ign_eof", session.0])
+        .arg(session.1)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run openssl");
+    if let Some(mut stdin) = child.stdin.take() {
+        let request = "GET / HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n\r\n";
+        let _ = stdin.write_all(request.as_bytes()).await;
+    }
+    let output = tokio::time::timeout(std::time::Duration::from_secs(15), child.wait_with_output())
+        .await
+        .expect("openssl finished")
+        .expect("openssl output");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn reused(output: &str) -> bool {
+    output.contains("Reused, TLSv1.3") && output.contains("HTTP/1.1 200")
+}
+
+#[tokio::test]
+async fn sighup_rotates_the_key_of_running_nodes_and_openssl_resumes_across_them() {
+    if !require_tool("openssl") {
+        return;
+    }
+    let fleet = Fleet::new().await;
+    let shared = fleet.key("fleet.key");
+    let ca_file = fleet.keys.path().join("ca.pem");
+    std::fs::write(&ca_file, fleet.ca.pem()).expect("write CA");
+    let spawn = |dir: &tempfile::TempDir| {
+        let extra = format!(
+            "[tls]\ncerts_dir = \"{}\"\nticket_key_file = \"{}\"\n",
+            fleet.certs.path().display(),
+            shared.display()
+        );
+        let text = config_text(
+            dir.path(),
+            &standard_seed(),
+            &[fleet.origin],
+            &[],
+            "https = \"127.0.0.1:0\"",
+            &extra,
+        );
+        let config = dir.path().join("icpgate.toml");
+        std::fs::write(&config, text).expect("write config");
+        serve(&config)
+    };
+    let (dir_a, dir_b) = (
+        tempfile::tempdir().expect("a"),
+        tempfile::tempdir().expect("b"),
+    );
+    let (mut a, mut b) = (spawn(&dir_a), spawn(&dir_b));
+    let (https_a, https_b) = (logged_https(&a), logged_https(&b));
+    let session = |name: &str| fleet.keys.path().join(name);
+
+    let first = s_client(&ca_file, https_a, ("-sess_out", &session("old"))).await;
+    assert!(first.contains("HTTP/1.1 200") && !reused(&first), "{first}");
+    let on_b = s_client(&ca_file, https_b, ("-sess_in", &session("old"))).await;
+    assert!(reused(&on_b), "A's session did not resume on B: {on_b}");
+
+    write_random_key(&shared);
+    for gate in [&a, &b] {
+        let hup = std::process::Command::new("kill")
+            .args(["-HUP", &gate.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(hup.success());
+    }
+    for gate in [&a, &b] {
+        let rotated = wait_until(std::time::Duration::from_secs(10), || {
+            let log = gate.log.lock().expect("log lock");
+            std::future::ready(
+                log.iter()
+                    .any(|l| l.contains("TLS ticket key rotated"))
+                    .then_some(()),
+            )
+        })
+        .await;
+        assert!(
+            rotated.is_some(),
+            "no rotation logged: {:?}",
+            gate.log.lock()
+        );
+    }
+    let old_on_b = s_client(&ca_file, https_b, ("-sess_in", &session("old"))).await;
+    assert!(reused(&old_on_b), "the previous key's ticket: {old_on_b}");
+    let fresh = s_client(&ca_file, https_a, ("-sess_out", &session("new"))).await;
+    assert!(fresh.contains("HTTP/1.1 200"), "{fresh}");
+    let fresh_on_b = s_client(&ca_file, https_b, ("-sess_in", &session("new"))).await;
+    assert!(reused(&fresh_on_b), "the new key's ticket: {fresh_on_b}");
+
+    // A bad file on SIGHUP is refused, naming it; the node keeps resuming.
+    std::fs::write(&shared, b"not a key").expect("overwrite");
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &b.child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(hup.success());
+    let refused = wait_until(std::time::Duration::from_secs(10), || {
+        let log = b.log.lock().expect("log lock");
+        let named = shared.display().to_string();
+        std::future::ready(
+            log.iter()
+                .any(|l| l.contains("TLS ticket key reload refused") && l.contains(&named))
+                .then_some(()),
+        )
+    })
+    .await;
+    assert!(
+        refused.is_some(),
+        "no refusal naming the file: {:?}",
+        b.log.lock()
+    );
+    let still = s_client(&ca_file, https_b, ("-sess_in", &session("new"))).await;
+    assert!(reused(&still), "B lost its key on a bad reload: {still}");
+    for gate in [&mut a, &mut b] {
+        let _ = gate.child.kill();
+        let _ = gate.child.wait();
+    }
 }
