@@ -20,7 +20,7 @@ use crate::edge::acme::storage::{DirStorage, Storage};
 use crate::edge::acme::{Acme, AcmeError};
 use crate::edge::listener::{Connections, Listener, PlainHandshake, Plane};
 use crate::edge::proxy::{Gate, Runtime};
-use crate::edge::tls::{CertError, CertStore, TlsHandshake};
+use crate::edge::tls::{CertError, CertStore, Resumption, ResumptionError, TlsHandshake};
 use crate::gate::decision_cache::{CacheSettings, DecisionCache};
 use crate::gate::filed_domains::FiledDomains;
 use crate::gate::GateState;
@@ -50,6 +50,8 @@ pub enum AppError {
     TokensFile(#[from] TokensFileError),
     #[error("tls.certs_dir: {0}")]
     Certificates(#[from] CertError),
+    #[error(transparent)]
+    Resumption(#[from] ResumptionError),
     #[error("TLS: {0}")]
     Tls(#[from] rustls::Error),
     #[error("acme: {0}")]
@@ -287,15 +289,10 @@ async fn start_https(
     gate: &Arc<Gate>,
     stop_rx: &watch::Receiver<bool>,
 ) -> Result<(), AppError> {
-    let certs = Arc::new(CertStore::open(dir)?);
-    let acme = start_acme(
-        &gate.current().config,
-        dir,
-        gate,
-        &running.registry,
-        stop_rx,
-    )
-    .await?;
+    let config = gate.current().config.clone();
+    let resumption = Resumption::from_ticket_key_file(config.tls.ticket_key_file.as_deref())?;
+    let certs = Arc::new(CertStore::open(dir, resumption)?);
+    let acme = start_acme(&config, dir, gate, &running.registry, &certs, stop_rx).await?;
     let tcp = bind("listen.https", addr).await?;
     running.https = tcp.local_addr().ok();
     let listener = Listener {
@@ -326,6 +323,7 @@ async fn start_acme(
     certs_dir: &Path,
     gate: &Arc<Gate>,
     registry: &Arc<dyn Registry>,
+    certs: &CertStore,
     stop_rx: &watch::Receiver<bool>,
 ) -> Result<Option<Arc<Acme>>, AppError> {
     if config.acme.directory.is_none() {
@@ -342,7 +340,13 @@ async fn start_acme(
         let dir = config.acme.storage_dir(certs_dir);
         Storage::Dir(DirStorage::open(&dir).map_err(AcmeError::from)?)
     };
-    let acme = Acme::open(&config.acme, storage, Arc::clone(gate)).await?;
+    let acme = Acme::open(
+        &config.acme,
+        storage,
+        Arc::clone(gate),
+        certs.resumption().clone(),
+    )
+    .await?;
     tokio::spawn(Arc::clone(&acme).renew_forever(stop_rx.clone()));
     tokio::spawn(Arc::clone(&acme).follow_forever(stop_rx.clone()));
     Ok(Some(acme))
@@ -392,12 +396,14 @@ async fn start_admin(
 }
 
 impl Running {
-    /// Re-read the config file and the certificates and swap them in (see `reload`).
-    /// A broken certificate file is logged; the previous certificates stay.
+    /// Re-read the config file, the certificates and `tls.ticket_key_file` and swap
+    /// them in (see `reload`). A broken certificate or key file is logged; the
+    /// previous certificates and ticket keys stay.
     pub fn reload(&self) -> Result<(), AppError> {
         reload(self)?;
         if let Some(certs) = &self.certs {
             let _ = certs.reload();
+            let _ = certs.resumption().reload_ticket_keys();
         }
         Ok(())
     }

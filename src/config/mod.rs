@@ -9,7 +9,7 @@
 //!
 //! Durations are strings in humantime syntax: `"500ms"`, `"60s"`, `"1m"`, `"1h 30m"`.
 //! Relative paths (`registry.path`, `registry.seed`, `tls.certs_dir`,
-//! `upstreams.*.ca_file`) are kept as written and resolve against the process's
+//! `tls.ticket_key_file`, `upstreams.*.ca_file`) are kept as written and resolve against the process's
 //! working directory, not against the config file's directory.
 //!
 //! Every key, with its default:
@@ -52,6 +52,8 @@
 //!
 //! [tls]
 //! # certs_dir = "certs"          # required when listen.https is set
+//! # ticket_key_file = "/run/secrets/icpgate-ticket-key"  # 48 random bytes shared by a
+//! #                              # fleet: tickets resume on any node; re-read on reload
 //!
 //! [admin]
 //! token_env = "ICPGATE_ADMIN_TOKEN"   # env var holding the admin bearer token
@@ -249,6 +251,10 @@ impl Config {
                 "tls.certs_dir",
                 a.tls.certs_dir.is_some() != b.tls.certs_dir.is_some(),
             ),
+            (
+                "tls.ticket_key_file",
+                a.tls.ticket_key_file != b.tls.ticket_key_file,
+            ),
             ("log.format", a.log.format != b.log.format),
             ("acme", a.acme != b.acme),
         ];
@@ -314,6 +320,7 @@ ca_file = "certs/origin-ca.pem"
 
 [tls]
 certs_dir = "certs"
+ticket_key_file = "/run/secrets/ticket.key"
 
 [admin]
 token_env = "GATE_TOKEN"
@@ -407,6 +414,10 @@ secret = "s3cret"
         assert_eq!(c.upstreams.pool(Product::Storefront).servers.len(), 3);
         assert!(c.upstreams.pool(Product::CorporateSite).tls);
         assert_eq!(c.tls.certs_dir, Some(PathBuf::from("certs")));
+        assert_eq!(
+            c.tls.ticket_key_file,
+            Some(PathBuf::from("/run/secrets/ticket.key"))
+        );
         assert_eq!(c.admin.token_env, "GATE_TOKEN");
         assert_eq!(c.admin.session_ttl, Duration::from_secs(12 * 3600));
         assert_eq!(
@@ -511,6 +522,11 @@ secret = "s3cret"
                 "https without certs_dir",
                 "[listen]\nhttps = \"127.0.0.1:8443\"\n",
                 &["tls.certs_dir: required when listen.https is set"],
+            ),
+            (
+                "ticket key without https",
+                "[tls]\nticket_key_file = \"ticket.key\"\n",
+                &[":2:", "tls.ticket_key_file: set but listen.https is not"],
             ),
             // [acme]: the directory needs the https listener; the rest needs the directory.
             (
@@ -764,9 +780,15 @@ secret = "s3cret"
         new.listen.http = Some("127.0.0.1:8081".parse().unwrap());
         new.registry.path = PathBuf::from("other.db");
         new.tls.certs_dir = Some(PathBuf::from("certs"));
+        new.tls.ticket_key_file = Some(PathBuf::from("ticket.key"));
         assert_eq!(
             old.restart_required_changes(&new),
-            ["listen.http", "registry.path", "tls.certs_dir"]
+            [
+                "listen.http",
+                "registry.path",
+                "tls.certs_dir",
+                "tls.ticket_key_file"
+            ]
         );
     }
 

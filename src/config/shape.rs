@@ -195,6 +195,10 @@ pub struct Pool {
 pub struct TlsConfig {
     /// Required when `listen.https` is set.
     pub certs_dir: Option<PathBuf>,
+    /// 48 random bytes (16-byte key name + 32-byte AES-256-GCM key) sealing TLS
+    /// session tickets, so every node holding the same file resumes a client's
+    /// session; re-read on reload. Unset: per-process ticket keys.
+    pub ticket_key_file: Option<PathBuf>,
 }
 
 /// `[admin]`.

@@ -47,6 +47,12 @@ impl Config {
                 "required when listen.https is set",
             ));
         }
+        if self.tls.ticket_key_file.is_some() && self.listen.https.is_none() {
+            return Err(problem(
+                "tls.ticket_key_file",
+                "set but listen.https is not: tickets are issued there",
+            ));
+        }
         if !self.listen.proxy_protocol_from.is_empty() && !self.listen.proxy_protocol {
             return Err(problem(
                 "listen.proxy_protocol_from",

@@ -20,26 +20,28 @@
 //! - No SNI (e.g. a client connecting to an IP address) is refused.
 //! - The whole handshake is bounded by `limits.header_read_timeout`.
 //! - Every handshake is counted once in `icpgate_tls_handshakes_total{result}`
-//!   (`ok`, `refused_unfiled`, `refused_no_sni`, `refused_no_cert`, `error`,
+//!   (`ok` for an admitted full handshake, `resumed` for an admitted resumption,
+//!   `refused_unfiled`, `refused_no_sni`, `refused_no_cert`, `error`,
 //!   `acme_challenge`).
 //! - TLS 1.2 and 1.3 only, ALPN `h2` and `http/1.1`; rustls with the `ring` provider.
 //! - Sessions resume (tickets, and TLS 1.2 session IDs) across certificate reloads;
-//!   see [`Resumption`].
+//!   with `tls.ticket_key_file`, tickets resume on every node holding the same
+//!   file; see [`Resumption`].
 //!
 //! Per request, `proxy` still compares each request's host with the SNI (421
 //! `sni_mismatch`), since HTTP/2 connections may be reused for other hosts.
 
 pub mod certs;
 pub mod client;
+pub mod resumption;
+pub mod tickets;
 
 use std::sync::Arc;
 
 use rustls::crypto::CryptoProvider;
-use rustls::server::{
-    Acceptor, ClientHello, ProducesTickets, ResolvesServerCert, ServerConfig,
-    ServerSessionMemoryCache, StoresServerSessions,
-};
+use rustls::server::{Acceptor, ClientHello, ResolvesServerCert, ServerConfig};
 use rustls::sign::CertifiedKey;
+use rustls::HandshakeKind;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
@@ -55,6 +57,8 @@ use crate::model::host::HostName;
 use crate::model::reason::Reason;
 
 pub use certs::{CertError, CertStore};
+pub use resumption::{Resumption, ResumptionError};
+pub use tickets::{FleetTicketer, TicketKeyError};
 
 /// ALPN protocols offered to clients, in preference order.
 const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
@@ -70,40 +74,6 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// TLS 1.2 sessions kept for clients that resume by session ID (ticket-less).
-const SESSION_CACHE_ENTRIES: usize = 4096;
-
-/// Session resumption shared by every certificate's config and kept across
-/// certificate reloads, so a reload (or a renewal) does not cost every client a full
-/// handshake. Sharing is safe here: rustls resumes a session only for the SNI it was
-/// made for, one SNI is always served by one certificate, and no config asks for
-/// client certificates. A resumption is still gated: the SNI is decided from the
-/// ClientHello before any config, and so any session, is chosen.
-///
-/// Tickets (TLS 1.3, and TLS 1.2 clients that ask) are stateless, encrypted with
-/// keys that rotate every 6 hours and live 12; the keys are per process, so in a
-/// fleet a client resumes only on the node that issued its ticket.
-#[derive(Clone)]
-pub struct Resumption {
-    storage: Arc<dyn StoresServerSessions>,
-    ticketer: Arc<dyn ProducesTickets>,
-}
-
-impl Resumption {
-    pub fn new() -> Result<Resumption, rustls::Error> {
-        Ok(Resumption {
-            storage: ServerSessionMemoryCache::new(SESSION_CACHE_ENTRIES),
-            ticketer: rustls::crypto::ring::Ticketer::new()?,
-        })
-    }
-}
-
-impl std::fmt::Debug for Resumption {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Resumption").finish_non_exhaustive()
-    }
-}
-
 /// A server config answering with `resolver`: TLS 1.2/1.3, ALPN h2 and http/1.1,
 /// resuming sessions through `resumption` when given.
 fn config_with(
@@ -116,8 +86,7 @@ fn config_with(
         .with_cert_resolver(resolver);
     config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
     if let Some(resumption) = resumption {
-        config.session_storage = Arc::clone(&resumption.storage);
-        config.ticketer = Arc::clone(&resumption.ticketer);
+        resumption.apply_to(&mut config);
     }
     Ok(Arc::new(config))
 }
@@ -229,7 +198,15 @@ impl TlsHandshake {
                 Ok(result) => result,
                 Err(_) => Err(HandshakeError::Timeout(within)),
             };
-        let label = result.as_ref().map_or_else(HandshakeError::label, |_| "ok");
+        let label = match &result {
+            Ok((stream, _))
+                if stream.get_ref().1.handshake_kind() == Some(HandshakeKind::Resumed) =>
+            {
+                "resumed"
+            }
+            Ok(_) => "ok",
+            Err(error) => error.label(),
+        };
         self.gate
             .state
             .metrics

@@ -30,8 +30,11 @@ pub const UPSTREAM_ERROR_KINDS: [&str; 5] = [
     "status_5xx",
     "unasked_switch",
 ];
-pub const TLS_RESULTS: [&str; 6] = [
+/// `ok`: a full handshake admitted; `resumed`: a resumption (ticket or session ID)
+/// admitted; the rest are refusals and failures.
+pub const TLS_RESULTS: [&str; 7] = [
     "ok",
+    "resumed",
     "refused_unfiled",
     "refused_no_sni",
     "refused_no_cert",

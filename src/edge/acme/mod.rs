@@ -142,12 +142,13 @@ pub struct Acme {
 impl Acme {
     /// Serve what `storage` keeps (a broken or expired certificate is skipped
     /// with a warning); in a fleet, also answer the challenges other nodes publish.
+    /// Sessions resume through `resumption`, the one `tls.certs_dir` uses.
     pub async fn open(
         settings: &AcmeConfig,
         storage: Storage,
         gate: Arc<Gate>,
+        resumption: Resumption,
     ) -> Result<Arc<Acme>, AcmeError> {
-        let resumption = Resumption::new().map_err(|e| AcmeError::Failed(e.to_string()))?;
         if let Some(store) = storage.shared() {
             gate.acme_challenges.share_through(Arc::clone(store));
         }

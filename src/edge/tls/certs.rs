@@ -70,8 +70,6 @@ pub enum CertError {
     },
     #[error("{file}: the certificate names no DNS host in subjectAltName")]
     NoNames { file: PathBuf },
-    #[error("TLS session resumption cannot be set up: {0}")]
-    Resumption(rustls::Error),
 }
 
 /// One loaded certificate, ready to answer a handshake.
@@ -331,10 +329,10 @@ pub struct CertStore {
 }
 
 impl CertStore {
-    /// Load `dir`; at start-up a broken file is an error (nothing to fall back to).
-    pub fn open(dir: &Path) -> Result<CertStore, CertError> {
+    /// Load `dir`, every certificate resuming sessions through `resumption`; at
+    /// start-up a broken file is an error (nothing to fall back to).
+    pub fn open(dir: &Path, resumption: Resumption) -> Result<CertStore, CertError> {
         let seen = fingerprint(dir);
-        let resumption = Resumption::new().map_err(CertError::Resumption)?;
         let set = CertSet::load(dir, &resumption)?;
         if set.is_empty() {
             tracing::warn!(dir = %dir.display(), "no certificates: every TLS handshake will be refused");
@@ -346,6 +344,12 @@ impl CertStore {
             resumption,
             seen: Mutex::new(seen),
         })
+    }
+
+    /// The session resumption every certificate of the store shares (ACME's
+    /// certificates share it too).
+    pub fn resumption(&self) -> &Resumption {
+        &self.resumption
     }
 
     /// The certificate covering `host` in the current set.
