@@ -141,4 +141,37 @@ async fn every_postgres_write_and_lookup_statement_uses_an_index() {
         "full scans on a write or lookup path:\n{}",
         scanning.join("\n")
     );
+
+    // An import's per-chunk number check, planned as the import plans it: a nested
+    // loop from the chunk's revision range into the entity-key index, never a join
+    // over whole indexes (which the check above would not see).
+    client.batch_execute("BEGIN").await.expect("begin");
+    client
+        .batch_execute(postgres::sql::IMPORT_PLANNER)
+        .await
+        .expect("import planner settings");
+    client
+        .batch_execute(&format!(
+            "PREPARE chunk AS {}",
+            postgres::sql::NUMBER_CLAIMED_IN_CHUNK
+        ))
+        .await
+        .expect("prepare");
+    let plan: Vec<String> = client
+        .query("EXPLAIN EXECUTE chunk(NULL, NULL)", &[])
+        .await
+        .expect("explain")
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    client.batch_execute("ROLLBACK").await.expect("rollback");
+    let plan = plan.join("\n");
+    assert!(
+        plan.contains("Nested Loop")
+            && plan.contains("icpgate_filings_by_revision")
+            && plan.contains("icpgate_filings_by_icp_entity_key")
+            && !plan.contains("Merge Join")
+            && !plan.contains("Hash Join"),
+        "the import's number check walks the chunk, not the table:\n{plan}"
+    );
 }

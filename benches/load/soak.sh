@@ -3,6 +3,10 @@
 #
 #   benches/load/soak.sh 30m        # the recorded run (BENCHMARKS.md)
 #   benches/load/soak.sh 2m         # a quick look
+#   SOAK_ADMIN_WRITES=0 benches/load/soak.sh 30m   # no admin writes: the registry
+#                                   # does not grow, so RSS growth is a leak
+#   ICPGATE_BIN=/tmp/icpgate-x benches/load/soak.sh 30m   # another build, no rebuild
+#   SOAK_OUT=/tmp/soak-a benches/load/soak.sh 30m           # CSV and plot go there
 #
 # Traffic, all on loopback, all at once for the whole duration:
 #   - wrk, 8 connections: one request in three to a filed host (forwarded), one to an
@@ -23,9 +27,14 @@ seconds=$(python3 -c "import sys,re; m=re.fullmatch(r'(\d+)([smh]?)', sys.argv[1
 for tool in wrk curl openssl gnuplot python3; do
     command -v "$tool" >/dev/null || { echo "error: $tool is missing (apt-get install wrk curl openssl gnuplot-nox)" >&2; exit 2; }
 done
-cargo build --release --quiet
-BIN=$PWD/target/release/icpgate
-out=$PWD/target/soak
+if [ -n "${ICPGATE_BIN:-}" ]; then
+    BIN=$ICPGATE_BIN
+else
+    cargo build --release --quiet
+    BIN=$PWD/target/release/icpgate
+fi
+ADMIN_WRITES=${SOAK_ADMIN_WRITES:-1}
+out=${SOAK_OUT:-$PWD/target/soak}
 mkdir -p "$out"
 work=$(mktemp -d /tmp/icpgate-soak.XXXXXX)
 pids=()
@@ -114,7 +123,7 @@ end=$(( $(date +%s) + seconds ))
     sleep 0.2
   done ) &
 pids+=($!)
-( i=0; while [ "$(date +%s)" -lt "$end" ]; do
+( i=0; while [ "$ADMIN_WRITES" = 1 ] && [ "$(date +%s)" -lt "$end" ]; do
     i=$((i + 1))
     id=$(curl -s -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
         -d "{\"domains\":[\"soak-$i-$$.cn\"],\"product\":\"storefront\",\"kind\":\"new\",\"entity\":{\"name\":\"示例科技有限公司\",\"type\":\"enterprise\"},\"website\":{\"name\":\"示例\"}}" \
@@ -149,7 +158,7 @@ set xlabel "seconds"
 set ylabel "RSS (MiB)"
 set y2label "count"
 set y2tics
-set title "icpgate soak: $DURATION of mixed traffic (allowed, blocked, random names, TLS, admin writes, SIGHUP each minute)"
+set title "icpgate soak: $DURATION of mixed traffic (allowed, blocked, random names, TLS, $([ "$ADMIN_WRITES" = 1 ] && echo "admin writes, " || echo "no admin writes, ")SIGHUP each minute)"
 plot "$csv" using 1:(\$2/1024) with lines lw 2 title "RSS MiB", \
      "$csv" using 1:3 axes x1y2 with lines title "open fds", \
      "$csv" using 1:4 axes x1y2 with lines title "threads", \

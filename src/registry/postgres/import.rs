@@ -36,12 +36,14 @@ pub(super) async fn run(
     stored: &AtomicUsize,
 ) -> Result<usize, RegistryError> {
     // The table grows by millions of rows inside this one transaction, where no
-    // statistics describe them: the planner then takes the chunk's revision range
-    // for a sequential scan that a `LIMIT 1` makes look cheap, and each chunk's
-    // check reads the whole table (a 10 M import slowed to ~0.5 s per chunk). Every
-    // statement an import runs has its index (`tests/registry_uses_indexes.rs`
+    // statistics describe them: with a `LIMIT 1` making any plan look cheap, the
+    // planner read the whole table for each chunk's number check — a sequential
+    // scan, or with those off a merge join over two full index scans (a 10 M
+    // import slowed to ~0.5 s per chunk and rising). The check is meant as a
+    // nested loop from the chunk's revision range into the entity-key index, and
+    // every statement an import runs has its index (`tests/registry_uses_indexes.rs`
     // checks them with sequential scans off, as here).
-    tx.batch_execute("SET LOCAL enable_seqscan = off").await?;
+    tx.batch_execute(super::sql::IMPORT_PLANNER).await?;
     let mut count = 0;
     while let Some(batch) = feed.recv().await {
         let mut batch = batch.map_err(|ImportAborted| StorageError::ImportAborted)?;

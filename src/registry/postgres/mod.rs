@@ -112,6 +112,11 @@ pub mod sql {
                     ELSE coalesce(a.entity_name, '') != coalesce(b.entity_name, '') END
          LIMIT 1";
 
+    /// How an import's transaction plans (`import::run` says why): index scans
+    /// and nested loops only.
+    pub const IMPORT_PLANNER: &str = "SET LOCAL enable_seqscan = off;
+         SET LOCAL enable_mergejoin = off; SET LOCAL enable_hashjoin = off";
+
     /// Every statement a write or a lookup runs (and the list pages), by name.
     pub const INDEXED: &[(&str, &str)] = &[
         ("load", LOAD),
