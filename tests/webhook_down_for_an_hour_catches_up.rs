@@ -342,3 +342,56 @@ async fn events_of_an_hour_long_outage_are_delivered_after_it_in_order_once() {
         "{deliveries:?}"
     );
 }
+
+/// Every backend's `next_due` is the due time of an event `due` would return: a
+/// filing's later event waiting behind its failing oldest one is not "due now"
+/// (that made the notifier poll the outbox in a busy loop during an outage).
+#[tokio::test]
+async fn a_waiting_event_does_not_make_the_outbox_due_early() {
+    let test = "a_waiting_event_does_not_make_the_outbox_due_early";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sqlite = SqliteRegistry::open(&dir.path().join("registry.db")).expect("sqlite");
+    let mut registries: Vec<(&str, Arc<dyn Registry>)> = vec![
+        (
+            "memory",
+            Arc::new(icpgate::registry::memory::MemoryRegistry::new().with_outbox(true)),
+        ),
+        ("sqlite", Arc::new(sqlite.with_outbox(true))),
+    ];
+    // Without ICPGATE_TEST_PG_URL, `create` skips PostgreSQL (a failure under CI).
+    let db = common::PgDatabase::create(test).await;
+    if let Some(db) = &db {
+        let postgres = icpgate::registry::postgres::PostgresRegistry::connect(&db.url)
+            .await
+            .expect("connect postgres");
+        registries.push(("postgres", Arc::new(postgres.with_outbox(true))));
+    }
+    for (name, registry) in registries {
+        let outbox = registry.outbox().expect("outbox");
+        let filing = registry
+            .submit(submission("waiting.cn"), "tester")
+            .await
+            .expect("submit")
+            .filing;
+        let first = outbox.due(now_ms(), 10).await.expect("due");
+        assert_eq!(first.len(), 1, "{name}");
+        let retry_at = now_ms() + HOUR_MS;
+        outbox
+            .failed(first[0].id, retry_at, "receiver down")
+            .await
+            .expect("failed");
+        registry
+            .transition(filing.id, review(true), "reviewer")
+            .await
+            .expect("review");
+        assert!(
+            outbox.due(now_ms(), 10).await.expect("due").is_empty(),
+            "{name}"
+        );
+        assert_eq!(
+            outbox.next_due().await.expect("next due"),
+            Some(retry_at),
+            "{name}"
+        );
+    }
+}
