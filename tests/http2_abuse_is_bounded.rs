@@ -311,8 +311,11 @@ async fn continuation_flood_is_cut(continuation: Vec<u8>) {
         .expect("flood task");
     println!("ended with {ending:?}; the flood got {sent:?} bytes out");
     let sent = sent.expect_err("the gate took the whole 256 MiB flood");
+    // What the gate read before its GOAWAY is a few frames; the rest of what got out
+    // sat in the two sockets' buffers.
+    let (receive, send) = tcp_buffer_maxima();
     assert!(
-        sent < 32 << 20,
+        sent < receive + send + (1 << 20),
         "the gate read {sent} bytes of flood before closing"
     );
     assert!(!ending.answered, "the unfinished request was answered");
