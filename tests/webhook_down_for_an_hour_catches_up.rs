@@ -258,6 +258,7 @@ async fn events_of_an_hour_long_outage_are_delivered_after_it_in_order_once() {
         "nothing was delivered while the receiver was down"
     );
     let attempts_down = receiver.refused.load(Ordering::SeqCst);
+    println!("{attempts_down} delivery attempts failed during the hour");
     assert!(
         attempts_down > CHANGES.len() * 3,
         "the events were retried during the hour: {attempts_down} attempts"
