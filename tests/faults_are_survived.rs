@@ -4,7 +4,11 @@
 //! whole while other requests are served), a SQLite registry deleted under the gate
 //! (writes refused with 503, lookups keep serving), and PostgreSQL unreachable and
 //! back (cached decisions keep answering, writes are refused, nothing acknowledged
-//! is lost, writes resume).
+//! is lost, writes resume), and a client that never reads a 256 MiB answer (the
+//! origin is held back within a few MiB of buffers, the stalled connection is cut
+//! after `idle_timeout`, others are served). A full registry disk and an hour-long
+//! webhook outage have files of their own (`a_full_registry_disk_loses_nothing.rs`,
+//! `webhook_down_for_an_hour_catches_up.rs`).
 
 mod common;
 
@@ -347,4 +351,132 @@ async fn postgres_down_and_back_keeps_cached_answers_and_loses_no_acknowledged_w
         0,
         "the refused write left nothing behind: {during}"
     );
+}
+
+/// The body the flooding origin promises: far more than any buffer on the way.
+const HUGE_BODY: usize = 256 << 20;
+
+/// What the flooding origin saw of its first connection.
+#[derive(Default)]
+struct Flooded {
+    /// Body bytes the kernel accepted from the origin so far.
+    written: AtomicUsize,
+    /// The gate closed the origin's connection (a write failed).
+    cut: AtomicBool,
+}
+
+/// An origin whose first connection answers a 256 MiB body as fast as it may be
+/// written; later connections answer `ok`.
+async fn flooding_origin() -> (SocketAddr, Arc<Flooded>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind origin");
+    let addr = listener.local_addr().expect("origin addr");
+    let flooded = Arc::new(Flooded::default());
+    let seen = Arc::clone(&flooded);
+    tokio::spawn(async move {
+        let mut first = true;
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            if !std::mem::take(&mut first) {
+                tokio::spawn(play(stream, Act::Answer));
+                continue;
+            }
+            let seen = Arc::clone(&seen);
+            tokio::spawn(async move {
+                read_head(&mut stream).await;
+                let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {HUGE_BODY}\r\n\r\n");
+                let chunk = vec![b'f'; 64 * 1024];
+                let mut ok = stream.write_all(head.as_bytes()).await.is_ok();
+                while ok && seen.written.load(Ordering::SeqCst) < HUGE_BODY {
+                    ok = stream.write_all(&chunk).await.is_ok();
+                    if ok {
+                        seen.written.fetch_add(chunk.len(), Ordering::SeqCst);
+                    }
+                }
+                seen.cut.store(!ok, Ordering::SeqCst);
+            });
+        }
+    });
+    (addr, flooded)
+}
+
+/// The most the sockets between the origin and a stalled client can hold: two
+/// receive and two send buffers at this kernel's autotuning maxima, plus 8 MiB for
+/// hyper's buffers; far below [`HUGE_BODY`], so an origin that got the whole body
+/// out was buffered for by the gate.
+fn buffers_on_the_way() -> usize {
+    let (receive, send) = tcp_buffer_maxima();
+    let bound = 2 * receive + 2 * send + (8 << 20);
+    assert!(
+        bound < HUGE_BODY / 2,
+        "socket buffers of {bound} bytes leave nothing to prove"
+    );
+    bound
+}
+
+/// A client asks for a 256 MiB body and never reads it. The gate must not buffer
+/// the body for it: what the origin manages to write stays within the socket and
+/// hyper buffers on the way (a few MiB); the stalled connection is cut once a write
+/// has waited `idle_timeout` (and the origin's with it), and others are served all
+/// along.
+#[tokio::test]
+async fn a_client_that_never_reads_holds_back_the_origin_and_is_cut() {
+    let (origin, flooded) = flooding_origin().await;
+    let limits = "[limits]\nidle_timeout = \"2s\"\nupstream_timeout = \"120s\"\n";
+    let gate = TestGate::start(&standard_seed(), Some(origin), None, limits).await;
+    let mut stalled = TcpStream::connect(gate.http).await.expect("connect");
+    stalled
+        .write_all(b"GET /huge HTTP/1.1\r\nHost: example.com\r\n\r\n")
+        .await
+        .expect("request");
+
+    // While the body is held back, the gate answers everyone else.
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            flooded.written.load(Ordering::SeqCst) > 0
+        })
+        .await,
+        "the origin started its body"
+    );
+    for _ in 0..5 {
+        let reply = gate.get("example.com", "/").await;
+        assert_eq!((reply.status.as_u16(), reply.text().as_str()), (200, "ok"));
+    }
+    assert!(
+        eventually(Duration::from_secs(60), || async {
+            flooded.cut.load(Ordering::SeqCst)
+        })
+        .await,
+        "the stalled exchange was never cut (origin wrote {} bytes)",
+        flooded.written.load(Ordering::SeqCst)
+    );
+    let written = flooded.written.load(Ordering::SeqCst);
+    let bound = buffers_on_the_way();
+    println!("the origin wrote {written} bytes (bound {bound}) before the stalled client was cut");
+    assert!(
+        written < bound,
+        "the gate buffered the body: the origin wrote {written} of {HUGE_BODY} bytes"
+    );
+
+    // The client's connection was closed: what reached its socket buffer, then the
+    // end — never the whole body.
+    let mut received = 0usize;
+    let mut buf = vec![0u8; 1 << 16];
+    let ended = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match stalled.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => received += n,
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the stalled connection is still open");
+    assert!(
+        received < HUGE_BODY,
+        "the cut response was delivered whole ({received} bytes)"
+    );
+    let reply = gate.get("example.com", "/").await;
+    assert_eq!((reply.status.as_u16(), reply.text().as_str()), (200, "ok"));
 }

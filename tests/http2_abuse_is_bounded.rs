@@ -4,7 +4,9 @@
 //! CVE-2023-44487) faster than `limits.h2_max_resets_per_second` is sent a GOAWAY
 //! and loses its connection; a header list over `limits.max_header_bytes` never reaches
 //! the gate; a client flooding PING or SETTINGS frames without reading the answers
-//! is pushed back (the gate stops reading it) instead of queueing answers without end.
+//! is pushed back (the gate stops reading it) instead of queueing answers without end;
+//! a HEADERS frame followed by CONTINUATION frames without end (full or empty ones)
+//! loses its connection (a GOAWAY, then the close) after a bounded amount.
 //! Each offender loses only its own connection: the gate keeps serving.
 //! The client is the `h2` crate driven by hand, so it can misbehave.
 
@@ -199,4 +201,138 @@ async fn a_ping_flood_is_pushed_back_and_others_are_served() {
 #[tokio::test]
 async fn a_settings_flood_is_pushed_back_and_others_are_served() {
     flood_is_pushed_back(SETTINGS).await;
+}
+
+/// One HTTP/2 frame: a 9-byte header (length, type, flags, stream) and `payload`.
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let length = u32::try_from(payload.len()).expect("frame length");
+    let mut out = length.to_be_bytes()[1..].to_vec();
+    out.extend([kind, flags]);
+    out.extend(stream.to_be_bytes());
+    out.extend(payload);
+    out
+}
+
+const HEADERS: u8 = 0x1;
+const GOAWAY: u8 = 0x7;
+const CONTINUATION: u8 = 0x9;
+const END_STREAM: u8 = 0x1;
+
+/// The start of a GET's header block (HPACK): `:method GET`, `:scheme http`,
+/// `:path /` from the static table, `:authority example.com` as a literal.
+fn request_head_block() -> Vec<u8> {
+    let mut block = vec![0x82, 0x86, 0x84, 0x01, 11];
+    block.extend(b"example.com");
+    block
+}
+
+/// A CONTINUATION payload of about 16 KB: literal fields `x-flood: aaa…` (never
+/// indexed, so each one is decoded and counted against the header list).
+fn filler_block() -> Vec<u8> {
+    let mut field = vec![0x00, 7];
+    field.extend(b"x-flood");
+    field.push(100);
+    field.extend([b'a'; 100]);
+    field.repeat(16_000 / field.len())
+}
+
+/// How the gate ended a flooded connection, as its client saw it.
+#[derive(Debug)]
+struct Ending {
+    /// The error code of the GOAWAY the gate sent, if one arrived before the close.
+    goaway: Option<u32>,
+    /// Whether the gate sent any HEADERS frame (an answer to the flooding request).
+    answered: bool,
+}
+
+/// Read the gate's frames until the connection ends.
+async fn read_until_closed(mut read: tokio::net::tcp::OwnedReadHalf) -> Ending {
+    use tokio::io::AsyncReadExt;
+    let mut ending = Ending {
+        goaway: None,
+        answered: false,
+    };
+    let mut head = [0u8; 9];
+    while read.read_exact(&mut head).await.is_ok() {
+        let length =
+            (usize::from(head[0]) << 16) | (usize::from(head[1]) << 8) | usize::from(head[2]);
+        let mut payload = vec![0u8; length];
+        if read.read_exact(&mut payload).await.is_err() {
+            break;
+        }
+        match head[3] {
+            GOAWAY if payload.len() >= 8 => {
+                let code = [payload[4], payload[5], payload[6], payload[7]];
+                ending.goaway = Some(u32::from_be_bytes(code));
+            }
+            HEADERS => ending.answered = true,
+            _ => {}
+        }
+    }
+    ending
+}
+
+/// A client opens a request with HEADERS lacking END_HEADERS, then sends
+/// `continuation` frames without end. The gate must close that connection (GOAWAY
+/// or reset) after a bounded amount, never buffer the flood, never forward the
+/// request, and keep serving another client meanwhile and after.
+async fn continuation_flood_is_cut(continuation: Vec<u8>) {
+    use tokio::io::AsyncWriteExt;
+    const FLOOD_BYTES: usize = 256 << 20;
+    let gate = gate_with_limits("").await;
+    let tcp = TcpStream::connect(gate.http).await.expect("connect");
+    let (read, mut write) = tcp.into_split();
+    let ending = tokio::spawn(read_until_closed(read));
+    let mut opening = PREFACE.to_vec();
+    opening.extend(frame(HEADERS, END_STREAM, 1, &request_head_block()));
+    write
+        .write_all(&opening)
+        .await
+        .expect("preface and HEADERS");
+    let chunk: Vec<u8> = continuation.repeat((1 << 20) / continuation.len());
+    let flood = tokio::spawn(async move {
+        let mut sent = 0usize;
+        while sent < FLOOD_BYTES {
+            if write.write_all(&chunk).await.is_err() {
+                return Err(sent);
+            }
+            sent += chunk.len();
+        }
+        Ok(sent)
+    });
+    still_serving(&gate).await;
+    let ending = tokio::time::timeout(STEP, ending)
+        .await
+        .expect("the gate closes the flooded connection")
+        .expect("reader task");
+    let sent = tokio::time::timeout(STEP, flood)
+        .await
+        .expect("the flood stops once the connection is closed")
+        .expect("flood task");
+    println!("ended with {ending:?}; the flood got {sent:?} bytes out");
+    let sent = sent.expect_err("the gate took the whole 256 MiB flood");
+    // What the gate read before its GOAWAY is a few frames; the rest of what got out
+    // sat in the two sockets' buffers.
+    let (receive, send) = tcp_buffer_maxima();
+    assert!(
+        sent < receive + send + (1 << 20),
+        "the gate read {sent} bytes of flood before closing"
+    );
+    assert!(!ending.answered, "the unfinished request was answered");
+    if let Some(code) = ending.goaway {
+        // ENHANCE_YOUR_CALM (too many CONTINUATIONs), COMPRESSION_ERROR or
+        // PROTOCOL_ERROR: anything but a graceful NO_ERROR.
+        assert_ne!(code, 0, "the GOAWAY names the abuse");
+    }
+    still_serving(&gate).await;
+}
+
+#[tokio::test]
+async fn a_continuation_flood_is_cut_and_others_are_served() {
+    continuation_flood_is_cut(frame(CONTINUATION, 0, 1, &filler_block())).await;
+}
+
+#[tokio::test]
+async fn a_flood_of_empty_continuations_is_cut_and_others_are_served() {
+    continuation_flood_is_cut(frame(CONTINUATION, 0, 1, &[])).await;
 }

@@ -21,6 +21,11 @@
 //!   5 min). Delivery runs on its own task: a failing webhook never blocks a change.
 //! - Delivery is at least once: a receiver deduplicates by `event_id`.
 //!
+//! Time: due times and backoffs are read from the notifier's [`Clock`] (the wall
+//! clock unless [`Notifier::with_clock`] says otherwise), so a test can move an
+//! hour of outage forward without waiting for it; a clock moved forward takes effect
+//! when the notifier is next woken ([`Notifier::waker`]).
+//!
 //! `http://` and `https://` URLs are delivered; an `https://` receiver is verified
 //! for the URL's host against the web PKI roots (webpki-roots) plus `notify.ca_file`.
 
@@ -108,9 +113,14 @@ pub fn signature(secret: &str, timestamp: &str, body: &[u8]) -> String {
     format!("sha256={hex}")
 }
 
+/// Unix milliseconds now: [`now_ms`] in production; a test moves one of its own.
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
 /// Delivers the outbox to the webhook.
 pub struct Notifier {
     outbox: Arc<dyn Outbox>,
+    /// When "now" is for due times, backoffs and signatures.
+    clock: Clock,
     url: Uri,
     secret: Option<String>,
     backoff: Backoff,
@@ -143,12 +153,23 @@ impl Notifier {
             .map_err(|e| NotifyError::Tls(e.to_string()))?;
         Ok(Notifier {
             outbox,
+            clock: Arc::new(now_ms),
             url: uri,
             secret: secret.filter(|s| !s.is_empty()),
             backoff,
             client: Client::builder(TokioExecutor::new()).build(connector),
             wake: Arc::new(Notify::new()),
         })
+    }
+
+    /// Read "now" from `clock` instead of the wall clock.
+    pub fn with_clock(mut self, clock: Clock) -> Notifier {
+        self.clock = clock;
+        self
+    }
+
+    fn now_ms(&self) -> i64 {
+        (self.clock)()
     }
 
     /// The handle that wakes the notifier (call `notify_one` after a write).
@@ -180,7 +201,7 @@ impl Notifier {
         let keep = i64::try_from(KEEP_DELIVERED.as_millis()).unwrap_or(i64::MAX);
         match self
             .outbox
-            .prune_delivered(now_ms().saturating_sub(keep))
+            .prune_delivered(self.now_ms().saturating_sub(keep))
             .await
         {
             Ok(0) => {}
@@ -193,7 +214,7 @@ impl Notifier {
     async fn until_next_due(&self) -> Duration {
         match self.outbox.next_due().await {
             Ok(Some(at)) => {
-                let ms = u64::try_from(at.saturating_sub(now_ms())).unwrap_or(0);
+                let ms = u64::try_from(at.saturating_sub(self.now_ms())).unwrap_or(0);
                 Duration::from_millis(ms).min(IDLE_POLL)
             }
             Ok(None) => IDLE_POLL,
@@ -206,7 +227,7 @@ impl Notifier {
 
     /// One round: every due event, oldest first, until `stop` turns true.
     async fn deliver_due(&self, stop: &watch::Receiver<bool>) {
-        let events = match self.outbox.due(now_ms(), BATCH).await {
+        let events = match self.outbox.due(self.now_ms(), BATCH).await {
             Ok(events) => events,
             Err(error) => {
                 tracing::warn!(%error, "cannot read the notification outbox");
@@ -227,11 +248,13 @@ impl Notifier {
             Err(_) => Err(NotifyError::Timeout(ATTEMPT_TIMEOUT)),
         };
         let recorded = match result {
-            Ok(()) => self.outbox.delivered(event.id, now_ms()).await,
+            Ok(()) => self.outbox.delivered(event.id, self.now_ms()).await,
             Err(error) => {
                 let wait = self.backoff.after(event.attempts.saturating_add(1));
                 tracing::warn!(event_id = event.id, attempts = event.attempts + 1, retry_in = ?wait, %error, "webhook delivery failed");
-                let next = now_ms().saturating_add(i64::try_from(wait.as_millis()).unwrap_or(0));
+                let next = self
+                    .now_ms()
+                    .saturating_add(i64::try_from(wait.as_millis()).unwrap_or(0));
                 self.outbox.failed(event.id, next, &error.to_string()).await
             }
         };
@@ -242,7 +265,7 @@ impl Notifier {
 
     async fn post(&self, event: &OutboxEvent) -> Result<(), NotifyError> {
         let body = Bytes::from(event.payload.clone());
-        let timestamp = (now_ms() / 1000).to_string();
+        let timestamp = (self.now_ms() / 1000).to_string();
         let mut request = Request::post(self.url.clone())
             .header(header::CONTENT_TYPE, "application/json")
             .header("x-icpgate-event", event.id.to_string())

@@ -510,10 +510,12 @@ impl Outbox for MemoryRegistry {
 
     async fn next_due(&self) -> Result<Option<i64>, RegistryError> {
         self.read(|state| {
+            let mut waiting = BTreeSet::new();
             Ok(state
                 .outbox
                 .values()
                 .filter(|e| e.delivered_at_ms.is_none())
+                .filter(|e| waiting.insert(e.filing_id))
                 .map(|e| e.next_attempt_at_ms)
                 .min())
         })

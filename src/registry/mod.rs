@@ -109,7 +109,9 @@ pub trait Outbox: Send + Sync + 'static {
     /// oldest first; of one filing only its oldest undelivered event, so a filing's
     /// events are delivered in order and a failing one holds back only its own.
     async fn due(&self, now_ms: i64, limit: usize) -> Result<Vec<OutboxEvent>, RegistryError>;
-    /// When the next undelivered event is due, if any.
+    /// When the next event `due` would return is due, if any: a filing's later
+    /// events waiting behind its undelivered oldest one do not count (they are not
+    /// due before it is delivered, and a past time here would make the notifier spin).
     async fn next_due(&self) -> Result<Option<i64>, RegistryError>;
     async fn delivered(&self, id: i64, now_ms: i64) -> Result<(), RegistryError>;
     /// Record a failed attempt and when to try again.

@@ -165,3 +165,19 @@ pub async fn raw(addr: SocketAddr, data: &[u8], wait: Duration) -> Vec<u8> {
     let _ = tokio::time::timeout(wait, stream.read_to_end(&mut out)).await;
     out
 }
+
+/// The largest receive and send buffers this kernel autotunes a TCP socket to
+/// (`tcp_rmem`, `tcp_wmem`; Linux's defaults when unreadable): what bytes "in
+/// flight" between two stalled sockets may amount to.
+pub fn tcp_buffer_maxima() -> (usize, usize) {
+    let max_of = |file: &str, fallback: usize| {
+        std::fs::read_to_string(file)
+            .ok()
+            .and_then(|text| text.split_whitespace().nth(2)?.parse().ok())
+            .unwrap_or(fallback)
+    };
+    (
+        max_of("/proc/sys/net/ipv4/tcp_rmem", 6 << 20),
+        max_of("/proc/sys/net/ipv4/tcp_wmem", 4 << 20),
+    )
+}

@@ -97,8 +97,27 @@ pub fn serve(config_path: &std::path::Path) -> Served {
 /// [`serve`] with `RUST_LOG` set to `rust_log`, or unset (None: the config's
 /// `[log] level` applies). The child gets [`TOKEN`] in [`TOKEN_ENV`].
 pub fn serve_with_log(config_path: &std::path::Path, rust_log: Option<&str>) -> Served {
+    let command = std::process::Command::new(env!("CARGO_BIN_EXE_icpgate"));
+    serve_as(command, config_path, rust_log)
+}
+
+/// [`serve`] run by `wrapper`, a command that ends by running the words appended to
+/// it (e.g. `unshare -m sh -c '…; exec "$@"' sh`), so the gate's process is the
+/// wrapper's: its id is the child's.
+pub fn serve_wrapped(wrapper: &[&str], config_path: &std::path::Path) -> Served {
+    let (program, args) = wrapper.split_first().expect("a wrapper command");
+    let mut command = std::process::Command::new(program);
+    command.args(args).arg(env!("CARGO_BIN_EXE_icpgate"));
+    serve_as(command, config_path, Some("info"))
+}
+
+/// `command serve --config config_path`, as [`serve_with_log`] describes.
+fn serve_as(
+    mut command: std::process::Command,
+    config_path: &std::path::Path,
+    rust_log: Option<&str>,
+) -> Served {
     use std::io::BufRead;
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_icpgate"));
     command
         .args(["serve", "--config"])
         .arg(config_path)

@@ -46,7 +46,11 @@ impl Outbox for PostgresRegistry {
         let client = self.pool.get().await?;
         let row = client
             .query_one(
-                "SELECT MIN(next_attempt_at_ms) FROM icpgate_outbox WHERE delivered_at_ms IS NULL",
+                "SELECT MIN(next_attempt_at_ms) FROM icpgate_outbox o
+                 WHERE delivered_at_ms IS NULL
+                   AND NOT EXISTS (SELECT 1 FROM icpgate_outbox e
+                                   WHERE e.filing_id = o.filing_id AND e.id < o.id
+                                     AND e.delivered_at_ms IS NULL)",
                 &[],
             )
             .await?;

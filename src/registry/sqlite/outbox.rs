@@ -35,7 +35,11 @@ impl Outbox for SqliteRegistry {
     async fn next_due(&self) -> Result<Option<i64>, RegistryError> {
         self.read(|conn| {
             Ok(conn.query_row(
-                "SELECT MIN(next_attempt_at_ms) FROM outbox WHERE delivered_at_ms IS NULL",
+                "SELECT MIN(next_attempt_at_ms) FROM outbox o
+                 WHERE delivered_at_ms IS NULL
+                   AND NOT EXISTS (SELECT 1 FROM outbox e
+                                   WHERE e.filing_id = o.filing_id AND e.id < o.id
+                                     AND e.delivered_at_ms IS NULL)",
                 [],
                 |row| row.get(0),
             )?)
