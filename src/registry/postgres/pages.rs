@@ -1,6 +1,7 @@
 //! The PostgreSQL registry's reads of many rows: pages of filings (keyset on id, one
-//! statement per combination of filters so each uses its index) and the filed-domain
-//! index streamed from one query in batches, so neither holds more than a batch.
+//! statement per combination of filters so each uses its index), the filed-domain
+//! index streamed from one query in batches, so neither holds more than a batch, and
+//! the start-up check that every stored document reads, streamed the same way.
 
 use deadpool_postgres::GenericClient;
 use futures_util::StreamExt;
@@ -76,4 +77,23 @@ pub(super) async fn filed_domain_batches<C: GenericClient>(
         let _ = batches.send(batch).await;
     }
     Ok(())
+}
+
+/// Decode every stored filing document as one query streams them; the first that
+/// does not read is `Corrupt`, naming its filing. Returns how many were read.
+pub(super) async fn check_documents<C: GenericClient>(client: &C) -> Result<u64, RegistryError> {
+    let rows = client
+        .query_raw(
+            "SELECT id, doc::text FROM icpgate_filings",
+            std::iter::empty::<i64>(),
+        )
+        .await?;
+    let mut rows = std::pin::pin!(rows);
+    let mut count = 0;
+    while let Some(row) = rows.next().await {
+        let row = row?;
+        filing_at(&row, row.try_get(0)?, 1)?;
+        count += 1;
+    }
+    Ok(count)
 }

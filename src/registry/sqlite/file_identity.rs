@@ -26,6 +26,11 @@ impl FileIdentity {
         })
     }
 
+    /// The path opened.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Ok while `path` is still the file that was opened.
     pub fn check(&self) -> Result<(), StorageError> {
         match std::fs::metadata(&self.path) {

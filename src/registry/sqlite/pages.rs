@@ -1,6 +1,7 @@
 //! The SQLite registry's reads of many rows: pages of filings (keyset on id, one
-//! statement per combination of filters so each uses its index) and the filed-domain
-//! index streamed in batches, so neither holds more than a batch in memory.
+//! statement per combination of filters so each uses its index), the filed-domain
+//! index streamed in batches, so neither holds more than a batch in memory, and the
+//! start-up check that every stored document reads, one row at a time.
 
 use rusqlite::types::Value;
 use rusqlite::Connection;
@@ -68,4 +69,22 @@ pub(super) fn filed_domain_batches(
         let _ = batches.blocking_send(batch);
     }
     Ok(())
+}
+
+/// Decode every stored filing document, one row at a time; the first that does not
+/// read is `Corrupt`, naming its filing. Returns how many were read.
+pub(super) fn check_documents(conn: &Connection) -> Result<u64, RegistryError> {
+    let mut stmt = conn.prepare("SELECT id, doc FROM filings")?;
+    let mut rows = stmt.query([])?;
+    let mut count = 0;
+    while let Some(row) = rows.next()? {
+        let id: i64 = row.get(0)?;
+        let doc = match row.get_ref(1)? {
+            rusqlite::types::ValueRef::Text(text) => String::from_utf8_lossy(text),
+            _ => std::borrow::Cow::Borrowed(""),
+        };
+        decode(id, &doc)?;
+        count += 1;
+    }
+    Ok(count)
 }
