@@ -163,6 +163,36 @@ async fn measure_the_start_check() {
     let started = Instant::now();
     let filed = FiledDomains::load(&registry).await.expect("load");
     let load = started.elapsed();
+    // The overdue gauge: one indexed count, against the read of every filing in
+    // review it replaces (the gauge's code before migration 6).
+    let now = icpgate::model::working_days::unix_seconds(std::time::SystemTime::now()) + 86_400 * 7;
+    let started = Instant::now();
+    let by_index = registry
+        .initial_reviews_entered_by(icpgate::model::working_days::overdue_cutoff_ms(now))
+        .await
+        .expect("count");
+    let count_by_index = started.elapsed();
+    let started = Instant::now();
+    let mut page = icpgate::registry::ListFilter {
+        status: Some(icpgate::model::filing::Status::InitialReview),
+        limit: Some(1000),
+        ..Default::default()
+    };
+    let mut by_reading = 0;
+    loop {
+        let filings = registry.list(&page).await.expect("page");
+        by_reading += icpgate::model::working_days::overdue_initial_reviews(&filings, now);
+        match filings.last() {
+            Some(last) if filings.len() == 1000 => page.after = Some(last.id),
+            _ => break,
+        }
+    }
+    let count_by_reading = started.elapsed();
+    assert_eq!(by_index, by_reading as u64);
+    println!(
+        "{n} filings in review, overdue count: by index {count_by_index:?}, by reading \
+         each {count_by_reading:?}"
+    );
     println!(
         "{n} filings: check_documents alone {check:?} ({:.0} documents/s); domain rows \
          alone {domains_alone:?}; FiledDomains::load with the check {load:?} ({} domains)",
