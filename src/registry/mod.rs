@@ -19,6 +19,7 @@
 //! refuses is run again through `workflow::import`, which names the line.
 
 pub mod acme_store;
+mod document_check;
 mod error;
 pub mod jsonl;
 pub mod memory;

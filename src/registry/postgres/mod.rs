@@ -460,10 +460,15 @@ impl Registry for PostgresRegistry {
     }
 
     /// Streamed from one query on a pooled connection of its own, so the
-    /// filed-domain index loads beside it.
+    /// filed-domain index loads beside it, and decoded on every core
+    /// (`document_check`).
     async fn check_documents(&self) -> Result<u64, RegistryError> {
         let client = self.pool.get().await?;
-        pages::check_documents(&client).await
+        let (sink, check) = super::document_check::DocumentCheck::start();
+        let read = pages::read_documents(&client, sink).await;
+        let checked = tokio::task::spawn_blocking(move || check.finish()).await?;
+        read?;
+        checked
     }
 
     async fn changes_since(&self, revision: i64) -> Result<Vec<Change>, RegistryError> {

@@ -29,6 +29,7 @@ mod import;
 mod outbox;
 mod pages;
 
+use super::document_check::DocumentCheck;
 use super::error::StorageError;
 use super::migrations;
 use super::secret::SecretKey;
@@ -457,19 +458,24 @@ impl Registry for SqliteRegistry {
         .await
     }
 
-    /// On a read connection of its own, so the filed-domain index loads beside it.
+    /// Read on a connection of its own, so the filed-domain index loads beside it,
+    /// and decoded on every core (`document_check`).
     async fn check_documents(&self) -> Result<u64, RegistryError> {
         let path = self.file.path().to_path_buf();
-        tokio::task::spawn_blocking(move || {
+        let (sink, check) = DocumentCheck::start();
+        let read = tokio::task::spawn_blocking(move || {
             let conn = Connection::open_with_flags(
                 &path,
                 rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
                     | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
             )?;
             conn.busy_timeout(BUSY_TIMEOUT)?;
-            pages::check_documents(&conn)
+            pages::read_documents(&conn, sink)
         })
-        .await?
+        .await;
+        let checked = tokio::task::spawn_blocking(move || check.finish()).await?;
+        read??;
+        checked
     }
 
     async fn filed_domains(&self) -> Result<Vec<String>, RegistryError> {

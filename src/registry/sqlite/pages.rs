@@ -1,13 +1,16 @@
 //! The SQLite registry's reads of many rows: pages of filings (keyset on id, one
 //! statement per combination of filters so each uses its index), the filed-domain
 //! index streamed in batches, so neither holds more than a batch in memory, and the
-//! start-up check that every stored document reads, one row at a time.
+//! stored documents streamed the same way to the start-up check (`document_check`).
 
 use rusqlite::types::Value;
 use rusqlite::Connection;
 
 use super::sql;
 use crate::model::filing::{Filing, Status};
+use std::sync::atomic::Ordering;
+
+use crate::registry::document_check::{self, DocumentSink};
 use crate::registry::workflow::decode;
 use crate::registry::{ListFilter, RegistryError};
 
@@ -71,20 +74,27 @@ pub(super) fn filed_domain_batches(
     Ok(())
 }
 
-/// Decode every stored filing document, one row at a time; the first that does not
-/// read is `Corrupt`, naming its filing. Returns how many were read.
-pub(super) fn check_documents(conn: &Connection) -> Result<u64, RegistryError> {
+/// Send every stored filing document to `sink` in batches as one query reads them,
+/// stopping early once one did not read (`DocumentCheck` decodes them).
+pub(super) fn read_documents(conn: &Connection, sink: DocumentSink) -> Result<(), RegistryError> {
     let mut stmt = conn.prepare("SELECT id, doc FROM filings")?;
     let mut rows = stmt.query([])?;
-    let mut count = 0;
+    let mut batch = Vec::with_capacity(document_check::BATCH);
     while let Some(row) = rows.next()? {
-        let id: i64 = row.get(0)?;
         let doc = match row.get_ref(1)? {
-            rusqlite::types::ValueRef::Text(text) => String::from_utf8_lossy(text),
-            _ => std::borrow::Cow::Borrowed(""),
+            rusqlite::types::ValueRef::Text(text) => String::from_utf8_lossy(text).into_owned(),
+            _ => String::new(),
         };
-        decode(id, &doc)?;
-        count += 1;
+        batch.push((row.get::<_, i64>(0)?, doc));
+        if batch.len() == document_check::BATCH {
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(document_check::BATCH));
+            if sink.failed.load(Ordering::Relaxed) || sink.batches.blocking_send(full).is_err() {
+                return Ok(());
+            }
+        }
     }
-    Ok(count)
+    if !batch.is_empty() {
+        let _ = sink.batches.blocking_send(batch);
+    }
+    Ok(())
 }
