@@ -24,6 +24,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use common::PgDatabase;
+use icpgate::gate::filed_domains::FiledDomains;
 use icpgate::model::filing::{
     Action, Entity, Filing, FilingPassword, IcpNumber, Kind, Product, Status, Submission,
     TransitionError, Website,
@@ -108,6 +109,54 @@ impl Backend {
         self.registry.outbox().expect("the outbox is on")
     }
 
+    /// Overwrite the stored document of filing `id` with `doc` behind the
+    /// registry's back, but at the next revision, as a writer the change feed
+    /// follows would (another node, a shell).
+    async fn rewrite(&self, id: i64, doc: &str) {
+        match &self.store {
+            Store::Memory(registry) => assert!(registry.rewrite_document(id, doc)),
+            Store::Sqlite { path, .. } => {
+                let conn = rusqlite::Connection::open(path).expect("open sqlite");
+                let n = conn
+                    .execute(
+                        "UPDATE filings SET doc = ?2, revision =
+                             (SELECT value FROM meta WHERE key = 'revision') + 1 WHERE id = ?1",
+                        rusqlite::params![id, doc],
+                    )
+                    .expect("rewrite sqlite");
+                assert_eq!(n, 1);
+                conn.execute(
+                    "UPDATE meta SET value = value + 1 WHERE key = 'revision'",
+                    [],
+                )
+                .expect("bump");
+            }
+            Store::Postgres(db) => {
+                let (client, connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+                    .await
+                    .expect("connect postgres");
+                tokio::spawn(connection);
+                let n = client
+                    .execute(
+                        "UPDATE icpgate_filings SET doc = $2::text::jsonb, revision =
+                             (SELECT value FROM icpgate_meta WHERE key = 'revision') + 1
+                         WHERE id = $1",
+                        &[&id, &doc],
+                    )
+                    .await
+                    .expect("rewrite postgres");
+                assert_eq!(n, 1);
+                client
+                    .execute(
+                        "UPDATE icpgate_meta SET value = value + 1 WHERE key = 'revision'",
+                        &[],
+                    )
+                    .await
+                    .expect("bump");
+            }
+        }
+    }
+
     /// Overwrite the stored document of filing `id` with something that is not a
     /// filing, behind the registry's back.
     async fn corrupt(&self, id: i64) {
@@ -186,6 +235,9 @@ backend_cases!(
     a_failing_event_holds_back_only_its_own_filing,
     a_filing_password_is_kept_sealed_until_initial_review_ends,
     an_entity_change_is_reviewed_while_the_filing_keeps_serving,
+    the_overdue_count_by_index_equals_the_count_by_reading,
+    a_corrupt_document_stops_the_index_load_naming_it,
+    a_corrupt_document_does_not_stall_the_change_feed,
 );
 
 // ---- fixtures ----
@@ -1388,4 +1440,272 @@ async fn a_corrupt_document_is_reported_not_panicked(backend: Backend) {
     assert_eq!(get(&backend, intact.id).await, intact);
     let moved = step(&backend, intact.id, initial(true)).await;
     assert_eq!(moved.status, Status::AuthorityReview);
+}
+
+/// Entries into initial review around a weekend and China's National Day week
+/// (2024-09-28 … 10-07; holidays count as working days, see `working_days`), in
+/// UTC and in +08:00, on second boundaries and with a fraction.
+const REVIEW_ENTRIES: &[&str] = &[
+    "2024-09-26T01:00:00Z",
+    "2024-09-27T02:30:00Z",
+    "2024-09-27T15:59:59Z",
+    "2024-09-28T04:00:00+08:00",
+    "2024-09-29T23:59:59+08:00",
+    "2024-09-30T00:00:00+08:00",
+    "2024-09-30T15:59:59Z",
+    "2024-10-01T09:00:00+08:00",
+    "2024-10-02T03:04:05.678Z",
+    "2024-10-04T16:00:00Z",
+    "2024-10-07T08:00:00+08:00",
+];
+
+/// An import line in `status` with `history` as `(at, to)` steps.
+fn line_with_history(
+    domain: &str,
+    status: &str,
+    updated_at: &str,
+    history: &[(&str, &str)],
+) -> String {
+    let history: Vec<Value> = history
+        .iter()
+        .map(|(at, to)| serde_json::json!({"at": at, "actor": "t", "from": null, "to": to, "reason": null}))
+        .collect();
+    serde_json::json!({
+        "domains": [domain], "product": "storefront", "status": status,
+        "updated_at": updated_at, "history": history,
+    })
+    .to_string()
+}
+
+/// The overdue gauge's indexed count (`review_since <= overdue_cutoff`) equals the
+/// count that reads every filing in review (`working_days::overdue_initial_reviews`)
+/// at every hour over three weeks and at each entry's exact boundary — for
+/// imported filings (bulk path), submissions, resubmissions, filings that left
+/// review, and timestamps that do not read.
+async fn the_overdue_count_by_index_equals_the_count_by_reading(backend: Backend) {
+    use icpgate::model::working_days::{overdue_cutoff_ms, overdue_initial_reviews, parse_rfc3339};
+    let registry = &backend.registry;
+    let mut lines: Vec<String> = REVIEW_ENTRIES
+        .iter()
+        .enumerate()
+        .map(|(i, at)| {
+            line_with_history(
+                &format!("entry-{i}.cn"),
+                "initial_review",
+                at,
+                &[(at, "initial_review")],
+            )
+        })
+        .collect();
+    // Resubmitted: the last entry into review counts, not the first.
+    lines.push(line_with_history(
+        "resubmitted.cn",
+        "initial_review",
+        "2024-10-03T02:00:00Z",
+        &[
+            ("2024-09-20T02:00:00Z", "initial_review"),
+            ("2024-09-21T02:00:00Z", "rejected"),
+            ("2024-10-03T02:00:00Z", "initial_review"),
+        ],
+    ));
+    // An entry that does not read: `updated_at` decides; neither reads: never counted.
+    lines.push(line_with_history(
+        "by-updated.cn",
+        "initial_review",
+        "2024-09-30T01:00:00Z",
+        &[("garbage", "initial_review")],
+    ));
+    lines.push(line_with_history(
+        "unreadable-time.cn",
+        "initial_review",
+        "garbage",
+        &[("garbage", "initial_review")],
+    ));
+    // Left initial review: never counted, however old.
+    lines.push(line_with_history(
+        "moved-on.cn",
+        "authority_review",
+        "2024-09-01T02:00:00Z",
+        &[
+            ("2024-09-01T01:00:00Z", "initial_review"),
+            ("2024-09-01T02:00:00Z", "authority_review"),
+        ],
+    ));
+    registry
+        .import(jsonl::parse(&lines.join("\n")).expect("parse"))
+        .await
+        .expect("import");
+    // Written by the workflow: a submission, a resubmission, one taken out of review.
+    let submitted = submit(&backend, &["submitted-now.cn"]).await;
+    let again = submit(&backend, &["resubmitted-now.cn"]).await;
+    step(&backend, again.id, initial(false)).await;
+    step(&backend, again.id, resubmit()).await;
+    let passed = submit(&backend, &["passed-now.cn"]).await;
+    step(&backend, passed.id, initial(true)).await;
+
+    let filings = registry.export().await.expect("export");
+    let compare = |now: i64| {
+        let filings = &filings;
+        async move {
+            let by_index = registry
+                .initial_reviews_entered_by(overdue_cutoff_ms(now))
+                .await
+                .expect("count");
+            (by_index, overdue_initial_reviews(filings, now) as u64)
+        }
+    };
+    let start = parse_rfc3339("2024-09-25T00:00:00Z").expect("start");
+    let mut nows: Vec<i64> = (0..21 * 24).map(|h| start + h * 3600).collect();
+    for at in REVIEW_ENTRIES {
+        let since = parse_rfc3339(at).expect("entry");
+        for days in [1, 2, 3, 4, 5] {
+            nows.extend([
+                since + days * 86_400 - 1,
+                since + days * 86_400,
+                since + days * 86_400 + 1,
+            ]);
+        }
+    }
+    let real_now = submitted.history[0].at.clone();
+    let real_now = parse_rfc3339(&real_now).expect("now");
+    nows.extend([real_now, real_now + 86_400, real_now + 8 * 86_400]);
+    let mut seen = std::collections::BTreeSet::new();
+    for now in nows {
+        let (by_index, by_reading) = compare(now).await;
+        assert_eq!(by_index, by_reading, "overdue at {now}");
+        seen.insert(by_reading);
+    }
+    assert!(
+        seen.len() > 10,
+        "the times cover many different counts: {seen:?}"
+    );
+    let (all_later, _) = compare(real_now + 8 * 86_400).await;
+    // Everything in review with a readable entry: 11 entries, resubmitted,
+    // by-updated, submitted-now, resubmitted-now.
+    assert_eq!(all_later, 15);
+}
+
+async fn a_corrupt_document_stops_the_index_load_naming_it(backend: Backend) {
+    let _ = submit(&backend, &["fine.cn"]).await;
+    let broken = submit(&backend, &["broken.cn"]).await;
+    let filed = FiledDomains::load(backend.registry.as_ref())
+        .await
+        .expect("an intact registry loads");
+    assert_eq!(filed.len(), 2);
+    backend.corrupt(broken.id).await;
+    match FiledDomains::load(backend.registry.as_ref()).await {
+        Err(error @ RegistryError::Corrupt { .. }) => {
+            assert!(
+                matches!(error, RegistryError::Corrupt { id, .. } if id == broken.id),
+                "{error:?}"
+            );
+            assert!(
+                error.to_string().contains(&format!("filing {}", broken.id)),
+                "{error}"
+            );
+        }
+        Err(other) => panic!("want Corrupt, got {other:?}"),
+        Ok(_) => panic!("want Corrupt, got an index"),
+    }
+}
+
+/// A change whose document does not read is named and its domains answered
+/// `not_filed` (fail closed); the changes after it still apply; once the filing
+/// reads again its domains are filed again.
+async fn a_corrupt_document_does_not_stall_the_change_feed(backend: Backend) {
+    use icpgate::gate::change_feed::catch_up;
+    use icpgate::gate::decision::RulePolicy;
+    use icpgate::gate::decision_cache::{CacheSettings, DecisionCache};
+    use icpgate::gate::{GateState, HostVerdict};
+    use icpgate::observe::metrics::Metrics;
+
+    let registry = &backend.registry;
+    let broken = approved(&backend, &["broken.cn"], "京ICP备12345678号-1").await;
+    let metrics = Arc::new(Metrics::new().expect("metrics"));
+    let settings = CacheSettings {
+        ttl: std::time::Duration::from_secs(60),
+        negative_ttl: std::time::Duration::from_secs(60),
+        stale_if_error: std::time::Duration::from_secs(600),
+        max_entries: 1000,
+    };
+    let cache = Arc::new(DecisionCache::new(
+        Arc::clone(registry),
+        Arc::clone(&metrics),
+        settings,
+    ));
+    let filed = Arc::new(FiledDomains::load(registry.as_ref()).await.expect("load"));
+    let gate = GateState::new(cache, filed, Arc::clone(&metrics));
+    let reason = |verdict: HostVerdict| verdict.verdict.reason.as_str();
+    let policy = RulePolicy::default();
+    assert_eq!(
+        reason(gate.verdict_for_host("broken.cn", policy).await),
+        "filed"
+    );
+    let start = revision(&backend).await;
+
+    backend
+        .rewrite(broken.id, r#"{"id": "not a filing"}"#)
+        .await;
+    // Imported, not submitted: the memory backend classifies a submission by
+    // reading every filing, which the unreadable one would refuse.
+    let later = r#"{"domains":["later.cn"],"product":"storefront","status":"initial_review"}"#;
+    registry
+        .import(jsonl::parse(later).expect("parse"))
+        .await
+        .expect("import");
+    let later = registry
+        .lookup(&domain("later.cn"))
+        .await
+        .expect("lookup")
+        .filing
+        .expect("imported");
+    let changes = registry
+        .changes_since(start)
+        .await
+        .expect("changes never fail on a bad row");
+    assert_eq!(changes.len(), 2, "{changes:?}");
+    assert_eq!(changes[0].filing_id, broken.id);
+    assert_eq!(
+        changes[0].domains,
+        vec!["broken.cn".to_string()],
+        "from its domain rows"
+    );
+    assert!(changes[0]
+        .unreadable
+        .as_deref()
+        .is_some_and(|e| e.contains(&format!("filing {}", broken.id))));
+    assert_eq!(
+        (changes[1].filing_id, changes[1].unreadable.as_deref()),
+        (later.id, None)
+    );
+
+    let reached = catch_up(registry.as_ref(), &gate, start).await;
+    assert_eq!(
+        reached,
+        revision(&backend).await,
+        "the feed went past the bad row"
+    );
+    assert!(
+        gate.filed.contains(&domain("later.cn")),
+        "later changes applied"
+    );
+    assert!(!gate.filed.contains(&domain("broken.cn")));
+    assert_eq!(
+        reason(gate.verdict_for_host("broken.cn", policy).await),
+        "not_filed",
+        "fail closed, even over a cached answer"
+    );
+    assert_eq!(metrics.registry_unreadable_filings.get(), 1);
+
+    // Repaired: the next change of the filing reads, and its domains are filed again.
+    let doc = serde_json::to_string(&broken).expect("doc");
+    backend.rewrite(broken.id, &doc).await;
+    let reached = catch_up(registry.as_ref(), &gate, reached).await;
+    assert_eq!(reached, revision(&backend).await);
+    assert!(gate.filed.contains(&domain("broken.cn")));
+    assert_eq!(
+        reason(gate.verdict_for_host("broken.cn", policy).await),
+        "filed"
+    );
+    assert_eq!(metrics.registry_unreadable_filings.get(), 0);
 }

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use common::PgDatabase;
 use icpgate::model::filing::{Filing, Kind};
 use icpgate::model::host::HostName;
+use icpgate::model::working_days;
 use icpgate::registry::postgres::PostgresRegistry;
 use icpgate::registry::sqlite::SqliteRegistry;
 use icpgate::registry::{jsonl, FilingType, Registry, RegistryError, StorageError};
@@ -254,7 +255,7 @@ async fn a_sqlite_registry_of_the_previous_release_upgrades_in_place() {
     let versions = sqlite_versions(&path);
     assert_eq!(
         versions.iter().map(|v| v.0).collect::<Vec<_>>(),
-        vec![1, 2, 3, 4, 5]
+        vec![1, 2, 3, 4, 5, 6]
     );
     check_upgraded(&registry, &filings, 6).await;
     let revision = registry.revision().await.expect("revision");
@@ -302,7 +303,87 @@ async fn processes_opening_one_sqlite_registry_at_once_migrate_it_once() {
         open.join().expect("thread").expect("open");
     }
     let versions: Vec<i64> = sqlite_versions(&path).iter().map(|v| v.0).collect();
-    assert_eq!(versions, vec![1, 2, 3, 4, 5]);
+    assert_eq!(versions, vec![1, 2, 3, 4, 5, 6]);
+}
+
+/// Filings in (and one out of) initial review as the old release stored them:
+/// entered once, resubmitted, with an entry time or `updated_at` that does not
+/// read, with a fraction of a second; migration 6 fills `review_since` from them.
+const REVIEW_FILINGS: &str = r#"{"id":20,"domains":["entered.cn"],"product":"storefront","status":"initial_review","history":[{"at":"2024-06-03T01:00:00Z","actor":"a","from":null,"to":"initial_review","reason":null}]}
+{"id":21,"domains":["resubmitted.cn"],"product":"storefront","status":"initial_review","history":[{"at":"2024-05-27T01:00:00Z","actor":"a","from":null,"to":"initial_review","reason":null},{"at":"2024-05-28T01:00:00Z","actor":"r","from":"initial_review","to":"rejected","reason":"x"},{"at":"2024-06-05T10:00:00+08:00","actor":"a","from":"rejected","to":"initial_review","reason":null}]}
+{"id":22,"domains":["by-updated.cn"],"product":"storefront","status":"initial_review","updated_at":"2024-06-03T00:00:00Z","history":[{"at":"garbage","actor":"a","from":null,"to":"initial_review","reason":null}]}
+{"id":23,"domains":["no-time.cn"],"product":"storefront","status":"initial_review","updated_at":"garbage","history":[{"at":"garbage","actor":"a","from":null,"to":"initial_review","reason":null}]}
+{"id":24,"domains":["fraction.cn"],"product":"storefront","status":"initial_review","history":[{"at":"2024-06-04T03:04:05.678Z","actor":"a","from":null,"to":"initial_review","reason":null}]}
+{"id":25,"domains":["moved-on.cn"],"product":"storefront","status":"authority_review","history":[{"at":"2024-06-01T00:00:00Z","actor":"a","from":null,"to":"initial_review","reason":null},{"at":"2024-06-01T01:00:00Z","actor":"r","from":"initial_review","to":"authority_review","reason":null}]}
+{"id":26,"domains":["last-unreadable.cn"],"product":"storefront","status":"initial_review","updated_at":"2024-06-06T00:00:00Z","history":[{"at":"2024-06-01T00:00:00Z","actor":"a","from":null,"to":"initial_review","reason":null},{"at":"2024-06-02T00:00:00Z","actor":"r","from":"initial_review","to":"rejected","reason":"x"},{"at":"bad","actor":"a","from":"rejected","to":"initial_review","reason":null}]}"#;
+
+fn review_filings() -> Vec<Filing> {
+    jsonl::parse(REVIEW_FILINGS)
+        .expect("fixture parses")
+        .into_iter()
+        .map(|record| {
+            let mut filing = record.filing;
+            filing.id = record.id.expect("fixture ids");
+            filing
+        })
+        .collect()
+}
+
+/// What migration 6 must have stored for each filing: the instant
+/// `working_days::entered_initial_review` reads, in whole-second milliseconds,
+/// while the filing is in initial review.
+fn want_review_since(filings: &[Filing]) -> Vec<(i64, Option<i64>)> {
+    filings
+        .iter()
+        .map(|f| {
+            let since = (f.status == icpgate::model::filing::Status::InitialReview)
+                .then(|| working_days::entered_initial_review(f))
+                .flatten();
+            (f.id, since.map(|s| s * 1000))
+        })
+        .collect()
+}
+
+/// The overdue count of an upgraded registry equals the count by reading.
+async fn check_overdue_counts(registry: &dyn Registry, filings: &[Filing]) {
+    for now in [
+        "2024-06-04T02:00:00Z",
+        "2024-06-05T05:00:00Z",
+        "2024-06-07T00:00:00Z",
+        "2024-06-12T00:00:00Z",
+    ] {
+        let now = working_days::parse_rfc3339(now).expect("now");
+        let by_index = registry
+            .initial_reviews_entered_by(working_days::overdue_cutoff_ms(now))
+            .await
+            .expect("count");
+        assert_eq!(
+            by_index,
+            working_days::overdue_initial_reviews(filings, now) as u64,
+            "at {now}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_sqlite_upgrade_stores_when_each_review_began() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("registry.db");
+    let filings = review_filings();
+    write_old_sqlite(&path, &filings);
+    let registry = SqliteRegistry::open(&path).expect("open old registry");
+    let conn = rusqlite::Connection::open(&path).expect("open sqlite");
+    let mut stmt = conn
+        .prepare("SELECT id, review_since FROM filings ORDER BY id")
+        .expect("prepare");
+    let stored: Vec<(i64, Option<i64>)> = stmt
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    assert_eq!(stored, want_review_since(&filings));
+    assert!(stored.iter().filter(|(_, s)| s.is_some()).count() >= 5);
+    check_overdue_counts(&registry, &filings).await;
 }
 
 // ---- PostgreSQL ----
@@ -381,7 +462,7 @@ async fn a_postgres_registry_of_the_previous_release_upgrades_in_place() {
     let versions = pg_versions(&db.url).await;
     assert_eq!(
         versions.iter().map(|v| v.0).collect::<Vec<_>>(),
-        vec![1, 2, 3, 4, 5]
+        vec![1, 2, 3, 4, 5, 6]
     );
     check_upgraded(&registry, &filings, 6).await;
     let revision = registry.revision().await.expect("revision");
@@ -436,5 +517,27 @@ async fn nodes_connecting_to_one_postgres_registry_at_once_migrate_it_once() {
         connect.await.expect("task").expect("connect");
     }
     let versions: Vec<i64> = pg_versions(&db.url).await.iter().map(|v| v.0).collect();
-    assert_eq!(versions, vec![1, 2, 3, 4, 5]);
+    assert_eq!(versions, vec![1, 2, 3, 4, 5, 6]);
+}
+
+#[tokio::test]
+async fn a_postgres_upgrade_stores_when_each_review_began() {
+    let test = "registry_migrations::a_postgres_upgrade_stores_when_each_review_began";
+    let Some(db) = PgDatabase::create(test).await else {
+        return;
+    };
+    let filings = review_filings();
+    write_old_postgres(&db.url, &filings).await;
+    let registry = PostgresRegistry::connect(&db.url).await.expect("connect");
+    let rows = pg_client(&db.url)
+        .await
+        .query(
+            "SELECT id, review_since FROM icpgate_filings ORDER BY id",
+            &[],
+        )
+        .await
+        .expect("query");
+    let stored: Vec<(i64, Option<i64>)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(stored, want_review_since(&filings));
+    check_overdue_counts(&registry, &filings).await;
 }

@@ -68,6 +68,29 @@ fn every_sqlite_write_and_lookup_statement_uses_an_index() {
     );
 }
 
+/// The overdue gauge counts one range of the `(status, review_since)` index, not
+/// every filing in review (which `filings_by_status` alone would read).
+#[test]
+fn the_sqlite_overdue_count_is_a_range_of_the_review_since_index() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("registry.db");
+    drop(SqliteRegistry::open(&path).expect("open"));
+    let conn = rusqlite::Connection::open(&path).expect("open sqlite");
+    let sql = sqlite::sql::INITIAL_REVIEWS_ENTERED_BY;
+    let plan: Vec<String> = conn
+        .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+        .expect("plan")
+        .query_map([rusqlite::types::Null], |row| row.get::<_, String>(3))
+        .expect("plan")
+        .collect::<Result<_, _>>()
+        .expect("plan rows");
+    assert!(
+        plan.iter()
+            .any(|line| line.contains("filings_by_review_since (status=? AND review_since<?)")),
+        "{plan:?}"
+    );
+}
+
 /// The highest `$n` placeholder in `sql`.
 fn parameters(sql: &str) -> usize {
     sql.split('$')
@@ -173,5 +196,42 @@ async fn every_postgres_write_and_lookup_statement_uses_an_index() {
             && !plan.contains("Merge Join")
             && !plan.contains("Hash Join"),
         "the import's number check walks the chunk, not the table:\n{plan}"
+    );
+}
+
+#[tokio::test]
+async fn the_postgres_overdue_count_is_a_range_of_the_review_since_index() {
+    let test =
+        "registry_uses_indexes::the_postgres_overdue_count_is_a_range_of_the_review_since_index";
+    let Some(db) = PgDatabase::create(test).await else {
+        return;
+    };
+    drop(PostgresRegistry::connect(&db.url).await.expect("connect"));
+    let (client, connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+        .await
+        .expect("connect postgres");
+    tokio::spawn(connection);
+    client
+        .batch_execute("SET enable_seqscan = off; SET plan_cache_mode = force_generic_plan;")
+        .await
+        .expect("settings");
+    let sql = postgres::sql::INITIAL_REVIEWS_ENTERED_BY;
+    client
+        .batch_execute(&format!("PREPARE checked AS {sql}"))
+        .await
+        .expect("prepare");
+    let plan: Vec<String> = client
+        .query("EXPLAIN EXECUTE checked(NULL)", &[])
+        .await
+        .expect("explain")
+        .iter()
+        .map(|row| row.get::<_, String>(0))
+        .collect();
+    let text = plan.join("\n");
+    assert!(
+        text.contains("icpgate_filings_by_review_since")
+            && text.contains("Index Cond")
+            && text.contains("review_since <="),
+        "{text}"
     );
 }

@@ -218,7 +218,9 @@ impl Admin {
         let revision = read.unwrap_or(i64::MAX);
         let change = crate::registry::Change {
             revision,
+            filing_id: filing.id,
             domains: filing.domains.clone(),
+            unreadable: None,
         };
         self.gate.state.note_writes(&[change]).await;
         if let Some(notifier) = &self.notifier {

@@ -3,6 +3,12 @@
 //! SQLite file. Notifications (PostgreSQL NOTIFY) only wake the follower; what it
 //! applies comes from the registry's revision, so a lost notification or a
 //! reconnect delays a change by at most one poll interval and never loses it.
+//!
+//! A change to a filing whose stored document does not read (written behind the
+//! registry's back, or by a newer release this one cannot read) does not stall the
+//! feed: it is named in an error log and `icpgate_registry_unreadable_filings`, its
+//! domains are answered `not_filed` (fail closed, `FiledDomains::unreadable`) until
+//! a later change of that filing reads, and the changes after it apply as usual.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,6 +64,27 @@ pub async fn catch_up(registry: &dyn Registry, gate: &GateState, mut revision: i
         let Some(last) = changes.last().map(|c| c.revision) else {
             return revision;
         };
+        for change in &changes {
+            match &change.unreadable {
+                Some(error) => {
+                    tracing::error!(
+                        filing_id = change.filing_id,
+                        revision = change.revision,
+                        domains = %change.domains.join(","),
+                        %error,
+                        "stored filing is unreadable: its domains are answered not_filed \
+                         until it is rewritten"
+                    );
+                    let domains = change.domains.iter().map(String::as_str);
+                    gate.filed.unreadable(change.filing_id, domains);
+                }
+                None => gate.filed.readable(change.filing_id),
+            }
+        }
+        let unreadable = gate.filed.unreadable_filings();
+        gate.metrics
+            .registry_unreadable_filings
+            .set(i64::try_from(unreadable).unwrap_or(i64::MAX));
         gate.note_writes(&changes).await;
         tracing::debug!(
             from = revision,

@@ -8,6 +8,16 @@
 //! through the change feed (other nodes and processes) — adds its domains before the
 //! cache is invalidated. Filings are never deleted, so nothing is ever removed.
 //!
+//! Loading also reads every stored filing document once (`Registry::check_documents`,
+//! beside the domain stream): a document that does not read fails the load naming
+//! its filing, so the gate refuses to start instead of serving without it.
+//!
+//! Fail closed on a document that stops reading later (the change feed names it):
+//! the domains of that filing are answered `not_filed` — whatever other filings
+//! share them, and without a registry lookup, so neither `stale_if_error` nor
+//! `on_registry_error = "allow"` can open them — until a later change of that
+//! filing reads again.
+//!
 //! Compact at ten million domains: the set holds a 64-bit fingerprint of each
 //! domain (SipHash under a key drawn at start, so no one can aim names at a
 //! collision), about 9 to 18 bytes a domain instead of a `String` each. A
@@ -15,9 +25,10 @@
 //! one registry lookup, which answers exactly: the superset contract holds.
 
 use std::collections::hash_map::RandomState;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::model::host::RegistrableDomain;
 use crate::registry::{Registry, RegistryError};
@@ -29,8 +40,20 @@ pub struct FiledDomains {
     /// Fingerprints of the filed domains. Reads on every request take the lock
     /// shared; writes are rare (filing changes), short, and in place.
     set: RwLock<Fingerprints>,
+    /// The domains of filings whose stored document does not read, answered as not
+    /// filed. Almost always empty: `any_unreadable` spares requests its lock.
+    unreadable: Mutex<Unreadable>,
+    any_unreadable: AtomicBool,
     /// The fingerprints' key, drawn per process.
     keys: RandomState,
+}
+
+/// The domains of unreadable filings, by filing and by fingerprint (a domain
+/// several unreadable filings share is held until the last of them reads again).
+#[derive(Default)]
+struct Unreadable {
+    by_filing: HashMap<i64, Vec<u64>>,
+    holders: HashMap<u64, usize>,
 }
 
 /// A set of fingerprints: they are hashes already, so the set uses them as is.
@@ -61,6 +84,8 @@ impl FiledDomains {
     pub fn new(domains: impl IntoIterator<Item = String>) -> FiledDomains {
         let filed = FiledDomains {
             set: RwLock::default(),
+            unreadable: Mutex::default(),
+            any_unreadable: AtomicBool::new(false),
             keys: RandomState::new(),
         };
         let domains: Vec<String> = domains.into_iter().collect();
@@ -69,7 +94,9 @@ impl FiledDomains {
     }
 
     /// The index of every domain `registry` holds, read by one streaming query in
-    /// batches: no more than a few batches of strings are held at once.
+    /// batches: no more than a few batches of strings are held at once. Beside it,
+    /// every stored document is read once: the first that does not read fails the
+    /// load (`RegistryError::Corrupt`, naming the filing).
     pub async fn load(registry: &dyn Registry) -> Result<FiledDomains, RegistryError> {
         let filed = FiledDomains::new(Vec::new());
         let (batches, mut received) = tokio::sync::mpsc::channel(LOAD_READ_AHEAD);
@@ -79,14 +106,50 @@ impl FiledDomains {
                 filed.insert_all(batch.iter().map(String::as_str));
             }
         };
-        let (read, ()) = tokio::join!(read, index);
+        let (read, (), checked) = tokio::join!(read, index, registry.check_documents());
         read?;
+        let documents = checked?;
+        tracing::debug!(documents, "every stored filing document reads");
         Ok(filed)
     }
 
     pub fn contains(&self, domain: &RegistrableDomain) -> bool {
         let fingerprint = self.fingerprint(domain.as_str());
-        self.read().contains(&fingerprint)
+        if !self.read().contains(&fingerprint) {
+            return false;
+        }
+        !self.any_unreadable.load(Ordering::Acquire)
+            || !self.quarantine().holders.contains_key(&fingerprint)
+    }
+
+    /// Filing `filing_id`'s stored document does not read: answer its `domains` as
+    /// not filed (replacing what was held for it before) until [`Self::readable`].
+    pub fn unreadable<'a>(&self, filing_id: i64, domains: impl IntoIterator<Item = &'a str>) {
+        let fingerprints: Vec<u64> = domains.into_iter().map(|d| self.fingerprint(d)).collect();
+        let mut quarantine = self.quarantine();
+        quarantine.release(filing_id);
+        for fingerprint in &fingerprints {
+            *quarantine.holders.entry(*fingerprint).or_default() += 1;
+        }
+        quarantine.by_filing.insert(filing_id, fingerprints);
+        self.any_unreadable.store(true, Ordering::Release);
+    }
+
+    /// Filing `filing_id`'s stored document reads (again): its domains are answered
+    /// from the registry as before.
+    pub fn readable(&self, filing_id: i64) {
+        if !self.any_unreadable.load(Ordering::Acquire) {
+            return;
+        }
+        let mut quarantine = self.quarantine();
+        quarantine.release(filing_id);
+        self.any_unreadable
+            .store(!quarantine.by_filing.is_empty(), Ordering::Release);
+    }
+
+    /// How many filings are held as unreadable.
+    pub fn unreadable_filings(&self) -> usize {
+        self.quarantine().by_filing.len()
     }
 
     /// Add `domains` (registrable, normalised) under one lock.
@@ -123,6 +186,28 @@ impl FiledDomains {
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+
+    // `Unreadable` is changed only by calls that cannot panic halfway (map inserts
+    // and removals of integers), so a poisoned lock is safe to keep using.
+    fn quarantine(&self) -> MutexGuard<'_, Unreadable> {
+        self.unreadable
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl Unreadable {
+    /// Stop holding filing `filing_id`'s domains.
+    fn release(&mut self, filing_id: i64) {
+        for fingerprint in self.by_filing.remove(&filing_id).unwrap_or_default() {
+            if let Some(holders) = self.holders.get_mut(&fingerprint) {
+                *holders -= 1;
+                if *holders == 0 {
+                    self.holders.remove(&fingerprint);
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -151,6 +236,46 @@ mod tests {
         assert_eq!(filed.len(), 3);
         filed.insert_all(["new.cn"]);
         assert_eq!(filed.len(), 3, "a domain is held once");
+    }
+
+    #[test]
+    fn the_domains_of_an_unreadable_filing_are_not_filed_until_it_reads() {
+        let filed = FiledDomains::new(["a.cn", "b.cn", "shared.cn"].map(String::from));
+        filed.unreadable(7, ["a.cn", "shared.cn"]);
+        filed.unreadable(8, ["shared.cn"]);
+        assert!(!filed.contains(&domain("a.cn")) && !filed.contains(&domain("shared.cn")));
+        assert!(
+            filed.contains(&domain("b.cn")),
+            "other filings' domains still filed"
+        );
+        assert_eq!(filed.unreadable_filings(), 2);
+        filed.readable(7);
+        assert!(filed.contains(&domain("a.cn")));
+        assert!(
+            !filed.contains(&domain("shared.cn")),
+            "held while another unreadable filing has it"
+        );
+        filed.unreadable(8, ["b.cn"]);
+        assert!(filed.contains(&domain("shared.cn")) && !filed.contains(&domain("b.cn")));
+        filed.readable(8);
+        assert!(filed.contains(&domain("b.cn")));
+        assert_eq!(filed.unreadable_filings(), 0);
+    }
+
+    #[tokio::test]
+    async fn loading_refuses_a_registry_with_an_unreadable_document() {
+        let registry = crate::registry::memory::MemoryRegistry::new();
+        let lines =
+            "{\"domains\":[\"ok.cn\"],\"product\":\"storefront\",\"status\":\"rejected\"}\n\
+                     {\"domains\":[\"bad.cn\"],\"product\":\"storefront\",\"status\":\"rejected\"}";
+        let records = crate::registry::jsonl::parse(lines).expect("parse");
+        registry.import(records).await.expect("import");
+        assert!(registry.replace_document(2, "{\"id\": \"not a filing\"}"));
+        match FiledDomains::load(&registry).await {
+            Err(RegistryError::Corrupt { id: 2, .. }) => {}
+            Err(other) => panic!("want Corrupt naming filing 2, got {other:?}"),
+            Ok(_) => panic!("want Corrupt naming filing 2, got an index"),
+        }
     }
 
     #[tokio::test]

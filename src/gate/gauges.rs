@@ -2,15 +2,13 @@
 //! past their one-working-day promise. Read from the registry on a timer (which
 //! also sees other nodes' writes and reviews growing overdue); an admin write in
 //! this process moves them by its own change only, so its cost does not grow with
-//! the registry.
+//! the registry. The overdue reviews are one indexed count of the filings that
+//! entered initial review by `working_days::overdue_cutoff` (not a read of each).
 
 use crate::model::filing::{Filing, Status};
 use crate::model::working_days;
 use crate::observe::metrics::Metrics;
-use crate::registry::{ListFilter, Registry};
-
-/// Filings per page when counting the overdue initial reviews.
-const PAGE: usize = 1000;
+use crate::registry::Registry;
 
 /// Set `icpgate_filings{status}`, `icpgate_registry_revision` and
 /// `icpgate_filings_overdue_initial_review` from the registry.
@@ -29,33 +27,13 @@ pub async fn refresh_filing_gauges(registry: &dyn Registry, metrics: &Metrics) {
     if let Ok(revision) = registry.revision().await {
         metrics.registry_revision.set(revision);
     }
-    match overdue_initial_reviews(registry).await {
+    let now = working_days::unix_seconds(std::time::SystemTime::now());
+    let cutoff = working_days::overdue_cutoff_ms(now);
+    match registry.initial_reviews_entered_by(cutoff).await {
         Ok(overdue) => metrics
             .filings_overdue_initial_review
             .set(i64::try_from(overdue).unwrap_or(i64::MAX)),
-        Err(error) => tracing::warn!(%error, "cannot list filings in initial review"),
-    }
-}
-
-/// The filings waiting in initial review for more than one working day, read a
-/// page at a time.
-async fn overdue_initial_reviews(
-    registry: &dyn Registry,
-) -> Result<usize, crate::registry::RegistryError> {
-    let now = working_days::unix_seconds(std::time::SystemTime::now());
-    let mut overdue = 0;
-    let mut page = ListFilter {
-        status: Some(Status::InitialReview),
-        limit: Some(PAGE),
-        ..ListFilter::default()
-    };
-    loop {
-        let filings = registry.list(&page).await?;
-        overdue += working_days::overdue_initial_reviews(&filings, now);
-        match filings.last() {
-            Some(last) if filings.len() == PAGE => page.after = Some(last.id),
-            _ => return Ok(overdue),
-        }
+        Err(error) => tracing::warn!(%error, "cannot count overdue initial reviews"),
     }
 }
 

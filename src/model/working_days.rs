@@ -8,6 +8,10 @@
 //! passed since it entered initial review. Public holidays (and the weekend days
 //! China swaps into working days around them) are out of scope: a review entered
 //! before a holiday shows as overdue during it.
+//!
+//! For counting at size, [`overdue_cutoff`] inverts the rule: the latest instant a
+//! review may have been entered and be overdue at `now`, so "overdue" becomes one
+//! range condition on a stored, indexed entry time (`since <= cutoff`).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -30,6 +34,23 @@ pub fn working_seconds(from: i64, to: i64) -> i64 {
 /// Whether more than one working day has passed from `since` to `now` (Unix seconds).
 pub fn more_than_one_working_day(since: i64, now: i64) -> bool {
     working_seconds(since, now) > DAY
+}
+
+/// The latest instant (Unix seconds) a review entered initial review at and overdue
+/// at `now`: `more_than_one_working_day(since, now)` holds exactly when
+/// `since <= overdue_cutoff(now)`. Overdue means `W(now) - W(since) > DAY`, with
+/// `W` the working-seconds counter (monotone, flat over weekends), so the overdue
+/// `since` are those before the working second numbered `W(now) - DAY` began; the
+/// cutoff is the start of the one before it.
+pub fn overdue_cutoff(now: i64) -> i64 {
+    start_of_working_second(working_seconds_before(now) - DAY - 1)
+}
+
+/// `overdue_cutoff` in Unix milliseconds, for entry times stored in milliseconds:
+/// a `since_ms` is overdue exactly when `since_ms <= overdue_cutoff_ms(now)` (a
+/// fraction of a second counts as the whole second it began in, as the seconds do).
+pub fn overdue_cutoff_ms(now: i64) -> i64 {
+    overdue_cutoff(now).saturating_mul(1000).saturating_add(999)
 }
 
 /// When `filing` last entered initial review (Unix seconds): the last history entry
@@ -65,6 +86,15 @@ fn working_seconds_before(unix: i64) -> i64 {
     let whole_days = weekday.min(5);
     let today = if weekday < 5 { into_day } else { 0 };
     weeks * 5 * DAY + whole_days * DAY + today
+}
+
+/// The instant (Unix seconds) at which working second number `k` of
+/// `working_seconds_before` begins: the inverse of that counter on working time.
+fn start_of_working_second(k: i64) -> i64 {
+    let weeks = k.div_euclid(5 * DAY);
+    let into_week = k.rem_euclid(5 * DAY);
+    let local_days = FIRST_MONDAY + weeks * 7 + into_week / DAY;
+    local_days * DAY + into_week % DAY - CHINA_OFFSET_SECONDS
 }
 
 /// Unix seconds of a `SystemTime` (negative before 1970).
@@ -245,6 +275,60 @@ mod tests {
             ),
         ];
         assert_eq!(overdue_initial_reviews(&filings, now), 2);
+    }
+
+    #[test]
+    fn the_cutoff_is_the_last_overdue_instant() {
+        // (now, cutoff) — China time. Public holidays count as working days (see
+        // the module doc): National Day 2024 (Tue 10-01 … Mon 10-07) and the
+        // Spring Festival 2025 (Tue 01-28 …) are plain weekdays here.
+        let cases = [
+            // Wed 12:00: entered by Tue 11:59:59 (a whole working day and a second).
+            ("2024-06-05 12:00:00", "2024-06-04 11:59:59"),
+            // Mon 10:00: the weekend does not count; back to Fri 09:59:59.
+            ("2024-06-10 10:00:00", "2024-06-07 09:59:59"),
+            // Mon 00:00 exactly: Fri 23:59:59 is only one day's work ago, Thu's is over.
+            ("2024-06-10 00:00:00", "2024-06-06 23:59:59"),
+            // Sat and Sun: frozen at the cutoff of Sat 00:00 (Thu 23:59:59).
+            ("2024-06-08 00:00:00", "2024-06-06 23:59:59"),
+            ("2024-06-09 18:30:00", "2024-06-06 23:59:59"),
+            // Tue 00:00:01: entered by Mon 00:00:00 (or over the weekend before,
+            // which counts from then) is one second past its working day.
+            ("2024-06-11 00:00:01", "2024-06-10 00:00:00"),
+            // Inside the National Day week and the Spring Festival: plain weekdays.
+            ("2024-10-02 09:00:00", "2024-10-01 08:59:59"),
+            ("2024-10-07 09:00:00", "2024-10-04 08:59:59"),
+            ("2025-01-29 00:00:00", "2025-01-27 23:59:59"),
+            // Across a year end.
+            ("2025-01-01 08:00:00", "2024-12-31 07:59:59"),
+        ];
+        for (now, cutoff) in cases {
+            let (now, cutoff) = (at(now), at(cutoff));
+            assert_eq!(overdue_cutoff(now), cutoff, "now {now}");
+            assert!(more_than_one_working_day(cutoff, now), "cutoff overdue");
+            assert!(!more_than_one_working_day(cutoff + 1, now), "next not");
+        }
+    }
+
+    proptest::proptest! {
+        /// Over any pair of instants from 2000 to 2040 (weekends, holidays, year
+        /// ends): the indexed condition and the rule agree, in seconds and in ms.
+        #[test]
+        fn the_cutoff_agrees_with_the_rule(
+            now in 946_684_800_i64..2_208_988_800,
+            back in -86_400_i64..(21 * 86_400),
+            millis in 0_i64..1000,
+        ) {
+            let since = now - back;
+            proptest::prop_assert_eq!(
+                since <= overdue_cutoff(now),
+                more_than_one_working_day(since, now)
+            );
+            proptest::prop_assert_eq!(
+                since * 1000 + millis <= overdue_cutoff_ms(now),
+                more_than_one_working_day(since, now)
+            );
+        }
     }
 
     #[test]

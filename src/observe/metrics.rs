@@ -65,6 +65,9 @@ pub struct Metrics {
     pub build_info: IntGaugeVec,
     /// Filings in `initial_review` for more than one working day (see `working_days`).
     pub filings_overdue_initial_review: IntGauge,
+    /// Filings whose stored document this node cannot read; their domains are
+    /// answered `not_filed` (see `gate::filed_domains`).
+    pub registry_unreadable_filings: IntGauge,
     /// Admin API credentials that matched no token (see `admin::throttle`).
     pub admin_auth_failures: IntCounter,
     pub acme_orders: IntCounterVec,
@@ -139,6 +142,10 @@ impl Metrics {
                 "icpgate_filings_overdue_initial_review",
                 "Filings waiting in initial review for more than one working day (Mon-Fri, China time).",
             )?,
+            registry_unreadable_filings: gauge(
+                "icpgate_registry_unreadable_filings",
+                "Filings whose stored document this node cannot read; their domains are answered not_filed.",
+            )?,
             admin_auth_failures: counter(
                 "icpgate_admin_auth_failures_total",
                 "Admin API requests whose credentials matched no token.",
@@ -181,6 +188,7 @@ impl Metrics {
         r.register(Box::new(self.registry_revision.clone()))?;
         r.register(Box::new(self.build_info.clone()))?;
         r.register(Box::new(self.filings_overdue_initial_review.clone()))?;
+        r.register(Box::new(self.registry_unreadable_filings.clone()))?;
         r.register(Box::new(self.admin_auth_failures.clone()))?;
         r.register(Box::new(self.acme_orders.clone()))?;
         r.register(Box::new(self.acme_certificates.clone()))?;

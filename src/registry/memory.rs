@@ -16,8 +16,8 @@ use async_trait::async_trait;
 
 use super::secret::SecretKey;
 use super::workflow::{
-    self, decode, encode, entity_identity, number_key, open_password, run_ready, NumberHolder,
-    WriteTx,
+    self, decode, encode, entity_identity, number_key, open_password, review_since_ms, run_ready,
+    NumberHolder, WriteTx,
 };
 use super::{
     Change, FilingType, ImportRecord, ListFilter, Lookup, Outbox, OutboxEvent, Registry,
@@ -67,6 +67,8 @@ struct Row {
     revision: i64,
     filing_type: Option<FilingType>,
     sealed_password: Option<String>,
+    /// `workflow::review_since_ms`, as the durable backends store it.
+    review_since: Option<i64>,
 }
 
 #[derive(Clone)]
@@ -120,6 +122,22 @@ impl MemoryRegistry {
         match self.lock().filings.get_mut(&id) {
             Some(row) => {
                 row.doc = doc.to_string();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// `replace_document` as a write would do it: at the next revision, so the
+    /// change feed sees it (for tests of a feed meeting an unreadable document).
+    pub fn rewrite_document(&self, id: i64, doc: &str) -> bool {
+        let mut state = self.lock();
+        let revision = state.revision + 1;
+        match state.filings.get_mut(&id) {
+            Some(row) => {
+                row.doc = doc.to_string();
+                row.revision = revision;
+                state.revision = revision;
                 true
             }
             None => false,
@@ -289,6 +307,7 @@ impl WriteTx for State {
             revision,
             filing_type: None,
             sealed_password: None,
+            review_since: None,
         };
         self.filings.insert(self.last_id, row);
         Ok(self.last_id)
@@ -304,6 +323,7 @@ impl WriteTx for State {
             revision,
             filing_type,
             sealed_password,
+            review_since: review_since_ms(filing),
         };
         self.filings.insert(filing.id, row);
         self.last_id = self.last_id.max(filing.id);
@@ -450,6 +470,17 @@ impl Registry for MemoryRegistry {
         self.read(|state| Ok(state.revision))
     }
 
+    async fn initial_reviews_entered_by(&self, cutoff_ms: i64) -> Result<u64, RegistryError> {
+        self.read(|state| {
+            let entered_by = |row: &&Row| {
+                row.status == Status::InitialReview
+                    && row.review_since.is_some_and(|since| since <= cutoff_ms)
+            };
+            let count = state.filings.values().filter(entered_by).count();
+            Ok(u64::try_from(count).unwrap_or(u64::MAX))
+        })
+    }
+
     async fn is_empty(&self) -> Result<bool, RegistryError> {
         self.read(|state| Ok(state.filings.is_empty()))
     }
@@ -471,12 +502,23 @@ impl Registry for MemoryRegistry {
                 .collect();
             rows.sort_unstable();
             rows.truncate(usize::try_from(CHANGES_BATCH).unwrap_or(usize::MAX));
-            rows.into_iter()
-                .map(|(revision, id)| {
-                    let domains = state.get(id)?.map(|f| f.domains).unwrap_or_default();
-                    Ok(Change { revision, domains })
-                })
-                .collect()
+            let changes = rows.into_iter().map(|(revision, filing_id)| {
+                let (domains, unreadable) = match state.get(filing_id) {
+                    Ok(filing) => (filing.map(|f| f.domains).unwrap_or_default(), None),
+                    Err(error) => {
+                        let rows = state.domains.keys().filter(|(_, id)| *id == filing_id);
+                        let domains = rows.map(|(domain, _)| domain.clone()).collect();
+                        (domains, Some(error.to_string()))
+                    }
+                };
+                Change {
+                    revision,
+                    filing_id,
+                    domains,
+                    unreadable,
+                }
+            });
+            Ok(changes.collect())
         })
     }
 

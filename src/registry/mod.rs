@@ -19,6 +19,7 @@
 //! refuses is run again through `workflow::import`, which names the line.
 
 pub mod acme_store;
+mod document_check;
 mod error;
 pub mod jsonl;
 pub mod memory;
@@ -136,7 +137,13 @@ pub struct Lookup {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change {
     pub revision: i64,
+    /// The filing written.
+    pub filing_id: i64,
     pub domains: Vec<String>,
+    /// Why the filing's stored document does not read (`RegistryError::Corrupt`),
+    /// when it does not: `domains` then come from its domain rows, and the feed
+    /// names it instead of stalling on it.
+    pub unreadable: Option<String>,
 }
 
 /// Filters of `GET /v1/filings?domain=&status=&limit=&after=`: one page, in id order.
@@ -220,10 +227,58 @@ pub trait Registry: Send + Sync + 'static {
     async fn export(&self) -> Result<Vec<Filing>, RegistryError>;
     /// How many filings are in each status (every status present, zeros included).
     async fn counts_by_status(&self) -> Result<BTreeMap<Status, u64>, RegistryError>;
+    /// How many filings are in initial review and entered it at or before
+    /// `cutoff_ms` (Unix milliseconds): with `working_days::overdue_cutoff_ms(now)`,
+    /// the reviews overdue at `now`. The durable backends count one range of the
+    /// `(status, review_since)` index; this default reads every filing in initial
+    /// review a page at a time (the count before that index, kept for backends
+    /// without one and as the reference the index is tested against).
+    async fn initial_reviews_entered_by(&self, cutoff_ms: i64) -> Result<u64, RegistryError> {
+        const PAGE: usize = 1000;
+        let mut page = ListFilter {
+            status: Some(Status::InitialReview),
+            limit: Some(PAGE),
+            ..ListFilter::default()
+        };
+        let mut count = 0;
+        loop {
+            let filings = self.list(&page).await?;
+            let entered_by = |filing: &&Filing| {
+                crate::model::working_days::entered_initial_review(filing)
+                    .is_some_and(|since| since.saturating_mul(1000) <= cutoff_ms)
+            };
+            count += u64::try_from(filings.iter().filter(entered_by).count()).unwrap_or(u64::MAX);
+            match filings.last() {
+                Some(last) if filings.len() == PAGE => page.after = Some(last.id),
+                _ => return Ok(count),
+            }
+        }
+    }
     /// The current revision: grows with every write.
     async fn revision(&self) -> Result<i64, RegistryError>;
     /// Whether the store holds no filing at all (for `registry.seed`).
     async fn is_empty(&self) -> Result<bool, RegistryError>;
+    /// Read every stored filing document once (the start-up check: a gate must not
+    /// serve with a filing it cannot read); the first that does not read is
+    /// `Corrupt`, naming its filing. Returns how many were read. This default reads
+    /// them a page at a time through `list`; the durable backends stream them from
+    /// one query on a connection of its own, beside the filed-domain index load.
+    async fn check_documents(&self) -> Result<u64, RegistryError> {
+        const PAGE: usize = 1000;
+        let mut page = ListFilter {
+            limit: Some(PAGE),
+            ..ListFilter::default()
+        };
+        let mut count = 0;
+        loop {
+            let filings = self.list(&page).await?;
+            count += u64::try_from(filings.len()).unwrap_or(u64::MAX);
+            match filings.last() {
+                Some(last) if filings.len() == PAGE => page.after = Some(last.id),
+                _ => return Ok(count),
+            }
+        }
+    }
     /// Every registrable domain that has a filing, in any status.
     async fn filed_domains(&self) -> Result<Vec<String>, RegistryError>;
     /// `filed_domains` in batches sent to `batches` as one query reads them, so a
@@ -236,7 +291,9 @@ pub trait Registry: Send + Sync + 'static {
         let _ = batches.send(self.filed_domains().await?).await;
         Ok(())
     }
-    /// Writes after `revision`, oldest first (at most a bounded batch per call).
+    /// Writes after `revision`, oldest first (at most a bounded batch per call). A
+    /// filing whose document does not read is a change like any other, marked
+    /// `unreadable`, never an error: one bad row must not stall the feed.
     async fn changes_since(&self, revision: i64) -> Result<Vec<Change>, RegistryError>;
     /// Woken when another process may have written (PostgreSQL NOTIFY); backends
     /// without one are polled.

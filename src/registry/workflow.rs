@@ -35,6 +35,7 @@ use crate::model::filing::{
     now_rfc3339, Action, Entity, Filing, FilingPassword, IcpNumber, Kind, Status, Submission,
     REASON_MAX_CHARS,
 };
+use crate::model::working_days;
 
 /// The storage operations of one write transaction. Every operation runs inside the
 /// transaction the backend opened; nothing is visible to others before its commit.
@@ -339,6 +340,18 @@ pub(crate) fn number_key(filing: &Filing) -> Option<String> {
         .as_ref()
         .filter(|_| filing.status.claims_number())
         .map(|number| number.entity_key())
+}
+
+/// When `filing` entered initial review, as stored beside it for the overdue
+/// gauge (`review_since`, Unix milliseconds of whole seconds, the same instant
+/// `working_days::entered_initial_review` reads); `None` outside initial review or
+/// when no timestamp reads. Every write stores it, so each one that enters initial
+/// review (submit, resubmit, import) sets it and each that leaves clears it.
+pub(crate) fn review_since_ms(filing: &Filing) -> Option<i64> {
+    (filing.status == Status::InitialReview)
+        .then(|| working_days::entered_initial_review(filing))
+        .flatten()
+        .map(|since| since.saturating_mul(1000))
 }
 
 /// The seed's filing type: access of an existing filing by its kind; otherwise a new

@@ -18,7 +18,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{Json, ToSql, Type};
 
 use crate::model::filing::Kind;
-use crate::registry::workflow::{self, entity_identity, number_key, WriteTx};
+use crate::registry::workflow::{self, entity_identity, number_key, review_since_ms, WriteTx};
 use crate::registry::{
     FilingType, ImportAborted, ImportFeed, ImportRecord, RegistryError, StorageError,
 };
@@ -147,7 +147,7 @@ async fn copy_filings(
     let sink = tx
         .copy_in(
             "COPY icpgate_filings (id, status, doc, revision, entity_certificate, entity_name,
-             filing_type, icp_entity_key) FROM STDIN BINARY",
+             filing_type, icp_entity_key, review_since) FROM STDIN BINARY",
         )
         .await?;
     let types = [
@@ -159,6 +159,7 @@ async fn copy_filings(
         Type::TEXT,
         Type::TEXT,
         Type::TEXT,
+        Type::INT8,
     ];
     let mut writer = std::pin::pin!(BinaryCopyInWriter::new(sink, &types));
     for record in chunk {
@@ -169,7 +170,8 @@ async fn copy_filings(
         let filing_type =
             (filing.kind == Kind::AccessExisting).then_some(FilingType::AccessExisting.as_str());
         let number = number_key(filing);
-        let row: [&(dyn ToSql + Sync); 8] = [
+        let review_since = review_since_ms(filing);
+        let row: [&(dyn ToSql + Sync); 9] = [
             &filing.id,
             &filing.status.as_str(),
             &Json(filing),
@@ -178,6 +180,7 @@ async fn copy_filings(
             &name,
             &filing_type,
             &number,
+            &review_since,
         ];
         writer.as_mut().write(&row).await?;
     }

@@ -33,7 +33,8 @@ mod pages;
 use super::migrations;
 use super::secret::SecretKey;
 use super::workflow::{
-    self, decode, entity_identity, now_ms, number_key, open_password, NumberHolder, WriteTx,
+    self, decode, entity_identity, now_ms, number_key, open_password, review_since_ms,
+    NumberHolder, WriteTx,
 };
 use super::{
     status_counts, Change, FilingType, ImportFeed, ImportRecord, ListFilter, Lookup, Outbox,
@@ -71,6 +72,8 @@ pub mod sql {
     pub const FILING_TYPE: &str = "SELECT filing_type FROM icpgate_filings WHERE id = $1";
     pub const CHANGES_SINCE: &str = "SELECT id, revision, doc::text FROM icpgate_filings
          WHERE revision > $1 ORDER BY revision LIMIT $2";
+    /// The domains of a filing whose document does not read (the change feed).
+    pub const DOMAINS_OF: &str = "SELECT domain FROM icpgate_filing_domains WHERE filing_id = $1";
     pub const LIVE_HOLDER: &str = "SELECT filing_id FROM icpgate_filing_domains
          WHERE domain = $1 AND live AND filing_id <> $2";
     pub const HOLDS_NUMBER_BY_CERTIFICATE: &str = "SELECT 1 FROM icpgate_filings
@@ -84,11 +87,13 @@ pub mod sql {
     pub const INSERT_FILING: &str =
         "INSERT INTO icpgate_filings (status, doc, revision) VALUES ($1, '{}', $2) RETURNING id";
     pub const PUT_FILING: &str = "INSERT INTO icpgate_filings
-         (id, status, doc, revision, entity_certificate, entity_name, icp_entity_key)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         (id, status, doc, revision, entity_certificate, entity_name, icp_entity_key,
+          review_since)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
          ON CONFLICT (id) DO UPDATE SET status = excluded.status, doc = excluded.doc,
          revision = excluded.revision, entity_certificate = excluded.entity_certificate,
-         entity_name = excluded.entity_name, icp_entity_key = excluded.icp_entity_key";
+         entity_name = excluded.entity_name, icp_entity_key = excluded.icp_entity_key,
+         review_since = excluded.review_since";
     pub const SET_FILING_TYPE: &str = "UPDATE icpgate_filings SET filing_type = $2 WHERE id = $1";
     pub const SET_SEALED_PASSWORD: &str = "UPDATE icpgate_filings SET sealed_password = $2
          WHERE id = $1 AND sealed_password IS DISTINCT FROM $2";
@@ -116,6 +121,10 @@ pub mod sql {
     /// and nested loops only.
     pub const IMPORT_PLANNER: &str = "SET LOCAL enable_seqscan = off;
          SET LOCAL enable_mergejoin = off; SET LOCAL enable_hashjoin = off";
+    /// The overdue gauge: filings in initial review entered at or before a cutoff
+    /// (`working_days::overdue_cutoff_ms`), one range of the `review_since` index.
+    pub const INITIAL_REVIEWS_ENTERED_BY: &str = "SELECT COUNT(*) FROM icpgate_filings
+         WHERE status = 'initial_review' AND review_since <= $1";
 
     /// Every statement a write or a lookup runs (and the list pages), by name.
     pub const INDEXED: &[(&str, &str)] = &[
@@ -128,6 +137,7 @@ pub mod sql {
         ("list_by_status_and_domain", LIST_BY_STATUS_AND_DOMAIN),
         ("filing_type", FILING_TYPE),
         ("changes_since", CHANGES_SINCE),
+        ("domains_of", DOMAINS_OF),
         ("live_holder", LIVE_HOLDER),
         ("holds_number_by_certificate", HOLDS_NUMBER_BY_CERTIFICATE),
         ("holds_number_by_name", HOLDS_NUMBER_BY_NAME),
@@ -143,6 +153,7 @@ pub mod sql {
         ("enqueue", ENQUEUE),
         ("set_payload", SET_PAYLOAD),
         ("number_claimed_in_chunk", NUMBER_CLAIMED_IN_CHUNK),
+        ("initial_reviews_entered_by", INITIAL_REVIEWS_ENTERED_BY),
     ];
 }
 
@@ -430,6 +441,15 @@ impl Registry for PostgresRegistry {
             .try_get(0)?)
     }
 
+    async fn initial_reviews_entered_by(&self, cutoff_ms: i64) -> Result<u64, RegistryError> {
+        let client = self.pool.get().await?;
+        let n: i64 = client
+            .query_one(sql::INITIAL_REVIEWS_ENTERED_BY, &[&cutoff_ms])
+            .await?
+            .try_get(0)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
     async fn is_empty(&self) -> Result<bool, RegistryError> {
         let client = self.pool.get().await?;
         let row = client
@@ -454,19 +474,49 @@ impl Registry for PostgresRegistry {
         pages::filed_domain_batches(&client, &batches).await
     }
 
+    /// Streamed from one query on a pooled connection of its own, so the
+    /// filed-domain index loads beside it, and decoded on every core
+    /// (`document_check`).
+    async fn check_documents(&self) -> Result<u64, RegistryError> {
+        let client = self.pool.get().await?;
+        let (sink, check) = super::document_check::DocumentCheck::start();
+        let read = pages::read_documents(&client, sink).await;
+        let checked = tokio::task::spawn_blocking(move || check.finish()).await?;
+        read?;
+        checked
+    }
+
     async fn changes_since(&self, revision: i64) -> Result<Vec<Change>, RegistryError> {
         let client = self.pool.get().await?;
         let rows = client
             .query(sql::CHANGES_SINCE, &[&revision, &CHANGES_BATCH])
             .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(Change {
-                    revision: row.try_get(1)?,
-                    domains: filing_at(row, row.try_get(0)?, 2)?.domains,
-                })
-            })
-            .collect()
+        let mut changes = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let (filing_id, revision) = (row.try_get(0)?, row.try_get(1)?);
+            changes.push(match filing_at(row, filing_id, 2) {
+                Ok(filing) => Change {
+                    revision,
+                    filing_id,
+                    domains: filing.domains,
+                    unreadable: None,
+                },
+                Err(error @ RegistryError::Corrupt { .. }) => {
+                    let domains = client.query(sql::DOMAINS_OF, &[&filing_id]).await?;
+                    Change {
+                        revision,
+                        filing_id,
+                        domains: domains
+                            .iter()
+                            .map(|row| row.try_get(0))
+                            .collect::<Result<_, _>>()?,
+                        unreadable: Some(error.to_string()),
+                    }
+                }
+                Err(error) => return Err(error),
+            });
+        }
+        Ok(changes)
     }
 
     fn change_signal(&self) -> Option<Arc<Notify>> {
@@ -567,6 +617,7 @@ impl WriteTx for Transaction<'_> {
                 &certificate,
                 &name,
                 &number_key(filing),
+                &review_since_ms(filing),
             ],
         )
         .await?;

@@ -1,12 +1,17 @@
 //! The PostgreSQL registry's reads of many rows: pages of filings (keyset on id, one
-//! statement per combination of filters so each uses its index) and the filed-domain
-//! index streamed from one query in batches, so neither holds more than a batch.
+//! statement per combination of filters so each uses its index), the filed-domain
+//! index streamed from one query in batches, so neither holds more than a batch, and
+//! the stored documents streamed the same way to the start-up check
+//! (`document_check`).
 
 use deadpool_postgres::GenericClient;
 use futures_util::StreamExt;
 
+use std::sync::atomic::Ordering;
+
 use super::{filing_at, sql};
 use crate::model::filing::{Filing, Status};
+use crate::registry::document_check::{self, DocumentSink};
 use crate::registry::{ListFilter, RegistryError};
 
 /// Domains per batch of `filed_domain_batches`.
@@ -74,6 +79,36 @@ pub(super) async fn filed_domain_batches<C: GenericClient>(
     }
     if !batch.is_empty() {
         let _ = batches.send(batch).await;
+    }
+    Ok(())
+}
+
+/// Send every stored filing document to `sink` in batches as one query streams
+/// them, stopping early once one did not read (`DocumentCheck` decodes them).
+pub(super) async fn read_documents<C: GenericClient>(
+    client: &C,
+    sink: DocumentSink,
+) -> Result<(), RegistryError> {
+    let rows = client
+        .query_raw(
+            "SELECT id, doc::text FROM icpgate_filings",
+            std::iter::empty::<i64>(),
+        )
+        .await?;
+    let mut rows = std::pin::pin!(rows);
+    let mut batch = Vec::with_capacity(document_check::BATCH);
+    while let Some(row) = rows.next().await {
+        let row = row?;
+        batch.push((row.try_get::<_, i64>(0)?, row.try_get::<_, String>(1)?));
+        if batch.len() == document_check::BATCH {
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(document_check::BATCH));
+            if sink.failed.load(Ordering::Relaxed) || sink.batches.send(full).await.is_err() {
+                return Ok(());
+            }
+        }
+    }
+    if !batch.is_empty() {
+        let _ = sink.batches.send(batch).await;
     }
     Ok(())
 }

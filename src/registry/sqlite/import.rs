@@ -16,15 +16,20 @@ use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, Transaction};
 
 use crate::model::filing::Kind;
-use crate::registry::workflow::{self, encode, entity_identity, number_key, run_ready};
+use crate::registry::workflow::{
+    self, encode, entity_identity, number_key, review_since_ms, run_ready,
+};
 use crate::registry::{FilingType, ImportAborted, ImportRecord, RegistryError, StorageError};
 
 /// Filings per savepoint: a refused chunk is run again record by record.
 const CHUNK: usize = 2048;
-/// Rows per multi-row `INSERT` (8 or 3 parameters each, far under SQLite's limit);
+/// Rows per multi-row `INSERT` (9 or 3 parameters each, far under SQLite's limit);
 /// the rows left over after the last full statement go in one at a time, so only
 /// two statement texts per table are ever prepared.
 const ROWS_PER_INSERT: usize = 128;
+
+/// Columns of a filing row as `insert_rows` writes it.
+const FILING_COLUMNS: usize = 9;
 
 /// Store every record of `batches` in `tx` (the caller commits only on `Ok`),
 /// counting them in `stored`; an error names the line of the record refused, and an
@@ -128,7 +133,7 @@ fn insert_rows(
         )?
         .query_row([n], |row| row.get(0))?;
     let mut revision = last_revision - n;
-    let mut filings = Vec::with_capacity(chunk.len() * 8);
+    let mut filings = Vec::with_capacity(chunk.len() * FILING_COLUMNS);
     let mut domains = Vec::new();
     for record in chunk.iter_mut() {
         let id = record.id.unwrap_or(high + 1);
@@ -149,6 +154,7 @@ fn insert_rows(
             Value::Text(name),
             filing_type.unwrap_or(Value::Null),
             number_key(filing).map_or(Value::Null, Value::Text),
+            review_since_ms(filing).map_or(Value::Null, Value::Integer),
         ]);
         let live = i64::from(filing.status.is_live());
         for domain in &filing.domains {
@@ -162,8 +168,8 @@ fn insert_rows(
     insert_values(
         conn,
         "filings (id, status, doc, revision, entity_certificate, entity_name, filing_type, \
-         icp_entity_key)",
-        8,
+         icp_entity_key, review_since)",
+        FILING_COLUMNS,
         filings,
     )?;
     insert_values(conn, "filing_domains (domain, filing_id, live)", 3, domains)?;

@@ -29,12 +29,13 @@ mod import;
 mod outbox;
 mod pages;
 
+use super::document_check::DocumentCheck;
 use super::error::StorageError;
 use super::migrations;
 use super::secret::SecretKey;
 use super::workflow::{
-    self, decode, encode, entity_identity, now_ms, number_key, open_password, run_ready,
-    NumberHolder, WriteTx,
+    self, decode, encode, entity_identity, now_ms, number_key, open_password, review_since_ms,
+    run_ready, NumberHolder, WriteTx,
 };
 use super::{
     status_counts, Change, FilingType, ImportFeed, ImportRecord, ListFilter, Lookup, Outbox,
@@ -69,6 +70,8 @@ pub mod sql {
     pub const FILING_TYPE: &str = "SELECT filing_type FROM filings WHERE id = ?1";
     pub const CHANGES_SINCE: &str = "SELECT id, revision, doc FROM filings
          WHERE revision > ?1 ORDER BY revision LIMIT ?2";
+    /// The domains of a filing whose document does not read (the change feed).
+    pub const DOMAINS_OF: &str = "SELECT domain FROM filing_domains WHERE filing_id = ?1";
     pub const LIVE_HOLDER: &str = "SELECT filing_id FROM filing_domains
          WHERE domain = ?1 AND live = 1 AND filing_id != ?2";
     pub const HOLDS_NUMBER_BY_CERTIFICATE: &str = "SELECT 1 FROM filings
@@ -82,11 +85,13 @@ pub mod sql {
     pub const INSERT_FILING: &str =
         "INSERT INTO filings (status, doc, revision) VALUES (?1, '{}', ?2)";
     pub const PUT_FILING: &str = "INSERT INTO filings
-         (id, status, doc, revision, entity_certificate, entity_name, icp_entity_key)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         (id, status, doc, revision, entity_certificate, entity_name, icp_entity_key,
+          review_since)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
          ON CONFLICT(id) DO UPDATE SET status = excluded.status, doc = excluded.doc,
          revision = excluded.revision, entity_certificate = excluded.entity_certificate,
-         entity_name = excluded.entity_name, icp_entity_key = excluded.icp_entity_key";
+         entity_name = excluded.entity_name, icp_entity_key = excluded.icp_entity_key,
+         review_since = excluded.review_since";
     pub const SET_FILING_TYPE: &str = "UPDATE filings SET filing_type = ?2 WHERE id = ?1";
     pub const SET_SEALED_PASSWORD: &str =
         "UPDATE filings SET sealed_password = ?2 WHERE id = ?1 AND sealed_password IS NOT ?2";
@@ -106,6 +111,10 @@ pub mod sql {
                     THEN a.entity_certificate != b.entity_certificate
                     ELSE coalesce(a.entity_name, '') != coalesce(b.entity_name, '') END
          LIMIT 1";
+    /// The overdue gauge: filings in initial review entered at or before a cutoff
+    /// (`working_days::overdue_cutoff_ms`), one range of `filings_by_review_since`.
+    pub const INITIAL_REVIEWS_ENTERED_BY: &str = "SELECT COUNT(*) FROM filings
+         WHERE status = 'initial_review' AND review_since <= ?1";
 
     /// Every statement a write or a lookup runs (and the list pages), by name.
     pub const INDEXED: &[(&str, &str)] = &[
@@ -118,6 +127,7 @@ pub mod sql {
         ("list_by_status_and_domain", LIST_BY_STATUS_AND_DOMAIN),
         ("filing_type", FILING_TYPE),
         ("changes_since", CHANGES_SINCE),
+        ("domains_of", DOMAINS_OF),
         ("live_holder", LIVE_HOLDER),
         ("holds_number_by_certificate", HOLDS_NUMBER_BY_CERTIFICATE),
         ("holds_number_by_name", HOLDS_NUMBER_BY_NAME),
@@ -133,6 +143,7 @@ pub mod sql {
         ("enqueue", ENQUEUE),
         ("set_payload", SET_PAYLOAD),
         ("number_claimed_in_chunk", NUMBER_CLAIMED_IN_CHUNK),
+        ("initial_reviews_entered_by", INITIAL_REVIEWS_ENTERED_BY),
     ];
 }
 
@@ -527,6 +538,36 @@ impl Registry for SqliteRegistry {
         self.read(|conn| current_revision(conn)).await
     }
 
+    async fn initial_reviews_entered_by(&self, cutoff_ms: i64) -> Result<u64, RegistryError> {
+        self.read(move |conn| {
+            let n: i64 = conn
+                .prepare_cached(sql::INITIAL_REVIEWS_ENTERED_BY)?
+                .query_row([cutoff_ms], |row| row.get(0))?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        })
+        .await
+    }
+
+    /// Read on a connection of its own, so the filed-domain index loads beside it,
+    /// and decoded on every core (`document_check`).
+    async fn check_documents(&self) -> Result<u64, RegistryError> {
+        let path = self.file.path().to_path_buf();
+        let (sink, check) = DocumentCheck::start();
+        let read = tokio::task::spawn_blocking(move || {
+            let conn = Connection::open_with_flags(
+                &path,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                    | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?;
+            conn.busy_timeout(BUSY_TIMEOUT)?;
+            pages::read_documents(&conn, sink)
+        })
+        .await;
+        let checked = tokio::task::spawn_blocking(move || check.finish()).await?;
+        read??;
+        checked
+    }
+
     async fn filed_domains(&self) -> Result<Vec<String>, RegistryError> {
         let (batches, mut received) = tokio::sync::mpsc::channel(4);
         let mut domains = Vec::new();
@@ -561,9 +602,23 @@ impl Registry for SqliteRegistry {
             let mut changes = Vec::new();
             for row in rows {
                 let (id, revision, doc) = row?;
-                changes.push(Change {
-                    revision,
-                    domains: decode(id, &doc)?.domains,
+                changes.push(match decode(id, &doc) {
+                    Ok(filing) => Change {
+                        revision,
+                        filing_id: id,
+                        domains: filing.domains,
+                        unreadable: None,
+                    },
+                    Err(error) => {
+                        let mut domains = conn.prepare_cached(sql::DOMAINS_OF)?;
+                        let domains = domains.query_map([id], |row| row.get(0))?;
+                        Change {
+                            revision,
+                            filing_id: id,
+                            domains: domains.collect::<Result<_, _>>()?,
+                            unreadable: Some(error.to_string()),
+                        }
+                    }
                 });
             }
             Ok(changes)
@@ -664,7 +719,8 @@ impl WriteTx for Transaction<'_> {
             revision,
             certificate,
             name,
-            number_key(filing)
+            number_key(filing),
+            review_since_ms(filing)
         ])?;
         Ok(())
     }

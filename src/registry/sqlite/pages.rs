@@ -1,12 +1,16 @@
 //! The SQLite registry's reads of many rows: pages of filings (keyset on id, one
-//! statement per combination of filters so each uses its index) and the filed-domain
-//! index streamed in batches, so neither holds more than a batch in memory.
+//! statement per combination of filters so each uses its index), the filed-domain
+//! index streamed in batches, so neither holds more than a batch in memory, and the
+//! stored documents streamed the same way to the start-up check (`document_check`).
 
 use rusqlite::types::Value;
 use rusqlite::Connection;
 
 use super::sql;
 use crate::model::filing::{Filing, Status};
+use std::sync::atomic::Ordering;
+
+use crate::registry::document_check::{self, DocumentSink};
 use crate::registry::workflow::decode;
 use crate::registry::{ListFilter, RegistryError};
 
@@ -66,6 +70,31 @@ pub(super) fn filed_domain_batches(
     }
     if !batch.is_empty() {
         let _ = batches.blocking_send(batch);
+    }
+    Ok(())
+}
+
+/// Send every stored filing document to `sink` in batches as one query reads them,
+/// stopping early once one did not read (`DocumentCheck` decodes them).
+pub(super) fn read_documents(conn: &Connection, sink: DocumentSink) -> Result<(), RegistryError> {
+    let mut stmt = conn.prepare("SELECT id, doc FROM filings")?;
+    let mut rows = stmt.query([])?;
+    let mut batch = Vec::with_capacity(document_check::BATCH);
+    while let Some(row) = rows.next()? {
+        let doc = match row.get_ref(1)? {
+            rusqlite::types::ValueRef::Text(text) => String::from_utf8_lossy(text).into_owned(),
+            _ => String::new(),
+        };
+        batch.push((row.get::<_, i64>(0)?, doc));
+        if batch.len() == document_check::BATCH {
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(document_check::BATCH));
+            if sink.failed.load(Ordering::Relaxed) || sink.batches.blocking_send(full).is_err() {
+                return Ok(());
+            }
+        }
+    }
+    if !batch.is_empty() {
+        let _ = sink.batches.blocking_send(batch);
     }
     Ok(())
 }
