@@ -100,8 +100,12 @@ async fn an_address_another_program_holds_fails_start_naming_the_key() {
     std::fs::write(&path, text).expect("write config");
     let error = match app::start(Config::load(&path).expect("valid config")).await {
         Ok(_) => panic!("started on an address in use"),
-        Err(error) => error.to_string(),
+        Err(error) => error,
     };
+    // The OS error is in the message, and not again as a source (`icpgate:
+    // {error:#}` prints the chain).
+    assert!(std::error::Error::source(&error).is_none(), "{error:?}");
+    let error = error.to_string();
     assert!(
         error.contains(&format!("cannot listen on {taken} (listen.http)")),
         "{error}"

@@ -42,11 +42,13 @@ pub enum AppError {
     Registry(#[from] RegistryError),
     #[error(transparent)]
     Open(#[from] OpenError),
-    #[error("cannot listen on {addr} ({key}): {source}")]
+    /// The OS error is part of the message, not a `source`: `icpgate: {error:#}`
+    /// would print it twice.
+    #[error("cannot listen on {addr} ({key}): {error}")]
     Bind {
         key: &'static str,
         addr: SocketAddr,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("cannot start the data-plane threads: {0}")]
     Workers(std::io::Error),
@@ -139,7 +141,7 @@ fn check_upstream_tls(config: &Config) -> Result<(), AppError> {
 /// docs/operations.md). The data plane's addresses are bound once per worker
 /// (`bind_per_worker`), with the same options.
 async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, AppError> {
-    let error = |source| AppError::Bind { key, addr, source };
+    let error = |error| AppError::Bind { key, addr, error };
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()
     } else {
@@ -158,7 +160,7 @@ fn bind_data(
     addr: SocketAddr,
     workers: usize,
 ) -> Result<Vec<std::net::TcpListener>, AppError> {
-    bind_per_worker(addr, workers).map_err(|source| AppError::Bind { key, addr, source })
+    bind_per_worker(addr, workers).map_err(|error| AppError::Bind { key, addr, error })
 }
 
 /// The data plane's accept loop, one per worker's socket of one address.
