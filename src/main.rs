@@ -114,12 +114,26 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
+/// Threads of `serve`'s control runtime: the admin API, the registry, the change
+/// feed, ACME and the background tasks. The data plane has threads of its own
+/// (`limits.worker_threads`), so this side stays small.
+const CONTROL_THREADS: usize = 2;
+
+fn control_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(CONTROL_THREADS)
+        .thread_name("icpgate-control")
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
 fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Serve { config } => {
             let loaded = Config::load(&config)?;
             init_logging(&loaded);
-            runtime()?.block_on(icpgate::app::serve(&config))?;
+            control_runtime()?.block_on(icpgate::app::serve(&config))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Check {

@@ -49,6 +49,29 @@ async fn fixture() -> Fixture {
     }
 }
 
+/// The metrics once `total` handshakes are counted (or after 5 s): a refused
+/// client may see its connection end before the data-plane thread that served it
+/// has counted it, and the admin listener answers from another thread.
+async fn metrics_counting(gate: &TestGate, total: f64) -> String {
+    let results = [
+        "ok",
+        "refused_unfiled",
+        "refused_no_sni",
+        "refused_no_cert",
+        "error",
+    ];
+    let counted = wait_until(Duration::from_secs(5), || async {
+        let metrics = gate.metrics().await;
+        let counted: f64 = results.iter().map(|r| handshakes(&metrics, r)).sum();
+        (counted >= total).then_some(metrics)
+    })
+    .await;
+    match counted {
+        Some(metrics) => metrics,
+        None => gate.metrics().await,
+    }
+}
+
 fn handshakes(metrics: &str, result: &str) -> f64 {
     sample_required(
         metrics,
@@ -114,7 +137,7 @@ async fn refused_handshakes_are_refused_and_counted() {
         connect(&no_sni, addr, "example.com").await.is_err(),
         "a handshake without SNI completed"
     );
-    let metrics = f.gate.metrics().await;
+    let metrics = metrics_counting(&f.gate, 7.0).await;
     // Certificates are checked first: only unfiled.com and pending.cn reach the gate.
     assert_eq!(handshakes(&metrics, "refused_unfiled"), 2.0, "{metrics}");
     assert_eq!(handshakes(&metrics, "refused_no_cert"), 4.0);
@@ -249,6 +272,6 @@ async fn a_client_that_never_says_hello_is_cut_off_and_counted() {
         "still open: {read:?}"
     );
     assert!(started.elapsed() < Duration::from_secs(3));
-    let metrics = gate.metrics().await;
+    let metrics = metrics_counting(&gate, 1.0).await;
     assert_eq!(handshakes(&metrics, "error"), 1.0, "{metrics}");
 }

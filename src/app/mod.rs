@@ -1,6 +1,10 @@
 //! Builds the running gate from a config — registry, cache, upstreams, TLS,
 //! listeners, admin — and owns its life: SIGHUP reloads (config and certificates),
 //! SIGTERM drains (up to `limits.drain_timeout`) and exits 0, SIGINT exits at once.
+//! The data plane runs on worker threads of its own (`workers`); everything else on
+//! the runtime `start` is called on.
+
+mod workers;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -18,7 +22,9 @@ use crate::edge::acme::fleet::FleetStorage;
 use crate::edge::acme::seal::Sealer;
 use crate::edge::acme::storage::{DirStorage, Storage};
 use crate::edge::acme::{Acme, AcmeError};
-use crate::edge::listener::{Connections, Listener, PlainHandshake, Plane};
+use crate::edge::listener::{
+    bind_per_worker, Connections, Handshake, Listener, PlainHandshake, Plane, LISTEN_BACKLOG,
+};
 use crate::edge::proxy::{Gate, Runtime};
 use crate::edge::tls::{CertError, CertStore, Resumption, ResumptionError, TlsHandshake};
 use crate::gate::decision_cache::{CacheSettings, DecisionCache};
@@ -36,12 +42,16 @@ pub enum AppError {
     Registry(#[from] RegistryError),
     #[error(transparent)]
     Open(#[from] OpenError),
-    #[error("cannot listen on {addr} ({key}): {source}")]
+    /// The OS error is part of the message, not a `source`: `icpgate: {error:#}`
+    /// would print it twice.
+    #[error("cannot listen on {addr} ({key}): {error}")]
     Bind {
         key: &'static str,
         addr: SocketAddr,
-        source: std::io::Error,
+        error: std::io::Error,
     },
+    #[error("cannot start the data-plane threads: {0}")]
+    Workers(std::io::Error),
     #[error(transparent)]
     Metrics(#[from] MetricsError),
     #[error("cannot install signal handlers: {0}")]
@@ -128,10 +138,12 @@ fn check_upstream_tls(config: &Config) -> Result<(), AppError> {
     Ok(())
 }
 
-/// Bind with SO_REUSEADDR and SO_REUSEPORT, so a new process can bind the same
-/// address while the old one drains (rolling restart; see docs/operations.md).
+/// Bind the admin listener with SO_REUSEADDR and SO_REUSEPORT, so a new process can
+/// bind the same address while the old one drains (rolling restart; see
+/// docs/operations.md). The data plane's addresses are bound once per worker
+/// (`bind_per_worker`), with the same options.
 async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, AppError> {
-    let error = |source| AppError::Bind { key, addr, source };
+    let error = |error| AppError::Bind { key, addr, error };
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()
     } else {
@@ -141,11 +153,45 @@ async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, AppErr
     socket.set_reuseaddr(true).map_err(error)?;
     socket.set_reuseport(true).map_err(error)?;
     socket.bind(addr).map_err(error)?;
-    socket.listen(LISTEN_BACKLOG).map_err(error)
+    socket.listen(LISTEN_BACKLOG.unsigned_abs()).map_err(error)
 }
 
-/// Pending connections the kernel queues per listener.
-const LISTEN_BACKLOG: u32 = 1024;
+/// Bind a data-plane address once per worker thread.
+fn bind_data(
+    key: &'static str,
+    addr: SocketAddr,
+    workers: usize,
+) -> Result<Vec<std::net::TcpListener>, AppError> {
+    bind_per_worker(addr, workers).map_err(|error| AppError::Bind { key, addr, error })
+}
+
+/// The data plane's accept loop, one per worker's socket of one address.
+fn data_accept<H: Handshake>(
+    gate: &Arc<Gate>,
+    handshake: Arc<H>,
+    stop_rx: &watch::Receiver<bool>,
+    connections: &Arc<Connections>,
+) -> impl Fn() -> workers::Accept {
+    let (gate, stop_rx, connections) = (Arc::clone(gate), stop_rx.clone(), Arc::clone(connections));
+    move || {
+        let gate = Arc::clone(&gate);
+        let handshake = Arc::clone(&handshake);
+        let shutdown = stop_rx.clone();
+        let connections = Arc::clone(&connections);
+        Box::new(move |tcp: TcpListener| -> workers::AcceptLoop {
+            let listener = Listener {
+                tcp,
+                gate: Arc::clone(&gate),
+                handshake,
+                service: gate,
+                plane: Plane::Data,
+                shutdown,
+                connections,
+            };
+            Box::pin(listener.run())
+        })
+    }
+}
 
 /// Open connections the admin listener takes at once: operators, scrapers and
 /// scripts, not the public; its own limit so neither side can starve the other.
@@ -168,8 +214,11 @@ pub struct Running {
     connections: Arc<Connections>,
     /// The admin listener's connections, drained and cut with the data plane's.
     admin_connections: Arc<Connections>,
-    /// Accept loops; awaited at shutdown so no connection starts during a drain.
+    /// The admin accept loop; awaited at shutdown so no connection starts during a
+    /// drain.
     listeners: Vec<tokio::task::JoinHandle<()>>,
+    /// The data plane's threads.
+    workers: Option<workers::Workers>,
 }
 
 /// Open the registry (seeding it when empty), bind every listener and start serving.
@@ -216,16 +265,21 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         connections: Arc::default(),
         admin_connections: Arc::default(),
         listeners: Vec::new(),
+        workers: None,
     };
+    let mut plan = workers::WorkerPlan::new(config.limits.workers());
     if let Some(addr) = config.listen.http {
-        start_http(&mut running, addr, &gate, &stop_rx).await?;
+        plan_http(&mut running, &mut plan, addr, &gate, &stop_rx)?;
     }
     if let (Some(addr), Some(dir)) = (config.listen.https, &config.tls.certs_dir) {
-        start_https(&mut running, addr, dir, &gate, &stop_rx).await?;
+        plan_https(&mut running, &mut plan, addr, dir, &gate, &stop_rx).await?;
     }
     if let Some(addr) = config.listen.admin {
         start_admin(&mut running, addr, admin, &stop_rx).await?;
     }
+    let threads = plan.workers();
+    running.workers = Some(workers::Workers::start(plan).map_err(AppError::Workers)?);
+    tracing::info!(threads, "data plane started");
     let revision = registry.revision().await?;
     tokio::spawn(crate::gate::change_feed::follow(
         Arc::clone(&registry),
@@ -242,7 +296,6 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
     Ok(running)
 }
 
-/// Load the certificates, bind `listen.https` and watch `certs_dir` for changes.
 /// The gate's shared state: the decision cache over `registry` and the index of
 /// every filed domain, read once here and kept current by writes and the feed.
 async fn gate_state(
@@ -260,30 +313,32 @@ async fn gate_state(
     Ok(Arc::new(GateState::new(cache, filed, Arc::clone(metrics))))
 }
 
-async fn start_http(
+/// Bind `listen.http` once per worker; the workers accept on it once started.
+fn plan_http(
     running: &mut Running,
+    plan: &mut workers::WorkerPlan,
     addr: SocketAddr,
     gate: &Arc<Gate>,
     stop_rx: &watch::Receiver<bool>,
 ) -> Result<(), AppError> {
-    let tcp = bind("listen.http", addr).await?;
-    running.http = tcp.local_addr().ok();
-    let listener = Listener {
-        tcp,
-        gate: Arc::clone(gate),
-        handshake: Arc::new(PlainHandshake),
-        service: Arc::clone(gate),
-        plane: Plane::Data,
-        shutdown: stop_rx.clone(),
-        connections: Arc::clone(&running.connections),
-    };
+    let sockets = bind_data("listen.http", addr, plan.workers())?;
+    running.http = sockets.first().and_then(|s| s.local_addr().ok());
+    let accept = data_accept(
+        gate,
+        Arc::new(PlainHandshake),
+        stop_rx,
+        &running.connections,
+    );
+    plan.add(sockets, accept);
     tracing::info!(addr = ?running.http, "listening (http)");
-    running.listeners.push(tokio::spawn(listener.run()));
     Ok(())
 }
 
-async fn start_https(
+/// Load the certificates, bind `listen.https` once per worker and watch
+/// `certs_dir` for changes.
+async fn plan_https(
     running: &mut Running,
+    plan: &mut workers::WorkerPlan,
     addr: SocketAddr,
     dir: &Path,
     gate: &Arc<Gate>,
@@ -293,23 +348,12 @@ async fn start_https(
     let resumption = Resumption::from_ticket_key_file(config.tls.ticket_key_file.as_deref())?;
     let certs = Arc::new(CertStore::open(dir, resumption)?);
     let acme = start_acme(&config, dir, gate, &running.registry, &certs, stop_rx).await?;
-    let tcp = bind("listen.https", addr).await?;
-    running.https = tcp.local_addr().ok();
-    let listener = Listener {
-        tcp,
-        gate: Arc::clone(gate),
-        handshake: Arc::new(TlsHandshake::new(
-            Arc::clone(gate),
-            Arc::clone(&certs),
-            acme,
-        )?),
-        service: Arc::clone(gate),
-        plane: Plane::Data,
-        shutdown: stop_rx.clone(),
-        connections: Arc::clone(&running.connections),
-    };
+    let sockets = bind_data("listen.https", addr, plan.workers())?;
+    running.https = sockets.first().and_then(|s| s.local_addr().ok());
+    let handshake = TlsHandshake::new(Arc::clone(gate), Arc::clone(&certs), acme)?;
+    let accept = data_accept(gate, Arc::new(handshake), stop_rx, &running.connections);
+    plan.add(sockets, accept);
     tracing::info!(addr = ?running.https, "listening (https)");
-    running.listeners.push(tokio::spawn(listener.run()));
     tokio::spawn(Arc::clone(&certs).watch(CERTS_POLL, stop_rx.clone()));
     running.certs = Some(certs);
     Ok(())
@@ -415,6 +459,10 @@ impl Running {
         for listener in self.listeners {
             let _ = listener.await;
         }
+        let mut workers = self.workers;
+        if let Some(workers) = &mut workers {
+            workers.stopped_accepting().await;
+        }
         let planes = [&self.connections, &self.admin_connections];
         if drain {
             let timeout = self.gate.current().config.limits.drain_timeout;
@@ -427,6 +475,9 @@ impl Running {
             }
         }
         futures_util::future::join_all(planes.map(|c| c.cut_all(CUT_BOUND))).await;
+        if let Some(workers) = workers {
+            workers.release().await;
+        }
     }
 }
 

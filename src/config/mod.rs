@@ -85,6 +85,7 @@
 //! drain_timeout = "30s"          # graceful shutdown budget
 //! h2_max_concurrent_streams = 128  # HTTP/2 streams open at once per connection
 //! h2_max_resets_per_second = 100 # streams a client may cancel per second; more: GOAWAY
+//! # worker_threads = 4           # data-plane threads (1..=1024); unset: one per CPU
 //!
 //! [notify]                       # webhook on filing changes, off by default
 //! # url = "https://..."
@@ -257,6 +258,10 @@ impl Config {
             ),
             ("log.format", a.log.format != b.log.format),
             ("acme", a.acme != b.acme),
+            (
+                "limits.worker_threads",
+                a.limits.worker_threads != b.limits.worker_threads,
+            ),
         ];
         changes
             .into_iter()
@@ -612,6 +617,16 @@ secret = "s3cret"
                 "zero connections",
                 "[limits]\nmax_connections = 0\n",
                 &["limits.max_connections:"],
+            ),
+            (
+                "no worker threads",
+                "[limits]\nworker_threads = 0\n",
+                &["limits.worker_threads: must be greater than zero"],
+            ),
+            (
+                "absurd worker threads",
+                "[limits]\nworker_threads = 100000\n",
+                &["limits.worker_threads: 100000 is too many: at most 1024"],
             ),
             (
                 "tiny header limit",

@@ -305,6 +305,23 @@ pub struct Limits {
     /// Requests (HTTP/2 streams) one connection may cancel before their answer in
     /// one second; one more closes it with a GOAWAY (rapid reset, CVE-2023-44487).
     pub h2_max_resets_per_second: u32,
+    /// Data-plane threads, each a current-thread runtime with its own listening
+    /// socket per address; unset: one per CPU.
+    pub worker_threads: Option<usize>,
+}
+
+/// Most accepted `limits.worker_threads`: more threads than this is a typo, not a
+/// machine.
+pub const MAX_WORKER_THREADS: usize = 1024;
+
+impl Limits {
+    /// The data plane's thread count: `worker_threads`, else the CPUs this process
+    /// may run on.
+    pub fn workers(&self) -> usize {
+        self.worker_threads.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        })
+    }
 }
 
 /// Smallest accepted `limits.max_header_bytes`.
@@ -323,6 +340,7 @@ impl Default for Limits {
             upstream_connect_timeout: Duration::from_secs(5),
             h2_max_concurrent_streams: 128,
             h2_max_resets_per_second: 100,
+            worker_threads: None,
         }
     }
 }

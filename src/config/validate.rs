@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use super::{AcmeChallenge, Backend, Config, Pool, BLOCK_STATUSES, MIN_HEADER_BYTES};
+use super::{
+    AcmeChallenge, Backend, Config, Pool, BLOCK_STATUSES, MAX_WORKER_THREADS, MIN_HEADER_BYTES,
+};
 use crate::model::filing::Product;
 
 /// A validation failure before it is tied to a file.
@@ -115,9 +117,16 @@ impl Config {
                 "limits.h2_max_resets_per_second",
                 l.h2_max_resets_per_second == 0,
             ),
+            ("limits.worker_threads", l.worker_threads == Some(0)),
         ];
         if let Some((key, _)) = positive.into_iter().find(|(_, zero)| *zero) {
             return Err(problem(key, "must be greater than zero"));
+        }
+        if let Some(threads) = l.worker_threads.filter(|&n| n > MAX_WORKER_THREADS) {
+            return Err(problem(
+                "limits.worker_threads",
+                format!("{threads} is too many: at most {MAX_WORKER_THREADS}"),
+            ));
         }
         if l.max_header_bytes < MIN_HEADER_BYTES {
             return Err(problem(

@@ -21,6 +21,11 @@
 //! A pipelined request whose head was already partly read while the previous one was
 //! busy has no head deadline for the rest of its head.
 //!
+//! The head deadline is one timer per connection, armed lazily: a new head only
+//! notes when it is due, and the timer is moved there when it fires early (it was
+//! set for an earlier head). A keep-alive connection re-arms it at most once per
+//! `header_read_timeout`, not once per request.
+//!
 //! Writes: a client that stops reading (its window stays full) for `idle_timeout`
 //! is cut, as nginx's `send_timeout` does, so it cannot hold a connection and an
 //! upstream response open for ever. The timer runs only while a write waits.
@@ -73,8 +78,9 @@ impl Exchanges {
         })
     }
 
-    fn touch(&self) {
-        let ms = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX);
+    fn touch_at(&self, now: Instant) {
+        let ms =
+            u64::try_from(now.saturating_duration_since(self.born).as_millis()).unwrap_or(u64::MAX);
         self.last_active_ms.store(ms, Ordering::Release);
     }
 
@@ -100,9 +106,9 @@ impl Exchanges {
     /// The first byte of a request after an idle spell arrived: the idle countdown
     /// stops (the head deadline takes over), so an idle close never crosses a
     /// request already on its way in.
-    fn head_started(&self) {
+    fn head_started(&self, now: Instant) {
         self.head_arriving.store(true, Ordering::Release);
-        self.touch();
+        self.touch_at(now);
     }
 
     fn is_idle(&self) -> bool {
@@ -111,7 +117,7 @@ impl Exchanges {
 
     fn end(&self) {
         if self.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.touch();
+            self.touch_at(Instant::now());
             self.idle_since.fetch_add(1, Ordering::AcqRel);
         }
     }
@@ -214,6 +220,9 @@ pub struct ClientDeadlines<T> {
     idle_seen: u64,
     /// The connection's first bytes, until they tell HTTP/2 from HTTP/1.
     opening: Vec<u8>,
+    /// When the head being read is due.
+    head_due: Instant,
+    /// Fires at `head_due` or earlier (then it is moved on: see `head_overdue`).
     deadline: Pin<Box<Sleep>>,
 }
 
@@ -226,6 +235,7 @@ impl<T> ClientDeadlines<T> {
         header_read_timeout: Duration,
         write_stall_timeout: Duration,
     ) -> ClientDeadlines<T> {
+        let head_due = Instant::now() + header_read_timeout;
         ClientDeadlines {
             inner,
             exchanges,
@@ -235,7 +245,8 @@ impl<T> ClientDeadlines<T> {
             phase: Phase::Head,
             idle_seen: 0,
             opening: Vec::with_capacity(H2_PREFACE.len()),
-            deadline: Box::pin(tokio::time::sleep(header_read_timeout)),
+            head_due,
+            deadline: Box::pin(tokio::time::sleep_until(head_due)),
         }
     }
 
@@ -297,10 +308,23 @@ impl<T> ClientDeadlines<T> {
         }
         if self.phase == Phase::Idle {
             self.phase = Phase::Head;
-            let deadline = Instant::now() + self.header_read_timeout;
-            self.deadline.as_mut().reset(deadline);
-            self.exchanges.head_started();
+            let now = Instant::now();
+            self.head_due = now + self.header_read_timeout;
+            self.exchanges.head_started(now);
         }
+    }
+
+    /// Whether the head being read is past due. The timer stays armed for this
+    /// task, and is moved to `head_due` only when it fires before it.
+    fn head_overdue(&mut self, cx: &mut Context<'_>) -> bool {
+        while self.deadline.as_mut().poll(cx).is_ready() {
+            if self.deadline.deadline() >= self.head_due {
+                return true;
+            }
+            let due = self.head_due;
+            self.deadline.as_mut().reset(due);
+        }
+        false
     }
 }
 
@@ -320,7 +344,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for ClientDeadlines<T> {
             }
             Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
             Poll::Pending => {
-                if this.phase == Phase::Head && this.deadline.as_mut().poll(cx).is_ready() {
+                if this.phase == Phase::Head && this.head_overdue(cx) {
                     return Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::TimedOut,
                         "request head not received within limits.header_read_timeout",
@@ -470,6 +494,31 @@ mod tests {
         client.write_all(b"GET /next").await.expect("write");
         assert!(matches!(read(&mut server, HEAD).await, Read::Bytes(_)));
         assert_eq!(read(&mut server, HEAD * 4).await, Read::TimedOut);
+    }
+
+    #[tokio::test]
+    async fn a_head_starting_before_the_timer_fires_gets_its_whole_timeout() {
+        // Longer than HEAD, so the margins hold on a loaded machine.
+        let head = Duration::from_millis(600);
+        let (mut client, server) = tokio::io::duplex(4096);
+        let exchanges = Exchanges::new();
+        let mut server = ClientDeadlines::new(server, Arc::clone(&exchanges), head, IDLE * 10);
+        client
+            .write_all(b"GET / HTTP/1.1\r\n")
+            .await
+            .expect("write");
+        assert!(matches!(read(&mut server, head).await, Read::Bytes(_)));
+        drop(exchanges.begin());
+        tokio::time::sleep(head / 2).await;
+        // Due at 1.5 × head; the timer was armed for the first head, due at 1 × head.
+        client.write_all(b"GET /next").await.expect("write");
+        assert!(matches!(read(&mut server, head).await, Read::Bytes(_)));
+        assert_eq!(
+            read(&mut server, head * 3 / 4).await,
+            Read::Nothing,
+            "the first head's timer passed; this head is not due yet"
+        );
+        assert_eq!(read(&mut server, head * 4).await, Read::TimedOut);
     }
 
     #[tokio::test]

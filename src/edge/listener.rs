@@ -1,10 +1,16 @@
-//! Accept loops: one per listener, data plane and admin alike (`Plane`). Each
+//! Accept loops: one per listening socket, data plane and admin alike (`Plane`).
+//! The data plane binds one socket per worker thread on every address
+//! (`bind_per_worker`, `SO_REUSEPORT`), so the kernel spreads connections over the
+//! threads and a connection never leaves the thread that accepted it. Each
 //! connection is counted against its plane's limit (over the limit it is closed at
-//! once), served by hyper-util's auto builder (HTTP/1.1, and HTTP/2 by prior
-//! knowledge or ALPN) with what the listener serves (`Serve`: the gate, or the admin
-//! router), and followed by `Connections`: SIGTERM drains every connection, and what
-//! a stop does not drain is cut (`Connections::cut_all`) while the runtime is still
-//! whole.
+//! once; the count is shared by every thread, so the limit is per process), served
+//! by hyper with what the listener serves (`Serve`: the gate, or the admin router),
+//! and followed by `Connections`: SIGTERM drains every connection, and what a stop
+//! does not drain is cut (`Connections::cut_all`) while the runtimes are still whole.
+//!
+//! The HTTP version: over TLS, ALPN has settled it, so hyper's HTTP/1 or HTTP/2
+//! server is used directly; on plain listeners hyper-util's auto builder reads the
+//! connection's first bytes, since HTTP/2 by prior knowledge (h2c) is served there.
 //!
 //! With `listen.proxy_protocol = true` every connection must open with a PROXY v1 or
 //! v2 header (read within `limits.header_read_timeout`, before TLS or HTTP); the
@@ -23,6 +29,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -30,9 +37,10 @@ use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto::Builder;
+use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify};
@@ -219,8 +227,76 @@ pub type Handshaken<Io> = Pin<Box<dyn Future<Output = Option<(Io, ConnInfo)>> + 
 /// Prepares an accepted stream before HTTP (the TLS handshake) for `client`: the
 /// PROXY header, when required, has already been read from `stream`.
 pub trait Handshake: Send + Sync + 'static {
-    type Io: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    type Io: AsyncRead + AsyncWrite + Negotiated + Unpin + Send + 'static;
     fn handshake(&self, stream: TcpStream, client: ClientAddr) -> Handshaken<Self::Io>;
+}
+
+/// The HTTP version a connection's client will speak, as far as its handshake
+/// settled it before any HTTP byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpVersion {
+    /// Not settled: told by the connection's first bytes (the HTTP/2 preface, or not).
+    Sniff,
+    Http1,
+    Http2,
+}
+
+/// What a prepared stream says about the HTTP version its client will speak.
+pub trait Negotiated {
+    fn http_version(&self) -> HttpVersion;
+}
+
+impl Negotiated for TcpStream {
+    /// Plain TCP: HTTP/1.1, or HTTP/2 by prior knowledge (h2c).
+    fn http_version(&self) -> HttpVersion {
+        HttpVersion::Sniff
+    }
+}
+
+impl<Io> Negotiated for tokio_rustls::server::TlsStream<Io> {
+    /// ALPN `h2` is HTTP/2; `http/1.1` or no ALPN at all is HTTP/1.1 (HTTP/2 over TLS
+    /// is negotiated by ALPN only, RFC 9113 §3.2).
+    fn http_version(&self) -> HttpVersion {
+        match self.get_ref().1.alpn_protocol() {
+            Some(b"h2") => HttpVersion::Http2,
+            _ => HttpVersion::Http1,
+        }
+    }
+}
+
+/// Pending connections the kernel queues per listening socket.
+pub const LISTEN_BACKLOG: i32 = 1024;
+
+/// Bind `count` listening sockets on `addr`, every one with `SO_REUSEPORT` (and
+/// `SO_REUSEADDR`), one per worker thread: each thread accepts on its own socket and
+/// the kernel spreads new connections over them. The first socket settles the port
+/// (for port 0, the kernel's choice); its siblings bind that same port. The sockets
+/// are nonblocking, ready for `tokio::net::TcpListener::from_std` on the thread
+/// that will accept on them.
+///
+/// Another socket already on `addr` makes this fail (`AddrInUse`), unless it too has
+/// `SO_REUSEPORT` and belongs to the same user: that is how a second icpgate shares
+/// the address during a rolling restart (docs/operations.md).
+pub fn bind_per_worker(addr: SocketAddr, count: usize) -> io::Result<Vec<std::net::TcpListener>> {
+    let first = bind_reuseport(addr)?;
+    let settled = SocketAddr::new(addr.ip(), first.local_addr()?.port());
+    let mut sockets = Vec::with_capacity(count);
+    sockets.push(first);
+    for _ in 1..count {
+        sockets.push(bind_reuseport(settled)?);
+    }
+    Ok(sockets)
+}
+
+fn bind_reuseport(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(socket.into())
 }
 
 /// One listener.
@@ -334,7 +410,7 @@ async fn serve<H: Handshake, S: Serve>(
     handshake: Arc<H>,
     service: Arc<S>,
     plane: Plane,
-    mut stop: watch::Receiver<Stop>,
+    stop: watch::Receiver<Stop>,
 ) {
     let runtime = gate.current();
     let limits = runtime.config.limits.clone();
@@ -352,18 +428,23 @@ async fn serve<H: Handshake, S: Serve>(
     let Some((io, info)) = handshake.handshake(stream, client).await else {
         return;
     };
+    let version = io.http_version();
     let info = Arc::new(info);
     let exchanges = Exchanges::new();
-    let io = ClientDeadlines::new(
+    let io = TokioIo::new(ClientDeadlines::new(
         io,
         Arc::clone(&exchanges),
         limits.header_read_timeout,
         limits.idle_timeout,
-    );
-    let builder = http_builder(&limits);
-    let idle = Arc::clone(&exchanges);
-    let resets = ResetRate::new(limits.h2_max_resets_per_second);
-    let cancels = Arc::clone(&resets);
+    ));
+    let ending = Ending {
+        peer,
+        stop,
+        idle: Arc::clone(&exchanges),
+        resets: ResetRate::new(limits.h2_max_resets_per_second),
+        limits: &limits,
+    };
+    let cancels = Arc::clone(&ending.resets);
     let service = service_fn(move |request| {
         let exchange = exchanges.begin();
         let cancel = cancels.guard();
@@ -377,51 +458,114 @@ async fn serve<H: Handshake, S: Serve>(
             Ok::<_, Infallible>(response.map(|body| ExchangeBody::new(body, exchange)))
         }
     });
-    let connection = builder
-        .serve_connection_with_upgrades(TokioIo::new(io), service)
-        .into_owned();
-    tokio::pin!(connection);
-    let idle_too_long = idle.idle_for(limits.idle_timeout);
-    tokio::pin!(idle_too_long);
-    // A graceful shutdown lets requests in flight finish and takes no new one: an
-    // idle HTTP/1 connection closes at once, HTTP/2 gets a GOAWAY.
-    let mut closing = false;
-    let ended = loop {
-        tokio::select! {
-            ended = connection.as_mut() => break ended,
-            _ = stop.wait_for(|stop| *stop >= Stop::Drain), if !closing => {
-                connection.as_mut().graceful_shutdown();
-                closing = true;
-            }
-            () = &mut idle_too_long, if !closing => {
-                connection.as_mut().graceful_shutdown();
-                closing = true;
-            }
-            () = resets.exceeded(), if !closing => {
-                tracing::warn!(%peer, limit = limits.h2_max_resets_per_second, "client cancels requests too fast (rapid reset); closing");
-                connection.as_mut().graceful_shutdown();
-                closing = true;
-            }
+    match version {
+        HttpVersion::Http1 => {
+            let connection = http1_builder(&limits)
+                .serve_connection(io, service)
+                .with_upgrades();
+            ending.drive(connection, |c| c.graceful_shutdown()).await;
         }
-    };
-    if let Err(error) = ended {
-        tracing::debug!(%peer, error = %error, "connection ended with an error");
+        HttpVersion::Http2 => {
+            let connection = http2_builder(&limits).serve_connection(io, service);
+            ending.drive(connection, |c| c.graceful_shutdown()).await;
+        }
+        HttpVersion::Sniff => {
+            let connection = sniffing_builder(&limits)
+                .serve_connection_with_upgrades(io, service)
+                .into_owned();
+            ending.drive(connection, |c| c.graceful_shutdown()).await;
+        }
     }
 }
 
-/// hyper's server for one connection, HTTP/1 and HTTP/2 bounded by `[limits]`.
-fn http_builder(limits: &Limits) -> Builder<TokioExecutor> {
-    let mut builder = Builder::new(TokioExecutor::new());
+/// What ends a connection before its client does.
+struct Ending<'a> {
+    peer: PeerAddr,
+    stop: watch::Receiver<Stop>,
+    idle: Arc<Exchanges>,
+    resets: Arc<ResetRate>,
+    limits: &'a Limits,
+}
+
+impl Ending<'_> {
+    /// Serve `connection` to its end. A graceful shutdown lets requests in flight
+    /// finish and takes no new one (an idle HTTP/1 connection closes at once, HTTP/2
+    /// gets a GOAWAY): asked for when the process drains, when the connection has
+    /// idled for `limits.idle_timeout`, or when its client cancels too fast.
+    async fn drive<C, E>(mut self, connection: C, graceful_shutdown: impl Fn(Pin<&mut C>))
+    where
+        C: Future<Output = Result<(), E>>,
+        E: std::fmt::Display,
+    {
+        tokio::pin!(connection);
+        let idle_too_long = self.idle.idle_for(self.limits.idle_timeout);
+        tokio::pin!(idle_too_long);
+        let mut closing = false;
+        let ended = loop {
+            tokio::select! {
+                ended = connection.as_mut() => break ended,
+                _ = self.stop.wait_for(|stop| *stop >= Stop::Drain), if !closing => {
+                    graceful_shutdown(connection.as_mut());
+                    closing = true;
+                }
+                () = &mut idle_too_long, if !closing => {
+                    graceful_shutdown(connection.as_mut());
+                    closing = true;
+                }
+                () = self.resets.exceeded(), if !closing => {
+                    tracing::warn!(peer = %self.peer, limit = self.limits.h2_max_resets_per_second, "client cancels requests too fast (rapid reset); closing");
+                    graceful_shutdown(connection.as_mut());
+                    closing = true;
+                }
+            }
+        };
+        if let Err(error) = ended {
+            tracing::debug!(peer = %self.peer, error = %error, "connection ended with an error");
+        }
+    }
+}
+
+/// hyper's HTTP/1 server for one connection (ALPN said `http/1.1`), bounded by
+/// `[limits]`. ClientDeadlines bounds request heads: hyper's own header timer
+/// (off here: no timer is set) would also close idle keep-alive connections and
+/// cost a timer per request.
+fn http1_builder(limits: &Limits) -> http1::Builder {
+    let mut builder = http1::Builder::new();
+    builder
+        .header_read_timeout(None)
+        .max_buf_size(limits.max_header_bytes.max(8192));
+    builder
+}
+
+/// hyper's HTTP/2 server for one connection (ALPN said `h2`), bounded by `[limits]`.
+fn http2_builder(limits: &Limits) -> http2::Builder<TokioExecutor> {
+    let mut builder = http2::Builder::new(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(limits.idle_timeout))
+        .keep_alive_timeout(H2_PING_TIMEOUT)
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(limits.h2_max_concurrent_streams)
+        .max_pending_accept_reset_streams(limits.h2_max_resets_per_second as usize);
+    builder
+}
+
+/// How long an HTTP/2 keep-alive ping may go unanswered.
+const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// hyper-util's server that tells HTTP/2 (its preface) from HTTP/1 by the first
+/// bytes, for plain listeners; the same settings as the two builders above.
+fn sniffing_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
-        // ClientDeadlines bounds heads: hyper's timer would also close idle keep-alives.
         .header_read_timeout(None)
         .max_buf_size(limits.max_header_bytes.max(8192));
     builder
         .http2()
         .timer(TokioTimer::new())
         .keep_alive_interval(Some(limits.idle_timeout))
-        .keep_alive_timeout(Duration::from_secs(20))
+        .keep_alive_timeout(H2_PING_TIMEOUT)
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
         .max_concurrent_streams(limits.h2_max_concurrent_streams)
         .max_pending_accept_reset_streams(limits.h2_max_resets_per_second as usize);

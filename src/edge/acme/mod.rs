@@ -126,6 +126,9 @@ pub struct Acme {
     settings: AcmeConfig,
     storage: Storage,
     gate: Arc<Gate>,
+    /// The runtime `open` ran on (the control side): an order a handshake starts on
+    /// a data-plane thread runs there, not on that thread.
+    control: tokio::runtime::Handle,
     account: OnceCell<instant_acme::Account>,
     /// Set once the CA's directory turned out to have no `renewalInfo`.
     ari_unsupported: AtomicBool,
@@ -156,6 +159,7 @@ impl Acme {
             settings: settings.clone(),
             storage,
             gate,
+            control: tokio::runtime::Handle::current(),
             account: OnceCell::new(),
             ari_unsupported: AtomicBool::new(false),
             issued: Mutex::default(),
@@ -269,7 +273,8 @@ impl Acme {
         self.check_backoff(name)?;
         let (tx, rx) = watch::channel(None);
         in_flight.insert(name.clone(), rx.clone());
-        tokio::spawn(Arc::clone(self).run(name.clone(), need, tx));
+        self.control
+            .spawn(Arc::clone(self).run(name.clone(), need, tx));
         Ok(Started::Ordering(rx))
     }
 
