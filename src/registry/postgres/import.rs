@@ -89,12 +89,12 @@ async fn number_claimed_by_another(
     revisions: (i64, i64),
 ) -> Result<bool, RegistryError> {
     let clash = tx
-        .query_opt(
+        .query_one(
             super::sql::NUMBER_CLAIMED_IN_CHUNK,
             &[&revisions.0, &revisions.1],
         )
         .await?;
-    Ok(clash.is_some())
+    Ok(clash.get::<_, bool>(0))
 }
 
 /// Whether PostgreSQL refused a row for a unique key (a taken id, a domain already

@@ -108,19 +108,25 @@ pub mod sql {
          RETURNING id";
     pub const SET_PAYLOAD: &str = "UPDATE icpgate_outbox SET payload = $1 WHERE id = $2";
     /// Whether a filing an import chunk stored (revisions $1..=$2) claims an ICP
-    /// number another entity holds (`import::number_claimed_by_another`).
-    pub const NUMBER_CLAIMED_IN_CHUNK: &str = "SELECT 1 FROM icpgate_filings a
-         JOIN icpgate_filings b ON b.icp_entity_key = a.icp_entity_key AND b.id != a.id
-         WHERE a.revision BETWEEN $1 AND $2 AND a.icp_entity_key IS NOT NULL
-           AND CASE WHEN a.entity_certificate IS NOT NULL AND b.entity_certificate IS NOT NULL
-                    THEN a.entity_certificate != b.entity_certificate
-                    ELSE coalesce(a.entity_name, '') != coalesce(b.entity_name, '') END
-         LIMIT 1";
+    /// number another entity holds (`import::number_claimed_by_another`). The
+    /// chunk's rows are gathered first (by the revision index), then each probes
+    /// the entity-key index: written as one join with `LIMIT 1`, the planner took
+    /// the early stop for granted and walked, or materialised, the whole table.
+    pub const NUMBER_CLAIMED_IN_CHUNK: &str = "WITH chunk AS MATERIALIZED (
+             SELECT id, icp_entity_key, entity_certificate, entity_name FROM icpgate_filings
+             WHERE revision BETWEEN $1 AND $2 AND icp_entity_key IS NOT NULL)
+         SELECT EXISTS (SELECT 1 FROM chunk a
+             JOIN icpgate_filings b ON b.icp_entity_key = a.icp_entity_key AND b.id != a.id
+             WHERE CASE WHEN a.entity_certificate IS NOT NULL AND b.entity_certificate IS NOT NULL
+                        THEN a.entity_certificate != b.entity_certificate
+                        ELSE coalesce(a.entity_name, '') != coalesce(b.entity_name, '') END)";
 
     /// How an import's transaction plans (`import::run` says why): index scans
-    /// and nested loops only.
+    /// and nested loops only, and no JIT compilation (the estimates of a table
+    /// without statistics crossed its threshold: tens of ms spent per chunk).
     pub const IMPORT_PLANNER: &str = "SET LOCAL enable_seqscan = off;
-         SET LOCAL enable_mergejoin = off; SET LOCAL enable_hashjoin = off";
+         SET LOCAL enable_mergejoin = off; SET LOCAL enable_hashjoin = off;
+         SET LOCAL jit = off";
     /// The overdue gauge: filings in initial review entered at or before a cutoff
     /// (`working_days::overdue_cutoff_ms`), one range of the `review_since` index.
     pub const INITIAL_REVIEWS_ENTERED_BY: &str = "SELECT COUNT(*) FROM icpgate_filings
