@@ -152,6 +152,20 @@ fn via_value(version: Version) -> &'static str {
     }
 }
 
+/// A request target as sent to an origin: origin-form (`/path?query`, RFC 9112
+/// §3.2.1). An absolute-form target (or HTTP/2's `:scheme` and `:authority`) loses
+/// its scheme and authority, which travel in `Host`; the path is moved, not copied.
+pub fn origin_form(uri: Uri) -> Uri {
+    if uri.scheme().is_none() && uri.authority().is_none() {
+        return uri;
+    }
+    let path_and_query = uri
+        .into_parts()
+        .path_and_query
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+    Uri::from(path_and_query)
+}
+
 /// The upstream request for `parts`: origin `uri` of the pool, the client's method,
 /// path, query and body, one Host, forwarding headers.
 pub fn upstream_request(
@@ -222,6 +236,20 @@ mod tests {
             .body(())
             .map(|r| r.into_parts().0)
             .unwrap_or_else(|_| Request::new(()).into_parts().0)
+    }
+
+    #[test]
+    fn targets_go_upstream_in_origin_form() {
+        let cases = [
+            ("/a?b=1", "/a?b=1"),
+            ("http://shop.example.com/a?b=1", "/a?b=1"),
+            ("https://shop.example.com:8443", "/"),
+            ("*", "*"),
+        ];
+        for (target, sent) in cases {
+            let uri: Uri = target.parse().expect("valid target");
+            assert_eq!(origin_form(uri).to_string(), sent, "{target}");
+        }
     }
 
     #[test]
