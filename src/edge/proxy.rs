@@ -207,7 +207,10 @@ impl Gate {
             ),
             Some(pool) => {
                 outcome.upstream = Some(pool.as_str());
-                self.forward(request, pool, &raw_authority, conn, runtime, request_id)
+                // Boxed: the upstream exchange's state (request, connection,
+                // timer) would otherwise sit inline in every request's future and
+                // be moved with it, block pages included.
+                Box::pin(self.forward(request, pool, &raw_authority, conn, runtime, request_id))
                     .await
             }
         };

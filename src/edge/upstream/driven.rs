@@ -63,14 +63,17 @@ impl UpstreamConn {
         connection: Connection<Io, ProxyBody>,
         owner: Owner,
         server: usize,
-    ) -> UpstreamConn {
-        UpstreamConn {
+    ) -> Box<UpstreamConn> {
+        // Boxed once per connection and moved as a pointer from then on: inline,
+        // hyper's connection state would make every request's future (block pages
+        // included) that much larger to build and move.
+        Box::new(UpstreamConn {
             sender,
             connection: Some(connection),
             owner,
             server,
             idle_since: Instant::now(),
-        }
+        })
     }
 
     /// Let the connection read and write what it can; false once it is closed.
@@ -121,13 +124,13 @@ impl UpstreamConn {
 /// end (in `poll_frame`, or on drop when hyper did not poll an empty body).
 pub struct UpstreamBody {
     incoming: Incoming,
-    conn: Option<UpstreamConn>,
+    conn: Option<Box<UpstreamConn>>,
     /// `poll_frame` returned the end.
     ended: bool,
 }
 
 impl UpstreamBody {
-    pub(super) fn driven(incoming: Incoming, conn: UpstreamConn) -> UpstreamBody {
+    pub(super) fn driven(incoming: Incoming, conn: Box<UpstreamConn>) -> UpstreamBody {
         UpstreamBody {
             incoming,
             conn: Some(conn),

@@ -32,14 +32,14 @@ thread_local! {
 }
 
 /// Take an open, ready idle connection of `pool` for `sni`, if this thread has one.
-pub(super) fn take(pool: u64, sni: Option<&str>) -> Option<UpstreamConn> {
+pub(super) fn take(pool: u64, sni: Option<&str>) -> Option<Box<UpstreamConn>> {
     IDLE.try_with(|lists| lists.borrow_mut().take(pool, sni, Instant::now()))
         .ok()
         .flatten()
 }
 
 /// Keep a connection that may serve another request.
-pub(super) fn put(conn: UpstreamConn) {
+pub(super) fn put(conn: Box<UpstreamConn>) {
     // During the thread's own teardown the list is gone: the connection just closes.
     let _ = IDLE.try_with(|lists| lists.borrow_mut().put(conn, Instant::now()));
 }
@@ -48,7 +48,10 @@ pub(super) fn put(conn: UpstreamConn) {
 /// checked against its owner, so two owners sharing a hash never mix.
 #[derive(Default)]
 struct IdleLists {
-    lists: HashMap<u64, Vec<UpstreamConn>>,
+    // Boxed on purpose: a connection moves between this list, a request and its
+    // response body as a pointer, never as hyper's whole connection state.
+    #[allow(clippy::vec_box)]
+    lists: HashMap<u64, Vec<Box<UpstreamConn>>>,
     last_sweep: Option<Instant>,
 }
 
@@ -60,7 +63,7 @@ fn list_key(pool: u64, sni: Option<&str>) -> u64 {
 }
 
 impl IdleLists {
-    fn take(&mut self, pool: u64, sni: Option<&str>, now: Instant) -> Option<UpstreamConn> {
+    fn take(&mut self, pool: u64, sni: Option<&str>, now: Instant) -> Option<Box<UpstreamConn>> {
         let list = self.lists.get_mut(&list_key(pool, sni))?;
         while let Some(index) = list.iter().rposition(|c| c.owner.is(pool, sni)) {
             let mut conn = list.swap_remove(index);
@@ -72,7 +75,7 @@ impl IdleLists {
         None
     }
 
-    fn put(&mut self, mut conn: UpstreamConn, now: Instant) {
+    fn put(&mut self, mut conn: Box<UpstreamConn>, now: Instant) {
         self.sweep(now);
         let key = list_key(conn.owner.pool, conn.owner.sni.as_deref());
         let list = self.lists.entry(key).or_default();
@@ -129,7 +132,7 @@ mod tests {
         pool: u64,
         sni: Option<&str>,
         server: usize,
-    ) -> (UpstreamConn, TcpStream) {
+    ) -> (Box<UpstreamConn>, TcpStream) {
         let address = listener.local_addr().expect("addr");
         let (client, accepted) = tokio::join!(TcpStream::connect(address), listener.accept());
         let io = TokioIo::new(UpstreamStream::Plain(client.expect("connect")));

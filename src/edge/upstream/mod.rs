@@ -117,8 +117,11 @@ impl Pool {
         authority: &str,
         timeout: Duration,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
-        self.bounded(timeout, self.exchange(request, authority))
-            .await
+        let exchange = tokio::time::timeout(timeout, self.exchange(request, authority));
+        exchange.await.unwrap_or(Err(UpstreamError::Timeout {
+            pool: self.name,
+            timeout,
+        }))
     }
 
     /// Send a WebSocket upgrade request on a connection of its own, whose task
@@ -129,22 +132,13 @@ impl Pool {
         authority: &str,
         timeout: Duration,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
-        self.bounded(timeout, self.upgrade(request, authority))
-            .await
-    }
-
-    async fn bounded(
-        &self,
-        timeout: Duration,
-        exchange: impl std::future::Future<Output = Result<Response<UpstreamBody>, UpstreamError>>,
-    ) -> Result<Response<UpstreamBody>, UpstreamError> {
-        match tokio::time::timeout(timeout, exchange).await {
-            Ok(result) => result,
-            Err(_) => Err(UpstreamError::Timeout {
-                pool: self.name,
-                timeout,
-            }),
-        }
+        // Boxed: rare, and its connect and handshake futures are large.
+        let upgrade = Box::pin(self.upgrade(request, authority));
+        let exchange = tokio::time::timeout(timeout, upgrade);
+        exchange.await.unwrap_or(Err(UpstreamError::Timeout {
+            pool: self.name,
+            timeout,
+        }))
     }
 
     /// The SNI (and idle-list key) for a request's authority: its host on a TLS pool.
@@ -169,7 +163,9 @@ impl Pool {
                 },
             }
         }
-        let mut conn = self.open(sni).await?;
+        // Boxed: a new connection is the rare case, and its connect (TLS included)
+        // and handshake futures would otherwise enlarge every request's future.
+        let mut conn = Box::pin(self.open(sni)).await?;
         match conn.exchange(request).await {
             Ok(response) => Ok(response.map(|body| UpstreamBody::driven(body, conn))),
             Err(error) => Err(self.reset(error.into_error())),
@@ -201,7 +197,7 @@ impl Pool {
     }
 
     /// A new keep-alive connection to the next server that accepts one.
-    async fn open(&self, sni: Option<&str>) -> Result<UpstreamConn, UpstreamError> {
+    async fn open(&self, sni: Option<&str>) -> Result<Box<UpstreamConn>, UpstreamError> {
         let (io, server) = self.connect(sni).await?;
         let (sender, connection) = self
             .http1
