@@ -161,4 +161,4 @@ async fn blocked_and_forwarded_requests_allocate_a_bounded_amount() {
 }
 
 const BLOCKED_BOUND: f64 = 16.0;
-const ALLOWED_BOUND: f64 = 29.0;
+const ALLOWED_BOUND: f64 = 19.0;

@@ -8,6 +8,7 @@
 
 use std::net::IpAddr;
 
+use bytes::BytesMut;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, Uri, Version};
 
@@ -80,9 +81,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 /// Writes the `for=` node of a `Forwarded` element (RFC 7239 §6: an IPv6 address
 /// is bracketed and quoted).
-fn write_forwarded_for(out: &mut String, ip: IpAddr) {
+fn write_forwarded_for(out: &mut BytesMut, ip: IpAddr) {
     use std::fmt::Write;
-    // Writing into a String cannot fail.
+    // Writing into a BytesMut cannot fail.
     let _ = match ip {
         IpAddr::V4(v4) => write!(out, "{v4}"),
         IpAddr::V6(v6) => write!(out, "\"[{v6}]\""),
@@ -95,50 +96,72 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 
-// The values are copied once, into the header value; no intermediate String.
-fn append(headers: &mut HeaderMap, name: HeaderName, value: &str) {
-    if let Ok(value) = HeaderValue::from_str(value) {
-        headers.append(name, value);
-    }
-}
-
 fn set(headers: &mut HeaderMap, name: HeaderName, value: &str) {
     if let Ok(value) = HeaderValue::from_str(value) {
         headers.insert(name, value);
     }
 }
 
-/// Add the proxy's own headers to an upstream request. Every value is built in
-/// one reused buffer and copied once into its header value.
+/// A header value from bytes already written; None if they are not a valid value.
+fn value_of(bytes: BytesMut) -> Option<HeaderValue> {
+    HeaderValue::from_maybe_shared(bytes.freeze()).ok()
+}
+
+/// Add the proxy's own headers to an upstream request. `X-Forwarded-For` and
+/// `Forwarded` are written into one buffer and split off it as two values sharing
+/// it (no intermediate `String`, no copy); `X-Forwarded-Host` shares `Host`'s bytes.
 fn add_forwarding_headers(headers: &mut HeaderMap, version: Version, ctx: &ForwardContext<'_>) {
     use std::fmt::Write;
-    let mut buf = String::with_capacity(64 + ctx.host.len());
-    if let Some(prior) = headers
-        .get("x-forwarded-for")
+    let prior = headers
+        .get(X_FORWARDED_FOR)
         .and_then(|v| v.to_str().ok())
-        .filter(|_| ctx.keep_forwarded_for)
-    {
-        buf.push_str(prior);
-        buf.push_str(", ");
+        .filter(|_| ctx.keep_forwarded_for);
+    // Room for both values: the prior chain, two addresses and the Forwarded element.
+    let capacity = prior.map_or(0, str::len) + ctx.host.len() + 128;
+    let mut buf = BytesMut::with_capacity(capacity);
+    if let Some(prior) = prior {
+        buf.extend_from_slice(prior.as_bytes());
+        buf.extend_from_slice(b", ");
     }
-    // Writing into a String cannot fail.
+    // Writing into a BytesMut cannot fail.
     let _ = write!(buf, "{}", ctx.client_ip);
-    set(headers, X_FORWARDED_FOR, &buf);
+    if let Some(value) = value_of(buf.split()) {
+        headers.insert(X_FORWARDED_FOR, value);
+    }
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(ctx.proto));
-    set(headers, X_FORWARDED_HOST, ctx.host);
+    if let Some(host) = headers.get(header::HOST).cloned() {
+        headers.insert(X_FORWARDED_HOST, host);
+    }
     if !ctx.keep_forwarded_for {
         headers.remove(FORWARDED);
     }
-    buf.clear();
-    buf.push_str("for=");
+    buf.extend_from_slice(b"for=");
     write_forwarded_for(&mut buf, ctx.client_ip);
-    buf.push_str(";host=\"");
-    buf.extend(ctx.host.chars().filter(|&c| c != '"'));
-    buf.push_str("\";proto=");
-    buf.push_str(ctx.proto);
-    append(headers, FORWARDED, &buf);
+    buf.extend_from_slice(b";host=\"");
+    for part in ctx.host.split('"') {
+        buf.extend_from_slice(part.as_bytes());
+    }
+    buf.extend_from_slice(b"\";proto=");
+    buf.extend_from_slice(ctx.proto.as_bytes());
+    if let Some(value) = value_of(buf) {
+        headers.append(FORWARDED, value);
+    }
     headers.append(header::VIA, HeaderValue::from_static(via_value(version)));
     set(headers, X_REQUEST_ID, ctx.request_id);
+}
+
+/// Exactly one `Host`, the authority the gate decided on: the client's own header
+/// is kept when it is that already (its bytes are not copied).
+fn set_host(headers: &mut HeaderMap, host: &str) {
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let already = matches!(
+        (hosts.next(), hosts.next()),
+        (Some(only), None) if only.as_bytes() == host.as_bytes()
+    );
+    if !already {
+        headers.remove(header::HOST);
+        set(headers, header::HOST, host);
+    }
 }
 
 /// The `Via` value for a client's HTTP version (static: no per-request formatting).
@@ -150,6 +173,20 @@ fn via_value(version: Version) -> &'static str {
         Version::HTTP_3 => "3 icpgate",
         _ => "1.1 icpgate",
     }
+}
+
+/// A request target as sent to an origin: origin-form (`/path?query`, RFC 9112
+/// §3.2.1). An absolute-form target (or HTTP/2's `:scheme` and `:authority`) loses
+/// its scheme and authority, which travel in `Host`; the path is moved, not copied.
+pub fn origin_form(uri: Uri) -> Uri {
+    if uri.scheme().is_none() && uri.authority().is_none() {
+        return uri;
+    }
+    let path_and_query = uri
+        .into_parts()
+        .path_and_query
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+    Uri::from(path_and_query)
 }
 
 /// The upstream request for `parts`: origin `uri` of the pool, the client's method,
@@ -167,8 +204,7 @@ pub fn upstream_request(
     *request.version_mut() = Version::HTTP_11;
     let headers = request.headers_mut();
     strip_hop_by_hop(headers);
-    headers.remove(header::HOST);
-    set(headers, header::HOST, ctx.host);
+    set_host(headers, ctx.host);
     if websocket {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, HeaderValue::from_static(WEBSOCKET));
@@ -225,6 +261,20 @@ mod tests {
     }
 
     #[test]
+    fn targets_go_upstream_in_origin_form() {
+        let cases = [
+            ("/a?b=1", "/a?b=1"),
+            ("http://shop.example.com/a?b=1", "/a?b=1"),
+            ("https://shop.example.com:8443", "/"),
+            ("*", "*"),
+        ];
+        for (target, sent) in cases {
+            let uri: Uri = target.parse().expect("valid target");
+            assert_eq!(origin_form(uri).to_string(), sent, "{target}");
+        }
+    }
+
+    #[test]
     fn strips_hop_by_hop_and_named_headers() {
         let parts = client_request(&[
             ("connection", "x-secret, keep-alive"),
@@ -245,6 +295,35 @@ mod tests {
         assert_eq!(h.get("x-keep").map(|v| v.as_bytes()), Some(&b"1"[..]));
         assert_eq!(h.get_all("host").iter().count(), 1);
         assert_eq!(out.version(), Version::HTTP_11);
+    }
+
+    #[test]
+    fn exactly_one_host_the_authority_decided_on() {
+        // (client Host lines, the authority decided on)
+        let table: [(&[&str], &str); 4] = [
+            (&["shop.example.com"], "shop.example.com"), // kept as sent
+            (&[], "shop.example.com"),                   // HTTP/2: from :authority
+            (&["other.example"], "shop.example.com"),    // absolute-form target wins
+            (&["shop.example.com:8080"], "shop.example.com:8080"),
+        ];
+        for (hosts, authority) in table {
+            let headers: Vec<(&str, &str)> = hosts.iter().map(|h| ("host", *h)).collect();
+            let context = ForwardContext {
+                host: authority,
+                ..ctx(false)
+            };
+            let out = upstream_request(
+                client_request(&headers),
+                full(""),
+                Uri::from_static("/"),
+                &context,
+            );
+            let sent: Vec<_> = out.headers().get_all("host").iter().collect();
+            assert_eq!(sent, [authority], "{hosts:?}");
+            assert_eq!(out.headers()["x-forwarded-host"], authority, "{hosts:?}");
+            let forwarded = format!("for=203.0.113.7;host=\"{authority}\";proto=https");
+            assert_eq!(out.headers()["forwarded"], forwarded.as_str(), "{hosts:?}");
+        }
     }
 
     #[test]

@@ -24,7 +24,7 @@ use crate::edge::forward::{self, ForwardContext};
 use crate::edge::proxy_body::{boxed, ProxyBody};
 use crate::edge::rejection::{self, BlockContext};
 use crate::edge::request_id::RequestIds;
-use crate::edge::upstream::{UpstreamError, Upstreams};
+use crate::edge::upstream::{UpstreamBody, UpstreamError, Upstreams};
 use crate::gate::decision::{disposition, Disposition, FilingFacts, Reason, RulePolicy};
 use crate::gate::{GateState, Verdict};
 use crate::model::filing::Product;
@@ -207,7 +207,10 @@ impl Gate {
             ),
             Some(pool) => {
                 outcome.upstream = Some(pool.as_str());
-                self.forward(request, pool, &raw_authority, conn, runtime, request_id)
+                // Boxed: the upstream exchange's state (request, connection,
+                // timer) would otherwise sit inline in every request's future and
+                // be moved with it, block pages included.
+                Box::pin(self.forward(request, pool, &raw_authority, conn, runtime, request_id))
                     .await
             }
         };
@@ -311,18 +314,10 @@ impl Gate {
             );
         }
         let pool = runtime.upstreams.pool(pool_name);
-        let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
-        let Ok(uri) = pool.uri_for(host, path) else {
-            return error_reply(
-                StatusCode::BAD_REQUEST,
-                "invalid_path",
-                request_id,
-                wants_json,
-            );
-        };
         let client_upgrade =
             forward::websocket_upgrade(request.headers()).then(|| hyper::upgrade::on(&mut request));
-        let (parts, body) = request.into_parts();
+        let (mut parts, body) = request.into_parts();
+        let uri = forward::origin_form(std::mem::take(&mut parts.uri));
         let max_body = usize::try_from(limits.max_body_bytes).unwrap_or(usize::MAX);
         let context = ForwardContext {
             client_ip: conn.client.ip(),
@@ -334,7 +329,13 @@ impl Gate {
         let upstream_request =
             forward::upstream_request(parts, boxed(Limited::new(body, max_body)), uri, &context);
         let started = Instant::now();
-        let result = pool.send(upstream_request, limits.upstream_timeout).await;
+        let result = if client_upgrade.is_some() {
+            pool.send_upgrade(upstream_request, host, limits.upstream_timeout)
+                .await
+        } else {
+            pool.send(upstream_request, host, limits.upstream_timeout)
+                .await
+        };
         self.state
             .metrics
             .upstream_duration
@@ -356,7 +357,7 @@ impl Gate {
     /// the gate forwarded turned into a tunnel, any other 101 refused.
     fn answer(
         &self,
-        mut response: Response<Incoming>,
+        mut response: Response<UpstreamBody>,
         pool: &'static str,
         client_upgrade: Option<hyper::upgrade::OnUpgrade>,
         request_id: &str,

@@ -1,20 +1,17 @@
-//! Upstream pools, one per product (`storefront`, `corporate_site`): pooled keep-alive
-//! connections (hyper-util's client), new connections spread round-robin over the
-//! pool's servers, the next server tried when one refuses a connection, and a bound on
-//! the whole exchange. A connect failure happens before the request body is touched,
-//! so failing over never loses a body.
+//! Opening connections to a pool's servers: round-robin over the servers, the next
+//! one tried when one refuses a connection or does not answer within
+//! `limits.upstream_connect_timeout`, TLS on top for TLS pools (verified for the
+//! request's host, which is also the SNI). A connect failure happens before the
+//! request body is touched, so failing over never loses a body.
 //!
-//! A server that fails to connect (refused, or no answer within
-//! `limits.upstream_connect_timeout`) is passed over for [`FAIL_COOLDOWN`], as nginx's
+//! A server that fails to connect is passed over for [`FAIL_COOLDOWN`], as nginx's
 //! default `max_fails=1 fail_timeout=10s` does, so a dead or black-holed server
 //! costs one connect attempt per cool-down instead of one per new connection. When
 //! every server of a pool is passed over, all are tried anyway: the pool never gives
 //! up without asking.
 //!
-//! A pool with `tls = true` speaks TLS to its servers, verifying the origin's
-//! certificate for the request's host, which is also the SNI. Its pool key (the URI
-//! authority hyper's client groups connections by) is that host, so connections made
-//! for different SNIs are never mixed; the connector maps it to the pool's servers.
+//! [`FailoverConnector`] is also a connector for hyper-util's legacy client, which
+//! the webhook notifier keeps using (it is not the data plane's hot path).
 
 use std::future::Future;
 use std::io;
@@ -24,18 +21,15 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use http::{Request, Response, Uri};
-use hyper::body::Incoming;
+use http::Uri;
 use hyper_util::client::legacy::connect::{Connected, Connection};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use crate::config::{Pool as PoolConfig, Upstreams as UpstreamsConfig};
-use crate::edge::proxy_body::ProxyBody;
+use crate::config::Pool as PoolConfig;
 use crate::model::filing::Product;
 
 /// A connection to an origin: plain TCP, or TLS over TCP.
@@ -90,7 +84,7 @@ impl AsyncWrite for UpstreamStream {
 
 /// How a pool talks to its servers.
 #[derive(Clone)]
-enum Transport {
+pub(super) enum Transport {
     Plain,
     Tls(TlsConnector),
     /// `tls = true` but the trust roots could not be loaded: every connect fails.
@@ -98,7 +92,7 @@ enum Transport {
 }
 
 impl Transport {
-    fn for_pool(name: Product, config: &PoolConfig) -> Transport {
+    pub(super) fn for_pool(name: Product, config: &PoolConfig) -> Transport {
         if !config.tls {
             return Transport::Plain;
         }
@@ -123,14 +117,14 @@ struct Server {
 }
 
 /// A pool's servers and their recent connect failures.
-struct Servers {
+pub(super) struct Servers {
     list: Vec<Server>,
     epoch: Instant,
 }
 
 impl Servers {
     /// Servers passed over right now.
-    fn down(&self) -> usize {
+    pub(super) fn down(&self) -> usize {
         let now_ms = self.now_ms();
         self.list
             .iter()
@@ -138,7 +132,7 @@ impl Servers {
             .count()
     }
 
-    fn new(addresses: impl IntoIterator<Item = String>) -> Servers {
+    pub(super) fn new(addresses: impl IntoIterator<Item = String>) -> Servers {
         Servers {
             list: addresses
                 .into_iter()
@@ -210,19 +204,41 @@ impl FailoverConnector {
         })
     }
 
+    /// A connector to the pool's servers; `servers` is shared with the pool, which
+    /// reports how many are passed over.
+    pub(super) fn for_pool(
+        servers: Arc<Servers>,
+        connect_timeout: Duration,
+        transport: Transport,
+    ) -> FailoverConnector {
+        FailoverConnector {
+            servers,
+            next: Arc::new(AtomicUsize::new(0)),
+            connect_timeout,
+            transport,
+        }
+    }
+
     async fn connect(self, uri: Uri) -> io::Result<TokioIo<UpstreamStream>> {
-        let tcp = self.connect_tcp().await?;
+        let host = uri.host().unwrap_or_default();
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let (stream, _server) = self.open(host).await?;
+        Ok(stream)
+    }
+
+    /// A connection to the next server that accepts one, and that server's index;
+    /// over TLS for TLS pools, with `sni` as the name sent and verified.
+    pub(super) async fn open(&self, sni: &str) -> io::Result<(TokioIo<UpstreamStream>, usize)> {
+        let (tcp, server) = self.connect_tcp().await?;
         let connector = match &self.transport {
-            Transport::Plain => return Ok(TokioIo::new(UpstreamStream::Plain(tcp))),
+            Transport::Plain => return Ok((TokioIo::new(UpstreamStream::Plain(tcp)), server)),
             Transport::Tls(connector) => connector,
             Transport::Broken(why) => return Err(io::Error::other(why.to_string())),
         };
-        let host = uri.host().unwrap_or_default();
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        let name = ServerName::try_from(host.to_owned())
+        let name = ServerName::try_from(sni.to_owned())
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         match tokio::time::timeout(self.connect_timeout, connector.connect(name, tcp)).await {
-            Ok(Ok(stream)) => Ok(TokioIo::new(UpstreamStream::Tls(Box::new(stream)))),
+            Ok(Ok(stream)) => Ok((TokioIo::new(UpstreamStream::Tls(Box::new(stream))), server)),
             Ok(Err(error)) => Err(error),
             Err(_) => Err(io::Error::new(
                 io::ErrorKind::TimedOut,
@@ -232,8 +248,8 @@ impl FailoverConnector {
     }
 
     /// Connect to the pool's servers in round-robin order, those passed over after
-    /// a recent failure last.
-    async fn connect_tcp(&self) -> io::Result<TcpStream> {
+    /// a recent failure last; the stream and the index of the server that accepted.
+    async fn connect_tcp(&self) -> io::Result<(TcpStream, usize)> {
         let servers = &self.servers;
         let count = servers.list.len();
         if count == 0 {
@@ -244,11 +260,14 @@ impl FailoverConnector {
         }
         let start = self.next.fetch_add(1, Ordering::Relaxed) % count;
         let now_ms = servers.now_ms();
-        let rotation = (0..count).map(|offset| &servers.list[(start + offset) % count]);
-        let (up, down): (Vec<&Server>, Vec<&Server>) =
-            rotation.partition(|server| !servers.is_down(server, now_ms));
+        let rotation = (0..count).map(|offset| {
+            let index = (start + offset) % count;
+            (index, &servers.list[index])
+        });
+        let (up, down): (Vec<_>, Vec<_>) =
+            rotation.partition(|(_, server)| !servers.is_down(server, now_ms));
         let mut last_error = None;
-        for server in up.into_iter().chain(down) {
+        for (index, server) in up.into_iter().chain(down) {
             let address = server.address.as_str();
             let error =
                 match tokio::time::timeout(self.connect_timeout, TcpStream::connect(address)).await
@@ -256,7 +275,7 @@ impl FailoverConnector {
                     Ok(Ok(stream)) => {
                         servers.answered(server);
                         stream.set_nodelay(true)?;
-                        return Ok(stream);
+                        return Ok((stream, index));
                     }
                     Ok(Err(error)) => error,
                     Err(_) => io::Error::new(
@@ -283,138 +302,6 @@ impl tower_service::Service<Uri> for FailoverConnector {
 
     fn call(&mut self, uri: Uri) -> Self::Future {
         Box::pin(self.clone().connect(uri))
-    }
-}
-
-/// Why an upstream exchange failed; each maps to one `kind` label and one status.
-#[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
-    #[error("no server of pool {pool} accepted a connection: {source}")]
-    Connect {
-        pool: &'static str,
-        source: hyper_util::client::legacy::Error,
-    },
-    #[error("pool {pool} did not answer within {timeout:?}")]
-    Timeout {
-        pool: &'static str,
-        timeout: Duration,
-    },
-    #[error("pool {pool} failed mid-exchange: {source}")]
-    Reset {
-        pool: &'static str,
-        source: hyper_util::client::legacy::Error,
-    },
-}
-
-impl UpstreamError {
-    /// The `kind` label of `icpgate_upstream_errors_total`.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            UpstreamError::Connect { .. } => "connect",
-            UpstreamError::Timeout { .. } => "timeout",
-            UpstreamError::Reset { .. } => "reset",
-        }
-    }
-}
-
-/// One pool's client.
-pub struct Pool {
-    name: &'static str,
-    /// `http://<pool>.upstream`: the pool key hyper's client groups connections by
-    /// (for TLS pools the request's host is the key instead).
-    base: String,
-    tls: bool,
-    servers: Arc<Servers>,
-    client: Client<FailoverConnector, ProxyBody>,
-}
-
-impl Pool {
-    fn new(name: Product, config: &PoolConfig, connect_timeout: Duration) -> Pool {
-        let servers = Arc::new(Servers::new(config.servers.iter().cloned()));
-        let connector = FailoverConnector {
-            servers: Arc::clone(&servers),
-            next: Arc::new(AtomicUsize::new(0)),
-            connect_timeout,
-            transport: Transport::for_pool(name, config),
-        };
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(256)
-            .build(connector);
-        Pool {
-            name: name.as_str(),
-            base: format!("http://{}.upstream", name.as_str()),
-            tls: config.tls,
-            servers,
-            client,
-        }
-    }
-
-    pub fn name(&self) -> &'static str {
-        self.name
-    }
-
-    /// How many of the pool's servers are passed over after a failed connect.
-    pub fn servers_down(&self) -> usize {
-        self.servers.down()
-    }
-
-    /// The absolute URI hyper's client needs for `path_and_query` on this pool;
-    /// `authority` is the request's (validated) authority, the SNI of a TLS pool.
-    pub fn uri_for(&self, authority: &str, path_and_query: &str) -> Result<Uri, http::Error> {
-        if self.tls {
-            return Ok(format!("https://{authority}{path_and_query}").parse::<Uri>()?);
-        }
-        Ok(format!("{}{}", self.base, path_and_query).parse::<Uri>()?)
-    }
-
-    /// Send one request; the whole exchange up to the response head is bounded by `timeout`.
-    pub async fn send(
-        &self,
-        request: Request<ProxyBody>,
-        timeout: Duration,
-    ) -> Result<Response<Incoming>, UpstreamError> {
-        match tokio::time::timeout(timeout, self.client.request(request)).await {
-            Err(_) => Err(UpstreamError::Timeout {
-                pool: self.name,
-                timeout,
-            }),
-            Ok(Err(source)) if source.is_connect() => Err(UpstreamError::Connect {
-                pool: self.name,
-                source,
-            }),
-            Ok(Err(source)) => Err(UpstreamError::Reset {
-                pool: self.name,
-                source,
-            }),
-            Ok(Ok(response)) => Ok(response),
-        }
-    }
-}
-
-/// Both pools, built from `[upstreams]`; replaced whole on reload.
-pub struct Upstreams {
-    storefront: Pool,
-    corporate_site: Pool,
-}
-
-impl Upstreams {
-    pub fn new(config: &UpstreamsConfig, connect_timeout: Duration) -> Upstreams {
-        Upstreams {
-            storefront: Pool::new(Product::Storefront, &config.storefront, connect_timeout),
-            corporate_site: Pool::new(
-                Product::CorporateSite,
-                &config.corporate_site,
-                connect_timeout,
-            ),
-        }
-    }
-
-    pub fn pool(&self, name: Product) -> &Pool {
-        match name {
-            Product::Storefront => &self.storefront,
-            Product::CorporateSite => &self.corporate_site,
-        }
     }
 }
 
