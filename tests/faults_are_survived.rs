@@ -2,7 +2,9 @@
 //! an origin that resets before answering (502) or in the middle of a body (that
 //! response is cut, the next one served), an origin that trickles its body (streamed
 //! whole while other requests are served), a SQLite registry deleted under the gate
-//! (writes refused with 503, lookups keep serving), and PostgreSQL unreachable and
+//! (writes refused with 503, lookups keep serving) or made read-only (`chattr +i`:
+//! writes refused with 503 naming the store, resumed once writable, nothing
+//! acknowledged lost), and PostgreSQL unreachable and
 //! back (cached decisions keep answering, writes are refused, nothing acknowledged
 //! is lost, writes resume), and a client that never reads a 256 MiB answer (the
 //! origin is held back within a few MiB of buffers, the stalled connection is cut
@@ -206,6 +208,110 @@ async fn a_deleted_sqlite_registry_refuses_writes_and_lookups_keep_serving() {
         gate.get("www.unfiled-after-delete.cn", "/").await.reason(),
         Some("not_filed")
     );
+}
+
+/// Files made immutable (`chattr +i`) for as long as this lives: even root's open
+/// descriptors then fail to write (EPERM), as on a filesystem gone read-only.
+struct Immutable(Vec<std::path::PathBuf>);
+
+impl Immutable {
+    /// `None` when `chattr` is missing or refused here (see `skip_or_fail`).
+    fn set(paths: Vec<std::path::PathBuf>) -> Option<Immutable> {
+        let chattr = |flag: &str, path: &std::path::Path| {
+            std::process::Command::new("chattr")
+                .arg(flag)
+                .arg(path)
+                .output()
+                .is_ok_and(|out| out.status.success())
+        };
+        let mut set = Immutable(Vec::new());
+        for path in paths {
+            if !chattr("+i", &path) {
+                skip_or_fail(
+                    "a_read_only_sqlite_registry_refuses_writes_and_recovers",
+                    &format!("`chattr +i {}` is not permitted", path.display()),
+                );
+                return None;
+            }
+            set.0.push(path);
+        }
+        Some(set)
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        for path in &self.0 {
+            let _ = std::process::Command::new("chattr")
+                .arg("-i")
+                .arg(path)
+                .status();
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_read_only_sqlite_registry_refuses_writes_and_recovers() {
+    let origin = start_origin("storefront").await;
+    let gate = TestGate::start(&standard_seed(), Some(origin), None, "").await;
+    let (status, before) = gate
+        .api(
+            "POST",
+            "/v1/filings",
+            Some(submission(&["before-ro.cn"], "new", None)),
+        )
+        .await;
+    assert_eq!(status, 201, "{before}");
+    assert_eq!(gate.get("example.com", "/").await.status, 200);
+    // The database and its WAL (where a write lands first) stop taking writes.
+    let db = gate.dir.path().join("registry.db");
+    let files = vec![
+        db.clone(),
+        std::path::PathBuf::from(format!("{}-wal", db.display())),
+    ];
+    let Some(read_only) = Immutable::set(files) else {
+        return;
+    };
+    let (status, body) = gate
+        .api(
+            "POST",
+            "/v1/filings",
+            Some(submission(&["during-ro.cn"], "new", None)),
+        )
+        .await;
+    assert!(
+        status == 503 && body.to_string().contains("sqlite"),
+        "a write the file refuses is a 503 naming the store: {status} {body}"
+    );
+    println!("refused while read-only: {body}");
+    // Lookups and cached answers keep serving meanwhile.
+    assert_eq!(gate.get("example.com", "/").await.status, 200);
+    assert_eq!(
+        gate.get("www.unfiled-during-ro.cn", "/").await.reason(),
+        Some("not_filed")
+    );
+    drop(read_only);
+    // Writable again: writes resume without a restart, the refused one never
+    // happened, the acknowledged one is there.
+    let (status, after) = gate
+        .api(
+            "POST",
+            "/v1/filings",
+            Some(submission(&["after-ro.cn"], "new", None)),
+        )
+        .await;
+    assert_eq!(status, 201, "{after}");
+    for (domain, count) in [("before-ro.cn", 1), ("during-ro.cn", 0), ("after-ro.cn", 1)] {
+        let (status, page) = gate
+            .api("GET", &format!("/v1/filings?domain={domain}"), None)
+            .await;
+        assert_eq!(status, 200, "{page}");
+        assert_eq!(
+            page["filings"].as_array().map(Vec::len),
+            Some(count),
+            "{domain}: {page}"
+        );
+    }
 }
 
 /// A TCP relay in front of PostgreSQL that a test can take down (every relayed
