@@ -98,8 +98,9 @@ const OLD_FILINGS: &str = r#"{"id":3,"domains":["old-approved.cn","old-approved.
 {"id":12,"domains":["handed-on.cn","rejected.cn"],"product":"storefront","status":"rejected","entity":{"name":"被退回公司","type":"enterprise"}}
 {"id":13,"domains":["gone.cn"],"product":"storefront","status":"cancelled","icp_number":"粤ICP备7654321号-2"}"#;
 
-fn old_filings() -> Vec<Filing> {
-    jsonl::parse(OLD_FILINGS)
+/// The filings of a JSON Lines fixture, with the ids it gives.
+fn fixture(lines: &str) -> Vec<Filing> {
+    jsonl::parse(lines)
         .expect("fixture parses")
         .into_iter()
         .map(|record| {
@@ -108,6 +109,10 @@ fn old_filings() -> Vec<Filing> {
             filing
         })
         .collect()
+}
+
+fn old_filings() -> Vec<Filing> {
+    fixture(OLD_FILINGS)
 }
 
 /// Write `filings` into a SQLite file the way the old release did.
@@ -318,15 +323,7 @@ const REVIEW_FILINGS: &str = r#"{"id":20,"domains":["entered.cn"],"product":"sto
 {"id":26,"domains":["last-unreadable.cn"],"product":"storefront","status":"initial_review","updated_at":"2024-06-06T00:00:00Z","history":[{"at":"2024-06-01T00:00:00Z","actor":"a","from":null,"to":"initial_review","reason":null},{"at":"2024-06-02T00:00:00Z","actor":"r","from":"initial_review","to":"rejected","reason":"x"},{"at":"bad","actor":"a","from":"rejected","to":"initial_review","reason":null}]}"#;
 
 fn review_filings() -> Vec<Filing> {
-    jsonl::parse(REVIEW_FILINGS)
-        .expect("fixture parses")
-        .into_iter()
-        .map(|record| {
-            let mut filing = record.filing;
-            filing.id = record.id.expect("fixture ids");
-            filing
-        })
-        .collect()
+    fixture(REVIEW_FILINGS)
 }
 
 /// What migration 6 must have stored for each filing: the instant

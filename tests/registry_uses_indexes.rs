@@ -132,14 +132,12 @@ async fn postgres_scans(client: &tokio_postgres::Client, sql: &str) -> Vec<Strin
         .collect()
 }
 
-#[tokio::test]
-async fn every_postgres_write_and_lookup_statement_uses_an_index() {
-    let test = "registry_uses_indexes::every_postgres_write_and_lookup_statement_uses_an_index";
-    let Some(db) = PgDatabase::create(test).await else {
-        return;
-    };
-    drop(PostgresRegistry::connect(&db.url).await.expect("connect"));
-    let (client, connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+/// A client of the migrated database at `url` that plans as the checks need:
+/// sequential scans off (a plan that still scans has no index to use) and generic
+/// plans (the statement's shape, not one set of values).
+async fn planning_client(url: &str) -> tokio_postgres::Client {
+    drop(PostgresRegistry::connect(url).await.expect("connect"));
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
         .expect("connect postgres");
     tokio::spawn(connection);
@@ -147,6 +145,16 @@ async fn every_postgres_write_and_lookup_statement_uses_an_index() {
         .batch_execute("SET enable_seqscan = off; SET plan_cache_mode = force_generic_plan;")
         .await
         .expect("settings");
+    client
+}
+
+#[tokio::test]
+async fn every_postgres_write_and_lookup_statement_uses_an_index() {
+    let test = "registry_uses_indexes::every_postgres_write_and_lookup_statement_uses_an_index";
+    let Some(db) = PgDatabase::create(test).await else {
+        return;
+    };
+    let client = planning_client(&db.url).await;
 
     assert!(
         !postgres_scans(&client, POSTGRES_SCAN).await.is_empty(),
@@ -207,15 +215,7 @@ async fn the_postgres_overdue_count_is_a_range_of_the_review_since_index() {
     let Some(db) = PgDatabase::create(test).await else {
         return;
     };
-    drop(PostgresRegistry::connect(&db.url).await.expect("connect"));
-    let (client, connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
-        .await
-        .expect("connect postgres");
-    tokio::spawn(connection);
-    client
-        .batch_execute("SET enable_seqscan = off; SET plan_cache_mode = force_generic_plan;")
-        .await
-        .expect("settings");
+    let client = planning_client(&db.url).await;
     let sql = postgres::sql::INITIAL_REVIEWS_ENTERED_BY;
     client
         .batch_execute(&format!("PREPARE checked AS {sql}"))
