@@ -16,7 +16,6 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
-use std::time::Duration;
 
 use common::tls::*;
 use common::*;
@@ -94,29 +93,10 @@ impl Fixture {
             Some(name) => command.args(["-servername", name]),
             None => command.arg("-noservername"),
         };
-        let mut child = command
-            .args(["-alpn", "http/1.1", "-ign_eof"])
-            .args(args)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("run openssl");
+        command.args(["-alpn", "http/1.1", "-ign_eof"]).args(args);
         let host = sni.unwrap_or("example.com");
         let request = format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-        if let Some(mut stdin) = child.stdin.take() {
-            use tokio::io::AsyncWriteExt;
-            let _ = stdin.write_all(request.as_bytes()).await;
-        }
-        let output = tokio::time::timeout(Duration::from_secs(15), child.wait_with_output())
-            .await
-            .expect("openssl finished")
-            .expect("openssl output");
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        )
+        common::tools::exchange(command, &request).await
     }
 
     /// Handshake `sni` twice through `openssl s_client` (`protocol`: -tls1_2 or

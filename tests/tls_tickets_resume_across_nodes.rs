@@ -297,8 +297,8 @@ fn logged_https(gate: &Served) -> SocketAddr {
 /// `openssl s_client` over TLS 1.3 to `addr` for example.com, sending one request so
 /// the tickets arrive before the connection closes; what it printed.
 async fn s_client(ca_file: &Path, addr: SocketAddr, session: (&str, &Path)) -> String {
-    use tokio::io::AsyncWriteExt;
-    let mut child = tokio::process::Command::new("openssl")
+    let mut command = tokio::process::Command::new("openssl");
+    command
         .args([
             "s_client",
             "-tls1_3",
@@ -310,25 +310,9 @@ async fn s_client(ca_file: &Path, addr: SocketAddr, session: (&str, &Path)) -> S
         .arg("-CAfile")
         .arg(ca_file)
         .args(["-alpn", "http/1.1", "-ign_eof", session.0])
-        .arg(session.1)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run openssl");
-    if let Some(mut stdin) = child.stdin.take() {
-        let request = "GET / HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n\r\n";
-        let _ = stdin.write_all(request.as_bytes()).await;
-    }
-    let output = tokio::time::timeout(std::time::Duration::from_secs(15), child.wait_with_output())
-        .await
-        .expect("openssl finished")
-        .expect("openssl output");
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
+        .arg(session.1);
+    let request = "GET / HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n\r\n";
+    common::tools::exchange(command, request).await
 }
 
 fn reused(output: &str) -> bool {

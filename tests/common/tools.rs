@@ -34,3 +34,28 @@ pub fn require_tool(tool: &str) -> bool {
     }
     found
 }
+
+/// Run `command` (an `openssl s_client …`, say) with piped standard streams, send
+/// `request` on its input, and return what it wrote to stdout and stderr once it
+/// ends (within 15 s).
+pub async fn exchange(mut command: tokio::process::Command, request: &str) -> String {
+    use tokio::io::AsyncWriteExt;
+    let mut child = command
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run the client");
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(request.as_bytes()).await;
+    }
+    let output = tokio::time::timeout(std::time::Duration::from_secs(15), child.wait_with_output())
+        .await
+        .expect("the client finished")
+        .expect("the client's output");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
