@@ -41,15 +41,7 @@ impl Fixture {
         ca.write_pair(&certs, "unfiled", &["unfiled.com"]);
         ca.write_pair(&certs, "late", &["late.cn"]);
         std::fs::write(dir.path().join("ca.pem"), ca.pem()).expect("write ca");
-        let extra = format!("[tls]\ncerts_dir = \"{}\"\n", certs.display());
-        let gate = TestGate::start_with_listen(
-            &standard_seed(),
-            Some(origin),
-            None,
-            "https = \"127.0.0.1:0\"",
-            &extra,
-        )
-        .await;
+        let gate = TestGate::start_https(Some(origin), None, &certs, "").await;
         Fixture { gate, dir, ca }
     }
 

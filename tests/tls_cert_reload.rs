@@ -13,15 +13,7 @@ use icpgate::config::Config;
 
 async fn gate_with_certs(certs: &std::path::Path) -> TestGate {
     let origin = start_origin("storefront").await;
-    let extra = format!("[tls]\ncerts_dir = \"{}\"\n", certs.display());
-    TestGate::start_with_listen(
-        &standard_seed(),
-        Some(origin),
-        Some(origin),
-        "https = \"127.0.0.1:0\"",
-        &extra,
-    )
-    .await
+    TestGate::start_https(Some(origin), Some(origin), certs, "").await
 }
 
 #[tokio::test]

@@ -33,15 +33,7 @@ async fn fixture() -> Fixture {
     ca.write_pair(certs.path(), "example", &["example.com", "*.example.com"]);
     ca.write_pair(certs.path(), "unfiled", &["unfiled.com"]);
     ca.write_pem(certs.path(), "pending", &["pending.cn", "late.cn"]);
-    let extra = format!("[tls]\ncerts_dir = \"{}\"\n", certs.path().display());
-    let gate = TestGate::start_with_listen(
-        &standard_seed(),
-        Some(origin),
-        Some(corporate),
-        "https = \"127.0.0.1:0\"",
-        &extra,
-    )
-    .await;
+    let gate = TestGate::start_https(Some(origin), Some(corporate), certs.path(), "").await;
     Fixture {
         gate,
         ca,

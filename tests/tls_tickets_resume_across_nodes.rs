@@ -42,19 +42,8 @@ fn write_random_key(path: &Path) {
 /// One node of a fleet: its own registry and listeners; the certificates and the
 /// ticket key file are the fleet's.
 async fn node(certs: &Path, key_file: &Path, origin: SocketAddr) -> TestGate {
-    let extra = format!(
-        "[tls]\ncerts_dir = \"{}\"\nticket_key_file = \"{}\"\n",
-        certs.display(),
-        key_file.display()
-    );
-    TestGate::start_with_listen(
-        &standard_seed(),
-        Some(origin),
-        Some(origin),
-        "https = \"127.0.0.1:0\"",
-        &extra,
-    )
-    .await
+    let key = format!("ticket_key_file = \"{}\"\n", key_file.display());
+    TestGate::start_https(Some(origin), Some(origin), certs, &key).await
 }
 
 /// A client trusting `ca` with its own session store (every connection it makes

@@ -197,6 +197,25 @@ impl TestGate {
 
     /// Like `start` plus `listen_lines` added to the `[listen]` section (e.g.
     /// `https = "127.0.0.1:0"`).
+    /// A gate on the standard seed with an HTTPS listener on a free port serving
+    /// the certificates in `certs_dir`; `more_tls` adds lines to its `[tls]` table.
+    pub async fn start_https(
+        storefront: Option<SocketAddr>,
+        corporate: Option<SocketAddr>,
+        certs_dir: &std::path::Path,
+        more_tls: &str,
+    ) -> TestGate {
+        let extra = format!("[tls]\ncerts_dir = \"{}\"\n{more_tls}", certs_dir.display());
+        TestGate::start_with_listen(
+            &super::seed::standard_seed(),
+            storefront,
+            corporate,
+            "https = \"127.0.0.1:0\"",
+            &extra,
+        )
+        .await
+    }
+
     pub async fn start_with_listen(
         seed: &[String],
         storefront: Option<SocketAddr>,
